@@ -1,0 +1,54 @@
+# resnet-deploy: `make export` builds the deployment bundles, `make test` runs the tests.
+# Every target depends on `setup`, so a fresh clone needs nothing else.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export PYTHONHASHSEED ?= 0
+
+WEIGHTS ?=
+CONFIG ?= configs/variants.toml
+OUT ?= dist
+BUNDLE ?= $(lastword $(sort $(wildcard $(OUT)/*.tar.gz)))
+PYTEST_ARGS ?=
+
+.PHONY: help setup setup-gpu export test bench serve parity-gpu lock clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
+
+setup: $(STAMP) ## create .venv and install the pinned dependencies (idempotent)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+
+setup-gpu: setup ## add the GPU builds (tensorflow[and-cuda], onnxruntime-gpu)
+	$(PY) -m pip install --quiet "tensorflow[and-cuda]==2.21.0" "onnxruntime-gpu==1.32.0"
+
+export: setup ## build, export, check parity and bundle every variant into $(OUT)/
+	$(VENV)/bin/resnet-deploy bundle --config $(CONFIG) --out $(OUT) $(if $(WEIGHTS),--weights $(WEIGHTS))
+
+test: setup ## run the test suite
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup ## benchmark every artifact of the newest bundle in $(OUT)/
+	$(VENV)/bin/resnet-deploy bench $(BUNDLE)
+
+serve: setup ## serve the newest bundle (TF Serving if installed, else the local server)
+	$(VENV)/bin/resnet-deploy serve $(BUNDLE)
+
+parity-gpu: setup-gpu ## run the parity suite on the GPU (skipped rows say "no GPU")
+	scripts/gpu-parity.sh
+
+lock: ## re-resolve the pins into requirements.lock (needs network)
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv && .lock-venv/bin/pip install --quiet -e '.[test]'
+	{ echo "# Exact pins for the default (CPU) install; regenerate with: make lock"; \
+	  .lock-venv/bin/pip freeze --exclude-editable; } > requirements.lock && rm -rf .lock-venv
+
+clean: ## remove build outputs (keeps .venv)
+	rm -rf build *.egg-info .pytest_cache $(OUT)/.*.partial

@@ -1,0 +1,92 @@
+"""Atomic file and directory writes: readers (and TF Serving's poller) never see half a file.
+
+Everything is written under a temporary name in the destination's own directory (same
+filesystem), then moved into place with os.replace / os.rename.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from export.errors import ExportError
+
+
+def ensure_writable_dir(path: str | os.PathLike) -> Path:
+    """Create `path` if needed and check it can be written; ExportError otherwise."""
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ExportError(f"cannot create output directory {p}: {e.strerror}; choose a writable --out") from None
+    if not p.is_dir():
+        raise ExportError(f"output path {p} is not a directory; choose a directory for --out")
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise ExportError(f"output directory {p} is not writable; choose a writable --out")
+    return p
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` atomically (temp file beside it, fsync, rename)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def staged_dir(final: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory beside `final`; on success rename it to `final`.
+
+    On any exception the temporary directory is removed and `final` is untouched. With
+    overwrite=True an existing `final` is swapped out only after the new one is complete.
+    """
+    final = Path(final)
+    if final.exists() and not overwrite:
+        raise ExportError(f"{final} already exists; pass --overwrite to replace it or choose another version")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            old = final.with_name(f".{final.name}.old-{os.getpid()}")
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def save_keras_atomic(model, path: str | os.PathLike) -> None:
+    """model.save(path) through a temporary file in the same directory."""
+    path = Path(path)
+    if not path.name.endswith(".keras"):
+        raise ExportError(f"--save needs a path ending in .keras, got {path}")
+    ensure_writable_dir(path.parent if str(path.parent) else ".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise

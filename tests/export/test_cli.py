@@ -1,0 +1,73 @@
+"""The CLI as a user runs it: subprocesses, exit codes, one-line errors."""
+from __future__ import annotations
+
+import json
+
+from tests.conftest import run_cli
+
+
+def test_variants_lists_the_three_heads():
+    r = run_cli("variants")
+    assert r.returncode == 0
+    assert [line.split()[0] for line in r.stdout.splitlines()] == ["conv", "dense", "dropout"]
+
+
+def test_build_json():
+    r = run_cli("build", "--variant", "conv", "--json")
+    assert r.returncode == 0, r.stderr
+    rec = json.loads(r.stdout)
+    assert rec["variant"] == "conv" and rec["num_classes"] == 5
+    assert rec["params"] == {"trainable": 5_014_533, "non_trainable": 23_587_712, "total": 28_602_245}
+    assert rec["inputs"] == {"image": {"dtype": "float32", "shape": [None, 224, 224, 3]}}
+    assert set(rec["outputs"]) == {"logits", "probabilities"}
+    assert rec["weights"]["source"] == "random:0"
+
+
+def _one_line_error(r, *fragments):
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("error: ")
+    for f in fragments:
+        assert f in lines[0], lines[0]
+    assert "Traceback" not in r.stderr
+
+
+def test_unknown_variant():
+    _one_line_error(run_cli("build", "--variant", "resnet9000"), "unknown variant 'resnet9000'", "dense")
+
+
+def test_num_classes_below_one():
+    _one_line_error(run_cli("build", "--variant", "dense", "--num-classes", "0"), "--num-classes", ">= 1")
+
+
+def test_missing_weights_file(tmp_path):
+    missing = tmp_path / "nope.weights.h5"
+    _one_line_error(run_cli("build", "--variant", "dense", "--weights", str(missing)),
+                    f"weights file not found: {missing}")
+
+
+def test_corrupt_weights_file(tmp_path):
+    bad = tmp_path / "corrupt.weights.h5"
+    bad.write_bytes(b"this is not hdf5")
+    _one_line_error(run_cli("build", "--variant", "dense", "--weights", str(bad)),
+                    "cannot load weights file", "corrupt.weights.h5")
+
+
+def test_imagenet_offline_says_what_to_do(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from tests.conftest import ROOT
+    env = {**os.environ, "KERAS_HOME": str(tmp_path), "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    r = subprocess.run([sys.executable, "-m", "export.cli", "build", "--variant", "dense", "--weights", "imagenet"],
+                       cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
+    _one_line_error(r, "cannot get the ImageNet weights", "random", ".weights.h5")
+
+
+def test_save_keras(tmp_path):
+    out = tmp_path / "m.keras"
+    r = run_cli("build", "--variant", "dense", "--save", str(out))
+    assert r.returncode == 0, r.stderr
+    assert out.stat().st_size > 1_000_000
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
