@@ -1,0 +1,101 @@
+"""The Runner interface every backend implements (after Polygraphy's BaseRunner).
+
+The base class owns the contract: `load()` / `close()` / context manager, `device`, input
+validation (names, dtypes, shapes) before the backend is called, and inference timing.
+Subclasses implement only `_load`, `_infer` and (optionally) `_close`.
+"""
+from __future__ import annotations
+
+import abc
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from export.errors import RunnerError
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """An input or output: name, NumPy dtype name, shape with None for a free dimension."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | None, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape)}
+
+
+class Runner(abc.ABC):
+    """Load an artifact, run `infer(feed) -> outputs`, close. One instance per artifact."""
+
+    #: Short backend name used in reports ("keras", "tensorflow", "litert", "onnxruntime").
+    backend = "base"
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or self.backend
+        self.device = "CPU"
+        self.inputs: dict[str, TensorSpec] = {}
+        self.outputs: list[str] = []
+        self.is_loaded = False
+        self.last_inference_seconds: float | None = None
+        self.inference_times: list[float] = []
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def load(self) -> "Runner":
+        if not self.is_loaded:
+            self._load()
+            self.is_loaded = True
+        return self
+
+    def close(self) -> None:
+        if self.is_loaded:
+            self._close()
+            self.is_loaded = False
+
+    def __enter__(self) -> "Runner":
+        return self.load()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- inference -------------------------------------------------------------------------
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Validate `feed` against `self.inputs`, run the backend, record the time taken."""
+        if not self.is_loaded:
+            raise RunnerError(f"{self.name}: call load() (or use `with`) before infer()")
+        self.check_feed(feed)
+        start = time.perf_counter()
+        outputs = self._infer(feed)
+        self.last_inference_seconds = time.perf_counter() - start
+        self.inference_times.append(self.last_inference_seconds)
+        return outputs
+
+    def check_feed(self, feed: dict[str, np.ndarray]) -> None:
+        """Raise RunnerError naming the expected and the given input on any mismatch."""
+        if set(feed) != set(self.inputs):
+            raise RunnerError(f"{self.name}: expected inputs {sorted(self.inputs)}, got {sorted(feed)}")
+        for name, spec in self.inputs.items():
+            value = feed[name]
+            if not isinstance(value, np.ndarray):
+                raise RunnerError(f"{self.name}: input {name!r} must be a numpy array, got {type(value).__name__}")
+            if value.dtype != np.dtype(spec.dtype):
+                raise RunnerError(f"{self.name}: input {name!r} expects dtype {spec.dtype}, got {value.dtype}")
+            if value.ndim != len(spec.shape) or any(
+                    want is not None and want != got for want, got in zip(spec.shape, value.shape)):
+                want = tuple("N" if d is None else d for d in spec.shape)
+                raise RunnerError(f"{self.name}: input {name!r} expects shape {want}, got {tuple(value.shape)}")
+
+    # -- for subclasses ----------------------------------------------------------------------
+    @abc.abstractmethod
+    def _load(self) -> None:
+        """Open the artifact; set self.inputs, self.outputs and self.device."""
+
+    @abc.abstractmethod
+    def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the backend on a validated feed; return every output by name as numpy."""
+
+    def _close(self) -> None:
+        pass
