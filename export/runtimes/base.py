@@ -16,6 +16,34 @@ import numpy as np
 from export.errors import RunnerError
 
 
+class DeviceUnavailable(RunnerError):
+    """A runner was asked for a device (e.g. "GPU:0") this machine does not have.
+
+    Parity records such a runner as "skipped: no GPU", never as a pass.
+    """
+
+
+def wants_gpu(device: str) -> bool | None:
+    """True for "GPU"/"GPU:n"/"CUDA", False for "CPU", None for "auto" (use a GPU if present)."""
+    d = (device or "auto").strip().upper()
+    if d == "AUTO":
+        return None
+    if d == "CPU" or d.startswith("CPU:"):
+        return False
+    if d in ("GPU", "CUDA") or d.startswith(("GPU:", "CUDA:")):
+        return True
+    raise RunnerError(f"unknown device {device!r}: use auto, CPU or GPU[:n]")
+
+
+def gpu_index(device: str) -> int:
+    """The n of "GPU:n" (0 for "GPU" or "auto")."""
+    _, _, n = (device or "").partition(":")
+    try:
+        return int(n) if n else 0
+    except ValueError:
+        raise RunnerError(f"bad device {device!r}: use GPU:<integer>") from None
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """An input or output: name, NumPy dtype name, shape with None for a free dimension."""

@@ -1,0 +1,104 @@
+"""Golden files: the parity inputs and the Keras reference outputs, saved beside the artifacts.
+
+`<root>/golden/<variant>/inputs.npz` (`image`, `names`), `outputs.npz` (one array per output)
+and `meta.json` (where the reference came from). With them, parity re-runs later against a
+bundle without rebuilding the model.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export.errors import RunnerError
+
+GOLDEN_DIR = "golden"
+#: The parity batch: the sample photos, this many seeded noise images, all-black, all-white.
+N_NOISE = 2
+NOISE_SEED = 0
+
+
+@dataclass
+class Golden:
+    """Inputs (one name per row) and the reference outputs for them."""
+
+    variant: str
+    inputs: np.ndarray
+    names: list[str]
+    outputs: dict[str, np.ndarray]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def inputs_sha256(self) -> str:
+        return hashlib.sha256(np.ascontiguousarray(self.inputs).tobytes()).hexdigest()
+
+
+def golden_dir(root: str | os.PathLike, variant: str) -> Path:
+    return Path(root) / GOLDEN_DIR / variant
+
+
+def exists(root: str | os.PathLike, variant: str) -> bool:
+    d = golden_dir(root, variant)
+    return (d / "inputs.npz").is_file() and (d / "outputs.npz").is_file()
+
+
+def make(built, batch_size: int = 4, n_noise: int = N_NOISE, seed: int = NOISE_SEED) -> Golden:
+    """Run the Keras reference (CPU) on the parity inputs of `built` (a BuiltModel)."""
+    from export import samples
+    from export.runtimes.keras import KerasRunner
+    inputs, names = samples.parity_inputs(built.input_size, n_noise=n_noise, seed=seed)
+    with KerasRunner(built.model, name=f"{built.spec.name}/keras") as runner:
+        chunks = [runner.infer({"image": inputs[i:i + batch_size]}) for i in range(0, len(inputs), batch_size)]
+        device = runner.device
+    outputs = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    from export.formats import tool_versions
+    meta = {"variant": built.spec.name, "reference": "keras", "device": device,
+            "weights": built.weights, "num_classes": built.num_classes, "input_size": built.input_size,
+            "noise": {"count": n_noise, "seed": seed}, "tool_versions": tool_versions()}
+    return Golden(built.spec.name, inputs, names, outputs, meta)
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def save(root: str | os.PathLike, golden: Golden) -> Path:
+    """Write the golden files for `golden.variant` under `root/golden/` (each file atomically)."""
+    from export.atomic import write_bytes, write_text
+    d = golden_dir(root, golden.variant)
+    d.mkdir(parents=True, exist_ok=True)
+    write_bytes(d / "inputs.npz", _npz_bytes({"image": golden.inputs, "names": np.array(golden.names)}))
+    write_bytes(d / "outputs.npz", _npz_bytes(golden.outputs))
+    meta = {**golden.meta, "inputs_sha256": golden.inputs_sha256, "names": golden.names}
+    write_text(d / "meta.json", json.dumps(meta, indent=2, default=str))
+    return d
+
+
+def load(root: str | os.PathLike, variant: str) -> Golden:
+    """The golden files of `variant` under `root`; RunnerError if missing or inconsistent."""
+    d = golden_dir(root, variant)
+    if not exists(root, variant):
+        raise RunnerError(f"no golden files for variant {variant!r} in {d} (need inputs.npz and outputs.npz)")
+    try:
+        with np.load(d / "inputs.npz", allow_pickle=False) as f:
+            inputs, names = f["image"], [str(n) for n in f["names"]]
+        with np.load(d / "outputs.npz", allow_pickle=False) as f:
+            outputs = {k: f[k] for k in f.files}
+    except (OSError, ValueError, KeyError) as e:
+        raise RunnerError(f"golden files in {d} are unreadable ({e}); regenerate them") from None
+    meta_path = d / "meta.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    bad = [k for k, v in outputs.items() if len(v) != len(inputs)]
+    if len(names) != len(inputs) or bad:
+        raise RunnerError(f"golden files in {d} disagree: {len(inputs)} inputs, {len(names)} names, "
+                          f"outputs {({k: len(v) for k, v in outputs.items()})}")
+    meta.pop("names", None)
+    return Golden(variant, inputs, names, outputs, meta)
