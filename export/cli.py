@@ -96,6 +96,8 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--unfreeze-stages", type=int, default=0, help="unfreeze the last N ResNet50 stages")
     s.add_argument("--save", metavar="PATH.keras", help="save the built model as a .keras file")
     s.add_argument("--json", action="store_true")
+    from serving.commands import add_parsers as add_serving_parsers  # serve, predict, status, metadata
+    add_serving_parsers(sub, COMMANDS)
     return p
 
 

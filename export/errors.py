@@ -29,3 +29,7 @@ class RunnerError(ResnetDeployError):
 
 class BundleError(ResnetDeployError):
     """A bundle that is malformed, unsafe to unpack, or fails verification."""
+
+
+class ServingError(ResnetDeployError):
+    """A server that cannot start (port in use) or a serving request that failed (client side)."""

@@ -1,0 +1,453 @@
+"""A local TF Serving-compatible server for a bundle (development and tests; production is TF Serving).
+
+REST (FastAPI on uvicorn) and gRPC (grpcio with tensorflow-serving-api's services) on the
+ports TF Serving uses, answering TF Serving's API for the bundle's models: model status,
+metadata, and Predict in row, columnar and `{"b64"}` forms, with its error codes. Requests go
+through server-side batching read from the bundle's batching.config. SIGTERM (or Ctrl-C)
+stops taking requests, lets the ones in flight finish, then exits 0.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import json
+import logging
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent import futures
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from fastapi import Request  # module level: FastAPI resolves the handlers' annotations here
+
+from export.errors import BundleError, ServingError
+from serving import config as config_mod
+from serving import tensors
+from serving.batching import Batcher, BatchingOptions
+from serving.servables import DEFAULT_SIGNATURE, ModelRegistry, Servable
+from serving.status import ServingStatus
+
+log = logging.getLogger("resnet_deploy.serving")
+
+DEFAULT_MAX_BODY_BYTES = 32 << 20
+SHUTDOWN_GRACE_SECONDS = 30.0
+_PATH = re.compile(r"^/v1/models/(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+)|/labels/(?P<label>[^/:]+))?"
+                   r"(?P<suffix>/metadata|:[A-Za-z]+)?$")
+
+
+class ServingCore:
+    """The API both front ends share: resolve, validate, batch, run; plus status and metadata."""
+
+    def __init__(self, registry: ModelRegistry, batching: BatchingOptions) -> None:
+        self.registry = registry
+        self.batching = batching
+        self._batchers: dict[tuple[str, int, str], Batcher] = {}
+        self._lock = threading.Lock()
+        self.metrics: dict[tuple[str, str, str], int] = defaultdict(int)
+        self.latency: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+
+    def _batcher(self, servable: Servable, signature: str) -> Batcher:
+        key = (servable.name, servable.version, signature)
+        with self._lock:
+            if key not in self._batchers:
+                self._batchers[key] = Batcher(partial(servable.run, signature), self.batching,
+                                              name=f"{servable.name}-v{servable.version}-{signature}")
+            return self._batchers[key]
+
+    @staticmethod
+    def signature(servable: Servable, name: str):
+        sig = servable.signatures.get(name or DEFAULT_SIGNATURE)
+        if sig is None:
+            raise ServingStatus.invalid(f'Serving signature name: "{name}" not found in signature def')
+        return sig
+
+    def predict(self, servable: Servable, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        sig = self.signature(servable, signature)
+        tensors.check_inputs(sig, inputs)
+        return self._batcher(servable, sig.name).run(inputs)
+
+    def record(self, model: str, api: str, code: str, seconds: float) -> None:
+        with self._lock:
+            self.metrics[(model, api, code)] += 1
+            acc = self.latency[api]
+            acc[0] += seconds
+            acc[1] += 1
+
+    def status_response(self, name: str, version: int | None, label: str | None):
+        from tensorflow_serving.apis import get_model_status_pb2
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for v in self.registry.status(name, version, label):
+            entry = response.model_version_status.add(
+                version=v, state=get_model_status_pb2.ModelVersionStatus.AVAILABLE)
+            entry.status.error_code = 0
+        return response
+
+    def metadata_response(self, name: str, version: int | None, label: str | None):
+        from tensorflow_serving.apis import get_model_metadata_pb2
+        servable = self.registry.resolve(name, version, label)
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = servable.name
+        response.model_spec.version.value = servable.version
+        response.metadata["signature_def"].Pack(servable.signature_def_map())
+        return response
+
+    def prometheus_text(self) -> str:
+        lines = ["# TYPE :tensorflow:serving:request_count counter"]
+        with self._lock:
+            for (model, api, code), n in sorted(self.metrics.items()):
+                lines.append(f':tensorflow:serving:request_count{{model_name="{model}",api="{api}",'
+                             f'status="{code}"}} {n}')
+            lines.append("# TYPE :tensorflow:serving:request_latency_seconds summary")
+            for api, (total, n) in sorted(self.latency.items()):
+                lines.append(f':tensorflow:serving:request_latency_seconds_sum{{api="{api}"}} {total:.6f}')
+                lines.append(f':tensorflow:serving:request_latency_seconds_count{{api="{api}"}} {n}')
+        return "\n".join(lines) + "\n"
+
+    def close(self) -> None:
+        for b in list(self._batchers.values()):
+            b.close()
+        self.registry.close()
+
+
+# -- REST -------------------------------------------------------------------------------------
+
+def _json_response(body: dict, status: int = 200):
+    from starlette.responses import Response
+    return Response(json.dumps(body), status_code=status, media_type="application/json")
+
+
+def _error(e: ServingStatus):
+    return _json_response({"error": e.message}, e.http_status)
+
+
+def _version(text: str | None) -> int | None:
+    if text is None:
+        return None
+    if not text.isdigit():
+        raise ServingStatus.invalid(f"Failed to convert version: {text} to numeric.")
+    return int(text)
+
+
+async def _read_body(request, limit: int) -> bytes:
+    """The body, or INVALID_ARGUMENT past `limit` bytes (the rest is drained, not kept, so the
+    client reads the answer instead of a reset connection)."""
+    chunks, total = [], 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total <= limit:
+            chunks.append(chunk)
+    if total > limit:
+        raise ServingStatus.invalid(f"request body of {total} bytes is larger than the limit of {limit} bytes")
+    return b"".join(chunks)
+
+
+def create_app(core: ServingCore, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+               prometheus_path: str = config_mod.DEFAULT_PROMETHEUS_PATH):
+    """The FastAPI app answering TF Serving's REST API (`/v1/models/...`)."""
+    import anyio
+    from fastapi import FastAPI
+    from starlette.exceptions import HTTPException
+    from starlette.responses import PlainTextResponse
+    from tensorflow_serving.apis import get_model_metadata_pb2
+
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+    def to_dict(message) -> dict:
+        from google.protobuf import json_format
+        return json_format.MessageToDict(message, preserving_proto_field_name=True,
+                                         always_print_fields_with_no_presence=True)
+
+    def predict_sync(name: str, version: int | None, label: str | None, body: bytes) -> dict:
+        doc = tensors.parse_json_body(body)
+        signature = tensors.signature_name_of(doc)
+        servable = core.registry.resolve(name, version, label)
+        sig = core.signature(servable, signature)
+        inputs, form = tensors.json_to_inputs(doc, sig)
+        return tensors.outputs_to_json(core.predict(servable, sig.name, inputs), form)
+
+    def metadata_sync(name: str, version: int | None, label: str | None) -> dict:
+        response = core.metadata_response(name, version, label)
+        sig_map = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(sig_map)
+        spec = to_dict(response.model_spec)
+        spec.setdefault("signature_name", "")
+        return {"model_spec": {"name": spec["name"], "signature_name": spec["signature_name"],
+                               "version": spec["version"]},
+                "metadata": {"signature_def": to_dict(sig_map)}}
+
+    @app.api_route("/v1/models/{rest:path}", methods=["GET", "POST"])
+    async def models(rest: str, request: Request):
+        start = time.perf_counter()
+        m = _PATH.match(request.url.path)
+        api, model = "rest", "?"
+        try:
+            if m is None:
+                raise ServingStatus.invalid(f"Malformed request: {request.method} {request.url.path}")
+            model, suffix = m["name"], m["suffix"]
+            version, label = _version(m["version"]), m["label"]
+            if request.method == "GET" and suffix is None:
+                api = "status"
+                body = to_dict(core.status_response(model, version, label))
+            elif request.method == "GET" and suffix == "/metadata":
+                api = "metadata"
+                body = await anyio.to_thread.run_sync(metadata_sync, model, version, label)
+            elif request.method == "POST" and suffix == ":predict":
+                api = "predict"
+                data = await _read_body(request, max_body_bytes)
+                body = await anyio.to_thread.run_sync(predict_sync, model, version, label, data)
+            elif request.method == "POST" and suffix in (":classify", ":regress"):
+                raise ServingStatus.invalid(f"{suffix[1:]} is not supported: this model's signatures are "
+                                            "predict signatures (tensorflow/serving/predict); use :predict")
+            else:
+                raise ServingStatus.invalid(f"Malformed request: {request.method} {request.url.path}")
+            core.record(model, api, "OK", time.perf_counter() - start)
+            return _json_response(body)
+        except ServingStatus as e:
+            core.record(model, api, e.code, time.perf_counter() - start)
+            return _error(e)
+        except Exception as e:  # a bug here must not take the server down
+            log.exception("internal error answering %s %s", request.method, request.url.path)
+            core.record(model, api, "INTERNAL", time.perf_counter() - start)
+            return _error(ServingStatus("INTERNAL", f"internal error: {type(e).__name__}: {e}"))
+
+    @app.get(prometheus_path)
+    async def metrics():
+        return PlainTextResponse(core.prometheus_text())
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return _error(ServingStatus("NOT_FOUND" if exc.status_code == 404 else "INVALID_ARGUMENT",
+                                    f"Malformed request: {request.method} {request.url.path}"))
+
+    return app
+
+
+# -- gRPC -------------------------------------------------------------------------------------
+
+def _spec_of(model_spec) -> tuple[str, int | None, str | None]:
+    choice = model_spec.WhichOneof("version_choice")
+    version = model_spec.version.value if choice == "version" else None
+    label = model_spec.version_label if choice == "version_label" else None
+    return model_spec.name, version, label
+
+
+def _grpc_call(core: ServingCore, api: str, fn: Callable):
+    def handler(request, context):
+        start = time.perf_counter()
+        model = request.model_spec.name
+        try:
+            response = fn(request)
+            core.record(model, api, "OK", time.perf_counter() - start)
+            return response
+        except ServingStatus as e:
+            core.record(model, api, e.code, time.perf_counter() - start)
+            context.abort(e.grpc_code, e.message)
+        except Exception as e:
+            import grpc
+            log.exception("internal error answering gRPC %s", api)
+            core.record(model, api, "INTERNAL", time.perf_counter() - start)
+            context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(e).__name__}: {e}")
+    return handler
+
+
+def create_grpc_server(core: ServingCore, max_message_bytes: int, max_workers: int = 32):
+    """A grpc.Server with PredictionService (Predict, GetModelMetadata) and ModelService."""
+    import grpc
+    from tensorflow_serving.apis import model_service_pb2_grpc, predict_pb2, prediction_service_pb2_grpc
+
+    def predict(request):
+        name, version, label = _spec_of(request.model_spec)
+        servable = core.registry.resolve(name, version, label)
+        sig = core.signature(servable, request.model_spec.signature_name)
+        inputs = {k: tensors.proto_to_array(k, v) for k, v in request.inputs.items()}
+        outputs = core.predict(servable, sig.name, inputs)
+        wanted = list(request.output_filter) or sorted(outputs)
+        for w in wanted:
+            if w not in outputs:
+                raise ServingStatus.invalid(f"output tensor alias not found in signature: {w} Outputs expected to be "
+                                            f"in the set {{{','.join(sorted(outputs))}}}.")
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name, response.model_spec.signature_name = servable.name, sig.name
+        response.model_spec.version.value = servable.version
+        for w in wanted:
+            response.outputs[w].CopyFrom(tensors.array_to_proto(outputs[w]))
+        return response
+
+    def metadata(request):
+        fields = list(request.metadata_field)
+        if not fields:
+            raise ServingStatus.invalid("GetModelMetadataRequest must specify at least one metadata_field")
+        for f in fields:
+            if f != "signature_def":
+                raise ServingStatus.invalid(f"Metadata field {f} is not supported")
+        return core.metadata_response(*_spec_of(request.model_spec))
+
+    class Prediction(prediction_service_pb2_grpc.PredictionServiceServicer):
+        Predict = staticmethod(_grpc_call(core, "predict", predict))
+        GetModelMetadata = staticmethod(_grpc_call(core, "metadata", metadata))
+
+    class Model(model_service_pb2_grpc.ModelServiceServicer):
+        GetModelStatus = staticmethod(_grpc_call(
+            core, "status", lambda r: core.status_response(*_spec_of(r.model_spec))))
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+                         options=[("grpc.max_receive_message_length", max_message_bytes),
+                                  ("grpc.max_send_message_length", max_message_bytes),
+                                  ("grpc.so_reuseport", 0)])
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Prediction(), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(Model(), server)
+    return server
+
+
+# -- running both -----------------------------------------------------------------------------
+
+def _listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise ServingError(f"cannot listen on {host}:{port} for REST: {e.strerror}; "
+                           "choose another --rest-port") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def load_core(bundle: str | Path, backend: str = "savedmodel", batching: bool = True) -> ServingCore:
+    """The bundle's models behind `backend`, with the bundle's batching.config (or our defaults)."""
+    bundle = Path(bundle)
+    cfg = bundle / "batching.config"
+    settings = config_mod.batching_settings(cfg.read_text()) if cfg.is_file() else dict(config_mod.BATCHING_DEFAULTS)
+    registry = ModelRegistry.from_bundle(bundle, backend)
+    return ServingCore(registry, BatchingOptions.from_settings(settings, enabled=batching))
+
+
+def warm_up(core: ServingCore) -> None:
+    """One request per signature of every servable, so the first client doesn't pay for tracing."""
+    from serving.servables import IMAGE_BYTES_SIGNATURE
+    from export.samples import encode_jpeg
+    for model in core.registry.models.values():
+        for servable in model.versions.values():
+            for sig in servable.signatures.values():
+                ((name, info),) = sig.inputs.items() if len(sig.inputs) == 1 else ((None, None),)
+                if info is None:
+                    continue
+                if sig.name == IMAGE_BYTES_SIGNATURE:
+                    value = np.array([encode_jpeg(np.zeros((8, 8, 3)))], dtype=object)
+                elif info.dtype == np.float32 and None not in info.shape[1:]:
+                    value = np.zeros((1, *info.shape[1:]), np.float32)
+                else:
+                    continue
+                with contextlib.suppress(ServingStatus):
+                    servable.run(sig.name, {name: value})
+
+
+def serve(bundle: str | Path, rest_port: int = 8501, grpc_port: int = 8500, host: str = "127.0.0.1",
+          backend: str = "savedmodel", batching: bool = True, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+          grace_seconds: float = SHUTDOWN_GRACE_SECONDS, out=sys.stdout) -> int:
+    """Serve `bundle` until SIGTERM/SIGINT; in-flight requests finish before it returns 0.
+
+    Port 0 picks a free port; the `ready:` line says which were bound.
+    """
+    import grpc
+    import uvicorn
+
+    bundle = Path(bundle)
+    if not bundle.is_dir():
+        raise BundleError(f"{bundle} is not a bundle directory")
+    core = load_core(bundle, backend, batching)
+    warm_up(core)
+    # Everything loaded so far (TF, the models) is long-lived: keep it out of the cyclic GC's
+    # scans, which otherwise make parsing a pixel JSON body (~1M objects) several times slower.
+    gc.freeze()
+    sock = _listen(host, rest_port)
+    rest_port = sock.getsockname()[1]
+    grpc_server = create_grpc_server(core, max_body_bytes)
+    target = f"[{host}]:{grpc_port}" if ":" in host else f"{host}:{grpc_port}"
+    try:
+        bound = grpc_server.add_insecure_port(target)
+    except RuntimeError:
+        bound = 0
+    if not bound:
+        sock.close()
+        raise ServingError(f"cannot listen on {host}:{grpc_port} for gRPC (in use?); choose another --grpc-port")
+    grpc_server.start()
+    grpc_stopped = threading.Event()
+    grpc_stopped_set = False
+
+    def stop_grpc() -> None:
+        nonlocal grpc_stopped_set
+        if not grpc_stopped_set:
+            grpc_stopped_set = True
+            threading.Thread(target=lambda: (grpc_server.stop(grace_seconds).wait(), grpc_stopped.set()),
+                             daemon=True).start()
+
+    models = ", ".join(f"{m.name} v{','.join(map(str, sorted(m.versions)))}" for m in core.registry.models.values())
+    b = core.batching
+    batching_text = (f"batching max_batch_size={b.max_batch_size} batch_timeout_micros={b.batch_timeout_micros} "
+                     f"num_batch_threads={b.num_batch_threads}" if b.enabled else "batching off")
+
+    def ready() -> None:
+        print(f"local TF Serving-compatible server: {models} ({backend}); {batching_text}", file=out)
+        print(f"REST http://{host}:{rest_port}/v1/models/<name>  gRPC {host}:{bound}", file=out)
+        print(f"ready: rest_port={rest_port} grpc_port={bound}", file=out, flush=True)
+
+    server = _UvicornServer(
+        uvicorn.Config(create_app(core, max_body_bytes), log_level="warning", access_log=False, lifespan="off",
+                       timeout_graceful_shutdown=int(grace_seconds)),
+        on_signal=stop_grpc, on_started=ready)
+    try:
+        asyncio.run(server.serve(sockets=[sock]))
+    finally:
+        stop_grpc()
+        grpc_stopped.wait(grace_seconds + 5)
+        core.close()
+        sock.close()
+    print("stopped: in-flight requests finished", file=out, flush=True)
+    return 0
+
+
+class _UvicornServer:
+    """uvicorn.Server that hands SIGTERM/SIGINT to us (stop gRPC too) and does not re-raise the
+    signal after its graceful shutdown, so the process can finish its own cleanup and exit 0."""
+
+    def __new__(cls, config, on_signal: Callable[[], None], on_started: Callable[[], None]):
+        import uvicorn
+
+        class Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self):
+                if threading.current_thread() is not threading.main_thread():
+                    yield
+                    return
+                sigs = (signal.SIGINT, signal.SIGTERM)
+                original = {s: signal.signal(s, self._on_signal) for s in sigs}
+                try:
+                    yield
+                finally:
+                    for s, h in original.items():
+                        signal.signal(s, h)
+
+            def _on_signal(self, sig, frame) -> None:
+                if self.should_exit and sig == signal.SIGINT:
+                    self.force_exit = True
+                self.should_exit = True
+                on_signal()
+
+            async def startup(self, sockets=None) -> None:
+                await super().startup(sockets=sockets)
+                if self.started:
+                    on_started()
+
+        return Server(config)
