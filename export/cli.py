@@ -65,6 +65,70 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("export")
+def cmd_export(args: argparse.Namespace) -> int:
+    from export.build import build
+    from export.pipeline import export_artifacts, resolve_targets
+    from export.variants import get_variant
+    spec = get_variant(args.variant)
+    targets = resolve_targets(args.format, args.precision)
+    built = build(spec, weights=args.weights, num_classes=args.num_classes)
+    progress = None if args.json else (lambda v, f, p: print(f"exporting {v} {f} {p} ...", flush=True))
+    artifacts = export_artifacts(built, args.out, targets, version=args.version, opset=args.opset,
+                                 overwrite=args.overwrite, progress=progress)
+    records = [{"path": a.path, "format": a.format, "precision": a.precision, "bytes": a.bytes,
+                "sha256": a.sha256, "seconds": a.seconds} for a in artifacts]
+    if args.json:
+        _print_json(records)
+    else:
+        for r in records:
+            print(f"{r['format']:10s} {r['precision']:8s} {r['bytes'] / 1e6:8.1f} MB {r['seconds']:7.1f} s  "
+                  f"{r['sha256'][:12]}  {r['path']}")
+    return 0
+
+
+@command("parity")
+def cmd_parity(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from export import golden, parity
+    from export.errors import UsageError
+    from export.formats import read_index
+    root = Path(args.artifacts)
+    if not root.is_dir():
+        raise UsageError(f"--artifacts {root} is not a directory; give the directory holding artifacts.json")
+    if args.weights and not args.variant:
+        raise UsageError("--weights needs --variant: it says which model to rebuild as the reference")
+    artifacts = read_index(root)
+    if args.variant:
+        artifacts = [a for a in artifacts if a.variant == args.variant]
+    if not artifacts:
+        what = f" of variant {args.variant!r}" if args.variant else ""
+        raise UsageError(f"no artifacts{what} listed in {root / 'artifacts.json'}")
+
+    def rebuild(variant: str):
+        from export.build import build
+        from export.variants import get_variant
+        classes = {a.outputs[0]["shape"][-1] for a in artifacts if a.outputs}
+        built = build(get_variant(variant), weights=args.weights, num_classes=classes.pop() if len(classes) == 1 else None)
+        return golden.make(built, batch_size=args.batch_size)
+
+    variants = sorted({a.variant for a in artifacts})
+    goldens, sources = golden.references(root, variants, rebuild if args.weights else None)
+    progress = None if args.json else (lambda what: print(f"checking {what} ...", file=sys.stderr, flush=True))
+    report = parity.run_suite(root, artifacts, goldens, sources=sources, batch_sizes=sorted({1, args.batch_size}),
+                              require_gpu=args.require_gpu, num_threads=args.threads, progress=progress)
+    if args.report:
+        json_path, md_path = report.save(args.report)
+    if args.json:
+        _print_json(report.to_dict())
+    else:
+        print(parity.render_markdown(report, full=False))
+        if args.report:
+            print(f"wrote {json_path} and {md_path}")
+    return 0 if report else 1
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -96,6 +160,27 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--unfreeze-stages", type=int, default=0, help="unfreeze the last N ResNet50 stages")
     s.add_argument("--save", metavar="PATH.keras", help="save the built model as a .keras file")
     s.add_argument("--json", action="store_true")
+    s = sub.add_parser("export", help="export a variant to SavedModel, TFLite and/or ONNX")
+    s.add_argument("--variant", required=True)
+    s.add_argument("--num-classes", type=_positive_int, default=None)
+    s.add_argument("--weights", default="random:0", help="imagenet | random[:SEED] | FILE.weights.h5 | FILE.keras")
+    s.add_argument("--format", default="all", help="savedmodel | tflite | onnx | all")
+    s.add_argument("--precision", action="append", default=None,
+                   help="fp32 | fp16 | dynamic | int8 (repeatable; default: every precision of the format)")
+    s.add_argument("--out", required=True, help="output directory")
+    s.add_argument("--version", type=_positive_int, default=1, help="SavedModel version directory")
+    s.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    s.add_argument("--overwrite", action="store_true", help="replace existing artifacts")
+    s.add_argument("--json", action="store_true")
+    s = sub.add_parser("parity", help="check every artifact in a directory against the Keras reference")
+    s.add_argument("--artifacts", required=True, metavar="DIR", help="directory with artifacts.json (an export or bundle)")
+    s.add_argument("--variant", help="check only this variant (and rebuild it with --weights if it has no golden files)")
+    s.add_argument("--weights", help="rebuild the reference from these weights when DIR has no golden files")
+    s.add_argument("--batch-size", type=_positive_int, default=4, help="batch size N (batch 1 always runs too)")
+    s.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for LiteRT and ONNX Runtime")
+    s.add_argument("--require-gpu", action="store_true", help="fail GPU rows instead of 'skipped: no GPU'")
+    s.add_argument("--report", metavar="OUT", help="write parity.json and parity.md into directory OUT")
+    s.add_argument("--json", action="store_true", help="print the report as JSON")
     from serving.commands import add_parsers as add_serving_parsers  # serve, predict, status, metadata
     add_serving_parsers(sub, COMMANDS)
     return p

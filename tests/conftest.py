@@ -36,3 +36,25 @@ def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run `resnet-deploy ARGS` in a subprocess, as a user would."""
     return subprocess.run([sys.executable, "-m", "export.cli", *args], cwd=ROOT, capture_output=True,
                           text=True, timeout=timeout)
+
+
+_EXPORTED: dict = {}
+
+
+def exported_artifacts(variant: str, root: Path):
+    """(BuiltModel, out_dir, {key: Artifact}) with every format and precision of `variant`,
+    exported once per session under `root` (pass tmp_path_factory's base temp dir)."""
+    if variant not in _EXPORTED:
+        from export.pipeline import export_artifacts, resolve_targets
+        built = built_model(variant)
+        out = root / f"exported-{variant}"
+        arts = export_artifacts(built, out, resolve_targets("all"))
+        _EXPORTED[variant] = (built, out, {a.key: a for a in arts})
+    return _EXPORTED[variant]
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """Call with a variant name: every artifact of that variant, exported once per session."""
+    root = tmp_path_factory.mktemp("artifacts")
+    return lambda variant: exported_artifacts(variant, root)

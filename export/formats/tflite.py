@@ -1,0 +1,140 @@
+"""TFLite for devices, in four precisions, with TFLite builtin ops only.
+
+- `fp32`: plain conversion;
+- `fp16`: float16 weights (dequantized at load, or run natively by the GPU delegate);
+- `dynamic`: dynamic-range quantization (int8 weights, float activations);
+- `int8`: full-integer quantization calibrated on the sample photos, uint8 `image` input and
+  uint8 outputs; the (scale, zero_point) of each is recorded in the Artifact, so
+  real = scale * (q - zero_point).
+Converted from the SavedModel's `serving_default` when one is given (the same graph TF Serving
+runs), else from the Keras model. `labels.txt` is written beside the models.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import time
+from pathlib import Path
+
+from export.atomic import write_bytes, write_text
+from export.errors import ExportError, UsageError
+from export.formats import Artifact, PRECISIONS, sha256_path, tool_versions
+
+
+def _converter(built, saved_model_dir: str | Path | None):
+    import tensorflow as tf
+    if saved_model_dir is not None:
+        return tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=["serving_default"])
+    return tf.lite.TFLiteConverter.from_keras_model(built.model)
+
+
+def convert(built, precision: str, saved_model_dir: str | Path | None = None,
+            calibration=None) -> bytes:
+    """The .tflite flatbuffer of `built` at `precision` (builtin ops only)."""
+    import tensorflow as tf
+    from export import samples
+    if precision not in PRECISIONS["tflite"]:
+        raise UsageError(f"unknown tflite precision {precision!r}; choose from {', '.join(PRECISIONS['tflite'])}")
+    conv = _converter(built, saved_model_dir)
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if precision == "fp16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    elif precision == "dynamic":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif precision == "int8":
+        images = calibration if calibration is not None else samples.photos(built.input_size)
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = lambda: ([images[i:i + 1]] for i in range(len(images)))
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.uint8
+        conv.inference_output_type = tf.uint8
+    try:
+        return conv.convert()
+    except Exception as e:
+        raise ExportError(f"TFLite conversion ({precision}) failed: {str(e).strip().splitlines()[0]}") from None
+
+
+def op_names(model: bytes) -> list[str]:
+    """Every operator code the flatbuffer uses: builtin names, or `CUSTOM:<name>` (e.g. Flex ops)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.python.schema_util import get_builtin_code_from_operator_code
+    names_by_code = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    m = schema.Model.GetRootAsModel(model, 0)
+    names = []
+    for i in range(m.OperatorCodesLength()):
+        oc = m.OperatorCodes(i)
+        code = get_builtin_code_from_operator_code(oc)
+        if code == schema.BuiltinOperator.CUSTOM:
+            names.append(f"CUSTOM:{oc.CustomCode().decode()}")
+        else:
+            names.append(names_by_code.get(code, str(code)))
+    return sorted(set(names))
+
+
+def assert_builtin_only(model: bytes) -> list[str]:
+    """The op list; ExportError if any op is custom or a Select TF (Flex) op."""
+    ops = op_names(model)
+    bad = [op for op in ops if op.startswith("CUSTOM:") or "Flex" in op]
+    if bad:
+        raise ExportError(f"TFLite model needs non-builtin ops {bad}; only TFLite builtins are allowed")
+    return ops
+
+
+def gpu_delegate_verdict(model: bytes) -> dict[str, object]:
+    """tf.lite.experimental.Analyzer's GPU-delegate compatibility check, summarised."""
+    import tensorflow as tf
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        tf.lite.experimental.Analyzer.analyze(model_content=model, gpu_compatibility=True)
+    text = buf.getvalue()
+    incompatible = [line.strip() for line in text.splitlines() if "GPU COMPATIBILITY WARNING" in line
+                    or "not supported by TFLite GPU Delegate" in line]
+    compatible = "Your model looks compatible with GPU delegate" in text
+    return {"compatible": compatible and not incompatible, "warnings": incompatible[:20]}
+
+
+def io_details(model: bytes) -> tuple[list[dict], list[dict]]:
+    """Signature inputs/outputs with dtype, shape signature and quantization (scale, zero_point)."""
+    from ai_edge_litert.interpreter import Interpreter
+    interp = Interpreter(model_content=model)
+    sig = interp.get_signature_runner("serving_default")
+
+    def describe(details: dict) -> list[dict]:
+        out = []
+        for name, d in sorted(details.items()):
+            scale, zero = d["quantization"]
+            rec = {"name": name, "dtype": d["dtype"].__name__,
+                   "shape": [None if s < 0 else int(s) for s in d["shape_signature"]]}
+            if scale:
+                rec["quantization"] = {"scale": float(scale), "zero_point": int(zero)}
+            out.append(rec)
+        return out
+
+    return describe(sig.get_input_details()), describe(sig.get_output_details())
+
+
+def export(built, out_dir: str | Path, precision: str = "fp32", *, saved_model_dir: str | Path | None = None,
+           overwrite: bool = False, calibration=None) -> Artifact:
+    """Write `<out_dir>/tflite/<variant>/model_<precision>.tflite` and labels.txt beside it."""
+    start = time.perf_counter()
+    folder = Path(out_dir) / "tflite" / built.spec.name
+    path = folder / f"model_{precision}.tflite"
+    if path.exists() and not overwrite:
+        raise ExportError(f"{path} already exists; pass --overwrite to replace it")
+    model = convert(built, precision, saved_model_dir, calibration)
+    ops = assert_builtin_only(model)
+    inputs, outputs = io_details(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_bytes(path, model)
+    write_text(folder / "labels.txt", "\n".join(built.labels) + "\n")
+    digest, size = sha256_path(path)
+    details = {"ops": ops, "builtin_only": True, "gpu_delegate": gpu_delegate_verdict(model),
+               "source": "savedmodel:serving_default" if saved_model_dir else "keras"}
+    if precision == "int8":
+        details["quantization"] = {t["name"]: t["quantization"] for t in inputs + outputs if "quantization" in t}
+        details["quantization_note"] = "uint8 tensors: real = scale * (q - zero_point)"
+    return Artifact(path=str(path), format="tflite", precision=precision, variant=built.spec.name,
+                    sha256=digest, bytes=size, inputs=inputs, outputs=outputs,
+                    tool_versions=tool_versions(), seconds=round(time.perf_counter() - start, 3),
+                    details=details)
