@@ -102,3 +102,29 @@ def load(root: str | os.PathLike, variant: str) -> Golden:
                           f"outputs {({k: len(v) for k, v in outputs.items()})}")
     meta.pop("names", None)
     return Golden(variant, inputs, names, outputs, meta)
+
+
+def references(root: str | os.PathLike, variants: list[str], rebuild=None,
+               save_rebuilt: bool = True) -> tuple[dict[str, Golden], dict[str, str]]:
+    """The reference of each variant: its golden files under `root` when present, else
+    `rebuild(variant) -> Golden` (then saved as golden files when `root` is writable).
+
+    Returns ({variant: Golden}, {variant: a one-line description of where it came from}).
+    """
+    from export.errors import UsageError
+    goldens, sources = {}, {}
+    for v in variants:
+        if exists(root, v):
+            goldens[v] = load(root, v)
+            sources[v] = f"golden files {GOLDEN_DIR}/{v}/ (Keras on {goldens[v].meta.get('device', 'CPU')}, " \
+                         f"weights {goldens[v].meta.get('weights', {}).get('source', '?')})"
+            continue
+        if rebuild is None:
+            raise UsageError(f"no golden files for variant {v!r} in {golden_dir(root, v)}: pass --variant {v} "
+                             "--weights SRC to rebuild the reference model")
+        goldens[v] = rebuild(v)
+        sources[v] = f"rebuilt Keras model (weights {goldens[v].meta.get('weights', {}).get('source', '?')})"
+        if save_rebuilt and os.access(root, os.W_OK):
+            save(root, goldens[v])
+            sources[v] += f"; saved as golden files {GOLDEN_DIR}/{v}/"
+    return goldens, sources
