@@ -1,0 +1,147 @@
+"""Serving fixtures: one small bundle (dense variant) per session, and local servers started with
+`resnet-deploy serve` in subprocesses on free loopback ports (port 0; the `ready:` line says which)."""
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, built_model
+
+VARIANT = "dense"
+#: Batching for the test bundle: small enough that a 9-image request is refused.
+BATCHING = dict(max_batch_size=8, batch_timeout_micros=2000, num_batch_threads=2, max_enqueued_batches=16)
+MAX_BODY_BYTES = 6_000_000
+READY_TIMEOUT_S = 180
+
+
+@pytest.fixture(scope="session")
+def built():
+    return built_model(VARIANT)
+
+
+@pytest.fixture(scope="session")
+def bundle(built, tmp_path_factory) -> Path:
+    """A bundle directory: tfserving/dense/1 (SavedModel), onnx fp32, tflite fp32, and the three
+    TF Serving config files, written with the project's exporters and serving.config."""
+    from export.formats import onnx, savedmodel, tflite
+    from serving import config
+    out = tmp_path_factory.mktemp("bundle")
+    sm = savedmodel.export(built, out)
+    onnx.export(built, out, "fp32", saved_model_dir=sm.path)
+    tflite.export(built, out, "fp32", saved_model_dir=sm.path)
+    (out / "models.config").write_text(config.bundle_models_config({VARIANT: [1]}))
+    (out / "batching.config").write_text(config.batching_config(**BATCHING))
+    (out / "monitoring.config").write_text(config.monitoring_config())
+    return out
+
+
+@pytest.fixture(scope="session")
+def photos4():
+    from export import samples
+    return samples.photos()[:4]
+
+
+@pytest.fixture(scope="session")
+def reference(built, photos4) -> dict[str, np.ndarray]:
+    """The Keras model's answers for the four test photos (the parity reference)."""
+    out = built.model.predict(photos4, verbose=0)
+    return {k: np.asarray(v) for k, v in out.items()}
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen
+    rest_port: int
+    grpc_port: int
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def rest(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    @property
+    def grpc(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def stop(self, timeout: float = 60) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+
+def start_server(bundle: Path, *args: str) -> ServerProcess:
+    """`resnet-deploy serve BUNDLE --rest-port 0 --grpc-port 0 ARGS`, once it says `ready:`."""
+    cmd = [sys.executable, "-m", "export.cli", "serve", str(bundle), "--rest-port", "0", "--grpc-port", "0",
+           "--local", "--max-body-bytes", str(MAX_BODY_BYTES), *args]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    lines: list[str] = []
+    ready: queue.Queue = queue.Queue()
+
+    def pump():
+        for line in proc.stdout:
+            lines.append(line)
+            m = re.match(r"ready: rest_port=(\d+) grpc_port=(\d+)", line)
+            if m:
+                ready.put((int(m[1]), int(m[2])))
+        ready.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        ports = ready.get(timeout=READY_TIMEOUT_S)
+    except queue.Empty:
+        ports = None
+    if ports is None:
+        proc.kill()
+        proc.wait(10)
+        raise RuntimeError("the server did not become ready:\n" + "".join(lines))
+    return ServerProcess(proc, *ports, lines=lines)
+
+
+@pytest.fixture(scope="session")
+def server(bundle):
+    """The local server for the bundle, SavedModel backend, batching from batching.config."""
+    s = start_server(bundle)
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def rest(server):
+    from serving.client import RestClient
+    with RestClient(server.rest, timeout=120) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def grpc_client(server):
+    from serving.client import GrpcClient
+    with GrpcClient(server.grpc, timeout=120) as c:
+        yield c
+
+
+def wait_until(predicate, timeout: float = 10.0, step: float = 0.05) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
