@@ -1,0 +1,114 @@
+"""Server-side batching: concurrent requests merge up to max_batch_size, answers split back per
+request, a bad request fails alone, limits answer as TF Serving does, close drains the queue."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from serving.batching import Batcher, BatchingOptions
+from serving.status import ServingStatus
+
+
+def double(inputs):
+    """A stand-in model: rows with a negative value are 'undecodable' and fail the whole call."""
+    x = inputs["x"]
+    if (x < 0).any():
+        raise ServingStatus.invalid("negative input")
+    time.sleep(0.02)  # like a real model call: long enough for peers to queue up
+    return {"y": x * 2, "n": np.full(len(x), len(x))}
+
+
+def opts(**kw):
+    base = dict(max_batch_size=8, batch_timeout_micros=20_000, num_batch_threads=1, max_enqueued_batches=4)
+    return BatchingOptions(**{**base, **kw})
+
+
+def submit_all(batcher, requests):
+    futures = [None] * len(requests)
+
+    def go(i):
+        futures[i] = batcher.submit({"x": requests[i]})
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(len(requests))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return futures
+
+
+def test_concurrent_requests_are_merged_and_split_back():
+    b = Batcher(double, opts())
+    requests = [np.full((1 + i % 3, 2), float(i)) for i in range(12)]
+    futures = submit_all(b, requests)
+    for req, fut in zip(requests, futures):
+        out = fut.result(10)
+        np.testing.assert_array_equal(out["y"], req * 2)
+    b.close()
+    assert max(b.batch_sizes) > 1 and max(b.batch_sizes) <= 8
+    assert sum(b.batch_sizes) == sum(len(r) for r in requests)
+
+
+def test_a_bad_request_fails_alone():
+    b = Batcher(double, opts(batch_timeout_micros=50_000))
+    requests = [np.ones((1, 2)), -np.ones((1, 2)), np.full((2, 2), 3.0)]
+    futures = submit_all(b, requests)
+    np.testing.assert_array_equal(futures[0].result(10)["y"], requests[0] * 2)
+    np.testing.assert_array_equal(futures[2].result(10)["y"], requests[2] * 2)
+    with pytest.raises(ServingStatus, match="negative input"):
+        futures[1].result(10)
+    b.close()
+
+
+def test_task_larger_than_max_batch_size_is_refused():
+    b = Batcher(double, opts())
+    with pytest.raises(ServingStatus) as info:
+        b.submit({"x": np.ones((9, 2))})
+    assert (info.value.code, info.value.message) == (
+        "INVALID_ARGUMENT", "Task size 9 is larger than maximum input batch size 8")
+    b.close()
+
+
+def test_full_queue_answers_unavailable():
+    gate = threading.Event()
+
+    def blocked(inputs):
+        gate.wait(10)
+        return {"y": inputs["x"]}
+
+    b = Batcher(blocked, opts(max_enqueued_batches=1, batch_timeout_micros=0))
+    first = b.submit({"x": np.ones((8, 1))})  # taken by the only batch thread, which blocks
+    time.sleep(0.1)
+    queued = b.submit({"x": np.ones((8, 1))})  # fills the one queued batch
+    with pytest.raises(ServingStatus) as info:
+        b.submit({"x": np.ones((1, 1))})
+    assert info.value.code == "UNAVAILABLE" and "queue" in info.value.message
+    gate.set()
+    assert first.result(10)["y"].shape == (8, 1) and queued.result(10)["y"].shape == (8, 1)
+    b.close()
+
+
+def test_unequal_batch_dims_are_invalid():
+    b = Batcher(double, opts())
+    with pytest.raises(ServingStatus, match="equal 0th-dimension size"):
+        b.submit({"x": np.ones((2, 1)), "z": np.ones((3, 1))})
+    b.close()
+
+
+def test_close_finishes_queued_requests_then_refuses():
+    b = Batcher(double, opts(batch_timeout_micros=200_000))
+    fut = b.submit({"x": np.ones((1, 1))})
+    b.close()  # the request waits for company for 0.2 s; closing runs it at once
+    assert fut.result(1)["y"].tolist() == [[2.0]]
+    with pytest.raises(ServingStatus, match="shutting down"):
+        b.submit({"x": np.ones((1, 1))})
+
+
+def test_batching_off_runs_each_request_alone():
+    b = Batcher(double, BatchingOptions(enabled=False))
+    futures = submit_all(b, [np.ones((1, 1))] * 4)
+    assert [f.result(10)["n"].tolist() for f in futures] == [[1]] * 4
+    assert b.batch_sizes == [1, 1, 1, 1]
