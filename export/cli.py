@@ -97,8 +97,6 @@ def cmd_parity(args: argparse.Namespace) -> int:
     root = Path(args.artifacts)
     if not root.is_dir():
         raise UsageError(f"--artifacts {root} is not a directory; give the directory holding artifacts.json")
-    if args.weights and not args.variant:
-        raise UsageError("--weights needs --variant: it says which model to rebuild as the reference")
     artifacts = read_index(root)
     if args.variant:
         artifacts = [a for a in artifacts if a.variant == args.variant]
@@ -109,8 +107,9 @@ def cmd_parity(args: argparse.Namespace) -> int:
     def rebuild(variant: str):
         from export.build import build
         from export.variants import get_variant
-        classes = {a.outputs[0]["shape"][-1] for a in artifacts if a.outputs}
-        built = build(get_variant(variant), weights=args.weights, num_classes=classes.pop() if len(classes) == 1 else None)
+        classes = {a.outputs[0]["shape"][-1] for a in artifacts if a.variant == variant and a.outputs}
+        built = build(get_variant(variant), weights=args.weights,
+                      num_classes=classes.pop() if len(classes) == 1 else None)
         return golden.make(built, batch_size=args.batch_size)
 
     variants = sorted({a.variant for a in artifacts})
@@ -127,6 +126,63 @@ def cmd_parity(args: argparse.Namespace) -> int:
         if args.report:
             print(f"wrote {json_path} and {md_path}")
     return 0 if report else 1
+
+
+@command("bundle")
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from export.pipeline import run_bundle
+    result = run_bundle(args.config, args.out, weights=args.weights, quiet=args.json)
+    if args.json:
+        _print_json({k: v for k, v in result.items() if k not in ("report", "artifacts")})
+        return 0 if result["published"] else 1
+    console = Console()
+    if not result["published"]:
+        console.print(f"[red]parity failed[/red]: bundle NOT published; report: {result['report']}")
+        for failure in result["failures"][:20]:
+            console.print(f"  - {failure}")
+        return 1
+    table = Table(title=f"bundle {result['bundle']} ({result['seconds']} s)")
+    for col in ("variant", "format", "precision", "size", "export s", "parity"):
+        table.add_column(col, justify="right" if col in ("size", "export s") else "left")
+    verdicts: dict[str, list[str]] = {}
+    for r in result["report"].results:
+        verdicts.setdefault(r.key, []).append(r.status if r.device_requested == "CPU"
+                                              else f"{r.device_requested}: {r.reason or r.status}")
+    for a in result["artifacts"]:
+        table.add_row(a.variant, a.format, a.precision, f"{a.bytes / 1e6:.1f} MB", f"{a.seconds:.1f}",
+                      "; ".join(verdicts.get(a.key, ["n/a"])))
+    console.print(table)
+    console.print(f"tarball {result['tarball']}\nsha256  {result['sha256']}")
+    return 0
+
+
+@command("verify")
+def cmd_verify(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from export import bundle, golden, parity
+    from export.formats import Artifact
+    with tempfile.TemporaryDirectory(prefix="resnet-deploy-verify.") as scratch:
+        root = bundle.open_bundle(Path(args.bundle), Path(scratch))
+        files, manifest = bundle.verify_dir(root)
+        for problem in files.problems():
+            print(f"FAIL {problem}")
+        print(f"files: {files.checked} in manifest, {len(files.changed)} changed, {len(files.missing)} missing, "
+              f"{len(files.extra)} extra")
+        ok = bool(files)
+        if not args.skip_parity:
+            artifacts = [Artifact.from_dict(a) for a in manifest["artifacts"]]
+            present = [a for a in artifacts if (root / a.path).exists()]
+            goldens = {v: golden.load(root, v) for v in sorted({a.variant for a in present})}
+            report = parity.run_suite(root, present, goldens)
+            print(report.to_markdown())
+            ok = ok and bool(report)
+        print("verified" if ok else "verification FAILED")
+    return 0 if ok else 1
 
 
 def _positive_int(text: str) -> int:
@@ -160,6 +216,16 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--unfreeze-stages", type=int, default=0, help="unfreeze the last N ResNet50 stages")
     s.add_argument("--save", metavar="PATH.keras", help="save the built model as a .keras file")
     s.add_argument("--json", action="store_true")
+    s = sub.add_parser("bundle", help="build, export, check parity and publish deployment bundles (make export)")
+    s.add_argument("--config", default="configs/variants.toml")
+    s.add_argument("--out", default="dist")
+    s.add_argument("--weights", default=None, help="override the config's weights for every variant")
+    s.add_argument("--json", action="store_true")
+
+    s = sub.add_parser("verify", help="re-hash a bundle against its manifest and re-run parity from its golden files")
+    s.add_argument("bundle", help="dist/<name>-<version> or its .tar.gz")
+    s.add_argument("--skip-parity", action="store_true", help="check checksums only")
+
     s = sub.add_parser("export", help="export a variant to SavedModel, TFLite and/or ONNX")
     s.add_argument("--variant", required=True)
     s.add_argument("--num-classes", type=_positive_int, default=None)
@@ -174,8 +240,9 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s = sub.add_parser("parity", help="check every artifact in a directory against the Keras reference")
     s.add_argument("--artifacts", required=True, metavar="DIR", help="directory with artifacts.json (an export or bundle)")
-    s.add_argument("--variant", help="check only this variant (and rebuild it with --weights if it has no golden files)")
-    s.add_argument("--weights", help="rebuild the reference from these weights when DIR has no golden files")
+    s.add_argument("--variant", help="check only this variant")
+    s.add_argument("--weights", help="rebuild the reference of a variant without golden files in DIR from "
+                                     "these weights (imagenet | random[:SEED] | FILE), and save its golden files")
     s.add_argument("--batch-size", type=_positive_int, default=4, help="batch size N (batch 1 always runs too)")
     s.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for LiteRT and ONNX Runtime")
     s.add_argument("--require-gpu", action="store_true", help="fail GPU rows instead of 'skipped: no GPU'")

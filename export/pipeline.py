@@ -87,3 +87,189 @@ def _refuse_existing(out: Path, variant: str, targets, version: int) -> None:
             what = "version directory" if fmt == "savedmodel" else "file"
             raise ExportError(f"{what} {p} already exists; pass --overwrite to replace it "
                               "(or --version N for a new SavedModel version)")
+
+
+# -- make export: the bundle pipeline -----------------------------------------------------------
+
+_VARIANT_KEYS = {"name", "num_classes", "labels", "weights", "precisions", "formats"}
+_TOP_KEYS = {"name", "version", "weights", "variants"}
+
+
+def load_config(path: str | Path, weights_override: str | None = None) -> dict:
+    """Read and validate the bundle config (TOML); UsageError naming the file and key."""
+    import re
+    import tomllib
+    path = Path(path)
+    try:
+        cfg = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"{path} is not valid TOML: {e}") from None
+    unknown = set(cfg) - _TOP_KEYS
+    if unknown:
+        raise UsageError(f"{path}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_TOP_KEYS)}")
+    name = cfg.get("name", "resnet50-heads")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise UsageError(f"{path}: name {name!r} must be letters, digits, '.', '_' or '-'")
+    version = cfg.get("version", 1)
+    if not isinstance(version, int) or version < 1:
+        raise UsageError(f"{path}: version must be an integer >= 1, got {version!r}")
+    variants = cfg.get("variants") or []
+    if not variants:
+        raise UsageError(f"{path}: no [[variants]] listed")
+    seen = set()
+    for v in variants:
+        bad = set(v) - _VARIANT_KEYS
+        if bad:
+            raise UsageError(f"{path}: variant {v.get('name', '?')!r} has unknown key(s) {sorted(bad)}; "
+                             f"allowed: {sorted(_VARIANT_KEYS)}")
+        if "name" not in v:
+            raise UsageError(f"{path}: every [[variants]] entry needs a name")
+        if v["name"] in seen:
+            raise UsageError(f"{path}: variant {v['name']!r} is listed twice")
+        seen.add(v["name"])
+        v["weights"] = weights_override or v.get("weights") or cfg.get("weights", "random:0")
+    return {"name": name, "version": version, "variants": variants, "path": str(path)}
+
+
+def _git_commit() -> dict[str, object]:
+    import subprocess
+    root = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "", False
+    return {"commit": commit or "unknown", "dirty": dirty}
+
+
+class _Stages:
+    """A rich progress display: one line per stage with its elapsed time; records timings."""
+
+    def __init__(self, quiet: bool = False):
+        import time
+
+        from rich.console import Console
+        self.console = Console(stderr=True, quiet=quiet)
+        self.timings: list[dict] = []
+        self._time = time.perf_counter
+        self._progress = None
+
+    def __enter__(self):
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+        self._progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                                  console=self.console, transient=False)
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._progress.__exit__(*exc)
+
+    def run(self, variant: str, stage: str, fn, *args, **kwargs):
+        task = self._progress.add_task(f"{variant:8s} {stage}", total=1)
+        start = self._time()
+        result = fn(*args, **kwargs)
+        seconds = self._time() - start
+        self._progress.update(task, completed=1, description=f"{variant:8s} {stage} [green]done")
+        self.timings.append({"variant": variant, "stage": stage, "seconds": round(seconds, 2)})
+        return result
+
+
+def run_bundle(config_path: str | Path, out: str | Path = "dist", weights: str | None = None,
+               quiet: bool = False) -> dict:
+    """`make export`: build -> export -> golden -> parity for every variant, then lay out,
+    checksum and publish `<out>/<name>-<version>/` plus its .tar.gz and .sha256.
+
+    The bundle is staged in a hidden directory beside it and renamed into place only when
+    complete and its parity passed; an interrupted run leaves the previous bundle untouched.
+    A failed parity writes `<name>-<version>.parity-FAILED.{json,md}` instead of a bundle.
+    """
+    import shutil
+    import signal
+    import tempfile
+    import time
+    from datetime import datetime, timezone
+
+    from export import bundle as bundle_mod
+    from export import golden, parity
+    from export.atomic import ensure_writable_dir
+    from export.build import build, io_spec, param_counts
+    from export.formats import tool_versions
+    from export.variants import get_variant
+    from serving import config as serving_config
+
+    cfg = load_config(config_path, weights)
+    specs = {v["name"]: get_variant(v["name"]) for v in cfg["variants"]}
+    targets = {v["name"]: resolve_targets("all", v.get("precisions")) for v in cfg["variants"]}
+    out = ensure_writable_dir(out)
+    bundle_name = f"{cfg['name']}-{cfg['version']}"
+    final = out / bundle_name
+    staging = Path(tempfile.mkdtemp(prefix=f".{bundle_name}.", suffix=".partial", dir=out))
+    previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
+    started = time.perf_counter()
+    try:
+        variants_meta, artifacts, goldens = {}, [], {}
+        with _Stages(quiet) as stages:
+            for v in cfg["variants"]:
+                name = v["name"]
+                built = stages.run(name, "build", build, specs[name], weights=v["weights"],
+                                   num_classes=v.get("num_classes"), labels=v.get("labels"))
+                arts = stages.run(name, "export", export_artifacts, built, staging, targets[name],
+                                  version=cfg["version"])
+                goldens[name] = stages.run(name, "golden", golden.make, built)
+                golden.save(staging, goldens[name])
+                artifacts += [a.relative_to(staging) for a in arts]
+                variants_meta[name] = {"spec": built.spec.to_dict(), "num_classes": built.num_classes,
+                                       "labels": built.labels, "params": param_counts(built.model),
+                                       **io_spec(built.model), "weights": built.weights}
+                del built
+            report = stages.run("all", "parity", parity.run_suite, staging, artifacts, goldens)
+            report.save(staging)
+            if not report:
+                failed = out / f"{bundle_name}.parity-FAILED"
+                shutil.copyfile(staging / "parity.json", f"{failed}.json")
+                shutil.copyfile(staging / "parity.md", f"{failed}.md")
+                return {"published": False, "bundle": None, "report": f"{failed}.md",
+                        "failures": report.failures(), "timings": stages.timings}
+            stages.run("all", "bundle", _lay_out, staging, cfg, variants_meta, artifacts, report,
+                       serving_config, bundle_mod, stages.timings, tool_versions(),
+                       datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            bundle_mod.publish(staging, final)
+            tar_path, digest = stages.run("all", "pack", bundle_mod.pack, final)
+        for stale in out.glob(f"{bundle_name}.parity-FAILED.*"):
+            stale.unlink()
+        return {"published": True, "bundle": str(final), "tarball": str(tar_path), "sha256": digest,
+                "artifacts": artifacts, "report": report, "timings": stages.timings,
+                "seconds": round(time.perf_counter() - started, 1)}
+    finally:
+        signal.signal(signal.SIGTERM, previous_sigterm)
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _lay_out(root: Path, cfg, variants_meta, artifacts, report, serving_config, bundle_mod, timings,
+             versions, created_at) -> None:
+    """Write the TF Serving configs, the bundle README and, last, manifest.json."""
+    from export.atomic import write_text
+    version = cfg["version"]
+    write_text(root / "models.config",
+               serving_config.bundle_models_config({v: [version] for v in variants_meta}))
+    write_text(root / "batching.config", serving_config.batching_config())
+    write_text(root / "monitoring.config", serving_config.monitoring_config())
+    summary = {"passed": bool(report), "counts": report.counts(), "failures": report.failures(),
+               "environment": report.environment}
+    write_text(root / "README.md", bundle_mod.render_readme(f"{cfg['name']}-{version}", cfg["name"], version,
+                                                            variants_meta, artifacts, report.to_markdown()))
+    bundle_mod.write_manifest(root, {
+        "name": cfg["name"], "version": version, "created_at": created_at, "git": _git_commit(),
+        "tool_versions": versions, "config": cfg["path"],
+        "variants": variants_meta,
+        "artifacts": [a.to_dict() for a in artifacts],
+        "parity": summary, "export_timings": timings,
+    })

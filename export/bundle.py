@@ -1,0 +1,287 @@
+"""Deployment bundles: lay out, checksum, verify, pack and unpack.
+
+A bundle is a directory `dist/<name>-<version>/` whose `manifest.json` lists every other file
+with its sha256 and size, plus `dist/<name>-<version>.tar.gz` and its `.sha256`. Bundles are
+built in a hidden staging directory beside `dist/` and renamed into place when complete.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from export.atomic import make_readable, write_bytes, write_text
+from export.errors import BundleError
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT_VERSION = 1
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_table(root: Path) -> dict[str, dict[str, Any]]:
+    """{relative posix path: {"sha256", "bytes"}} for every file under root but the manifest."""
+    table = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if p.is_file() and not p.is_symlink() and rel != MANIFEST:
+            table[rel] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+    return table
+
+
+def write_manifest(root: Path, body: dict[str, Any]) -> dict[str, Any]:
+    """Hash every file in the bundle and write manifest.json (the last file written)."""
+    manifest = {"format_version": MANIFEST_FORMAT_VERSION, **body, "files": file_table(root)}
+    write_text(root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    return manifest
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    path = Path(root) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BundleError(f"{root} is not a bundle: it has no {MANIFEST}") from None
+    except json.JSONDecodeError as e:
+        raise BundleError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
+    if manifest.get("format_version") != MANIFEST_FORMAT_VERSION or "files" not in manifest:
+        raise BundleError(f"{path} has manifest format {manifest.get('format_version')!r}, "
+                          f"expected {MANIFEST_FORMAT_VERSION}")
+    return manifest
+
+
+@dataclass
+class FileCheck:
+    """The outcome of re-hashing a bundle against its manifest."""
+
+    changed: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    checked: int = 0
+
+    def __bool__(self) -> bool:
+        return not (self.changed or self.missing or self.extra)
+
+    def problems(self) -> list[str]:
+        return ([f"changed: {p}" for p in self.changed] + [f"missing: {p}" for p in self.missing]
+                + [f"extra: {p}" for p in self.extra])
+
+
+def check_files(root: Path, manifest: dict[str, Any]) -> FileCheck:
+    """Compare the files under root with the manifest: changed, missing and extra files."""
+    expected = manifest["files"]
+    actual = file_table(root)
+    result = FileCheck(checked=len(expected))
+    for rel, rec in expected.items():
+        got = actual.get(rel)
+        if got is None:
+            result.missing.append(rel)
+        elif got["sha256"] != rec["sha256"] or got["bytes"] != rec["bytes"]:
+            result.changed.append(rel)
+    result.extra = sorted(set(actual) - set(expected))
+    return result
+
+
+# -- pack / unpack ------------------------------------------------------------------------------
+
+def pack(bundle_dir: Path) -> tuple[Path, str]:
+    """Write `<bundle>.tar.gz` (members under `<bundle>/`) and `<bundle>.tar.gz.sha256`, atomically."""
+    bundle_dir = Path(bundle_dir)
+    tar_path = bundle_dir.with_name(bundle_dir.name + ".tar.gz")
+    fd, tmp = tempfile.mkstemp(prefix=f".{tar_path.name}.", suffix=".tmp", dir=bundle_dir.parent)
+    os.close(fd)
+    try:
+        with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
+            for p in sorted(bundle_dir.rglob("*")):
+                if p.is_symlink():
+                    continue
+                tar.add(p, arcname=f"{bundle_dir.name}/{p.relative_to(bundle_dir).as_posix()}", recursive=False,
+                        filter=_normalise_member)
+        make_readable(tmp)
+        os.replace(tmp, tar_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    digest = sha256_file(tar_path)
+    write_text(tar_path.with_name(tar_path.name + ".sha256"), f"{digest}  {tar_path.name}\n")
+    return tar_path, digest
+
+
+def _normalise_member(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mode = 0o755 if info.isdir() else 0o644
+    return info
+
+
+def _check_member(member: tarfile.TarInfo, dest: Path) -> None:
+    """Refuse what the `data` filter might let through on an older Python: absolute paths,
+    `..`, links that point outside `dest`, device files and FIFOs."""
+    name = member.name
+    parts = PurePosixPath(name).parts
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or ".." in parts:
+        raise BundleError(f"refusing to unpack: member {name!r} has an absolute path or '..'")
+    if member.ischr() or member.isblk() or member.isfifo() or member.isdev():
+        raise BundleError(f"refusing to unpack: member {name!r} is a device file or FIFO")
+    if member.issym() or member.islnk():
+        target = member.linkname
+        base = (dest / name).parent if member.issym() else dest
+        resolved = os.path.realpath(os.path.join(base, target))
+        if PurePosixPath(target).is_absolute() or not resolved.startswith(str(dest.resolve()) + os.sep):
+            raise BundleError(f"refusing to unpack: link {name!r} points outside the bundle ({target!r})")
+    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+        raise BundleError(f"refusing to unpack: member {name!r} is not a regular file or directory")
+
+
+def unpack(tar_path: Path, dest: Path) -> Path:
+    """Safely extract a bundle tarball into `dest`; returns the bundle directory inside it."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(tar_path, "r:*") as tar:
+            members = tar.getmembers()
+            for m in members:
+                _check_member(m, dest)
+            tar.extractall(dest, members=members, filter="data")
+    except tarfile.TarError as e:
+        raise BundleError(f"cannot unpack {tar_path}: {e}") from None
+    except OSError as e:
+        raise BundleError(f"cannot unpack {tar_path}: {e.strerror or e}") from None
+    tops = {PurePosixPath(m.name).parts[0] for m in members if m.name not in ("", ".")}
+    if len(tops) != 1:
+        raise BundleError(f"{tar_path} is not a bundle: expected one top-level directory, found {sorted(tops)}")
+    return dest / tops.pop()
+
+
+# -- publishing ----------------------------------------------------------------------------------
+
+def publish(staging: Path, final: Path) -> None:
+    """Move a complete staging directory to `final`, replacing an existing bundle only now."""
+    make_readable(staging)
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.rename(final, old)
+        os.rename(staging, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(staging, final)
+
+
+def verify_dir(root: Path) -> tuple[FileCheck, dict[str, Any]]:
+    """Re-hash a bundle directory against its manifest."""
+    manifest = read_manifest(root)
+    return check_files(root, manifest), manifest
+
+
+def open_bundle(path: Path, scratch: Path) -> Path:
+    """A bundle directory for `path`: the directory itself, or a .tar.gz unpacked into scratch."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    if path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
+        return unpack(path, scratch)
+    raise BundleError(f"{path} is neither a bundle directory nor a .tar.gz; give dist/<name>-<version>[.tar.gz]")
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def render_readme(bundle_name: str, model_prefix: str, version: int, variants: dict[str, Any],
+                  artifacts: list, parity_markdown: str) -> str:
+    """The bundle's README: what is inside, how to serve it, how to run it on a device."""
+    names = sorted(variants)
+    first = names[0]
+    rows = "\n".join(
+        f"| `{a.variant}` | {a.format} | {a.precision} | `{a.path}` | {a.bytes / 1e6:.1f} MB |"
+        for a in sorted(artifacts, key=lambda a: (a.variant, a.format, a.precision)))
+    labels = "\n".join(f"- `{v}`: {variants[v]['num_classes']} classes "
+                       f"({', '.join(variants[v]['labels'][:5])}{', …' if len(variants[v]['labels']) > 5 else ''}); "
+                       f"weights `{variants[v]['weights']['source']}`" for v in names)
+    return f"""# {bundle_name}
+
+A resnet-deploy deployment bundle: ResNet50 variants {', '.join(f'`{n}`' for n in names)}, each as a
+TensorFlow SavedModel (TF Serving), TFLite and ONNX, with the parity report that proves they
+answer alike. Every file is listed with its sha256 in `manifest.json`; check it with
+
+    resnet-deploy verify {bundle_name}            # or {bundle_name}.tar.gz
+    sha256sum -c {bundle_name}.tar.gz.sha256      # the tarball, from the directory holding it
+
+## Models
+
+{labels}
+
+Inputs and outputs (every format): input `image`, float32 NHWC RGB in [0, 255] (ResNet50's
+preprocessing is inside the graph); outputs `logits` and `probabilities`. The SavedModels
+also have the signature `predict_image_bytes` (input `image_bytes`: encoded JPEG/PNG).
+`model_int8.tflite` is full-integer: uint8 `image` and uint8 outputs, with the
+quantization parameters (real = scale × (q − zero_point)) in `manifest.json`.
+
+| variant | format | precision | path | size |
+|---|---|---|---|---|
+{rows}
+
+## Serve with TensorFlow Serving
+
+With the `tensorflow/serving` image (the bundle mounted at `/models`, where `models.config`
+expects it):
+
+    docker run --rm -p 8500:8500 -p 8501:8501 \\
+      -v "$PWD/{bundle_name}:/models:ro" tensorflow/serving \\
+      --model_config_file=/models/models.config \\
+      --enable_batching --batching_parameters_file=/models/batching.config \\
+      --monitoring_config_file=/models/monitoring.config
+
+With the binary, put (or link) the bundle at `/models`, or rewrite the `base_path`s in
+`models.config` to where it lies, then:
+
+    tensorflow_model_server --port=8500 --rest_api_port=8501 \\
+      --model_config_file=/models/models.config \\
+      --enable_batching --batching_parameters_file=/models/batching.config \\
+      --monitoring_config_file=/models/monitoring.config
+
+`resnet-deploy serve {bundle_name}` does this for you (or, without TF Serving installed, prints
+the docker command and starts a local TF Serving-compatible server on the same ports).
+
+Query it:
+
+    curl http://localhost:8501/v1/models/{first}
+    curl -X POST http://localhost:8501/v1/models/{first}:predict \\
+      -d '{{"signature_name": "predict_image_bytes", "instances": [{{"b64": "'$(base64 -w0 cat.jpg)'"}}]}}'
+    resnet-deploy predict --rest http://localhost:8501 --model {first} cat.jpg
+
+Version `{version}` of every model carries the label `stable`
+(`/v1/models/{first}/labels/stable:predict`). Prometheus metrics:
+`http://localhost:8501/monitoring/prometheus/metrics`.
+
+## Run on a device (LiteRT)
+
+```python
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+interp = Interpreter(model_path="tflite/{first}/model_fp32.tflite", num_threads=4)
+run = interp.get_signature_runner("serving_default")
+image = np.asarray(photo_224x224_rgb, dtype=np.float32)[None]   # values 0..255
+probabilities = run(image=image)["probabilities"][0]
+labels = open("tflite/{first}/labels.txt").read().splitlines()
+```
+
+On Android/iOS load the same file with the LiteRT runtime; `model_fp16.tflite` suits the GPU
+delegate, `model_int8.tflite` NPUs and integer-only hardware.
+
+## Parity
+
+{parity_markdown}
+"""
