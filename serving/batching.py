@@ -67,7 +67,8 @@ class Batcher:
         self._cv = threading.Condition()
         self._closed = False
         self.batches_run = 0
-        self.batch_sizes: list[int] = []
+        self.rows_run = 0
+        self.batch_sizes: deque[int] = deque(maxlen=10_000)  # the most recent, for stats and tests
         self._threads = []
         if options.enabled:
             for i in range(options.num_batch_threads):
@@ -140,8 +141,11 @@ class Batcher:
                 self._execute(batch)
 
     def _execute(self, tasks: list[_Task]) -> None:
-        self.batches_run += 1
-        self.batch_sizes.append(sum(t.rows for t in tasks))
+        rows = sum(t.rows for t in tasks)
+        with self._cv:
+            self.batches_run += 1
+            self.rows_run += rows
+        self.batch_sizes.append(rows)
         if len(tasks) == 1:
             self._run_alone(tasks[0])
             return

@@ -98,7 +98,7 @@ def add_parsers(sub, commands: dict[str, Callable[[argparse.Namespace], int]]) -
 
 def bundle_dir(path: str | Path, workdir: Path | None = None) -> Path:
     """The bundle directory for `path`: itself, the directory beside a `.tar.gz` it was packed
-    from, or the archive unpacked (safely) into `workdir`."""
+    from, or the archive unpacked (with export.bundle's checks) into `workdir`."""
     p = Path(path)
     if p.is_dir():
         if not ((p / "models.config").is_file() or (p / "tfserving").is_dir()):
@@ -113,20 +113,11 @@ def bundle_dir(path: str | Path, workdir: Path | None = None) -> Path:
         return beside.resolve()
     if workdir is None:
         raise BundleError(f"{p} must be unpacked first")
-    try:
-        from export.bundle import unpack  # the bundle module's checked unpacking, when present
-        unpack(p, workdir)
-    except ImportError:
-        import tarfile
-        try:
-            with tarfile.open(p) as tar:
-                tar.extractall(workdir, filter="data")
-        except (tarfile.TarError, OSError) as e:
-            raise BundleError(f"cannot unpack {p}: {e}") from None
-    found = sorted(c.parent for c in workdir.rglob("models.config"))
-    if not found:
+    from export.bundle import unpack  # refuses absolute paths, `..`, outside links, devices
+    root = unpack(p, workdir)
+    if not (root / "models.config").is_file():
         raise BundleError(f"{p} holds no models.config: not a bundle")
-    return found[0].resolve()
+    return root.resolve()
 
 
 def docker_command(bundle: Path, rest_port: int, grpc_port: int, host: str = "127.0.0.1") -> list[str]:
@@ -156,6 +147,8 @@ def model_server_command(binary: str, bundle: Path, models_config: Path, rest_po
 def cmd_serve(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="resnet-deploy-serve-") as tmp:
         bundle = bundle_dir(args.bundle, Path(tmp))
+        if Path(args.bundle).resolve() != bundle:
+            print(f"serving the bundle directory {bundle}")
         binary = shutil.which("tensorflow_model_server")
         if binary and not args.local and args.backend == "savedmodel":
             from serving import config

@@ -109,6 +109,11 @@ class ServingCore:
             for api, (total, n) in sorted(self.latency.items()):
                 lines.append(f':tensorflow:serving:request_latency_seconds_sum{{api="{api}"}} {total:.6f}')
                 lines.append(f':tensorflow:serving:request_latency_seconds_count{{api="{api}"}} {n}')
+            lines.append("# TYPE :tensorflow:serving:batching_session:processed_batch_size summary")
+            for (model, version, sig), b in sorted(self._batchers.items()):
+                labels = f'model_name="{model}",version="{version}",signature="{sig}"'
+                lines.append(f":tensorflow:serving:batching_session:processed_batch_size_sum{{{labels}}} {b.rows_run}")
+                lines.append(f":tensorflow:serving:batching_session:processed_batch_size_count{{{labels}}} {b.batches_run}")
         return "\n".join(lines) + "\n"
 
     def close(self) -> None:

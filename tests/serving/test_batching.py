@@ -111,4 +111,4 @@ def test_batching_off_runs_each_request_alone():
     b = Batcher(double, BatchingOptions(enabled=False))
     futures = submit_all(b, [np.ones((1, 1))] * 4)
     assert [f.result(10)["n"].tolist() for f in futures] == [[1]] * 4
-    assert b.batch_sizes == [1, 1, 1, 1]
+    assert list(b.batch_sizes) == [1, 1, 1, 1] and b.rows_run == 4
