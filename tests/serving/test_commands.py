@@ -1,0 +1,63 @@
+"""serve's helpers without a server: which directory a BUNDLE argument means, and the exact
+TF Serving commands printed (docker) or run (tensorflow_model_server) for it."""
+from __future__ import annotations
+
+import tarfile
+
+import pytest
+
+from export.errors import BundleError
+from serving import config
+from serving.commands import bundle_dir, docker_command, model_server_command
+
+
+def fake_bundle(root):
+    (root / "tfserving" / "dense" / "1").mkdir(parents=True)
+    (root / "models.config").write_text(config.bundle_models_config({"dense": [1]}))
+    (root / "batching.config").write_text(config.batching_config())
+    (root / "monitoring.config").write_text(config.monitoring_config())
+    return root
+
+
+def test_bundle_dir_accepts_a_directory_or_its_tarball(tmp_path):
+    b = fake_bundle(tmp_path / "resnet-1")
+    assert bundle_dir(b) == b.resolve()
+    tar_path = tmp_path / "resnet-1.tar.gz"
+    with tarfile.open(tar_path, "w:gz") as tar:
+        tar.add(b, arcname="resnet-1")
+    assert bundle_dir(tar_path, tmp_path / "work") == b.resolve()  # the directory it was packed from
+    moved = tmp_path / "elsewhere"
+    moved.mkdir()
+    (moved / "resnet-1.tar.gz").write_bytes(tar_path.read_bytes())
+    unpacked = bundle_dir(moved / "resnet-1.tar.gz", tmp_path / "work")
+    assert unpacked == (tmp_path / "work" / "resnet-1").resolve() and (unpacked / "models.config").is_file()
+
+
+def test_bundle_dir_refuses_what_is_not_a_bundle(tmp_path):
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(BundleError, match="is neither a bundle directory nor a .tar.gz bundle"):
+        bundle_dir(tmp_path / "notes.txt")
+    with pytest.raises(BundleError, match="is not a bundle: no models.config and no tfserving/ directory"):
+        bundle_dir(tmp_path)
+
+
+def test_docker_command_mounts_the_bundle_at_models(tmp_path):
+    b = fake_bundle(tmp_path / "b")
+    assert docker_command(b, 8501, 8500) == [
+        "docker", "run", "--rm", "-p", "127.0.0.1:8500:8500", "-p", "127.0.0.1:8501:8501",
+        "-v", f"{b}:/models:ro", "tensorflow/serving", "--model_config_file=/models/models.config",
+        "--enable_batching=true", "--batching_parameters_file=/models/batching.config",
+        "--monitoring_config_file=/models/monitoring.config"]
+    assert docker_command(b, 9001, 9000, host="0.0.0.0")[3:7] == ["-p", "9000:8500", "-p", "9001:8501"]
+
+
+def test_model_server_command_uses_a_rebased_config(tmp_path):
+    b = fake_bundle(tmp_path / "b")
+    local = tmp_path / "models.config"
+    local.write_text(config.rebase_models_config((b / "models.config").read_text(), "/models", str(b)))
+    assert config.served_models(local.read_text())[0]["base_path"] == f"{b}/tfserving/dense"
+    cmd = model_server_command("/usr/bin/tensorflow_model_server", b, local, 8501, 8500)
+    assert cmd == ["/usr/bin/tensorflow_model_server", "--port=8500", "--rest_api_port=8501",
+                   f"--model_config_file={local}", "--enable_batching=true",
+                   f"--batching_parameters_file={b / 'batching.config'}",
+                   f"--monitoring_config_file={b / 'monitoring.config'}"]
