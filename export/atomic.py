@@ -6,6 +6,7 @@ filesystem), then moved into place with os.replace / os.rename.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -42,21 +43,50 @@ def make_readable(path: str | os.PathLike) -> None:
     os.chmod(path, mode & ~_umask())
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` atomically (temp file beside it, fsync, rename)."""
+@contextlib.contextmanager
+def replacing(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temporary path beside `path`; when the block succeeds it becomes `path`
+    (readable like a normal file, then os.replace); when it fails it is removed."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        yield Path(tmp)
         make_readable(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` atomically (temp file beside it, fsync, rename)."""
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def replace_dir(src: Path, final: Path) -> None:
+    """Rename the complete directory `src` to `final`; an existing `final` is swapped out
+    only now (renamed aside, then removed), so readers see the old or the new, never half."""
+    make_readable(src)
+    if final.exists():
+        old = final.with_name(f".{final.name}.old-{os.getpid()}")
+        os.rename(final, old)
+        os.rename(src, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(src, final)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -77,14 +107,7 @@ def staged_dir(final: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=final.parent))
     try:
         yield tmp
-        make_readable(tmp)
-        if final.exists():
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.rename(final, old)
-            os.rename(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, final)
+        replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -95,14 +118,6 @@ def save_keras_atomic(model, path: str | os.PathLike) -> None:
     path = Path(path)
     if not path.name.endswith(".keras"):
         raise ExportError(f"--save needs a path ending in .keras, got {path}")
-    ensure_writable_dir(path.parent if str(path.parent) else ".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".keras", dir=path.parent)
-    os.close(fd)
-    try:
+    ensure_writable_dir(path.parent)
+    with replacing(path, suffix=".keras") as tmp:
         model.save(tmp)
-        make_readable(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

@@ -6,29 +6,18 @@ built in a hidden staging directory beside `dist/` and renamed into place when c
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import tarfile
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from export.atomic import make_readable, write_bytes, write_text
+from export.atomic import replace_dir, replacing, sha256_file, write_bytes, write_text
 from export.errors import BundleError
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT_VERSION = 1
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def file_table(root: Path) -> dict[str, dict[str, Any]]:
@@ -100,20 +89,11 @@ def pack(bundle_dir: Path) -> tuple[Path, str]:
     """Write `<bundle>.tar.gz` (members under `<bundle>/`) and `<bundle>.tar.gz.sha256`, atomically."""
     bundle_dir = Path(bundle_dir)
     tar_path = bundle_dir.with_name(bundle_dir.name + ".tar.gz")
-    fd, tmp = tempfile.mkstemp(prefix=f".{tar_path.name}.", suffix=".tmp", dir=bundle_dir.parent)
-    os.close(fd)
-    try:
-        with tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
-            for p in sorted(bundle_dir.rglob("*")):
-                if p.is_symlink():
-                    continue
+    with replacing(tar_path) as tmp, tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
+        for p in sorted(bundle_dir.rglob("*")):
+            if not p.is_symlink():
                 tar.add(p, arcname=f"{bundle_dir.name}/{p.relative_to(bundle_dir).as_posix()}", recursive=False,
                         filter=_normalise_member)
-        make_readable(tmp)
-        os.replace(tmp, tar_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     digest = sha256_file(tar_path)
     write_text(tar_path.with_name(tar_path.name + ".sha256"), f"{digest}  {tar_path.name}\n")
     return tar_path, digest
@@ -169,14 +149,7 @@ def unpack(tar_path: Path, dest: Path) -> Path:
 
 def publish(staging: Path, final: Path) -> None:
     """Move a complete staging directory to `final`, replacing an existing bundle only now."""
-    make_readable(staging)
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.rename(final, old)
-        os.rename(staging, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(staging, final)
+    replace_dir(staging, final)
 
 
 def verify_dir(root: Path) -> tuple[FileCheck, dict[str, Any]]:
@@ -284,4 +257,16 @@ delegate, `model_int8.tflite` NPUs and integer-only hardware.
 ## Parity
 
 {parity_markdown}
+
+{BENCH_README_SECTION}"""
+
+#: The README's last section (also appended by `resnet-deploy bench` to bundles made before it).
+BENCH_README_SECTION = """## Benchmarks
+
+`make bench` (or `resnet-deploy bench <bundle>`) measures every artifact on the machine it runs
+on: load time, latency p50/p90/p99 at batch 1 and 8, throughput, peak memory, top-1 agreement
+with the fp32 reference, and the machine's own float32 matmul ceiling. It writes
+[bench/bench.md](bench/bench.md) (tables), [bench/bench.json](bench/bench.json) and
+[bench/bench.png](bench/bench.png) (latency vs size) and lists them in `manifest.json`; they are
+absent until it has run.
 """

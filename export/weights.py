@@ -10,7 +10,6 @@ Sources:
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from export.atomic import sha256_file
 from export.errors import WeightsError
 
 #: Standard deviation of the head's logits over the sample photos after calibration: large
@@ -120,14 +120,6 @@ def calibrate(model, images: np.ndarray) -> dict[str, Any]:
             "logit_std": CALIBRATED_LOGIT_STD, "head_scale": scale}
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def load_file(model, path: str) -> None:
     """Load a .weights.h5 or .keras file into `model`; any mismatch is a WeightsError."""
     import keras
@@ -178,7 +170,7 @@ def provenance(source: WeightsSource, details: dict[str, Any] | None = None) -> 
         out["head"] = "seeded Keras initialisers (seed 0)"
     if source.kind == "file":
         out["path"] = str(Path(source.path).resolve())
-        out["sha256"] = _sha256(source.path)
+        out["sha256"] = sha256_file(source.path)
     if details:
         out.update(details)
     return out

@@ -8,12 +8,11 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import tempfile
 import time
 from pathlib import Path
 
-from export.atomic import make_readable
+from export.atomic import replacing
 from export.errors import ExportError, UsageError
 from export.formats import Artifact, PRECISIONS, sha256_path, tool_versions
 
@@ -123,10 +122,7 @@ def export(built, out_dir: str | Path, precision: str = "fp32", *, saved_model_d
     if path.exists() and not overwrite:
         raise ExportError(f"{path} already exists; pass --overwrite to replace it")
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx.tmp", dir=folder)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with replacing(path, suffix=".onnx.tmp") as tmp:
         if precision == "fp32":
             convert_fp32(built, tmp, opset, saved_model_dir)
         else:
@@ -138,11 +134,6 @@ def export(built, out_dir: str | Path, precision: str = "fp32", *, saved_model_d
                     convert_fp32(built, source, opset, saved_model_dir)
                 quantize_int8(source, tmp, images)
         check(tmp)
-        make_readable(tmp)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
     inputs, outputs = io_details(path)
     digest, size = sha256_path(path)
     details = {"opset": opset, "checker": "full_check passed",

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -191,7 +190,6 @@ def test_killed_pipeline_leaves_previous_bundle_intact(published):
 
 def test_failed_parity_is_not_published(published, tmp_path):
     """A saturated model fails the parity check: no bundle, the old one stays, the report is kept."""
-    import numpy as np
     from export.build import build
     from export.variants import get_variant
     work, root, _ = published

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.errors import ExportError
 from tests.conftest import run_cli
 
 VARIANT = "dense"
