@@ -11,7 +11,8 @@ export PYTHONHASHSEED ?= 0
 WEIGHTS ?=
 CONFIG ?= configs/variants.toml
 OUT ?= dist
-BUNDLE ?= $(lastword $(sort $(wildcard $(OUT)/*.tar.gz)))
+# The newest bundle directory in $(OUT)/ (highest <name>-<version> holding a manifest.json).
+BUNDLE ?= $(shell ls -d $(OUT)/*/manifest.json 2>/dev/null | sort -V | tail -n 1 | xargs -r dirname)
 PYTEST_ARGS ?=
 
 .PHONY: help setup setup-gpu export test bench serve parity-gpu lock clean
@@ -37,6 +38,7 @@ test: setup ## run the test suite
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup ## benchmark every artifact of the newest bundle in $(OUT)/
+	@test -n "$(BUNDLE)" || { echo "error: no bundle in $(OUT)/; run make export first" >&2; exit 2; }
 	$(VENV)/bin/resnet-deploy bench $(BUNDLE)
 
 serve: setup ## serve the newest bundle (TF Serving if installed, else the local server)

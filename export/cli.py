@@ -185,6 +185,45 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
+@command("bench")
+def cmd_bench(args: argparse.Namespace) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from export import bench, bundle
+    from export.errors import UsageError
+    batch_sizes = bench.parse_batch_sizes(args.batch_sizes)
+    path = Path(args.bundle)
+    if path.is_file() and not args.out:
+        raise UsageError(f"{path} is a file: bench writes into a bundle directory; give dist/<name>-<version> "
+                         "(or --out DIR to benchmark a .tar.gz)")
+
+    def progress(what: str, status: str) -> None:
+        print(f"bench {what}: {status}", file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="resnet-deploy-bench.") as scratch:
+        root = bundle.open_bundle(path, Path(scratch))
+        doc = bench.run_bench(root, threads=args.threads, warmup=args.warmup, runs=args.runs,
+                              batch_sizes=batch_sizes, out=args.out, variants=args.variant,
+                              progress=None if args.json else progress)
+    if args.json:
+        _print_json(doc)
+    else:
+        print(bench.render_markdown(doc))
+        print("wrote " + ", ".join(doc["files"]))
+    return 1 if any(r["error"] for r in doc["artifacts"]) or doc["ceiling"].get("error") else 0
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -225,6 +264,18 @@ def make_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("verify", help="re-hash a bundle against its manifest and re-run parity from its golden files")
     s.add_argument("bundle", help="dist/<name>-<version> or its .tar.gz")
     s.add_argument("--skip-parity", action="store_true", help="check checksums only")
+
+    s = sub.add_parser("bench", help="benchmark every artifact of a bundle (make bench): speed, memory, accuracy")
+    s.add_argument("bundle", help="dist/<name>-<version> (a .tar.gz only with --out)")
+    s.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: all logical CPUs)")
+    s.add_argument("--warmup", type=_non_negative_int, default=3, help="warm-up runs per batch size (default 3)")
+    s.add_argument("--runs", type=_positive_int, default=10,
+                   help="timed runs at batch 1 (default 10); larger batches run half as many")
+    s.add_argument("--batch-sizes", default="1,8", help="comma-separated batch sizes (default 1,8)")
+    s.add_argument("--variant", action="append", default=None, help="benchmark only this variant (repeatable)")
+    s.add_argument("--out", default=None, metavar="DIR",
+                   help="write bench.{json,md,png} here instead of BUNDLE/bench/ (the bundle is left untouched)")
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
 
     s = sub.add_parser("export", help="export a variant to SavedModel, TFLite and/or ONNX")
     s.add_argument("--variant", required=True)

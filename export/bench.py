@@ -1,0 +1,489 @@
+"""Benchmarks: how fast every artifact of a bundle runs on this machine, against its own ceiling.
+
+`resnet-deploy bench BUNDLE` (`make bench`) measures every artifact in the bundle's manifest, each
+in a fresh Python process (so memory and thread pools never bleed across artifacts): load time,
+latency percentiles per batch size, throughput, peak RSS and top-1 agreement with the fp32
+reference; plus a float32 matmul ceiling, achieved GFLOP/s and quantized speed-ups, all measured
+in the same run. Writes bench/bench.{json,md,png} and re-lists them in the bundle's manifest.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export.errors import BundleError, UsageError
+
+BENCH_DIR = "bench"
+BENCH_FORMAT_VERSION = 1
+#: The matrix size of the float32 matmul that measures the machine's ceiling, and its repetitions.
+CEILING_N = 2048
+CEILING_REPS = 5
+#: Seconds one artifact's measuring process may take before it is recorded as failed.
+WORKER_TIMEOUT_S = 900
+ISOLATION = ("each artifact in a fresh Python process; peak RSS is that process's high-water mark "
+             "(VmHWM: interpreter + runtime library + model + activations), and '+load' is the "
+             "part above its RSS after importing the runtime, before loading the artifact")
+
+
+# -- arguments ------------------------------------------------------------------------------------
+
+def parse_batch_sizes(text: str) -> list[int]:
+    """"1,8" -> [1, 8]; UsageError on anything but comma-separated integers >= 1."""
+    try:
+        sizes = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or any(s < 1 for s in sizes):
+        raise UsageError(f"--batch-sizes expects comma-separated integers >= 1 (e.g. 1,8), got {text!r}")
+    return sorted(set(sizes))
+
+
+def runs_at(batch: int, runs: int) -> int:
+    """Timed runs at a batch size: `runs` at batch 1, half as many (at least 1) at larger batches."""
+    return runs if batch == 1 else max(1, (runs + 1) // 2)
+
+
+# -- FLOPs ----------------------------------------------------------------------------------------
+
+def _out(n: int, stride: int) -> int:
+    return -(-n // stride)
+
+
+def resnet50_macs(size: int = 224) -> tuple[int, int, int]:
+    """Multiply-accumulates of Keras' ResNet50 (v1, no top) at size x size, and its output H, W.
+
+    Counts the conv layers (BatchNorm, ReLU, adds and pooling are < 1 % and left out):
+    2 x 3.86 G = 7.7 GFLOP at 224 x 224.
+    """
+    h = _out(size, 2)
+    macs = h * h * 7 * 7 * 3 * 64                      # conv1, stride 2
+    h = _out(h, 2)                                     # max-pool 3x3, stride 2
+    cin = 64
+    for filters, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+        for b in range(blocks):
+            s = stride if b == 0 else 1
+            ho = _out(h, s)
+            if b == 0:
+                macs += ho * ho * cin * 4 * filters    # projection shortcut (1x1, stride s)
+            macs += ho * ho * cin * filters            # 1x1 (stride s: Keras v1)
+            macs += ho * ho * 9 * filters * filters    # 3x3
+            macs += ho * ho * filters * 4 * filters    # 1x1 expand
+            h, cin = ho, 4 * filters
+    return macs, h, cin
+
+
+def head_macs(head: list[dict[str, Any]], num_classes: int, h: int, cin: int) -> int:
+    """Multiply-accumulates of a declared head (conv2d 'same', dense) and the final logits Dense."""
+    macs, spatial = 0, True
+    for layer in head:
+        kind = layer["kind"]
+        if kind == "conv2d" and spatial:
+            k = int(layer.get("kernel_size", 1))
+            macs += h * h * k * k * cin * int(layer["filters"])
+            cin = int(layer["filters"])
+        elif kind == "gap":
+            spatial = False
+        elif kind == "dense":
+            macs += cin * int(layer["units"])
+            cin = int(layer["units"])
+    return macs + cin * num_classes
+
+
+def gflop_per_image(variant_meta: dict[str, Any]) -> dict[str, float]:
+    """GFLOP (2 x MACs) per image of a variant: backbone, head and total, from the manifest's spec."""
+    spec = variant_meta["spec"]
+    shape = (variant_meta.get("inputs", {}).get("image", {}) or {}).get("shape") or []
+    size = int(shape[1]) if len(shape) == 4 and shape[1] else int(spec.get("input_size", 224))
+    backbone, h, cin = resnet50_macs(size)
+    head = head_macs(spec.get("head", []), int(variant_meta["num_classes"]), h, cin)
+    return {"input_size": size, "backbone": round(2 * backbone / 1e9, 4), "head": round(2 * head / 1e9, 6),
+            "total": round(2 * (backbone + head) / 1e9, 6)}
+
+
+# -- environment ----------------------------------------------------------------------------------
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def environment(threads: int) -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from export.formats import tool_versions
+    versions = tool_versions()
+    for pkg in ("numpy", "matplotlib", "psutil"):
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return {"cpu_model": cpu_model(), "logical_cpus": os.cpu_count(), "threads": threads,
+            "platform": platform.platform(), "python": platform.python_version(),
+            "load_average_start": [round(x, 2) for x in os.getloadavg()], "tool_versions": versions}
+
+
+# -- the measuring process ------------------------------------------------------------------------
+
+def _thread_env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = str(threads)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def _in_fresh_process(job: dict[str, Any], threads: int) -> dict[str, Any]:
+    """Run one job (`_worker`) in a new Python process; {"error": ...} if it fails."""
+    with tempfile.TemporaryDirectory(prefix="resnet-deploy-bench.") as tmp:
+        job_path, out_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
+        job_path.write_text(json.dumps(job))
+        try:
+            proc = subprocess.run([sys.executable, "-m", "export.bench", str(job_path), str(out_path)],
+                                  env=_thread_env(threads), capture_output=True, text=True, check=False,
+                                  timeout=WORKER_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            return {"error": f"timed out after {WORKER_TIMEOUT_S} s"}
+        if proc.returncode != 0 or not out_path.is_file():
+            lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+            return {"error": (lines[-1] if lines else f"exit code {proc.returncode}")[:300]}
+        return json.loads(out_path.read_text())
+
+
+def _ceiling(n: int, reps: int) -> dict[str, Any]:
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    a @ b  # warm-up: thread pool start, page faults
+    seconds = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        seconds.append(time.perf_counter() - t)
+    flops = 2.0 * n ** 3
+    blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
+    return {"gflops": round(flops / min(seconds) / 1e9, 2),
+            "gflops_median": round(flops / float(np.median(seconds)) / 1e9, 2),
+            "seconds": [round(s, 5) for s in seconds],
+            "blas": f"{blas.get('name', '?')} {blas.get('version', '')}".strip()}
+
+
+def _import_runtime(fmt: str, threads: int) -> None:
+    if fmt == "savedmodel":
+        from export import import_tensorflow_quietly
+        tf = import_tensorflow_quietly()
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    elif fmt == "tflite":
+        import ai_edge_litert.interpreter  # noqa: F401
+    elif fmt == "onnx":
+        import onnxruntime  # noqa: F401
+
+
+def _stats(seconds: list[float], batch: int) -> dict[str, Any]:
+    ms = np.asarray(seconds) * 1e3
+    mean = float(ms.mean())
+    return {"runs": len(ms), "p50": round(float(np.percentile(ms, 50)), 3),
+            "p90": round(float(np.percentile(ms, 90)), 3), "p99": round(float(np.percentile(ms, 99)), 3),
+            "mean": round(mean, 3), "min": round(float(ms.min()), 3),
+            "images_per_s": round(batch * 1e3 / mean, 3)}
+
+
+def _peak_rss() -> int:
+    """This process's peak resident set, bytes: VmHWM, which (unlike ru_maxrss, which keeps the
+    parent's high-water mark across fork + exec) counts only this program."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
+def _measure(job: dict[str, Any]) -> dict[str, Any]:
+    """Load one artifact, time it per batch size after warm-up, check its top-1 on the photos."""
+    import psutil
+
+    from export import golden, samples
+    from export.formats import Artifact
+    from export.runtimes import runner_for
+    root, threads = Path(job["root"]), job["threads"]
+    art = Artifact.from_dict(job["artifact"])
+    _import_runtime(art.format, threads)
+    ref = golden.load(root, art.variant)
+    rows = [i for i, name in enumerate(ref.names) if name in samples.PHOTO_NAMES]
+    photos = np.ascontiguousarray(ref.inputs[rows], dtype=np.float32)
+    ref_top1 = np.argmax(ref.outputs["logits"][rows], axis=-1)
+
+    rss_before = psutil.Process().memory_info().rss
+    start = time.perf_counter()
+    runner = runner_for(art, root=root, device="CPU", num_threads=threads)
+    runner.load()
+    load_s = time.perf_counter() - start
+    with runner:
+        start = time.perf_counter()
+        runner.infer({"image": photos[:1]})
+        first_s = time.perf_counter() - start
+        latency = {}
+        for b in job["batch_sizes"]:
+            feed = {"image": np.ascontiguousarray(np.resize(photos, (b, *photos.shape[1:])))}
+            for _ in range(job["warmup"]):
+                runner.infer(feed)
+            times = []
+            for _ in range(runs_at(b, job["runs"])):
+                t = time.perf_counter()
+                runner.infer(feed)
+                times.append(time.perf_counter() - t)
+            latency[str(b)] = _stats(times, b)
+        chunk = max(job["batch_sizes"])
+        top1 = np.concatenate([np.argmax(runner.infer({"image": photos[i:i + chunk]})["logits"], axis=-1)
+                               for i in range(0, len(photos), chunk)])
+        device = runner.device
+    agree = int((top1 == ref_top1).sum())
+    peak = _peak_rss()
+    return {"device": device, "load_s": round(load_s, 4), "first_inference_s": round(first_s, 4),
+            "latency_ms": latency,
+            "peak_rss_mb": round(peak / 2**20, 1), "rss_load_mb": round((peak - rss_before) / 2**20, 1),
+            "top1": {"agree": agree, "total": len(rows), "agreement": round(agree / max(1, len(rows)), 4),
+                     "photos": [ref.names[i] for i in rows],
+                     "reference": f"{ref.meta.get('reference', 'keras')} fp32 outputs in golden/{art.variant}/"}}
+
+
+def _worker(argv: list[str]) -> int:
+    job = json.loads(Path(argv[0]).read_text())
+    result = _ceiling(job["n"], job["reps"]) if job["kind"] == "ceiling" else _measure(job)
+    Path(argv[1]).write_text(json.dumps(result))
+    return 0
+
+
+# -- the run --------------------------------------------------------------------------------------
+
+def _derive(rows: list[dict[str, Any]], ceiling: float | None) -> None:
+    """Achieved GFLOP/s and % of the ceiling (fp32), speed-up over the fp32 sibling (quantized),
+    computed from the numbers stored in the rows."""
+    by_key = {r["key"]: r for r in rows}
+    for r in rows:
+        r["achieved_gflops"] = r["pct_of_ceiling"] = r["achieved_at_batch"] = r["speedup_vs_fp32"] = None
+        if r.get("error"):
+            continue
+        best = max(r["latency_ms"], key=lambda b: r["latency_ms"][b]["images_per_s"])
+        if r["precision"] == "fp32":
+            r["achieved_at_batch"] = int(best)
+            r["achieved_gflops"] = round(r["gflop_per_image"] * r["latency_ms"][best]["images_per_s"], 2)
+            if ceiling:
+                r["pct_of_ceiling"] = round(100.0 * r["achieved_gflops"] / ceiling, 2)
+            continue
+        sib = by_key.get(f"{r['variant']}/{r['format']}_fp32")
+        if sib is None or sib.get("error"):
+            continue
+        r["speedup_vs_fp32"] = {"sibling": sib["key"], "by_batch": {
+            b: round(sib["latency_ms"][b]["p50"] / r["latency_ms"][b]["p50"], 3)
+            for b in r["latency_ms"] if b in sib["latency_ms"] and r["latency_ms"][b]["p50"] > 0}}
+
+
+def run_bench(bundle: str | os.PathLike, *, threads: int | None = None, warmup: int = 3, runs: int = 10,
+              batch_sizes: list[int] | tuple[int, ...] = (1, 8), out: str | os.PathLike | None = None,
+              variants: list[str] | None = None, progress=None) -> dict[str, Any]:
+    """Benchmark every artifact of the bundle directory `bundle`; write bench.{json,md,png} into
+    `out` (default `<bundle>/bench/`). Inside the bundle, manifest.json is rewritten to list them
+    and the .tar.gz (if any) re-packed, so the bundle still verifies. Returns the bench document."""
+    from export import bundle as bundle_mod
+    from export import golden
+    from export.formats import Artifact
+    root = Path(bundle)
+    if not root.is_dir():
+        raise BundleError(f"{root} is not a bundle directory; give dist/<name>-<version>")
+    manifest = bundle_mod.read_manifest(root)
+    if warmup < 0 or runs < 1:
+        raise UsageError(f"--warmup must be >= 0 and --runs >= 1, got {warmup} and {runs}")
+    batch_sizes = sorted(set(batch_sizes))
+    threads = threads or os.cpu_count() or 1
+    artifacts = [Artifact.from_dict(a) for a in manifest.get("artifacts", [])]
+    if variants:
+        unknown = sorted(set(variants) - {a.variant for a in artifacts})
+        if unknown:
+            raise UsageError(f"variant(s) {unknown} not in {root}; it has {sorted({a.variant for a in artifacts})}")
+        artifacts = [a for a in artifacts if a.variant in variants]
+    if not artifacts:
+        raise BundleError(f"{root / bundle_mod.MANIFEST} lists no artifacts to benchmark")
+    for v in sorted({a.variant for a in artifacts}):
+        if not golden.exists(root, v):
+            raise BundleError(f"{root} has no golden files for variant {v!r} (golden/{v}/): "
+                              "cannot measure top-1 agreement; re-export the bundle")
+    note = progress or (lambda *_: None)
+    started = time.perf_counter()
+    env = environment(threads)
+    note("ceiling", f"float32 matmul {CEILING_N}x{CEILING_N}, {threads} threads")
+    ceiling = _in_fresh_process({"kind": "ceiling", "n": CEILING_N, "reps": CEILING_REPS}, threads)
+    ceiling.update({"method": f"numpy float32 matmul {CEILING_N}x{CEILING_N}, best of {CEILING_REPS} "
+                              "after 1 warm-up", "n": CEILING_N, "reps": CEILING_REPS, "threads": threads})
+    flops = {v: gflop_per_image(manifest["variants"][v]) for v in {a.variant for a in artifacts}}
+    rows = []
+    job = {"kind": "artifact", "root": str(root.resolve()), "threads": threads, "warmup": warmup,
+           "runs": runs, "batch_sizes": batch_sizes}
+    for a in sorted(artifacts, key=lambda a: (a.variant, a.format, a.precision != "fp32", a.precision)):
+        note(a.key, "measuring")
+        t = time.perf_counter()
+        result = _in_fresh_process({**job, "artifact": a.to_dict()}, threads)
+        row = {"key": a.key, "variant": a.variant, "format": a.format, "precision": a.precision, "path": a.path,
+               "bytes": a.bytes, "gflop_per_image": flops[a.variant]["total"], "error": None,
+               "device": None, "load_s": None, "first_inference_s": None, "latency_ms": {},
+               "peak_rss_mb": None, "rss_load_mb": None, "top1": None, **result}
+        row["wall_s"] = round(time.perf_counter() - t, 2)
+        note(a.key, row["error"] or f"done in {row['wall_s']} s")
+        rows.append(row)
+    _derive(rows, ceiling.get("gflops"))
+    timings = manifest.get("export_timings", [])
+    env["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    doc = {"format_version": BENCH_FORMAT_VERSION, "bundle": root.resolve().name,
+           "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "environment": env,
+           "settings": {"threads": threads, "warmup": warmup, "batch_sizes": batch_sizes,
+                        "runs": {str(b): runs_at(b, runs) for b in batch_sizes}, "device": "CPU",
+                        "isolation": ISOLATION,
+                        "latency": "wall time of Runner.infer (feed check, LiteRT (de)quantization included) "
+                                   "on the sample photos, after the warm-up runs at that batch size",
+                        "tensorflow_threads": f"intra-op {threads}, inter-op 1"},
+           "ceiling": ceiling, "flops": flops, "artifacts": rows,
+           "export_timings": timings, "export_total_s": round(sum(t["seconds"] for t in timings), 2),
+           "seconds": round(time.perf_counter() - started, 1)}
+    doc["files"] = write_results(root, doc, out)
+    return doc
+
+
+def write_results(root: Path, doc: dict[str, Any], out: str | os.PathLike | None = None) -> list[str]:
+    """Write bench.json/.md/.png atomically; inside the bundle, re-list them in the manifest and
+    re-pack the tarball. Returns the paths written."""
+    from export.atomic import ensure_writable_dir, write_text
+    from export.bench_plot import plot
+    out_dir = ensure_writable_dir(Path(out) if out else root / BENCH_DIR)
+    paths = [out_dir / "bench.json", out_dir / "bench.md", out_dir / "bench.png"]
+    inside = out_dir.resolve().is_relative_to(root.resolve())
+    doc["files"] = [p.resolve().relative_to(root.resolve()).as_posix() if inside else str(p) for p in paths]
+    write_text(paths[0], json.dumps(doc, indent=2) + "\n")
+    write_text(paths[1], render_markdown(doc))
+    plot(doc, paths[2])
+    if inside:
+        _relist(root, doc)
+    return doc["files"]
+
+
+def _relist(root: Path, doc: dict[str, Any]) -> None:
+    """Rewrite manifest.json (every field kept, plus a `bench` summary) and re-pack the tarball."""
+    from export import bundle as bundle_mod
+    from export.atomic import write_text
+    readme = root / "README.md"
+    if readme.is_file() and "## Benchmarks" not in readme.read_text():
+        write_text(readme, readme.read_text().rstrip("\n") + "\n\n" + bundle_mod.BENCH_README_SECTION)
+    manifest = bundle_mod.read_manifest(root)
+    body = {k: v for k, v in manifest.items() if k not in ("format_version", "files")}
+    body["bench"] = {
+        "created_at": doc["created_at"], "files": doc["files"], "cpu_model": doc["environment"]["cpu_model"],
+        "threads": doc["settings"]["threads"], "ceiling_gflops": doc["ceiling"].get("gflops"),
+        "artifacts": {r["key"]: None if r["error"] else {
+            "p50_ms": {b: s["p50"] for b, s in r["latency_ms"].items()},
+            "images_per_s": max(s["images_per_s"] for s in r["latency_ms"].values()),
+            "top1_agreement": r["top1"]["agreement"]} for r in doc["artifacts"]}}
+    bundle_mod.write_manifest(root, body)
+    tar = root.with_name(root.name + ".tar.gz")
+    if tar.is_file():
+        bundle_mod.pack(root)
+
+
+# -- Markdown -------------------------------------------------------------------------------------
+
+def _mb(n: float | None) -> str:
+    return "–" if n is None else f"{n / 1e6:.1f}"
+
+
+def _f(x, fmt: str = "{:.1f}") -> str:
+    return "–" if x is None else fmt.format(x)
+
+
+def render_markdown(doc: dict[str, Any]) -> str:
+    """The tables of bench.md: machine, artifacts (speed, memory, accuracy), export stages."""
+    env, s, c = doc["environment"], doc["settings"], doc["ceiling"]
+    bs = [str(b) for b in s["batch_sizes"]]
+    v = env["tool_versions"]
+    versions = ", ".join(f"{k} {v[k]}" for k in sorted(v))
+    lines = [f"# Benchmarks: {doc['bundle']}", "",
+             f"Measured {doc['created_at']} on **{env['cpu_model']}** ({env['logical_cpus']} logical CPUs), "
+             f"**{s['threads']} threads**, device {s['device']}; {s['warmup']} warm-up runs then "
+             + ", ".join(f"{s['runs'][b]} timed runs at batch {b}" for b in bs)
+             + f". Load average {env['load_average_start']} at the start, {env['load_average_end']} at the end.",
+             "", f"Versions: {versions}; Python {env['python']}.", "",
+             "## Machine ceiling", "",
+             f"{_f(c.get('gflops'))} GFLOP/s single precision ({c['method']}, {c.get('blas', '?')}, "
+             f"{c['threads']} threads; median {_f(c.get('gflops_median'))} GFLOP/s)."
+             + (f" **Failed:** {c['error']}" if c.get("error") else ""), "",
+             "## Artifacts", "",
+             "| artifact | size MB | load s | " + " | ".join(f"b{b} p50 / p90 / p99 ms" for b in bs)
+             + " | " + " | ".join(f"img/s b{b}" for b in bs)
+             + " | peak RSS MB (+load) | top-1 vs fp32 | GFLOP/s (% ceiling) | speed-up vs fp32 |",
+             "|---|---:|---:|" + "---:|" * (2 * len(bs)) + "---:|---:|---:|---:|"]
+    for r in doc["artifacts"]:
+        name = f"`{r['variant']}` {r['format']} {r['precision']}"
+        if r["error"]:
+            lines.append(f"| {name} | {_mb(r['bytes'])} | **failed:** {r['error']} |")
+            continue
+        lat = r["latency_ms"]
+        t = r["top1"]
+        gf = (f"{r['achieved_gflops']:.1f} ({_f(r['pct_of_ceiling'])} %)" if r["achieved_gflops"] is not None
+              else "–")
+        sp = r["speedup_vs_fp32"]
+        sp_text = " / ".join(f"{sp['by_batch'][b]:.2f}× b{b}" for b in bs if b in sp["by_batch"]) if sp else "–"
+        lines.append(
+            f"| {name} | {_mb(r['bytes'])} | {r['load_s']:.2f} | "
+            + " | ".join(f"{lat[b]['p50']:.1f} / {lat[b]['p90']:.1f} / {lat[b]['p99']:.1f}" for b in bs) + " | "
+            + " | ".join(f"{lat[b]['images_per_s']:.1f}" for b in bs)
+            + f" | {r['peak_rss_mb']:.0f} (+{r['rss_load_mb']:.0f}) | {t['agree']}/{t['total']} "
+              f"({100 * t['agreement']:.0f} %) | {gf} | {sp_text} |")
+    flops = doc["flops"]
+    lines += ["", "GFLOP per image (2 × multiply-accumulates of the conv and dense layers): "
+              + "; ".join(f"`{k}` {f['total']:.3f} (ResNet50 {f['backbone']:.3f} + head {f['head']:.3f}, "
+                          f"{f['input_size']}²)" for k, f in sorted(flops.items())) + ". "
+              "Achieved GFLOP/s = GFLOP per image × the best images/s (fp32 artifacts only). "
+              "Speed-up = p50 latency of the fp32 artifact of the same variant and format ÷ this one's, "
+              "per batch size, measured in this run. Top-1: argmax of `logits` against the fp32 "
+              "reference stored in the bundle's golden files, on the sample photos.", "",
+              f"Isolation: {s['isolation']}. Latency: {s['latency']}. TensorFlow: {s['tensorflow_threads']}.", ""]
+    lines += _timings_table(doc.get("export_timings", []), doc.get("export_total_s"))
+    return "\n".join(lines) + "\n"
+
+
+def _timings_table(timings: list[dict[str, Any]], total: float | None) -> list[str]:
+    if not timings:
+        return ["## Export pipeline", "", "No `export_timings` in the manifest.", ""]
+    stages = list(dict.fromkeys(t["stage"] for t in timings))
+    names = list(dict.fromkeys(t["variant"] for t in timings))
+    cell = {(t["variant"], t["stage"]): t["seconds"] for t in timings}
+    lines = ["## Export pipeline (`make export`), seconds per stage", "",
+             "| variant | " + " | ".join(stages) + " | total |", "|---|" + "---:|" * (len(stages) + 1)]
+    for n in names:
+        vals = [cell.get((n, st)) for st in stages]
+        lines.append(f"| {n} | " + " | ".join(_f(x) for x in vals)
+                     + f" | {sum(x for x in vals if x is not None):.1f} |")
+    lines += ["", f"Total {_f(total)} s (as recorded by the pipeline on the machine that exported the bundle).", ""]
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(_worker(sys.argv[1:]))
