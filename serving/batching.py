@@ -34,7 +34,7 @@ class BatchingOptions:
     max_enqueued_batches: int = 64
 
     @classmethod
-    def from_settings(cls, settings: dict[str, int], enabled: bool = True) -> "BatchingOptions":
+    def from_settings(cls, settings: dict[str, int], enabled: bool = True) -> BatchingOptions:
         return cls(enabled=enabled, **settings)
 
 
@@ -152,7 +152,7 @@ class Batcher:
         try:
             merged = {name: np.concatenate([t.inputs[name] for t in tasks]) for name in tasks[0].inputs}
             outputs = self._run(merged)
-        except Exception:  # isolate the request(s) at fault: each one alone
+        except Exception:  # noqa: BLE001 - isolate the request(s) at fault: each one alone
             for t in tasks:
                 self._run_alone(t)
             return
@@ -164,5 +164,5 @@ class Batcher:
     def _run_alone(self, task: _Task) -> None:
         try:
             task.future.set_result(self._run(task.inputs))
-        except BaseException as e:  # delivered to the request's own handler
+        except BaseException as e:  # noqa: BLE001 - delivered to the request's own handler
             task.future.set_exception(e)

@@ -45,7 +45,7 @@ class RestClient:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "RestClient":
+    def __enter__(self) -> RestClient:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc) -> None:
@@ -111,7 +111,10 @@ class GrpcClient:
 
     def __init__(self, target: str, timeout: float = 60.0, max_message_bytes: int = 64 << 20) -> None:
         import grpc
-        from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+        from tensorflow_serving.apis import (
+            model_service_pb2_grpc,
+            prediction_service_pb2_grpc,
+        )
         self.target, self.timeout = target, timeout
         self._channel = grpc.insecure_channel(target, options=[
             ("grpc.max_send_message_length", max_message_bytes),
@@ -122,7 +125,7 @@ class GrpcClient:
     def close(self) -> None:
         self._channel.close()
 
-    def __enter__(self) -> "GrpcClient":
+    def __enter__(self) -> GrpcClient:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc) -> None:

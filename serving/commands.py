@@ -113,7 +113,9 @@ def bundle_dir(path: str | Path, workdir: Path | None = None) -> Path:
         return beside.resolve()
     if workdir is None:
         raise BundleError(f"{p} must be unpacked first")
-    from export.bundle import unpack  # refuses absolute paths, `..`, outside links, devices
+    from export.bundle import (
+        unpack,  # refuses absolute paths, `..`, outside links, devices
+    )
     root = unpack(p, workdir)
     if not (root / "models.config").is_file():
         raise BundleError(f"{p} holds no models.config: not a bundle")
@@ -144,6 +146,17 @@ def model_server_command(binary: str, bundle: Path, models_config: Path, rest_po
     return cmd
 
 
+def run_forwarding_signals(cmd: list[str]) -> int:
+    """Run `cmd` until it exits, passing SIGINT/SIGTERM on to it (TF Serving shuts down
+    gracefully on them). Not exec: the temporary models.config must outlive the server."""
+    import signal
+    import subprocess
+    proc = subprocess.Popen(cmd)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: proc.send_signal(signum))
+    return proc.wait()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="resnet-deploy-serve-") as tmp:
         bundle = bundle_dir(args.bundle, Path(tmp))
@@ -159,9 +172,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             if args.host != "127.0.0.1":
                 print(f"note: tensorflow_model_server listens on all interfaces; --host {args.host} is not used")
             print("$ " + shlex.join(cmd), flush=True)
-            # Not exec: the temporary models.config must outlive the server.
-            import subprocess
-            return subprocess.call(cmd)
+            return run_forwarding_signals(cmd)
         print("To serve this bundle with TF Serving (production):")
         print("  " + shlex.join(docker_command(bundle, args.rest_port, args.grpc_port, args.host)))
         reason = "--local given" if args.local else (
@@ -209,7 +220,7 @@ def cmd_metadata(args: argparse.Namespace) -> int:
         if name.startswith("__"):
             continue
 
-        def fmt(group):
+        def fmt(group, sig=sig):
             return ", ".join(
                 f"{k} {v['dtype']}[{','.join(d['size'] for d in v['tensor_shape'].get('dim', []))}]"
                 for k, v in sorted(sig.get(group, {}).items()))

@@ -46,11 +46,18 @@ def _declare_missing_protos():
     """BatchingParameters and MonitoringConfig: the real modules if installed, else declared."""
     try:  # a future tensorflow-serving-api may ship them
         from tensorflow_serving.config.monitoring_config_pb2 import MonitoringConfig
-        from tensorflow_serving.servables.tensorflow.session_bundle_config_pb2 import BatchingParameters
+        from tensorflow_serving.servables.tensorflow.session_bundle_config_pb2 import (
+            BatchingParameters,
+        )
         return BatchingParameters, MonitoringConfig
     except ImportError:
         pass
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, wrappers_pb2
+    from google.protobuf import (
+        descriptor_pb2,
+        descriptor_pool,
+        message_factory,
+        wrappers_pb2,
+    )
 
     F = descriptor_pb2.FieldDescriptorProto
     pool = descriptor_pool.DescriptorPool()

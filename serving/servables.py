@@ -234,7 +234,7 @@ class ModelRegistry:
         self.models = {m.name: m for m in models}
 
     @classmethod
-    def from_bundle(cls, bundle: str | Path, backend: str = "savedmodel") -> "ModelRegistry":
+    def from_bundle(cls, bundle: str | Path, backend: str = "savedmodel") -> ModelRegistry:
         """Load every model (all configured versions) of the bundle directory `bundle`."""
         bundle = Path(bundle)
         backend, _, precision = backend.partition(":")

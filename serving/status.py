@@ -32,15 +32,15 @@ class ServingStatus(Exception):
         return getattr(grpc.StatusCode, self.code)
 
     @classmethod
-    def invalid(cls, message: str) -> "ServingStatus":
+    def invalid(cls, message: str) -> ServingStatus:
         return cls("INVALID_ARGUMENT", message)
 
     @classmethod
-    def not_found(cls, message: str) -> "ServingStatus":
+    def not_found(cls, message: str) -> ServingStatus:
         return cls("NOT_FOUND", message)
 
     @classmethod
-    def unavailable(cls, message: str) -> "ServingStatus":
+    def unavailable(cls, message: str) -> ServingStatus:
         return cls("UNAVAILABLE", message)
 
     def __repr__(self) -> str:

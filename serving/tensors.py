@@ -209,7 +209,7 @@ def proto_to_array(name: str, proto) -> np.ndarray:
     import tensorflow as tf
     try:
         return tf.make_ndarray(proto)
-    except Exception as e:  # malformed TensorProto: wrong content size, unknown dtype ...
+    except Exception as e:  # noqa: BLE001 - malformed TensorProto: wrong content size, unknown dtype ...
         raise ServingStatus.invalid(f"input '{name}': cannot read the TensorProto ({e})") from None
 
 

@@ -20,7 +20,7 @@ from tests.conftest import ROOT, built_model
 
 VARIANT = "dense"
 #: Batching for the test bundle: small enough that a 9-image request is refused.
-BATCHING = dict(max_batch_size=8, batch_timeout_micros=2000, num_batch_threads=2, max_enqueued_batches=16)
+BATCHING = {"max_batch_size": 8, "batch_timeout_micros": 2000, "num_batch_threads": 2, "max_enqueued_batches": 16}
 MAX_BODY_BYTES = 6_000_000
 READY_TIMEOUT_S = 180
 

@@ -22,7 +22,7 @@ def double(inputs):
 
 
 def opts(**kw):
-    base = dict(max_batch_size=8, batch_timeout_micros=20_000, num_batch_threads=1, max_enqueued_batches=4)
+    base = {"max_batch_size": 8, "batch_timeout_micros": 20_000, "num_batch_threads": 1, "max_enqueued_batches": 4}
     return BatchingOptions(**{**base, **kw})
 
 

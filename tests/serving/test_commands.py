@@ -61,3 +61,28 @@ def test_model_server_command_uses_a_rebased_config(tmp_path):
                    f"--model_config_file={local}", "--enable_batching=true",
                    f"--batching_parameters_file={b / 'batching.config'}",
                    f"--monitoring_config_file={b / 'monitoring.config'}"]
+
+
+def test_serve_runs_tensorflow_model_server_when_installed(tmp_path):
+    """TF Serving can't be installed here: a stand-in `tensorflow_model_server` on PATH prints
+    the arguments and the models.config it was given, which must point into the real bundle."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    b = fake_bundle(tmp_path / "b")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "tensorflow_model_server"
+    fake.write_text('#!/bin/sh\necho "args: $*"\nfor a in "$@"; do case "$a" in --model_config_file=*) '
+                    'cat "${a#--model_config_file=}";; esac; done\nexit 3\n')
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    r = subprocess.run([sys.executable, "-m", "export.cli", "serve", str(b), "--rest-port", "9501", "--grpc-port", "9500"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 3, r.stderr  # the server's own exit status
+    assert f"$ {fake} --port=9500 --rest_api_port=9501 --model_config_file=" in r.stdout
+    assert f"--batching_parameters_file={b}/batching.config --monitoring_config_file={b}/monitoring.config" in r.stdout
+    assert f'base_path: "{b}/tfserving/dense"' in r.stdout
+    assert "docker run" not in r.stdout
