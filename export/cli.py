@@ -148,12 +148,12 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     for col in ("variant", "format", "precision", "size", "export s", "parity"):
         table.add_column(col, justify="right" if col in ("size", "export s") else "left")
     verdicts: dict[str, list[str]] = {}
-    for r in result["report"].results:
+    for r in result["report"].results:  # the CPU row first, then any GPU row ("GPU skipped")
         verdicts.setdefault(r.key, []).append(r.status if r.device_requested == "CPU"
-                                              else f"{r.device_requested}: {r.reason or r.status}")
+                                              else f"GPU {r.status}")
     for a in result["artifacts"]:
         table.add_row(a.variant, a.format, a.precision, f"{a.bytes / 1e6:.1f} MB", f"{a.seconds:.1f}",
-                      "; ".join(verdicts.get(a.key, ["n/a"])))
+                      ", ".join(verdicts.get(a.key, ["n/a"])))
     console.print(table)
     console.print(f"tarball {result['tarball']}\nsha256  {result['sha256']}")
     return 0
