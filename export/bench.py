@@ -365,6 +365,8 @@ def run_bench(bundle: str | os.PathLike, *, threads: int | None = None, warmup: 
            "ceiling": ceiling, "flops": flops, "artifacts": rows,
            "export_timings": timings, "export_total_s": round(sum(t["seconds"] for t in timings), 2),
            "seconds": round(time.perf_counter() - started, 1)}
+    note("results", "writing bench.json, bench.md, bench.png (and re-listing them in manifest.json, "
+                    "re-packing the .tar.gz when there is one)")
     doc["files"] = write_results(root, doc, out)
     return doc
 

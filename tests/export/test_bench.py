@@ -1,0 +1,217 @@
+"""`resnet-deploy bench` on a small real bundle: the JSON schema, every artifact present, ratios
+and percentages computed from the measured numbers, the files written and the bundle still
+verifying. No test asserts a timing."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from export import bench, bundle
+from export.errors import BundleError, UsageError
+from tests.conftest import run_cli
+
+#: The artifacts of the small bundle: dense, fp32 and int8 of every format.
+KEEP = ("dense/savedmodel_fp32", "dense/tflite_fp32", "dense/tflite_int8", "dense/onnx_fp32", "dense/onnx_int8")
+BENCH_ARGS = ("--threads", "1", "--warmup", "0", "--runs", "2", "--batch-sizes", "1,2")
+
+
+def _link_tree(src: Path, dst: Path) -> None:
+    """Hard-link a file or directory tree (the session's export is shared; bench never writes into
+    an artifact, it only replaces manifest.json and adds bench/)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if src.is_dir():
+        shutil.copytree(src, dst, copy_function=os.link)
+    else:
+        os.link(src, dst)
+
+
+@pytest.fixture(scope="module")
+def small_bundle(tmp_path_factory, exported):
+    """A bundle `bench-smoke-1/` in the pipeline's layout (manifest, golden files, README, tarball)
+    made of the session's shared dense export, then benchmarked once by the CLI."""
+    from export import golden
+    from export.build import io_spec, param_counts
+    from export.formats import tool_versions
+    built, out, arts = exported("dense")
+    out = Path(out)
+    if not golden.exists(out, "dense"):
+        golden.save(out, golden.make(built))
+    root = tmp_path_factory.mktemp("bench") / "bench-smoke-1"
+    kept = []
+    for key in KEEP:
+        a = arts[key]
+        src = Path(a.path) if os.path.isabs(a.path) else out / a.path
+        rel = os.path.relpath(src, out)
+        _link_tree(src, root / rel)
+        kept.append({**a.to_dict(), "path": rel})
+    _link_tree(out / "golden" / "dense", root / "golden" / "dense")
+    (root / "README.md").write_text("# bench-smoke-1\n\nA bundle made before benchmarks existed.\n")
+    bundle.write_manifest(root, {
+        "name": "bench-smoke", "version": 1, "created_at": "2024-01-01T00:00:00+00:00",
+        "tool_versions": tool_versions(), "config": "test",
+        "variants": {"dense": {"spec": built.spec.to_dict(), "num_classes": built.num_classes,
+                               "labels": built.labels, "params": param_counts(built.model),
+                               **io_spec(built.model), "weights": built.weights}},
+        "artifacts": kept, "parity": {"passed": True, "note": "kept by bench"},
+        "export_timings": [{"variant": "dense", "stage": "export", "seconds": round(sum(a["seconds"] for a in kept), 2)},
+                           {"variant": "all", "stage": "pack", "seconds": 1.5}],
+    })
+    bundle.pack(root)
+    r = run_cli("bench", str(root), *BENCH_ARGS, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    doc = json.loads((root / "bench" / "bench.json").read_text())
+    return root, doc, r
+
+
+ROW_FIELDS = {"key": str, "variant": str, "format": str, "precision": str, "path": str, "bytes": int,
+              "gflop_per_image": float, "device": str, "load_s": float, "first_inference_s": float,
+              "latency_ms": dict, "peak_rss_mb": float, "rss_load_mb": float, "top1": dict, "wall_s": float}
+STAT_FIELDS = {"runs": int, "p50": float, "p90": float, "p99": float, "mean": float, "min": float,
+               "images_per_s": float}
+
+
+def test_bench_json_schema(small_bundle):
+    _, doc, _ = small_bundle
+    assert doc["format_version"] == bench.BENCH_FORMAT_VERSION and doc["bundle"] == "bench-smoke-1"
+    assert set(doc) >= {"created_at", "environment", "settings", "ceiling", "flops", "artifacts",
+                        "export_timings", "export_total_s", "files", "seconds"}
+    env = doc["environment"]
+    assert env["cpu_model"] and env["threads"] == 1 and env["logical_cpus"] >= 1
+    assert set(env["tool_versions"]) >= {"tensorflow", "onnxruntime", "ai-edge-litert", "numpy", "matplotlib"}
+    s = doc["settings"]
+    assert s["threads"] == 1 and s["warmup"] == 0 and s["batch_sizes"] == [1, 2]
+    assert s["runs"] == {"1": 2, "2": 1} and "fresh Python process" in s["isolation"]
+    c = doc["ceiling"]
+    assert isinstance(c["gflops"], float) and c["gflops"] > 0 and c["threads"] == 1 and c["n"] == bench.CEILING_N
+    assert len(c["seconds"]) == bench.CEILING_REPS and c["blas"]
+    for row in doc["artifacts"]:
+        assert row["error"] is None, row
+        for name, kind in ROW_FIELDS.items():
+            assert isinstance(row[name], kind), (row["key"], name, row[name])
+        assert set(row["latency_ms"]) == {"1", "2"}
+        for b, stats in row["latency_ms"].items():
+            for name, kind in STAT_FIELDS.items():
+                assert isinstance(stats[name], kind), (row["key"], b, name)
+            assert stats["runs"] == s["runs"][b]
+            assert stats["min"] <= stats["p50"] <= stats["p90"] <= stats["p99"]
+        t = row["top1"]
+        assert t["total"] == 12 and len(t["photos"]) == 12 and "astronaut" in t["photos"]
+        assert t["agreement"] == pytest.approx(t["agree"] / t["total"], abs=1e-4)
+        assert row["device"].startswith("CPU")
+        for name in ("achieved_gflops", "pct_of_ceiling", "achieved_at_batch", "speedup_vs_fp32"):
+            assert name in row
+    assert doc["export_timings"][0] == {"variant": "dense", "stage": "export",
+                                        "seconds": doc["export_timings"][0]["seconds"]}
+
+
+def test_every_artifact_appears_once(small_bundle):
+    root, doc, _ = small_bundle
+    manifest = bundle.read_manifest(root)
+    listed = {a["variant"] + "/" + a["format"] + "_" + a["precision"]: a for a in manifest["artifacts"]}
+    rows = {r["key"]: r for r in doc["artifacts"]}
+    assert len(rows) == len(doc["artifacts"]) and set(rows) == set(listed) == set(KEEP)
+    for key, row in rows.items():
+        assert row["bytes"] == listed[key]["bytes"] and row["path"] == listed[key]["path"]
+
+
+def test_ratios_and_percentages_come_from_the_measured_numbers(small_bundle):
+    _, doc, _ = small_bundle
+    rows = {r["key"]: r for r in doc["artifacts"]}
+    ceiling = doc["ceiling"]["gflops"]
+    assert doc["flops"]["dense"]["total"] == pytest.approx(2 * (3_855_925_248 + 2048 * 10) / 1e9, abs=1e-6)
+    for r in rows.values():
+        for b, stats in r["latency_ms"].items():
+            assert stats["images_per_s"] == pytest.approx(int(b) * 1e3 / stats["mean"], rel=2e-3)
+        if r["precision"] == "fp32":
+            best = max(r["latency_ms"].values(), key=lambda st: st["images_per_s"])
+            assert r["achieved_gflops"] == pytest.approx(r["gflop_per_image"] * best["images_per_s"], abs=0.006)
+            assert r["pct_of_ceiling"] == pytest.approx(100 * r["achieved_gflops"] / ceiling, abs=0.006)
+            assert r["speedup_vs_fp32"] is None
+        else:
+            sp = r["speedup_vs_fp32"]
+            sibling = rows[f"dense/{r['format']}_fp32"]
+            assert sp["sibling"] == sibling["key"] and set(sp["by_batch"]) == {"1", "2"}
+            for b, ratio in sp["by_batch"].items():
+                assert ratio == pytest.approx(sibling["latency_ms"][b]["p50"] / r["latency_ms"][b]["p50"], abs=6e-4)
+            assert r["achieved_gflops"] is None and r["pct_of_ceiling"] is None
+
+
+def test_markdown_chart_manifest_and_verify(small_bundle):
+    root, doc, r = small_bundle
+    md = (root / "bench" / "bench.md").read_text()
+    assert md.strip() in r.stdout and "wrote bench/bench.json, bench/bench.md, bench/bench.png" in r.stdout
+    assert "**1 threads**" in md and doc["environment"]["cpu_model"] in md and "tensorflow 2." in md
+    assert "b1 p50 / p90 / p99 ms" in md and "b2 p50 / p90 / p99 ms" in md and "## Export pipeline" in md
+    for key in KEEP:
+        variant, rest = key.split("/")
+        fmt, precision = rest.split("_")
+        assert f"| `{variant}` {fmt} {precision} |" in md
+    assert (root / "bench" / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    manifest = bundle.read_manifest(root)
+    assert {"bench/bench.json", "bench/bench.md", "bench/bench.png"} <= set(manifest["files"])
+    assert manifest["parity"] == {"passed": True, "note": "kept by bench"} and manifest["config"] == "test"
+    assert manifest["bench"]["files"] == ["bench/bench.json", "bench/bench.md", "bench/bench.png"]
+    assert set(manifest["bench"]["artifacts"]) == set(KEEP) and manifest["bench"]["threads"] == 1
+    readme = (root / "README.md").read_text()
+    assert readme.startswith("# bench-smoke-1") and "## Benchmarks" in readme and "(bench/bench.md)" in readme
+    tar = root.with_name("bench-smoke-1.tar.gz")
+    assert tar.with_name(tar.name + ".sha256").read_text().split()[0] == bundle.sha256_file(tar)
+    for target in (root, tar):
+        v = run_cli("verify", str(target), "--skip-parity")
+        assert v.returncode == 0 and "0 changed, 0 missing, 0 extra" in v.stdout, v.stdout + v.stderr
+
+
+def test_out_elsewhere_leaves_the_bundle_untouched(small_bundle, tmp_path):
+    root, doc, _ = small_bundle
+    before = bundle.file_table(root)
+    manifest = (root / bundle.MANIFEST).read_bytes()
+    files = bench.write_results(root, dict(doc), tmp_path / "elsewhere")
+    assert files == [str(tmp_path / "elsewhere" / n) for n in ("bench.json", "bench.md", "bench.png")]
+    assert all(Path(f).is_file() for f in files)
+    assert bundle.file_table(root) == before and (root / bundle.MANIFEST).read_bytes() == manifest
+
+
+def test_flops_of_the_heads():
+    from export.variants import get_variant
+    macs, h, cin = bench.resnet50_macs(224)
+    assert (macs, h, cin) == (3_855_925_248, 7, 2048)  # 2 x 3.86 G = 7.7 GFLOP, Keras ResNet50 v1
+    conv = get_variant("conv").to_dict()
+    head = 7 * 7 * 9 * 2048 * 256 + 7 * 7 * 9 * 256 * 128 + 128 * 5
+    flops = bench.gflop_per_image({"spec": conv, "num_classes": 5})
+    assert flops["head"] == pytest.approx(2 * head / 1e9, abs=1e-6) and flops["input_size"] == 224
+    assert bench.resnet50_macs(160)[1] == 5
+
+
+@pytest.mark.parametrize("text", ["", "1,x", "0", "1,-8", "eight"])
+def test_bad_batch_sizes(text):
+    with pytest.raises(UsageError, match=r"--batch-sizes expects comma-separated integers >= 1"):
+        bench.parse_batch_sizes(text)
+    assert bench.parse_batch_sizes("8, 1,8") == [1, 8]
+
+
+def test_bad_bundle_and_variant_in_process(small_bundle, tmp_path):
+    root, _, _ = small_bundle
+    with pytest.raises(BundleError, match="is not a bundle: it has no manifest.json"):
+        bench.run_bench(tmp_path)
+    with pytest.raises(UsageError, match=r"variant\(s\) \['nope'\] not in .*; it has \['dense'\]"):
+        bench.run_bench(root, variants=["nope"])
+
+
+@pytest.mark.parametrize("args,message", [
+    (("{empty}",), "is not a bundle: it has no manifest.json"),
+    (("{empty}/missing",), "is neither a bundle directory nor a .tar.gz"),
+    (("{tar}",), "is a file: bench writes into a bundle directory"),
+    (("{bundle}", "--batch-sizes", "1,x"), "--batch-sizes expects comma-separated integers >= 1"),
+    (("{bundle}", "--warmup", "-1"), "argument --warmup: must be >= 0, got -1"),
+    (("{bundle}", "--threads", "0"), "argument --threads: must be >= 1, got 0"),
+])
+def test_bad_input_is_a_one_line_error(small_bundle, tmp_path, args, message):
+    root, _, _ = small_bundle
+    paths = {"empty": tmp_path, "tar": root.with_name("bench-smoke-1.tar.gz"), "bundle": root}
+    r = run_cli("bench", *(a.format(**paths) for a in args))
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert message in r.stderr
