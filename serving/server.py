@@ -263,16 +263,24 @@ def load_core(bundle: str | Path, backend: str = "savedmodel", batching: bool = 
     return ServingCore(registry, BatchingOptions.from_settings(settings, enabled=batching))
 
 
-def warm_up(core: ServingCore) -> None:
-    """One request per signature of every servable, so the first client doesn't pay for tracing."""
+def warm_up(core: ServingCore) -> int:
+    """Replay each SavedModel version's `assets.extra/tf_serving_warmup_requests` as TF Serving does
+    at load (a record that fails fails the load: BundleError); without one, send one dummy request
+    per signature, so the first client doesn't pay for tracing. Returns the records replayed."""
     from export.samples import encode_jpeg
     from serving.servables import IMAGE_BYTES_SIGNATURE
+    from serving.warmup import MAX_WARMUP_RECORDS, WARMUP_FILE, read_warmup_requests
+    replayed = 0
     for model in core.registry.models.values():
         for servable in model.versions.values():
+            path = servable.path / "assets.extra" / WARMUP_FILE
+            if servable.backend == "savedmodel" and path.is_file():
+                replayed += _replay_warmup(servable, path, read_warmup_requests(path), MAX_WARMUP_RECORDS)
+                continue
             for sig in servable.signatures.values():
-                ((name, info),) = sig.inputs.items() if len(sig.inputs) == 1 else ((None, None),)
-                if info is None:
+                if len(sig.inputs) != 1:
                     continue
+                ((name, info),) = sig.inputs.items()
                 if sig.name == IMAGE_BYTES_SIGNATURE:
                     value = np.array([encode_jpeg(np.zeros((8, 8, 3)))], dtype=object)
                 elif info.dtype == np.float32 and None not in info.shape[1:]:
@@ -281,6 +289,26 @@ def warm_up(core: ServingCore) -> None:
                     continue
                 with contextlib.suppress(ServingStatus):
                     servable.run(sig.name, {name: value})
+    return replayed
+
+
+def _replay_warmup(servable: Servable, path: Path, logs: list, limit: int) -> int:
+    where = f"model {servable.name} version {servable.version}: warmup file {path}"
+    if len(logs) > limit:
+        raise BundleError(f"{where} has {len(logs)} records; TF Serving accepts at most {limit}")
+    for i, log_record in enumerate(logs):
+        if log_record.WhichOneof("log_type") != "predict_log":
+            raise BundleError(f"{where}: record {i} is a {log_record.WhichOneof('log_type')}, "
+                              "but these models only have predict signatures")
+        request = log_record.predict_log.request
+        try:
+            sig = ServingCore.signature(servable, request.model_spec.signature_name)
+            inputs = {k: tensors.proto_to_array(k, v) for k, v in request.inputs.items()}
+            tensors.check_inputs(sig, inputs)
+            servable.run(sig.name, inputs)
+        except ServingStatus as e:
+            raise BundleError(f"{where}: record {i} fails ({e.message}); TF Serving would not load this version") from None
+    return len(logs)
 
 
 def serve(bundle: str | Path, rest_port: int = 8501, grpc_port: int = 8500, host: str = "127.0.0.1",
@@ -296,7 +324,7 @@ def serve(bundle: str | Path, rest_port: int = 8501, grpc_port: int = 8500, host
     if not bundle.is_dir():
         raise BundleError(f"{bundle} is not a bundle directory")
     core = load_core(bundle, backend, batching)
-    warm_up(core)
+    replayed = warm_up(core)
     # Everything loaded so far (TF, the models) is long-lived: keep it out of the cyclic GC's
     # scans, which otherwise make parsing a pixel JSON body (~1M objects) several times slower.
     gc.freeze()
@@ -329,6 +357,8 @@ def serve(bundle: str | Path, rest_port: int = 8501, grpc_port: int = 8500, host
 
     def ready() -> None:
         print(f"local TF Serving-compatible server: {models} ({backend}); {batching_text}", file=out)
+        if replayed:
+            print(f"warmup: replayed {replayed} requests from assets.extra/tf_serving_warmup_requests", file=out)
         print(f"REST http://{host}:{rest_port}/v1/models/<name>  gRPC {host}:{bound}", file=out)
         print(f"ready: rest_port={rest_port} grpc_port={bound}", file=out, flush=True)
 

@@ -81,3 +81,21 @@ def test_sigterm_lets_the_request_in_flight_finish(bundle, photos4, reference):
     assert "stopped: in-flight requests finished" in s.output()
     with pytest.raises(httpx.TransportError):  # and nothing listens any more
         httpx.get(f"{s.rest}/v1/models/dense", timeout=5)
+
+
+def test_a_failing_warmup_record_fails_the_load_like_tf_serving(bundle):
+    import tensorflow as tf
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    from export.errors import BundleError
+    from serving.servables import SavedModelServable
+    from serving.server import _replay_warmup
+    servable = SavedModelServable("dense", 1, bundle / "tfserving" / "dense" / "1")
+    request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="dense"))
+    request.inputs["image"].CopyFrom(tf.make_tensor_proto(np.zeros((1, 10, 10, 3), np.float32)))
+    bad = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+    with pytest.raises(BundleError) as info:
+        _replay_warmup(servable, bundle / "warmup", [bad], 1000)
+    assert "record 0 fails (input 'image' expects shape [-1,224,224,3], got [1,10,10,3])" in str(info.value)
+    with pytest.raises(BundleError, match="has 2 records; TF Serving accepts at most 1"):
+        _replay_warmup(servable, bundle / "warmup", [bad, bad], 1)

@@ -38,6 +38,7 @@ def test_startup_says_how_to_run_tf_serving(server):
     assert "docker run --rm -p" in out and "tensorflow/serving --model_config_file=/models/models.config" in out
     assert "--batching_parameters_file=/models/batching.config" in out
     assert "starting the local TF Serving-compatible server" in out
+    assert "warmup: replayed 6 requests from assets.extra/tf_serving_warmup_requests" in out
 
 
 @pytest.mark.parametrize("spec", [{}, {"version": 1}, {"label": "stable"}])
