@@ -269,13 +269,14 @@ def test_concurrent_burst_matches_sequential_answers(server, photos4):
         t.join(120)
     assert errors == []
     assert len(results) >= 8 and bad_answers and set(bad_answers) == {400}
-    worst = 0.0
+    worst = dict.fromkeys(ATOL, 0.0)
     for key, outputs in results:
+        assert np.argmax(outputs["probabilities"]) == np.argmax(sequential[key]["probabilities"])
         for name in ATOL:
-            worst = max(worst, float(np.abs(outputs[name] - sequential[key][name]).max()))
-            assert np.argmax(outputs["probabilities"]) == np.argmax(sequential[key]["probabilities"])
-    # Batched and alone run the same graph; only float summation order may differ.
-    assert worst <= 1e-5, f"max |concurrent - sequential| = {worst}"
+            worst[name] = max(worst[name], float(np.abs(outputs[name] - sequential[key][name]).max()))
+    # Batched and alone run the same graph; only the kernels' summation order may differ with the
+    # batch size (oneDNN: ~1e-5 on logits of magnitude ~1).
+    assert all(worst[k] <= ATOL[k] for k in ATOL), f"max |concurrent - sequential| = {worst}"
 
 
 def test_prometheus_metrics_count_requests(server, rest, photos4):
