@@ -190,7 +190,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import tempfile
     from pathlib import Path
 
-    from export import bench, bundle
+    from export import bench, bench_report, bundle
     from export.errors import UsageError
     batch_sizes = bench.parse_batch_sizes(args.batch_sizes)
     path = Path(args.bundle)
@@ -209,7 +209,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.json:
         _print_json(doc)
     else:
-        print(bench.render_markdown(doc))
+        print(bench_report.render_markdown(doc))
         print("wrote " + ", ".join(doc["files"]))
     return 1 if any(r["error"] for r in doc["artifacts"]) or doc["ceiling"].get("error") else 0
 

@@ -67,7 +67,7 @@ def small_bundle(tmp_path_factory, exported):
     return root, doc, r
 
 
-ROW_FIELDS = {"key": str, "variant": str, "format": str, "precision": str, "path": str, "bytes": int,
+ROW_FIELDS = {"load_1m": float, "key": str, "variant": str, "format": str, "precision": str, "path": str, "bytes": int,
               "gflop_per_image": float, "device": str, "load_s": float, "first_inference_s": float,
               "latency_ms": dict, "peak_rss_mb": float, "rss_load_mb": float, "top1": dict, "wall_s": float}
 STAT_FIELDS = {"runs": int, "p50": float, "p90": float, "p99": float, "mean": float, "min": float,
@@ -86,8 +86,13 @@ def test_bench_json_schema(small_bundle):
     assert s["threads"] == 1 and s["warmup"] == 0 and s["batch_sizes"] == [1, 2]
     assert s["runs"] == {"1": 2, "2": 1} and "fresh Python process" in s["isolation"]
     c = doc["ceiling"]
-    assert isinstance(c["gflops"], float) and c["gflops"] > 0 and c["threads"] == 1 and c["n"] == bench.CEILING_N
-    assert len(c["seconds"]) == bench.CEILING_REPS and c["blas"]
+    assert c["error"] is None and c["threads"] == 1 and c["n"] == bench.CEILING_N
+    assert sorted((m["library"], m["when"]) for m in c["measurements"]) == sorted(
+        (lib, when) for lib in bench.CEILING_LIBRARIES for when in ("start", "end"))
+    for m in c["measurements"]:
+        assert isinstance(m["gflops"], float) and m["gflops"] > 0 and isinstance(m["gflops_median"], float)
+        assert len(m["seconds"]) == bench.CEILING_REPS and m["kernel"]
+    assert c["gflops"] == max(m["gflops"] for m in c["measurements"])
     for row in doc["artifacts"]:
         assert row["error"] is None, row
         for name, kind in ROW_FIELDS.items():
@@ -145,6 +150,7 @@ def test_markdown_chart_manifest_and_verify(small_bundle):
     md = (root / "bench" / "bench.md").read_text()
     assert md.strip() in r.stdout and "wrote bench/bench.json, bench/bench.md, bench/bench.png" in r.stdout
     assert "**1 threads**" in md and doc["environment"]["cpu_model"] in md and "tensorflow 2." in md
+    assert "## Machine ceiling" in md and "| numpy | " in md and "| tensorflow | " in md
     assert "b1 p50 / p90 / p99 ms" in md and "b2 p50 / p90 / p99 ms" in md and "## Export pipeline" in md
     for key in KEEP:
         variant, rest = key.split("/")
@@ -163,6 +169,18 @@ def test_markdown_chart_manifest_and_verify(small_bundle):
     for target in (root, tar):
         v = run_cli("verify", str(target), "--skip-parity")
         assert v.returncode == 0 and "0 changed, 0 missing, 0 extra" in v.stdout, v.stdout + v.stderr
+
+
+def test_busy_machine_is_flagged(small_bundle):
+    from export.bench_report import render_markdown
+    _, doc, _ = small_bundle
+    quiet = json.loads(json.dumps(doc))
+    quiet["environment"].update(load_average_start=[0.1, 0, 0], load_average_end=[0.2, 0, 0], logical_cpus=2)
+    for r in quiet["artifacts"]:
+        r["load_1m"] = 1.9
+    assert "**Note:** the 1-minute load average" not in render_markdown(quiet)
+    quiet["artifacts"][2]["load_1m"] = 3.7
+    assert "**Note:** the 1-minute load average reached 3.7 on 2 CPUs" in render_markdown(quiet)
 
 
 def test_out_elsewhere_leaves_the_bundle_untouched(small_bundle, tmp_path):

@@ -1,0 +1,160 @@
+"""bench.md and bench.png from a bench document (export.bench.run_bench's result).
+
+The Markdown holds the tables (machine ceiling, every artifact's speed, memory and accuracy, the
+export stages); the chart plots latency vs file size coloured by top-1 agreement, one panel per
+variant. Both state the CPU, thread count and versions they were measured with.
+"""
+from __future__ import annotations
+
+import io
+import os
+from typing import Any
+
+MARKERS = {"savedmodel": "o", "tflite": "s", "onnx": "^"}
+
+
+def plot(doc: dict[str, Any], path: str | os.PathLike) -> None:
+    """Draw the chart for a bench document (run_bench's result) and write it atomically as PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import ScalarFormatter
+
+    from export.atomic import write_bytes
+    rows = [r for r in doc["artifacts"] if not r["error"]]
+    variants = sorted({r["variant"] for r in doc["artifacts"]})
+    batch = str(min(doc["settings"]["batch_sizes"]))
+    fig, axes = plt.subplots(1, len(variants), figsize=(5.2 * len(variants), 4.8), squeeze=False,
+                             layout="constrained")
+    cmap = plt.get_cmap("RdYlGn")
+    scatter = None
+    for ax, variant in zip(axes[0], variants):
+        mine = sorted((r for r in rows if r["variant"] == variant), key=lambda r: r["latency_ms"][batch]["p50"])
+        for i, r in enumerate(mine):
+            x, y, agree = r["bytes"] / 1e6, r["latency_ms"][batch]["p50"], r["top1"]["agreement"]
+            scatter = ax.scatter(x, y, c=[agree], cmap=cmap, vmin=0.5, vmax=1.0, s=90,
+                                 marker=MARKERS.get(r["format"], "D"), edgecolors="black", linewidths=0.6)
+            # Alternate the label above / below so neighbours (e.g. int8 and dynamic) stay legible.
+            ax.annotate(f"{r['precision']} {100 * agree:.0f}%", (x, y), textcoords="offset points",
+                        xytext=(7, 3 if i % 2 else -9), fontsize=7)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(ScalarFormatter())
+        ax.tick_params(axis="x", which="minor", labelsize=7)
+        ax.set_title(f"{variant}", fontsize=10)
+        ax.set_xlabel("file size (MB, log)")
+        ax.set_ylabel(f"p50 latency at batch {batch} (ms)")
+        ax.grid(True, which="both", alpha=0.3)
+    handles = [Line2D([], [], marker=m, linestyle="", color="grey", markeredgecolor="black", label=f)
+               for f, m in MARKERS.items()]
+    axes[0][0].legend(handles=handles, fontsize=8, loc="best")
+    if scatter is not None:
+        fig.colorbar(scatter, ax=axes[0].tolist(), label="top-1 agreement with fp32 (sample photos)", shrink=0.9)
+    env, s = doc["environment"], doc["settings"]
+    v = env["tool_versions"]
+    fig.suptitle(f"{doc['bundle']}: latency vs size — {env['cpu_model']}, {s['threads']} threads, "
+                 f"{s['warmup']} warm-up, {s['runs'][batch]} runs\n"
+                 f"TensorFlow {v.get('tensorflow', '?')}, LiteRT {v.get('ai-edge-litert', '?')}, "
+                 f"ONNX Runtime {v.get('onnxruntime', '?')} · {doc['created_at']}", fontsize=9)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    write_bytes(path, buf.getvalue())
+
+
+# -- Markdown -------------------------------------------------------------------------------------
+
+def _mb(n: float | None) -> str:
+    return "–" if n is None else f"{n / 1e6:.1f}"
+
+
+def _f(x, fmt: str = "{:.1f}") -> str:
+    return "–" if x is None else fmt.format(x)
+
+
+def render_markdown(doc: dict[str, Any]) -> str:
+    """The tables of bench.md: machine, artifacts (speed, memory, accuracy), export stages."""
+    env, s, c = doc["environment"], doc["settings"], doc["ceiling"]
+    bs = [str(b) for b in s["batch_sizes"]]
+    v = env["tool_versions"]
+    versions = ", ".join(f"{k} {v[k]}" for k in sorted(v))
+    lines = [f"# Benchmarks: {doc['bundle']}", "",
+             f"Measured {doc['created_at']} on **{env['cpu_model']}** ({env['logical_cpus']} logical CPUs), "
+             f"**{s['threads']} threads**, device {s['device']}; {s['warmup']} warm-up runs then "
+             + ", ".join(f"{s['runs'][b]} timed runs at batch {b}" for b in bs)
+             + f". Load average {env['load_average_start']} at the start, {env['load_average_end']} at the end.",
+             "", f"Versions: {versions}; Python {env['python']}.", "",
+             "## Machine ceiling", "",
+             f"**{_f(c.get('gflops'))} GFLOP/s** single precision, {c['threads']} threads: the best of "
+             f"{c['method']} (best: {c.get('best')})."
+             + (f" **Failed:** {c['error']}" if c.get("error") else ""), "",
+             "| matmul | kernel | when | best GFLOP/s | median GFLOP/s |", "|---|---|---|---:|---:|",
+             *(f"| {m['library']} | {m['kernel']} | {m['when']} | {m['gflops']:.1f} | {m['gflops_median']:.1f} |"
+               for m in c["measurements"]), "",
+             *_busy_note(doc),
+             "## Artifacts", "",
+             "| artifact | size MB | load s | " + " | ".join(f"b{b} p50 / p90 / p99 ms" for b in bs)
+             + " | " + " | ".join(f"img/s b{b}" for b in bs)
+             + " | peak RSS MB (+load) | top-1 vs fp32 | GFLOP/s (% ceiling) | speed-up vs fp32 |",
+             "|---|---:|---:|" + "---:|" * (2 * len(bs)) + "---:|---:|---:|---:|"]
+    for r in doc["artifacts"]:
+        name = f"`{r['variant']}` {r['format']} {r['precision']}"
+        if r["error"]:
+            lines.append(f"| {name} | {_mb(r['bytes'])} | **failed:** {r['error']} |")
+            continue
+        lat = r["latency_ms"]
+        t = r["top1"]
+        gf = (f"{r['achieved_gflops']:.1f} ({_f(r['pct_of_ceiling'])} %)" if r["achieved_gflops"] is not None
+              else "–")
+        sp = r["speedup_vs_fp32"]
+        sp_text = " / ".join(f"{sp['by_batch'][b]:.2f}× b{b}" for b in bs if b in sp["by_batch"]) if sp else "–"
+        lines.append(
+            f"| {name} | {_mb(r['bytes'])} | {r['load_s']:.2f} | "
+            + " | ".join(f"{lat[b]['p50']:.1f} / {lat[b]['p90']:.1f} / {lat[b]['p99']:.1f}" for b in bs) + " | "
+            + " | ".join(f"{lat[b]['images_per_s']:.1f}" for b in bs)
+            + f" | {r['peak_rss_mb']:.0f} (+{r['rss_load_mb']:.0f}) | {t['agree']}/{t['total']} "
+              f"({100 * t['agreement']:.0f} %) | {gf} | {sp_text} |")
+    flops = doc["flops"]
+    lines += ["", "GFLOP per image (2 × multiply-accumulates of the conv and dense layers): "
+              + "; ".join(f"`{k}` {f['total']:.3f} (ResNet50 {f['backbone']:.3f} + head {f['head']:.3f}, "
+                          f"{f['input_size']}²)" for k, f in sorted(flops.items())) + ". "
+              "Achieved GFLOP/s = GFLOP per image × the best images/s (fp32 artifacts only). "
+              "Speed-up = p50 latency of the fp32 artifact of the same variant and format ÷ this one's, "
+              "per batch size, measured in this run. Top-1: argmax of `logits` against the fp32 "
+              "reference stored in the bundle's golden files, on the sample photos.", "",
+              f"Isolation: {s['isolation']}. Latency: {s['latency']}. TensorFlow: {s['tensorflow_threads']}.", ""]
+    lines += _timings_table(doc.get("export_timings", []), doc.get("export_total_s"))
+    return "\n".join(lines) + "\n"
+
+
+def _busy_note(doc: dict[str, Any]) -> list[str]:
+    """A warning when the load average says other processes shared the CPUs (this run alone
+    keeps at most `threads` <= logical CPUs busy)."""
+    env = doc["environment"]
+    loads = [env["load_average_start"][0], env.get("load_average_end", [0])[0],
+             *(r.get("load_1m") or 0 for r in doc["artifacts"])]
+    cpus = env.get("logical_cpus") or 1
+    if max(loads) <= cpus + 0.5:
+        return []
+    note = (f"**Note:** the 1-minute load average reached {max(loads):.1f} on {cpus} CPUs: other processes "
+            "competed for them during this run, so latencies are pessimistic and noisy, and an artifact "
+            "measured in a quieter moment than the ceiling can show more than 100 % of it. Re-run "
+            "`make bench` on an idle machine for figures to quote.")
+    return [note, ""]
+
+
+def _timings_table(timings: list[dict[str, Any]], total: float | None) -> list[str]:
+    if not timings:
+        return ["## Export pipeline", "", "No `export_timings` in the manifest.", ""]
+    stages = list(dict.fromkeys(t["stage"] for t in timings))
+    names = list(dict.fromkeys(t["variant"] for t in timings))
+    cell = {(t["variant"], t["stage"]): t["seconds"] for t in timings}
+    lines = ["## Export pipeline (`make export`), seconds per stage", "",
+             "| variant | " + " | ".join(stages) + " | total |", "|---|" + "---:|" * (len(stages) + 1)]
+    for n in names:
+        vals = [cell.get((n, st)) for st in stages]
+        lines.append(f"| {n} | " + " | ".join(_f(x) for x in vals)
+                     + f" | {sum(x for x in vals if x is not None):.1f} |")
+    lines += ["", f"Total {_f(total)} s (as recorded by the pipeline on the machine that exported the bundle).", ""]
+    return lines
