@@ -156,5 +156,7 @@ def _timings_table(timings: list[dict[str, Any]], total: float | None) -> list[s
         vals = [cell.get((n, st)) for st in stages]
         lines.append(f"| {n} | " + " | ".join(_f(x) for x in vals)
                      + f" | {sum(x for x in vals if x is not None):.1f} |")
-    lines += ["", f"Total {_f(total)} s (as recorded by the pipeline on the machine that exported the bundle).", ""]
+    lines += ["", f"Total {_f(total)} s, as recorded in manifest.json by the pipeline on the machine that exported "
+              "the bundle" + ("; the `bundle` and `pack` stages end after manifest.json is written, so their "
+                              "times are not in it." if not {"bundle", "pack"} <= set(stages) else "."), ""]
     return lines
