@@ -120,8 +120,8 @@ def references(root: str | os.PathLike, variants: list[str], rebuild=None,
                          f"weights {goldens[v].meta.get('weights', {}).get('source', '?')})"
             continue
         if rebuild is None:
-            raise UsageError(f"no golden files for variant {v!r} in {golden_dir(root, v)}: pass --variant {v} "
-                             "--weights SRC to rebuild the reference model")
+            raise UsageError(f"no golden files for variant {v!r} in {golden_dir(root, v)}: pass --weights SRC "
+                             "(the weights it was exported with) to rebuild the reference model")
         goldens[v] = rebuild(v)
         sources[v] = f"rebuilt Keras model (weights {goldens[v].meta.get('weights', {}).get('source', '?')})"
         if save_rebuilt and os.access(root, os.W_OK):

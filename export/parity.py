@@ -4,201 +4,93 @@ Per artifact and per output (`logits` and `probabilities`): max / mean / p99 abs
 max relative error, cosine similarity, top-1 and top-k agreement, NaN/Inf count. The
 reference itself is checked first: a degenerate one (every photo the same class, or a
 saturated softmax) fails the check instead of making parity pass trivially. Every failure is
-collected (Optimum's validate_model_outputs style) and `bool(report)` is the verdict.
+collected (Optimum's validate_model_outputs style) and `bool(report)` is the verdict; the
+report dataclasses and their Markdown live in parity_report.py.
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from export.errors import RunnerError
+from export.parity_report import (  # noqa: F401
+    FORMAT_VERSION,
+    PHOTO_SATURATION,
+    ArtifactResult,
+    OutputMetrics,
+    ParityReport,
+    ReferenceInfo,
+    render_markdown,
+)
 
-FORMAT_VERSION = 1
-PHOTO_SATURATION = 0.99   # a softmax max above this on a photo counts as saturated ...
 SATURATED_FRACTION = 0.5  # ... and the reference is saturated when more than half the photos are
 REL_FLOOR = 1e-6          # relative error = |a - b| / max(|b|, REL_FLOOR) (reported, not judged)
 
 
 @dataclass(frozen=True)
 class Tolerance:
-    """What an artifact must meet. None = not judged at this precision (still reported)."""
+    """What an artifact must meet; None = reported, not judged, at this precision.
 
-    logits_max_abs: float | None
-    probabilities_max_abs: float | None
-    min_cosine: float     # worst per-input cosine similarity of the logits
-    min_top1: float       # fraction of inputs whose top-1 class matches the reference
-    min_topk: float | None  # fraction whose top-k class set matches
+    - every logit: |got - ref| <= logits_atol + logits_rtol * |ref| (numpy.allclose's rule);
+    - every probability: |got - ref| <= probabilities_atol;
+    - the mean over inputs of the per-input cosine similarity of the logits >= min_mean_cosine;
+    - top-1: every *decisive* input (reference top-1 ahead of the runner-up by more than
+      top1_margin logits) keeps its class, and the agreement over all inputs >= min_top1.
+    """
+
+    logits_atol: float | None
+    logits_rtol: float
+    probabilities_atol: float | None
+    min_mean_cosine: float
+    top1_margin: float
+    min_top1: float
     source: str = ""
 
 
-# One table for every precision. The models' logits have std ~1 over the photos (weights.py
-# CALIBRATED_LOGIT_STD), so absolute errors read as fractions of a logit's spread. Values were
-# set from the errors measured on the three variants on 2 CPU cores (TF 2.21, ORT 1.32, LiteRT
-# 2.3; see the comment on each), with a margin of ~10x, and the top-1 gates only let through
-# a disagreement on inputs whose top-2 logits are closer than the measured error.
+# One table for every precision. The test models' logits have std 1.0 over the photos
+# (weights.py CALIBRATED_LOGIT_STD), so logit errors read as fractions of that spread. Values
+# come from the errors measured on the three variants x every artifact (2 CPU cores; TF 2.21,
+# ORT 1.32, LiteRT 2.3, XNNPACK), worst over the 16 parity inputs, with the margin noted.
 TOLERANCES: dict[str, Tolerance] = {
-    # fp32 on a CPU: the same graph with another kernel library (Eigen, XNNPACK, MLAS); only
-    # summation order differs. Measured max |logit diff| <= ~2e-5 (ResNet50, 53 convs), so
-    # 1e-3 is tight; Polygraphy/Optimum defaults (1e-5) are for single layers, too tight here.
-    "fp32": Tolerance(1e-3, 1e-4, 0.99999, 1.0, 1.0,
-                      "fp32 CPU: summation-order noise measured <= ~2e-5 on logits; 1e-3 = margin"),
-    # fp32 on a GPU: TF and ONNX Runtime run fp32 convolutions in TF32 by default on Ampere and
-    # later (10-bit mantissa, ~1e-3 relative per op), as TF Serving would in production.
-    "fp32-gpu": Tolerance(5e-2, 5e-3, 0.9995, 1.0, None,
-                          "fp32 on GPU: TF32 matmul/conv (10-bit mantissa) by default in TF and ORT"),
-    # fp16 weights (TFLite float16 quantization; XNNPACK dequantizes to fp32 at load): weight
-    # rounding error 2^-11 relative; measured max |logit diff| ~1e-2.
-    "fp16": Tolerance(1e-1, 2e-2, 0.999, 1.0, None,
-                      "fp16 weights: 2^-11 relative rounding; measured logits error ~1e-2"),
+    # fp32 on a CPU: the same graph on another kernel library (Eigen, XNNPACK, MLAS); only the
+    # summation order differs. Measured: |logit diff| <= 3.2e-5 on photos, <= 3.1e-4 on noise
+    # images whose logits are ~100 (so ~3e-6 relative); probabilities <= 6e-6. atol 5e-4 is
+    # ~15x the photo error; Polygraphy's 1e-5 default is per layer and too tight for 53 convs.
+    "fp32": Tolerance(5e-4, 1e-4, 1e-4, 0.99999, 1e-3, 0.9,
+                      "CPU fp32, summation order only: measured <= 3.2e-5 (photos), 3e-6 relative (noise)"),
+    # fp32 on a GPU: TF and ONNX Runtime use TF32 for fp32 convolutions/matmuls by default on
+    # Ampere and later (10-bit mantissa, 2^-11 relative per op), as TF Serving does in
+    # production. NOT measured here (no GPU on the development machines): derived from fp16's
+    # measured error (same mantissa width) with a 2x margin; revisit with scripts/gpu-parity.sh.
+    "fp32-gpu": Tolerance(0.2, 5e-3, 0.02, 0.999, 0.4, 0.9,
+                          "GPU TF32 (10-bit mantissa): fp16's measured error x2; not yet measured on a GPU"),
+    # fp16 weights (TFLite float16 quantization; XNNPACK dequantizes them to fp32): each weight
+    # rounded to 2^-11 relative. Measured: logits <= 0.03 on photos, <= 0.064 on noise
+    # (logits ~100); probabilities <= 5e-3; mean cosine >= 0.9999; top-1 always kept.
+    "fp16": Tolerance(0.1, 2e-3, 0.02, 0.999, 0.2, 0.9,
+                      "fp16 weights (2^-11 rounding): measured logits <= 0.03 (photos), <= 0.064 (noise)"),
     # Dynamic-range quantization (int8 weights, activations quantized per batch at run time):
-    # judged by top-1 agreement and cosine, as TFLite's post-training quantization guide does.
-    "dynamic": Tolerance(None, None, 0.98, 0.85, None,
-                         "int8 weights + dynamic activations: judged by top-1 and cosine"),
-    # Full-integer int8 (TFLite uint8 I/O, ONNX QDQ static): activations calibrated on the 12
-    # photos with MinMax; noise and flat images fall outside that range, so looser still.
-    "int8": Tolerance(None, None, 0.95, 0.75, None,
-                      "int8 weights and activations (MinMax calibration on the photos): top-1 and cosine"),
+    # judged by top-1 and cosine, as TFLite's post-training quantization guide suggests.
+    # Measured: logit error 0.02-0.86 (std 1), mean cosine 0.976-0.991, and every top-1 change
+    # was on an input whose reference margin was <= 0.23 logits.
+    "dynamic": Tolerance(None, 0.0, None, 0.95, 0.5, 0.75,
+                         "int8 weights, dynamic activations: measured mean cosine >= 0.976, "
+                         "top-1 changes only at margins <= 0.23"),
+    # Full-integer int8 (TFLite uint8 I/O, ONNX QDQ static), activations calibrated (MinMax)
+    # on the 12 photos: noise images, whose logits are ~100, are clipped to the photos' range
+    # by design, so absolute errors are not judged. Measured: mean cosine 0.883-0.972, top-1
+    # changes only at reference margins <= 0.43 logits, overall top-1 >= 0.69.
+    "int8": Tolerance(None, 0.0, None, 0.8, 1.0, 0.6,
+                      "int8 weights+activations (MinMax on the photos): measured mean cosine >= 0.883, "
+                      "top-1 changes only at margins <= 0.43"),
 }
 
 
 def tolerance_key(precision: str, device: str) -> str:
     return "fp32-gpu" if precision == "fp32" and device.upper().startswith("GPU") else precision
-
-
-# -- results ---------------------------------------------------------------------------------
-@dataclass
-class OutputMetrics:
-    """One output of one artifact at one batch size, against the reference."""
-
-    output: str
-    batch_size: int
-    max_abs: float
-    mean_abs: float
-    p99_abs: float
-    max_rel: float
-    cosine: float        # worst (lowest) per-input cosine similarity
-    top1: float          # fraction of inputs with the reference's top-1 class
-    topk: float | None   # fraction whose top-k class set matches (None: n/a for few classes)
-    k: int | None
-    nonfinite: int       # NaN or Inf values in the artifact's output
-    failures: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures
-
-
-@dataclass
-class ArtifactResult:
-    """One artifact on one runtime and device: passed, failed or skipped (with the reason)."""
-
-    key: str
-    variant: str
-    format: str
-    precision: str
-    path: str
-    backend: str
-    device_requested: str
-    device: str
-    tolerance: str
-    status: str  # "passed" | "failed" | "skipped"
-    reason: str = ""
-    failures: list[str] = field(default_factory=list)
-    metrics: list[OutputMetrics] = field(default_factory=list)
-    mean_ms: dict[str, float] = field(default_factory=dict)  # per batch size, per call
-
-    @property
-    def label(self) -> str:
-        return f"{self.key} @ {self.device_requested}" if self.device_requested != "CPU" else self.key
-
-    def worst(self, output: str, attr: str, lowest: bool = False) -> float | None:
-        values = [getattr(m, attr) for m in self.metrics if m.output == output and getattr(m, attr) is not None]
-        if not values:
-            return None
-        return min(values) if lowest else max(values)
-
-
-@dataclass
-class ReferenceInfo:
-    """Where a variant's reference outputs came from, the inputs, and the reference's own check."""
-
-    variant: str
-    source: str
-    device: str
-    inputs: list[str]
-    input_shape: list[int]
-    inputs_sha256: str
-    batch_sizes: list[int]
-    num_classes: int
-    photo_top1_classes: list[int]
-    saturated_photos: int
-    failures: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures
-
-
-@dataclass
-class ParityReport:
-    """Everything a parity run measured; `bool(report)` is the verdict (skips are not passes)."""
-
-    environment: dict[str, Any]
-    references: list[ReferenceInfo]
-    results: list[ArtifactResult]
-    tolerances: dict[str, dict[str, Any]] = field(
-        default_factory=lambda: {k: asdict(v) for k, v in TOLERANCES.items()})
-    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    format_version: int = FORMAT_VERSION
-
-    def counts(self) -> dict[str, int]:
-        out = {"passed": 0, "failed": 0, "skipped": 0}
-        for r in self.results:
-            out[r.status] += 1
-        return out
-
-    def failures(self) -> list[str]:
-        """Every failure, each prefixed with what failed."""
-        out = [f"{ref.variant}/reference: {f}" for ref in self.references for f in ref.failures]
-        return out + [f"{r.label}: {f}" for r in self.results for f in r.failures]
-
-    def __bool__(self) -> bool:
-        c = self.counts()
-        return c["passed"] > 0 and c["failed"] == 0 and all(ref.ok for ref in self.references)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["passed"] = bool(self)
-        d["summary"] = self.counts()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ParityReport":
-        if d.get("format_version") != FORMAT_VERSION:
-            raise RunnerError(f"parity report format_version {d.get('format_version')} is not {FORMAT_VERSION}")
-        results = [ArtifactResult(**{**r, "metrics": [OutputMetrics(**m) for m in r["metrics"]]})
-                   for r in d["results"]]
-        return cls(environment=d["environment"], references=[ReferenceInfo(**r) for r in d["references"]],
-                   results=results, tolerances=d["tolerances"], created=d["created"],
-                   format_version=d["format_version"])
-
-    def save(self, out_dir) -> tuple[Any, Any]:
-        """Write `parity.json` and `parity.md` into `out_dir` (atomically); return both paths."""
-        import json
-        from pathlib import Path
-
-        from export.atomic import ensure_writable_dir, write_text
-        out = ensure_writable_dir(out_dir)
-        write_text(out / "parity.json", json.dumps(self.to_dict(), indent=2))
-        write_text(out / "parity.md", self.to_markdown())
-        return Path(out / "parity.json"), Path(out / "parity.md")
-
-    def to_markdown(self) -> str:
-        return render_markdown(self)
 
 
 # -- comparison ------------------------------------------------------------------------------
@@ -210,44 +102,63 @@ def top_k(num_classes: int) -> int | None:
 
 
 def compare_output(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerance, batch_size: int,
-                   judge_ranking: bool) -> OutputMetrics:
-    """Metrics for one output; `judge_ranking` applies the cosine/top-k gates (logits only)."""
+                   judge_ranking: bool, names: list[str] | None = None) -> OutputMetrics:
+    """Metrics for one output and the failures against `tol`; `judge_ranking` applies the
+    cosine and top-1 gates (to the logits only). Failures name the worst input."""
     failures: list[str] = []
     got = np.asarray(got)
+    names = names or [f"#{i}" for i in range(len(ref))]
     if got.shape != ref.shape:
-        return OutputMetrics(name, batch_size, float("inf"), float("inf"), float("inf"), float("inf"), 0.0,
-                             0.0, None, None, 0, [f"{name}: shape {got.shape}, reference {ref.shape}"])
+        return OutputMetrics(name, batch_size, float("inf"), float("inf"), float("inf"), float("inf"), 0.0, 0.0,
+                             0.0, 0, None, None, 0, [f"{name}: shape {got.shape}, reference {ref.shape}"])
     ref64, got64 = ref.astype(np.float64), got.astype(np.float64)
     nonfinite = int((~np.isfinite(got64)).sum())
     if nonfinite:
-        failures.append(f"{name}: {nonfinite} NaN/Inf values")
+        bad = sorted({names[i] for i in np.nonzero(~np.isfinite(got64))[0]})
+        failures.append(f"{name}: {nonfinite} NaN/Inf values (inputs {', '.join(bad)})")
         got64 = np.nan_to_num(got64, nan=0.0, posinf=1e30, neginf=-1e30)
     diff = np.abs(got64 - ref64)
     rel = diff / np.maximum(np.abs(ref64), REL_FLOOR)
     norms = np.linalg.norm(ref64, axis=1) * np.linalg.norm(got64, axis=1)
     cos = np.where(norms > 0, (ref64 * got64).sum(axis=1) / np.where(norms > 0, norms, 1), 0.0)
-    top1 = float(np.mean(ref64.argmax(1) == got64.argmax(1)))
+    ref_top, got_top = ref64.argmax(1), got64.argmax(1)
+    ordered = np.sort(ref64, axis=1)
+    margin = ordered[:, -1] - ordered[:, -2] if ref.shape[1] > 1 else np.full(len(ref), np.inf)
+    decisive = margin > tol.top1_margin
     k = top_k(ref.shape[1])
     topk = None
     if k is not None:
-        sets = lambda a: np.sort(np.argsort(-a, axis=1, kind="stable")[:, :k], axis=1)  # noqa: E731
+        sets = lambda a: np.sort(np.argsort(-a, axis=1, kind="stable")[:, :k], axis=1)
         topk = float(np.mean(np.all(sets(ref64) == sets(got64), axis=1)))
     m = OutputMetrics(name, batch_size, float(diff.max()), float(diff.mean()), float(np.percentile(diff, 99)),
-                      float(rel.max()), float(cos.min()), top1, topk, k, nonfinite, failures)
-    limit = getattr(tol, f"{name}_max_abs", None)
-    if limit is not None and m.max_abs > limit:
-        failures.append(f"{name}: max abs error {m.max_abs:.3g} > {limit:g}")
+                      float(rel.max()), float(cos.min()), float(cos.mean()), float(np.mean(ref_top == got_top)),
+                      int(decisive.sum()), topk, k, nonfinite, failures)
+    atol = getattr(tol, f"{name}_atol", None)
+    if atol is not None:
+        rtol = tol.logits_rtol if name == "logits" else 0.0
+        excess = diff - (atol + rtol * np.abs(ref64))
+        if (excess > 0).any():
+            i, j = np.unravel_index(excess.argmax(), excess.shape)
+            rule = f"{atol:g} + {rtol:g}*|ref|" if rtol else f"{atol:g}"
+            failures.append(f"{name}: {int((excess > 0).sum())} values off by more than {rule}; worst "
+                            f"|diff| {diff[i, j]:.3g} on {names[i]!r} class {j} (ref {ref64[i, j]:.4g}, "
+                            f"got {got64[i, j]:.4g})")
     if judge_ranking:
-        if m.cosine < tol.min_cosine:
-            failures.append(f"{name}: cosine similarity {m.cosine:.6f} < {tol.min_cosine}")
+        if m.mean_cosine < tol.min_mean_cosine:
+            worst = names[int(cos.argmin())]
+            failures.append(f"{name}: mean cosine similarity {m.mean_cosine:.6f} < {tol.min_mean_cosine} "
+                            f"(worst {m.cosine:.4f} on {worst!r})")
+        flipped = [i for i in np.nonzero(decisive & (ref_top != got_top))[0]]
+        if flipped:
+            what = ", ".join(f"{names[i]!r} {ref_top[i]}->{got_top[i]} (margin {margin[i]:.3g})" for i in flipped[:5])
+            failures.append(f"{name}: top-1 changed on {len(flipped)} input(s) whose reference leads by more "
+                            f"than {tol.top1_margin:g}: {what}")
         if m.top1 < tol.min_top1:
             failures.append(f"{name}: top-1 agreement {m.top1:.3f} < {tol.min_top1}")
-        if tol.min_topk is not None and topk is not None and topk < tol.min_topk:
-            failures.append(f"{name}: top-{k} agreement {topk:.3f} < {tol.min_topk}")
     return m
 
 
-def check_reference(outputs: dict[str, np.ndarray], names: list[str], variant: str = "") -> tuple[list[str], list[int], int]:
+def check_reference(outputs: dict[str, np.ndarray], names: list[str]) -> tuple[list[str], list[int], int]:
     """Failures of a degenerate reference (non-finite, one class for every photo, saturated
     softmax), the photos' top-1 classes and how many photos are saturated."""
     from export.samples import PHOTO_NAMES
@@ -274,7 +185,7 @@ def run_batches(runner, inputs: np.ndarray, batch_size: int, input_name: str = "
 
 def check_runner(runner, reference: dict[str, np.ndarray], inputs: np.ndarray, batch_sizes: Iterable[int], *,
                  key: str, variant: str, fmt: str, precision: str, path: str = "",
-                 require_gpu: bool = False) -> ArtifactResult:
+                 names: list[str] | None = None, require_gpu: bool = False) -> ArtifactResult:
     """Load `runner`, run it at every batch size and compare; never raises for the artifact's faults.
 
     A runner asked for a GPU this machine lacks is "skipped: no GPU" (a failure with require_gpu).
@@ -315,7 +226,8 @@ def check_runner(runner, reference: dict[str, np.ndarray], inputs: np.ndarray, b
                 if name not in outputs:
                     result.failures.append(f"batch {b}: no output {name!r} (has {sorted(outputs)})")
                     continue
-                m = compare_output(name, reference[name], outputs[name], tol, b, judge_ranking=name == "logits")
+                m = compare_output(name, reference[name], outputs[name], tol, b, judge_ranking=name == "logits",
+                                   names=names)
                 result.metrics.append(m)
                 result.failures += [f"batch {b}: {f}" for f in m.failures]
     finally:
@@ -330,7 +242,7 @@ GPU_FORMATS = ("savedmodel", "onnx")
 
 
 def reference_info(golden, source: str, batch_sizes: list[int]) -> ReferenceInfo:
-    failures, classes, saturated = check_reference(golden.outputs, golden.names, golden.variant)
+    failures, classes, saturated = check_reference(golden.outputs, golden.names)
     return ReferenceInfo(golden.variant, source, golden.meta.get("device", "CPU"), list(golden.names),
                          list(golden.inputs.shape[1:]), golden.inputs_sha256, list(batch_sizes),
                          int(golden.outputs["logits"].shape[1]) if "logits" in golden.outputs else 0,
@@ -358,7 +270,7 @@ def check_artifacts(golden, artifacts: list, root, *, source: str, batch_sizes=(
                 continue
             results.append(check_runner(runner, golden.outputs, golden.inputs, batch_sizes, key=art.key,
                                         variant=art.variant, fmt=art.format, precision=art.precision,
-                                        path=str(art.path), require_gpu=require_gpu))
+                                        path=str(art.path), names=golden.names, require_gpu=require_gpu))
     return ref, results
 
 
@@ -412,75 +324,5 @@ def run_suite(root, artifacts: list, goldens: dict, *, sources: dict[str, str] |
                                    num_threads=num_threads, progress=progress)
         references.append(ref)
         results += res
-    return ParityReport(environment=environment(), references=references, results=results)
-
-
-# -- Markdown --------------------------------------------------------------------------------
-def _num(x: float | None, digits: int = 2) -> str:
-    if x is None:
-        return "n/a"
-    return f"{x:.{digits}e}" if x and (abs(x) < 1e-2 or abs(x) >= 1e3) else f"{x:.{digits + 2}g}"
-
-
-def _row(r: ArtifactResult) -> list[str]:
-    if r.status == "skipped":
-        return [r.label, r.backend, r.device_requested, r.tolerance] + ["-"] * 10 + [f"**{r.reason}**"]
-    k = next((m.k for m in r.metrics if m.k), None)
-    topk = r.worst("logits", "topk", lowest=True)
-    ms = " / ".join(f"{r.mean_ms[b]:.1f}" for b in r.mean_ms) or "-"
-    result = "pass" if r.status == "passed" else "**FAIL**"
-    nonfinite = sum(m.nonfinite for m in r.metrics)
-    return [r.label, r.backend, r.device, r.tolerance,
-            _num(r.worst("logits", "max_abs")), _num(r.worst("logits", "mean_abs")),
-            _num(r.worst("logits", "p99_abs")), _num(r.worst("logits", "max_rel")),
-            _num(r.worst("logits", "cosine", lowest=True), 6) if r.metrics else "-",
-            _num(r.worst("logits", "top1", lowest=True)),
-            f"{_num(topk)} (k={k})" if k else "n/a", _num(r.worst("probabilities", "max_abs")),
-            "none" if not nonfinite else f"**{nonfinite}**", f"{ms}" + (" " if r.mean_ms else ""), result]
-
-
-def render_markdown(report: ParityReport, full: bool = True) -> str:
-    """The report as Markdown: verdict, one table per variant (rows = artifacts), failures, and
-    (when `full`) the tolerance table and the environment."""
-    c = report.counts()
-    verdict = "PASS" if report else "FAIL"
-    lines = [f"# Parity report", "",
-             f"**Verdict: {verdict}** - {c['passed']} passed, {c['failed']} failed, {c['skipped']} skipped "
-             "(skipped rows are not passes). Metrics are against the Keras reference; the worst value over "
-             "all inputs and batch sizes; cosine, top-1 and top-k are on the logits.", ""]
-    header = ["Artifact", "Runtime", "Device", "Tolerance", "logits max abs", "logits mean abs",
-              "logits p99 abs", "logits max rel", "logits cosine (min)", "top-1 agree", "top-k agree",
-              "probs max abs", "NaN/Inf", "ms/call (batch " + "/".join(str(b) for b in
-                                                                    (report.references[0].batch_sizes
-                                                                     if report.references else [])) + ")",
-              "Result"]
-    for ref in report.references:
-        n_photos = len(ref.photo_top1_classes)
-        lines += [f"## {ref.variant}", "",
-                  f"Reference: {ref.source}, on {ref.device}; {len(ref.inputs)} inputs "
-                  f"({', '.join(ref.inputs)}), shape {ref.input_shape}, sha256 {ref.inputs_sha256[:12]}; "
-                  f"batch sizes {', '.join(map(str, ref.batch_sizes))}; {ref.num_classes} classes.", "",
-                  f"Reference check: **{'ok' if ref.ok else 'FAIL'}** - {len(set(ref.photo_top1_classes))} "
-                  f"distinct top-1 classes over {n_photos} photos; softmax > {PHOTO_SATURATION} on "
-                  f"{ref.saturated_photos} of {n_photos}.", "",
-                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        lines += ["| " + " | ".join(_row(r)) + " |" for r in report.results if r.variant == ref.variant]
-        lines.append("")
-    failures = report.failures()
-    lines += ["## Failures", ""] + ([f"- {f}" for f in failures] or ["None."]) + [""]
-    if not full:
-        return "\n".join(lines)
-    lines += ["## Tolerances", "", "| Name | logits max abs | probs max abs | min cosine | min top-1 | "
-              "min top-k | Why |", "|---|---|---|---|---|---|---|"]
-    for name, t in report.tolerances.items():
-        lines.append(f"| {name} | {_num(t['logits_max_abs'])} | {_num(t['probabilities_max_abs'])} | "
-                     f"{t['min_cosine']} | {t['min_top1']} | {_num(t['min_topk'])} | {t['source']} |")
-    env = report.environment
-    lines += ["", "## Environment", "", "| | |", "|---|---|"]
-    for key in ("python", "platform", "cpu", "cpu_count", "tensorflow_gpus", "onnxruntime_providers"):
-        lines.append(f"| {key} | {env.get(key, '')} |")
-    for pkg, v in env.get("packages", {}).items():
-        lines.append(f"| {pkg} | {v} |")
-    devices = sorted({f"{r.backend}: {r.device}" for r in report.results})
-    lines += [f"| runner devices | {'; '.join(devices)} |", f"| created | {report.created} |", ""]
-    return "\n".join(lines)
+    return ParityReport(environment=environment(), references=references, results=results,
+                        tolerances={k: asdict(v) for k, v in TOLERANCES.items()})
