@@ -116,8 +116,7 @@ def references(root: str | os.PathLike, variants: list[str], rebuild=None,
     for v in variants:
         if exists(root, v):
             goldens[v] = load(root, v)
-            sources[v] = f"golden files {GOLDEN_DIR}/{v}/ (Keras on {goldens[v].meta.get('device', 'CPU')}, " \
-                         f"weights {goldens[v].meta.get('weights', {}).get('source', '?')})"
+            sources[v] = f"golden files {GOLDEN_DIR}/{v}/ (weights {goldens[v].meta.get('weights', {}).get('source', '?')})"
             continue
         if rebuild is None:
             raise UsageError(f"no golden files for variant {v!r} in {golden_dir(root, v)}: pass --weights SRC "

@@ -32,8 +32,8 @@ PY
 if [[ $# -ge 1 ]]; then
     DIR=$1
 else
-    DIR=$OUT/artifacts
-    mkdir -p "$DIR"
+    mkdir -p "$OUT/artifacts"
+    DIR=$(cd "$OUT/artifacts" && pwd)  # absolute: artifacts.json paths are then relative to DIR
     for v in $VARIANTS; do
         echo "== export $v ($WEIGHTS) -> $DIR"
         cli export --variant "$v" --weights "$WEIGHTS" --out "$DIR" --overwrite
