@@ -32,9 +32,9 @@ def photos():
     return samples.photos()
 
 
-def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_cli(*args: str, timeout: int = 600, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """Run `resnet-deploy ARGS` in a subprocess, as a user would."""
-    return subprocess.run([sys.executable, "-m", "export.cli", *args], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "export.cli", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout)
 
 

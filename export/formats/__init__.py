@@ -55,8 +55,9 @@ class Artifact:
         return cls(**d)
 
     def relative_to(self, root: str | os.PathLike) -> "Artifact":
+        """A copy whose path is relative to `root` (both taken from the working directory)."""
         d = self.to_dict()
-        d["path"] = os.path.relpath(self.path, root)
+        d["path"] = os.path.relpath(os.path.abspath(self.path), os.path.abspath(root))
         return Artifact.from_dict(d)
 
 
@@ -94,8 +95,8 @@ def write_index(out_dir: str | os.PathLike, artifacts: list[Artifact]) -> Path:
     out_dir = Path(out_dir)
     index = read_index(out_dir) if (out_dir / INDEX_NAME).exists() else []
     by_key = {a.key: a for a in index}
-    for a in artifacts:
-        by_key[a.key] = a.relative_to(out_dir) if os.path.isabs(a.path) else a
+    for a in artifacts:  # exporters' paths are absolute or relative to the working directory
+        by_key[a.key] = a.relative_to(out_dir)
     doc = {"format_version": INDEX_FORMAT_VERSION,
            "artifacts": [by_key[k].to_dict() for k in sorted(by_key)]}
     write_text(out_dir / INDEX_NAME, json.dumps(doc, indent=2))

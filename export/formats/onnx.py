@@ -62,10 +62,21 @@ def convert_fp32(built, path: Path, opset: int, saved_model_dir=None) -> None:
 
 
 class _PhotoReader:
-    """onnxruntime.quantization CalibrationDataReader over the sample photos, one at a time."""
+    """onnxruntime.quantization CalibrationDataReader over the sample photos, one at a time.
+
+    Supports ORT's strided calibration (`__len__`, `set_range`), so MinMax statistics are
+    reduced one photo at a time instead of keeping every intermediate tensor of every photo.
+    """
 
     def __init__(self, images):
-        self._it = iter([{"image": images[i:i + 1]} for i in range(len(images))])
+        self._feeds = [{"image": images[i:i + 1]} for i in range(len(images))]
+        self._it = iter(self._feeds)
+
+    def __len__(self) -> int:
+        return len(self._feeds)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._it = iter(self._feeds[start_index:end_index])
 
     def get_next(self):
         return next(self._it, None)
@@ -79,7 +90,7 @@ def quantize_int8(fp32_path: Path, path: Path, images) -> None:
         quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
         quantize_static(str(prepped), str(path), _PhotoReader(images), quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+                        calibrate_method=CalibrationMethod.MinMax, extra_options={"CalibStridedMinMax": 1})
 
 
 def check(path: Path) -> None:

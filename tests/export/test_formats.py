@@ -185,12 +185,14 @@ def test_export_usage_errors(args, message, tmp_path):
     assert not (tmp_path / "o" / "tflite").exists()
 
 
-def test_export_cli_json_one_artifact(tmp_path):
+def test_export_cli_json_one_artifact_relative_out(tmp_path):
     import json
     r = run_cli("export", "--variant", VARIANT, "--format", "tflite", "--precision", "fp16",
-                "--out", str(tmp_path), "--json")
+                "--out", "out", "--json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     (rec,) = json.loads(r.stdout)
     assert rec["format"] == "tflite" and rec["precision"] == "fp16"
-    assert Path(rec["path"]).stat().st_size == rec["bytes"] and len(rec["sha256"]) == 64
-    assert (tmp_path / "artifacts.json").is_file()
+    assert (tmp_path / rec["path"]).stat().st_size == rec["bytes"] and len(rec["sha256"]) == 64
+    # The index holds paths relative to the output directory, whatever the working directory.
+    index = json.loads((tmp_path / "out" / "artifacts.json").read_text())
+    assert [a["path"] for a in index["artifacts"]] == ["tflite/dense/model_fp16.tflite"]
