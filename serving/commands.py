@@ -15,11 +15,15 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from export.cli import int_at_least
 from export.errors import BundleError, ServingError, UsageError
 
 #: The TF Serving image and the ports it listens on inside the container.
 TF_SERVING_IMAGE = "tensorflow/serving"
 CONTAINER_GRPC_PORT, CONTAINER_REST_PORT = 8500, 8501
+
+
+_positive = int_at_least(1)
 
 
 def _port(text: str) -> int:
@@ -29,16 +33,6 @@ def _port(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"a port is 0..65535 (0 = any free port), got {value}")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
 
 

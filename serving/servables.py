@@ -8,6 +8,7 @@ lookups by name, version or label with TF Serving's error codes and messages.
 """
 from __future__ import annotations
 
+import abc
 import re
 import threading
 from dataclasses import dataclass
@@ -82,7 +83,7 @@ def check_image_blobs(blobs: np.ndarray) -> None:
             raise ServingStatus.invalid(f"image {i}: {_UNKNOWN_IMAGE}")
 
 
-class Servable:
+class Servable(abc.ABC):
     """One model version behind one backend."""
 
     backend = "base"
@@ -107,8 +108,9 @@ class Servable:
                         ti.tensor_shape.dim.add(size=-1 if d is None else d)
         return out
 
+    @abc.abstractmethod
     def run(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        raise NotImplementedError
+        """Run `signature` on validated inputs; every output by name."""
 
     def close(self) -> None:
         pass

@@ -6,7 +6,6 @@ through the project's runners, so the exporters are verified independently of th
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
