@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from export.atomic import replace_dir, replacing, sha256_file, write_bytes, write_text
+from export.atomic import replace_dir, replacing, sha256_file, write_text
 from export.errors import BundleError
 
 MANIFEST = "manifest.json"
@@ -166,10 +166,6 @@ def open_bundle(path: Path, scratch: Path) -> Path:
     if path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
         return unpack(path, scratch)
     raise BundleError(f"{path} is neither a bundle directory nor a .tar.gz; give dist/<name>-<version>[.tar.gz]")
-
-
-def write_json(path: Path, obj: Any) -> None:
-    write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
 
 
 def render_readme(bundle_name: str, model_prefix: str, version: int, variants: dict[str, Any],

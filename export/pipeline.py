@@ -78,11 +78,10 @@ def export_artifacts(built, out_dir: str | Path, targets: list[tuple[str, str]],
 
 def _refuse_existing(out: Path, variant: str, targets, version: int) -> None:
     from export.errors import ExportError
-    paths = {("savedmodel", "fp32"): out / "tfserving" / variant / str(version),
-             ("onnx", "fp32"): out / "onnx" / variant / "model.onnx",
-             ("onnx", "int8"): out / "onnx" / variant / "model_int8.onnx"}
+    from export.formats import onnx, savedmodel, tflite
+    modules = {"savedmodel": savedmodel, "tflite": tflite, "onnx": onnx}
     for fmt, precision in targets:
-        p = paths.get((fmt, precision), out / "tflite" / variant / f"model_{precision}.tflite")
+        p = modules[fmt].target_path(out, variant, precision, version)
         if p.exists():
             what = "version directory" if fmt == "savedmodel" else "file"
             raise ExportError(f"{what} {p} already exists; pass --overwrite to replace it "
@@ -91,7 +90,7 @@ def _refuse_existing(out: Path, variant: str, targets, version: int) -> None:
 
 # -- make export: the bundle pipeline -----------------------------------------------------------
 
-_VARIANT_KEYS = {"name", "num_classes", "labels", "weights", "precisions", "formats"}
+_VARIANT_KEYS = {"name", "num_classes", "labels", "weights", "precisions"}
 _TOP_KEYS = {"name", "version", "weights", "variants"}
 
 

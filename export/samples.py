@@ -56,13 +56,6 @@ def parity_inputs(size: int = 224, n_noise: int = 2, seed: int = 0) -> tuple[np.
     return batch, names
 
 
-def calibration_batches(size: int = 224, batch_size: int = 1):
-    """A representative dataset for quantization: the photos, one batch at a time."""
-    data = photos(size)
-    for i in range(0, len(data), batch_size):
-        yield data[i:i + batch_size]
-
-
 def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
     """A uint8/float RGB image as JPEG bytes (for warmup and image-bytes requests)."""
     import io

@@ -115,6 +115,11 @@ def io_details(path: Path) -> tuple[list[dict], list[dict]]:
     return describe(m.graph.input), describe(m.graph.output)
 
 
+def target_path(out_dir: str | Path, variant: str, precision: str, version: int = 1) -> Path:
+    """Where `export` writes: `<out_dir>/onnx/<variant>/model.onnx` (fp32) or `model_<precision>.onnx`."""
+    return Path(out_dir) / "onnx" / variant / ("model.onnx" if precision == "fp32" else f"model_{precision}.onnx")
+
+
 def export(built, out_dir: str | Path, precision: str = "fp32", *, saved_model_dir: str | Path | None = None,
            opset: int = DEFAULT_OPSET, overwrite: bool = False, fp32_path: str | Path | None = None,
            calibration=None) -> Artifact:
@@ -128,8 +133,8 @@ def export(built, out_dir: str | Path, precision: str = "fp32", *, saved_model_d
     if not 13 <= opset <= 21:
         raise UsageError(f"opset {opset} is outside what tf2onnx 1.17 supports here (13..21)")
     start = time.perf_counter()
-    folder = Path(out_dir) / "onnx" / built.spec.name
-    path = folder / ("model.onnx" if precision == "fp32" else f"model_{precision}.onnx")
+    path = target_path(out_dir, built.spec.name, precision)
+    folder = path.parent
     if path.exists() and not overwrite:
         raise ExportError(f"{path} already exists; pass --overwrite to replace it")
     folder.mkdir(parents=True, exist_ok=True)

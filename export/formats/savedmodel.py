@@ -52,6 +52,11 @@ def write_saved_model(model, path: Path, size: int) -> None:
     archive.write_out(str(path), verbose=False)
 
 
+def target_path(out_dir: str | Path, variant: str, precision: str = "fp32", version: int = 1) -> Path:
+    """Where `export` writes: the version directory `<out_dir>/tfserving/<variant>/<version>`."""
+    return Path(out_dir) / "tfserving" / variant / str(version)
+
+
 def export(built, out_dir: str | Path, precision: str = "fp32", *, version: int = 1,
            overwrite: bool = False, assets_writer: AssetsWriter | None = None) -> Artifact:
     """Export `built` (a BuiltModel) to `<out_dir>/tfserving/<variant>/<version>/`."""
@@ -61,7 +66,7 @@ def export(built, out_dir: str | Path, precision: str = "fp32", *, version: int 
     if not isinstance(version, int) or version < 1:
         raise UsageError(f"version must be an integer >= 1, got {version!r}")
     start = time.perf_counter()
-    final = Path(out_dir) / "tfserving" / built.spec.name / str(version)
+    final = target_path(out_dir, built.spec.name, precision, version)
     with staged_dir(final, overwrite=overwrite) as tmp:
         write_saved_model(built.model, tmp, built.input_size)
         if assets_writer is not None:

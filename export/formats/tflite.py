@@ -114,12 +114,17 @@ def io_details(model: bytes) -> tuple[list[dict], list[dict]]:
     return describe(sig.get_input_details()), describe(sig.get_output_details())
 
 
+def target_path(out_dir: str | Path, variant: str, precision: str, version: int = 1) -> Path:
+    """Where `export` writes: `<out_dir>/tflite/<variant>/model_<precision>.tflite`."""
+    return Path(out_dir) / "tflite" / variant / f"model_{precision}.tflite"
+
+
 def export(built, out_dir: str | Path, precision: str = "fp32", *, saved_model_dir: str | Path | None = None,
            overwrite: bool = False, calibration=None) -> Artifact:
     """Write `<out_dir>/tflite/<variant>/model_<precision>.tflite` and labels.txt beside it."""
     start = time.perf_counter()
-    folder = Path(out_dir) / "tflite" / built.spec.name
-    path = folder / f"model_{precision}.tflite"
+    path = target_path(out_dir, built.spec.name, precision)
+    folder = path.parent
     if path.exists() and not overwrite:
         raise ExportError(f"{path} already exists; pass --overwrite to replace it")
     model = convert(built, precision, saved_model_dir, calibration)
