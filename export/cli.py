@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from export.argtypes import non_negative_int, positive_int
 from export.errors import ResnetDeployError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -214,21 +215,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 1 if any(r["error"] for r in doc["artifacts"]) or doc["ceiling"].get("error") else 0
 
 
-def int_at_least(minimum: int):
-    """An argparse type: an integer >= minimum, with a one-line message otherwise."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
-        return value
-    return parse
-
-
-_positive_int = int_at_least(1)
-_non_negative_int = int_at_least(0)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -247,7 +233,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("build", help="build a variant and report its parameters")
     s.add_argument("--variant", required=True)
-    s.add_argument("--num-classes", type=_positive_int, default=None)
+    s.add_argument("--num-classes", type=positive_int, default=None)
     s.add_argument("--weights", default="random:0", help="imagenet | random[:SEED] | FILE.weights.h5 | FILE.keras")
     s.add_argument("--unfreeze-stages", type=int, default=0, help="unfreeze the last N ResNet50 stages")
     s.add_argument("--save", metavar="PATH.keras", help="save the built model as a .keras file")
@@ -264,9 +250,9 @@ def make_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("bench", help="benchmark every artifact of a bundle (make bench): speed, memory, accuracy")
     s.add_argument("bundle", help="dist/<name>-<version> (a .tar.gz only with --out)")
-    s.add_argument("--threads", type=_positive_int, default=None, help="CPU threads (default: all logical CPUs)")
-    s.add_argument("--warmup", type=_non_negative_int, default=3, help="warm-up runs per batch size (default 3)")
-    s.add_argument("--runs", type=_positive_int, default=10,
+    s.add_argument("--threads", type=positive_int, default=None, help="CPU threads (default: all logical CPUs)")
+    s.add_argument("--warmup", type=non_negative_int, default=3, help="warm-up runs per batch size (default 3)")
+    s.add_argument("--runs", type=positive_int, default=10,
                    help="timed runs at batch 1 (default 10); larger batches run half as many")
     s.add_argument("--batch-sizes", default="1,8", help="comma-separated batch sizes (default 1,8)")
     s.add_argument("--variant", action="append", default=None, help="benchmark only this variant (repeatable)")
@@ -276,13 +262,13 @@ def make_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("export", help="export a variant to SavedModel, TFLite and/or ONNX")
     s.add_argument("--variant", required=True)
-    s.add_argument("--num-classes", type=_positive_int, default=None)
+    s.add_argument("--num-classes", type=positive_int, default=None)
     s.add_argument("--weights", default="random:0", help="imagenet | random[:SEED] | FILE.weights.h5 | FILE.keras")
     s.add_argument("--format", default="all", help="savedmodel | tflite | onnx | all")
     s.add_argument("--precision", action="append", default=None,
                    help="fp32 | fp16 | dynamic | int8 (repeatable; default: every precision of the format)")
     s.add_argument("--out", required=True, help="output directory")
-    s.add_argument("--version", type=_positive_int, default=1, help="SavedModel version directory")
+    s.add_argument("--version", type=positive_int, default=1, help="SavedModel version directory")
     s.add_argument("--opset", type=int, default=17, help="ONNX opset")
     s.add_argument("--overwrite", action="store_true", help="replace existing artifacts")
     s.add_argument("--json", action="store_true")
@@ -291,8 +277,8 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--variant", help="check only this variant")
     s.add_argument("--weights", help="rebuild the reference of a variant without golden files in DIR from "
                                      "these weights (imagenet | random[:SEED] | FILE), and save its golden files")
-    s.add_argument("--batch-size", type=_positive_int, default=4, help="batch size N (batch 1 always runs too)")
-    s.add_argument("--threads", type=_positive_int, default=None, help="CPU threads for LiteRT and ONNX Runtime")
+    s.add_argument("--batch-size", type=positive_int, default=4, help="batch size N (batch 1 always runs too)")
+    s.add_argument("--threads", type=positive_int, default=None, help="CPU threads for LiteRT and ONNX Runtime")
     s.add_argument("--require-gpu", action="store_true", help="fail GPU rows instead of 'skipped: no GPU'")
     s.add_argument("--report", metavar="OUT", help="write parity.json and parity.md into directory OUT")
     s.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -1,6 +1,6 @@
 """The orchestration of `resnet-deploy export` and `make export`: build -> export -> parity -> bundle.
 
-With cli.py, the only module that knows every stage (it may import serving/ for the warmup).
+Imports only export/ (the TF Serving files it writes come from export.deploy); never serving/.
 """
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ def export_artifacts(built, out_dir: str | Path, targets: list[tuple[str, str]],
     import tempfile
 
     from export.atomic import ensure_writable_dir
+    from export.deploy.warmup import write_warmup_requests
     from export.formats import onnx, savedmodel, tflite
-    from serving.warmup import write_warmup_requests
 
     out = ensure_writable_dir(out_dir)
     # Refuse before any work if something would be overwritten.
@@ -196,9 +196,9 @@ def run_bundle(config_path: str | Path, out: str | Path = "dist", weights: str |
     from export import golden, parity
     from export.atomic import ensure_writable_dir
     from export.build import build, io_spec, param_counts
+    from export.deploy import tfserving as serving_config
     from export.formats import tool_versions
     from export.variants import get_variant
-    from serving import config as serving_config
 
     cfg = load_config(config_path, weights)
     specs = {v["name"]: get_variant(v["name"]) for v in cfg["variants"]}

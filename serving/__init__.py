@@ -1,1 +1,2 @@
-"""resnet-deploy, the serving side: TF Serving configuration, clients and a local server."""
+"""resnet-deploy, the serving side: runs what export/ wrote: clients for the TF Serving API, a local
+TF Serving-compatible server, batch scoring. Imports export/ (records, bundle, deploy files), never the reverse."""

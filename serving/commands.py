@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from export.cli import int_at_least
+from export.argtypes import int_at_least
 from export.errors import BundleError, ServingError, UsageError
 
 #: The TF Serving image and the ports it listens on inside the container.
@@ -118,7 +118,7 @@ def bundle_dir(path: str | Path, workdir: Path | None = None) -> Path:
 
 def docker_command(bundle: Path, rest_port: int, grpc_port: int, host: str = "127.0.0.1") -> list[str]:
     """`docker run` for the tensorflow/serving image serving `bundle` (mounted at /models)."""
-    from serving.config import DEFAULT_BASE_PREFIX as M
+    from export.deploy.tfserving import DEFAULT_BASE_PREFIX as M
     bind = "" if host in ("0.0.0.0", "") else f"{host}:"
     cmd = ["docker", "run", "--rm", "-p", f"{bind}{grpc_port}:{CONTAINER_GRPC_PORT}",
            "-p", f"{bind}{rest_port}:{CONTAINER_REST_PORT}", "-v", f"{bundle}:{M}:ro", TF_SERVING_IMAGE,
@@ -158,7 +158,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(f"serving the bundle directory {bundle}")
         binary = shutil.which("tensorflow_model_server")
         if binary and not args.local and args.backend == "savedmodel":
-            from serving import config
+            from export.deploy import tfserving as config
             cfg = Path(tmp) / "models.config"
             cfg.write_text(config.rebase_models_config((bundle / "models.config").read_text(),
                                                        config.DEFAULT_BASE_PREFIX, str(bundle)))

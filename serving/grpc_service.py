@@ -16,7 +16,7 @@ from serving import tensors
 from serving.status import ServingStatus
 
 if TYPE_CHECKING:
-    from serving.server import ServingCore
+    from serving.core import ServingCore
 
 log = logging.getLogger("resnet_deploy.serving")
 

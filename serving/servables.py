@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from export.deploy import tfserving as config_mod
 from export.errors import BundleError
-from serving import config as config_mod
 from serving.status import ServingStatus
 
 BACKENDS = ("savedmodel", "onnx", "tflite")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from export.atomic import replacing
 from export.errors import ExportError, UsageError
-from export.formats import Artifact, PRECISIONS, sha256_path, tool_versions
+from export.formats import PRECISIONS, Artifact, sha256_path, tool_versions
 
 DEFAULT_OPSET = 17
 BATCH_DIM = "N"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from export.atomic import write_bytes, write_text
 from export.errors import ExportError, UsageError
-from export.formats import Artifact, PRECISIONS, sha256_path, tool_versions
+from export.formats import PRECISIONS, Artifact, sha256_path, tool_versions
 
 
 def _converter(built, saved_model_dir: str | Path | None):
@@ -32,6 +32,7 @@ def convert(built, precision: str, saved_model_dir: str | Path | None = None,
             calibration=None) -> bytes:
     """The .tflite flatbuffer of `built` at `precision` (builtin ops only)."""
     import tensorflow as tf
+
     from export import samples
     if precision not in PRECISIONS["tflite"]:
         raise UsageError(f"unknown tflite precision {precision!r}; choose from {', '.join(PRECISIONS['tflite'])}")

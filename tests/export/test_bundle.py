@@ -77,7 +77,7 @@ def test_manifest_checksums_match_files(published):
 
 
 def test_config_files_parse_with_tf_serving_protos(published):
-    from serving import config
+    from export.deploy import tfserving as config
     _, root, _ = published
     models = config.parse_models_config((root / "models.config").read_text())
     (entry,) = models.model_config_list.config

@@ -98,7 +98,7 @@ def test_savedmodel_layout_signatures_and_image_bytes(exported, photos):
 
 
 def test_warmup_requests_parse_as_prediction_logs(exported):
-    from serving.warmup import MAX_WARMUP_RECORDS, read_warmup_requests
+    from export.deploy.warmup import MAX_WARMUP_RECORDS, read_warmup_requests
     _, out, arts = exported(VARIANT)
     path = out / arts[f"{VARIANT}/savedmodel_fp32"].path / "assets.extra" / "tf_serving_warmup_requests"
     logs = read_warmup_requests(path)

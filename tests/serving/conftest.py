@@ -35,8 +35,8 @@ def bundle(built, tmp_path_factory) -> Path:
     """A bundle directory: tfserving/dense/1 (SavedModel with warmup requests), onnx fp32, tflite
     fp32, and the three TF Serving config files, written with the project's exporters and serving.config."""
     from export.formats import onnx, savedmodel, tflite
-    from serving import config
-    from serving.warmup import write_warmup_requests
+    from export.deploy import tfserving as config
+    from export.deploy.warmup import write_warmup_requests
     out = tmp_path_factory.mktemp("bundle")
     sm = savedmodel.export(built, out, assets_writer=write_warmup_requests)
     onnx.export(built, out, "fp32", saved_model_dir=sm.path)

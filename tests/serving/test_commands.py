@@ -7,7 +7,7 @@ import tarfile
 import pytest
 
 from export.errors import BundleError
-from serving import config
+from export.deploy import tfserving as config
 from serving.commands import bundle_dir, docker_command, model_server_command
 
 

@@ -38,6 +38,7 @@ def warmup_records(model_name: str, images: np.ndarray, jpegs: list[bytes]) -> l
 def write_warmup_requests(version_dir: Path, built, count: int = 3) -> Path:
     """Write `count` pixel and `count` JPEG warmup requests for `built` into version_dir."""
     import tensorflow as tf
+
     from export import samples
     images = samples.photos(built.input_size)[:count]
     jpegs = [samples.encode_jpeg(img) for img in images]

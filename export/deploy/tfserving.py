@@ -251,7 +251,3 @@ def parse_monitoring_config(text: str):
     """The MonitoringConfig in `text` (BundleError if it does not parse)."""
     return _parse(text, MonitoringConfig(), "monitoring.config")
 
-
-#: The file names in a bundle's root, and the functions that write them with defaults.
-CONFIG_FILES = {"models.config": parse_models_config, "batching.config": parse_batching_config,
-                "monitoring.config": parse_monitoring_config}

@@ -5,7 +5,7 @@ import pytest
 from google.protobuf import text_format
 
 from export.errors import BundleError
-from serving import config
+from export.deploy import tfserving as config
 
 
 def test_models_config_round_trips_through_model_server_config():

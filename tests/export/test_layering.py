@@ -1,0 +1,135 @@
+"""The layering rules of design.md, read from the source: serving/ may import export/, never
+the reverse (only the console entry point imports both); no import cycles between modules;
+export/formats/* never import each other; export/runtimes/* never import export/formats/*."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("export", "serving")
+ENTRY_POINT = "export.cli"  # the console script: the one module allowed to import both sides
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(path: Path, modules: set[str]) -> set[str]:
+    """The project modules `path` imports, at any depth (function-level imports count too),
+    except those only imported for type checking."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = _module_name(path) if path.name == "__init__.py" else _module_name(path).rpartition(".")[0]
+    found: set[str] = set()
+
+    def resolve(name: str) -> str | None:  # the longest project module that `name` is or is inside
+        while name:
+            if name in modules:
+                return name
+            name = name.rpartition(".")[0]
+        return None
+
+    type_checking_blocks = [n for n in ast.walk(tree) if isinstance(n, ast.If)
+                            and getattr(n.test, "id", getattr(n.test, "attr", None)) == "TYPE_CHECKING"]
+    skip = {id(c) for block in type_checking_blocks for c in ast.walk(block)}
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            names = [f"{base}.{a.name}" for a in node.names] + [base]
+        else:
+            continue
+        for n in names:
+            target = resolve(n)
+            if target and target != _module_name(path):
+                found.add(target)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = [p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")]
+    modules = {_module_name(p) for p in files}
+    graph = {_module_name(p): _imports(p, modules) for p in files}
+    # A package's __init__ being imported on the way to a submodule is not a dependency edge.
+    return {m: {t for t in deps if not m.startswith(t + ".")} for m, deps in graph.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycles():
+    assert cycles(import_graph()) == []
+
+
+def test_export_never_imports_serving():
+    wrong = {m: sorted(t for t in deps if t.split(".")[0] == "serving")
+             for m, deps in import_graph().items() if m.startswith("export") and m != ENTRY_POINT}
+    assert {m: d for m, d in wrong.items() if d} == {}
+
+
+def test_formats_and_runtimes_rooms():
+    graph = import_graph()
+    formats = {m for m in graph if m.startswith("export.formats.")}
+    for m in formats:
+        assert not (graph[m] & formats), f"{m} imports another format module: {graph[m] & formats}"
+    for m in (m for m in graph if m.startswith("export.runtimes")):
+        assert not (graph[m] & formats), f"{m} imports an exporter: {graph[m] & formats}"
+
+
+def test_the_checks_can_fail(tmp_path):
+    """The cycle finder sees a planted cycle, so an empty answer above means something."""
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    src = tmp_path / "m.py"
+    src.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import serving.core\n"
+                   "def f():\n    from serving import tensors\n")
+    global ROOT
+    saved, ROOT = ROOT, tmp_path
+    try:
+        assert _imports(src, {"serving.core", "serving.tensors", "serving"}) == {"serving", "serving.tensors"}
+    finally:
+        ROOT = saved
