@@ -15,7 +15,7 @@ OUT ?= dist
 BUNDLE ?= $(shell ls -d $(OUT)/*/manifest.json 2>/dev/null | sort -V | tail -n 1 | xargs -r dirname)
 PYTEST_ARGS ?=
 
-.PHONY: help setup setup-gpu export test bench serve parity-gpu lock clean
+.PHONY: help setup setup-gpu export test test-fast lint bench serve parity-gpu lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -24,18 +24,34 @@ setup: $(STAMP) ## create .venv and install the pinned dependencies (idempotent)
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@# back from `make setup-gpu`: the CPU and GPU builds of ONNX Runtime must not both be installed
+	@$(PY) -m pip uninstall --quiet --yes onnxruntime-gpu >/dev/null 2>&1 || true
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
-setup-gpu: setup ## add the GPU builds (tensorflow[and-cuda], onnxruntime-gpu)
-	$(PY) -m pip install --quiet "tensorflow[and-cuda]==2.21.0" "onnxruntime-gpu==1.32.0"
+setup-gpu: setup ## swap in the GPU builds (tensorflow[and-cuda], onnxruntime-gpu) and check the CUDA provider
+	@# ONNX Runtime's docs: install onnxruntime or onnxruntime-gpu, never both (they share the
+	@# `onnxruntime` module, and with both the CUDA provider can go missing; the GPU parity rows
+	@# would then read "skipped: no GPU" on a GPU machine).
+	$(PY) -m pip uninstall --quiet --yes onnxruntime
+	$(PY) -m pip install --quiet "tensorflow[and-cuda]==2.21.0" "onnxruntime-gpu==$$(sed -n 's/^onnxruntime==//p' requirements.lock)"
+	$(PY) -c "import onnxruntime as o, sys; p = o.get_available_providers(); \
+	  sys.exit(0 if 'CUDAExecutionProvider' in p else f'error: onnxruntime-gpu offers no CUDAExecutionProvider ({p}); reinstall it: make setup-gpu')"
+	@rm -f $(STAMP)  # the next `make setup` puts the CPU onnxruntime back
 
 export: setup ## build, export, check parity and bundle every variant into $(OUT)/
 	$(VENV)/bin/resnet-deploy bundle --config $(CONFIG) --out $(OUT) $(if $(WEIGHTS),--weights $(WEIGHTS))
 
-test: setup ## run the test suite
+test: setup ## run the whole test suite (what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup ## the inner loop: unit + integration tests only (no ResNet50 exports, servers, bench)
+	$(PY) -m pytest -m "unit or integration" $(PYTEST_ARGS)
+
+lint: setup ## ruff (style, imports, bugbear) and mypy (export/, serving/)
+	$(VENV)/bin/ruff check export serving tests
+	$(VENV)/bin/mypy export serving
 
 bench: setup ## benchmark every artifact of the newest bundle in $(OUT)/
 	@test -n "$(BUNDLE)" || { echo "error: no bundle in $(OUT)/; run make export first" >&2; exit 2; }

@@ -76,11 +76,35 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def exchange_paths(a: Path, b: Path) -> bool:
+    """Atomically swap two existing paths with Linux's renameat2(RENAME_EXCHANGE): at no moment
+    is either name missing. False where the kernel, libc or file system cannot do it."""
+    import ctypes
+    import ctypes.util
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    return renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0
+
+
 def replace_dir(src: Path, final: Path) -> None:
-    """Rename the complete directory `src` to `final`; an existing `final` is swapped out
-    only now (renamed aside, then removed), so readers see the old or the new, never half."""
+    """Rename the complete directory `src` to `final`. An existing `final` is exchanged with `src`
+    in one atomic step (Linux), so a reader such as TF Serving's version poller always sees the
+    old or the new directory, never none; the old one is then removed. Where the exchange is not
+    available the old directory is renamed aside first, which leaves a gap of two renames.
+    (TF Serving itself loads new version numbers; replacing a version in place is for re-exports.)"""
     make_readable(src)
     if final.exists():
+        if exchange_paths(src, final):
+            shutil.rmtree(src, ignore_errors=True)  # src now holds the old directory
+            return
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
         os.rename(final, old)
         os.rename(src, final)

@@ -15,13 +15,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from export.errors import BundleError, UsageError
+from export.registry import get_format
 
 BENCH_DIR = "bench"
 BENCH_FORMAT_VERSION = 1
@@ -191,7 +192,8 @@ def _ceiling(n: int, reps: int, threads: int) -> list[dict[str, Any]]:
     blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
     out = [{"library": "numpy", "kernel": f"{blas.get('name', '?')} {blas.get('version', '')}".strip(),
             **_time_matmul(lambda: a @ b, n, reps)}]
-    _import_runtime("savedmodel", threads)
+    from export.runtimes.tensorflow import TensorFlowRunner
+    TensorFlowRunner.preload(threads)
     import tensorflow as tf
     with tf.device("/CPU:0"):
         ta, tb = tf.constant(a), tf.constant(b)
@@ -199,18 +201,6 @@ def _ceiling(n: int, reps: int, threads: int) -> list[dict[str, Any]]:
         out.append({"library": "tensorflow", "kernel": f"tf.linalg.matmul (TensorFlow {tf.__version__})",
                     **_time_matmul(lambda: fn(ta, tb).numpy(), n, reps)})
     return out
-
-
-def _import_runtime(fmt: str, threads: int) -> None:
-    if fmt == "savedmodel":
-        from export import import_tensorflow_quietly
-        tf = import_tensorflow_quietly()
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    elif fmt == "tflite":
-        import ai_edge_litert.interpreter  # noqa: F401
-    elif fmt == "onnx":
-        import onnxruntime  # noqa: F401
 
 
 def _stats(seconds: list[float], batch: int) -> dict[str, Any]:
@@ -244,7 +234,7 @@ def _measure(job: dict[str, Any]) -> dict[str, Any]:
     from export.runtimes import runner_for
     root, threads = Path(job["root"]), job["threads"]
     art = Artifact.from_dict(job["artifact"])
-    _import_runtime(art.format, threads)
+    get_format(art.format).runner_class().preload(threads)
     ref = golden.load(root, art.variant)
     rows = [i for i, name in enumerate(ref.names) if name in samples.PHOTO_NAMES]
     photos = np.ascontiguousarray(ref.inputs[rows], dtype=np.float32)
@@ -390,7 +380,7 @@ def run_bench(bundle: str | os.PathLike, *, threads: int | None = None, warmup: 
     timings = manifest.get("export_timings", [])
     env["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     doc = {"format_version": BENCH_FORMAT_VERSION, "bundle": root.resolve().name,
-           "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+           "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
            "environment": env,
            "settings": {"threads": threads, "warmup": warmup, "batch_sizes": batch_sizes,
                         "runs": {str(b): runs_at(b, runs) for b in batch_sizes}, "device": "CPU",

@@ -10,7 +10,7 @@ import io
 import os
 from typing import Any
 
-MARKERS = {"savedmodel": "o", "tflite": "s", "onnx": "^"}
+from export.registry import FORMATS
 
 
 def plot(doc: dict[str, Any], path: str | os.PathLike) -> None:
@@ -29,12 +29,13 @@ def plot(doc: dict[str, Any], path: str | os.PathLike) -> None:
                              layout="constrained")
     cmap = plt.get_cmap("RdYlGn")
     scatter = None
-    for ax, variant in zip(axes[0], variants):
+    for ax, variant in zip(axes[0], variants, strict=False):
         mine = sorted((r for r in rows if r["variant"] == variant), key=lambda r: r["latency_ms"][batch]["p50"])
         for i, r in enumerate(mine):
             x, y, agree = r["bytes"] / 1e6, r["latency_ms"][batch]["p50"], r["top1"]["agreement"]
             scatter = ax.scatter(x, y, c=[agree], cmap=cmap, vmin=0.5, vmax=1.0, s=90,
-                                 marker=MARKERS.get(r["format"], "D"), edgecolors="black", linewidths=0.6)
+                                 marker=FORMATS[r["format"]].marker if r["format"] in FORMATS else "D",
+                                 edgecolors="black", linewidths=0.6)
             # Alternate the label above / below so neighbours (e.g. int8 and dynamic) stay legible.
             ax.annotate(f"{r['precision']} {100 * agree:.0f}%", (x, y), textcoords="offset points",
                         xytext=(7, 3 if i % 2 else -9), fontsize=7)
@@ -46,8 +47,8 @@ def plot(doc: dict[str, Any], path: str | os.PathLike) -> None:
         ax.set_xlabel("file size (MB, log)")
         ax.set_ylabel(f"p50 latency at batch {batch} (ms)")
         ax.grid(True, which="both", alpha=0.3)
-    handles = [Line2D([], [], marker=m, linestyle="", color="grey", markeredgecolor="black", label=f)
-               for f, m in MARKERS.items()]
+    handles = [Line2D([], [], marker=spec.marker, linestyle="", color="grey", markeredgecolor="black", label=f)
+               for f, spec in FORMATS.items()]
     axes[0][0].legend(handles=handles, fontsize=8, loc="best")
     if scatter is not None:
         fig.colorbar(scatter, ax=axes[0].tolist(), label="top-1 agreement with fp32 (sample photos)", shrink=0.9)

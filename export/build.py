@@ -148,7 +148,7 @@ def build(
             model = build_architecture(spec, k, size, unfreeze_stages, backbone_weights="imagenet")
         except UsageError:
             raise
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 -- the converter/runtime raises many types; each becomes one user-facing line
             raise WeightsError(
                 "cannot get the ImageNet weights (no network, and not in the Keras cache "
                 "~/.keras/models/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5): copy that "
@@ -161,5 +161,5 @@ def build(
         if source.kind == "random":
             details = weights_mod.calibrate(model, samples.photos(size))
         else:
-            weights_mod.load_file(model, source.path)
+            weights_mod.load_file(model, str(source.path))
     return BuiltModel(model, spec, k, size, weights_mod.provenance(source, details), labels)

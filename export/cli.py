@@ -14,6 +14,9 @@ from export.argtypes import non_negative_int, positive_int
 from export.errors import ResnetDeployError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+#: Subcommands that never need TensorFlow in the process (a REST client call must not pay for
+#: importing it); every other command imports it first, quietly (see import_tensorflow_quietly).
+WITHOUT_TENSORFLOW = {"variants", "predict", "status", "metadata"}
 
 
 def command(name: str):
@@ -49,7 +52,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.save:
         from export.atomic import save_keras_atomic
         save_keras_atomic(built.model, args.save)
-    record = {"variant": built.spec.name, "num_classes": built.num_classes,
+    record: dict[str, Any] = {"variant": built.spec.name, "num_classes": built.num_classes,
               "params": param_counts(built.model), **io_spec(built.model),
               "weights": built.weights}
     if args.save:
@@ -68,16 +71,21 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 @command("export")
 def cmd_export(args: argparse.Namespace) -> int:
+    from export import golden
     from export.build import build
-    from export.pipeline import export_artifacts, resolve_targets
+    from export.pipeline import check_destination, export_artifacts, resolve_targets
     from export.variants import get_variant
     spec = get_variant(args.variant)
     targets = resolve_targets(args.format, args.precision)
+    # Bad --out or an artifact in the way is said before minutes of building and calibrating.
+    check_destination(args.out, spec.name, targets, version=args.version, overwrite=args.overwrite)
     built = build(spec, weights=args.weights, num_classes=args.num_classes)
     progress = None if args.json else (lambda v, f, p: print(f"exporting {v} {f} {p} ...", flush=True))
     artifacts = export_artifacts(built, args.out, targets, version=args.version, opset=args.opset,
                                  overwrite=args.overwrite, progress=progress)
-    records = [{"path": a.path, "format": a.format, "precision": a.precision, "bytes": a.bytes,
+    # The reference outputs go beside the artifacts, so `parity --artifacts OUT` needs nothing else.
+    golden.save(args.out, golden.make(built))
+    records: list[dict[str, Any]] = [{"path": a.path, "format": a.format, "precision": a.precision, "bytes": a.bytes,
                 "sha256": a.sha256, "seconds": a.seconds} for a in artifacts]
     if args.json:
         _print_json(records)
@@ -224,8 +232,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
+def _print_chained_traceback(e: BaseException) -> None:
+    """The traceback of `e` with every exception it was raised from or during, including those
+    that the one-line errors hide with `raise ... from None`."""
+    import traceback
+    seen: set[int] = set()
+    link: BaseException | None = e
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        link.__suppress_context__ = False
+        link = link.__cause__ or link.__context__
+    traceback.print_exception(e, file=sys.stderr)
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="resnet-deploy", description="Build, export, verify and serve ResNet50 variants.")
+    p.add_argument("--debug", action="store_true",
+                   help="on an error, print the full chained traceback before the one-line message")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     s = sub.add_parser("variants", help="list the registered variants")
@@ -290,11 +313,13 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
-        if args.command != "variants":
+        if args.command not in WITHOUT_TENSORFLOW:
             from export import import_tensorflow_quietly
             import_tensorflow_quietly()
         return COMMANDS[args.command](args)
     except ResnetDeployError as e:
+        if args.debug:
+            _print_chained_traceback(e)
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:

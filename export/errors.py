@@ -33,3 +33,12 @@ class BundleError(ResnetDeployError):
 
 class ServingError(ResnetDeployError):
     """A server that cannot start (port in use) or a serving request that failed (client side)."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message, or its class name when the message is
+    empty: safe inside handlers that must not raise (a bare `RuntimeError()` has no lines)."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__

@@ -66,7 +66,7 @@ def make(built, batch_size: int = 4, n_noise: int = N_NOISE, seed: int = NOISE_S
 
 def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]  # numpy stubs type **kwds wrongly
     return buf.getvalue()
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from export.errors import RunnerError
+from export.errors import RunnerError, first_line
 from export.parity_report import (  # noqa: F401
     FORMAT_VERSION,
     PHOTO_SATURATION,
@@ -25,8 +25,9 @@ from export.parity_report import (  # noqa: F401
     ReferenceInfo,
     render_markdown,
 )
+from export.registry import FORMATS
 
-SATURATED_FRACTION = 0.5  # ... and the reference is saturated when more than half the photos are
+SATURATED_FRACTION = 0.5  # a reference is saturated when more than this share of the photos exceed PHOTO_SATURATION
 REL_FLOOR = 1e-6          # relative error = |a - b| / max(|b|, REL_FLOOR) (reported, not judged)
 
 
@@ -128,8 +129,9 @@ def compare_output(name: str, ref: np.ndarray, got: np.ndarray, tol: Tolerance, 
     k = top_k(ref.shape[1])
     topk = None
     if k is not None:
-        sets = lambda a: np.sort(np.argsort(-a, axis=1, kind="stable")[:, :k], axis=1)
-        topk = float(np.mean(np.all(sets(ref64) == sets(got64), axis=1)))
+        def top_set(a: np.ndarray) -> np.ndarray:
+            return np.sort(np.argsort(-a, axis=1, kind="stable")[:, :k], axis=1)
+        topk = float(np.mean(np.all(top_set(ref64) == top_set(got64), axis=1)))
     m = OutputMetrics(name, batch_size, float(diff.max()), float(diff.mean()), float(np.percentile(diff, 99)),
                       float(rel.max()), float(cos.min()), float(cos.mean()), float(np.mean(ref_top == got_top)),
                       int(decisive.sum()), topk, k, nonfinite, failures)
@@ -165,7 +167,7 @@ def check_reference(outputs: dict[str, np.ndarray], names: list[str]) -> tuple[l
     failures = [f"{k}: reference has NaN/Inf" for k, v in outputs.items() if not np.all(np.isfinite(v))]
     rows = [i for i, n in enumerate(names) if n in PHOTO_NAMES] or list(range(len(names)))
     if "logits" not in outputs or "probabilities" not in outputs:
-        return failures + [f"reference lacks logits/probabilities (has {sorted(outputs)})"], [], 0
+        return [*failures, f"reference lacks logits/probabilities (has {sorted(outputs)})"], [], 0
     classes = [int(c) for c in outputs["logits"][rows].argmax(1)]
     saturated = int((outputs["probabilities"][rows].max(1) > PHOTO_SATURATION).sum())
     if len(rows) > 1 and len(set(classes)) == 1:
@@ -211,16 +213,16 @@ def check_runner(runner, reference: dict[str, np.ndarray], inputs: np.ndarray, b
         result.tolerance = tolerance_key(precision, runner.device)
         tol = TOLERANCES[result.tolerance]
         for b in batch_sizes:
-            before = len(runner.inference_times)
+            before = runner.inference_count
             try:
                 outputs = run_batches(runner, inputs, b)
             except RunnerError as e:
                 result.failures.append(f"batch {b}: {e}")
                 continue
-            except Exception as e:  # a runtime that crashes on the artifact is a failed artifact
-                result.failures.append(f"batch {b}: {type(e).__name__}: {str(e).strip().splitlines()[0]}")
+            except Exception as e:  # noqa: BLE001 -- a runtime that crashes on the artifact is a failed artifact
+                result.failures.append(f"batch {b}: {type(e).__name__}: {first_line(e)}")
                 continue
-            times = runner.inference_times[before:]
+            times = runner.times_since(before)
             result.mean_ms[str(b)] = round(1000 * float(np.mean(times)), 2)
             for name in sorted(reference):
                 if name not in outputs:
@@ -237,8 +239,6 @@ def check_runner(runner, reference: dict[str, np.ndarray], inputs: np.ndarray, b
 
 
 # -- the suite -------------------------------------------------------------------------------
-#: Formats whose runtime can use a GPU: they get a second row on "GPU:0" (skipped without one).
-GPU_FORMATS = ("savedmodel", "onnx")
 
 
 def reference_info(golden, source: str, batch_sizes: list[int]) -> ReferenceInfo:
@@ -257,7 +257,9 @@ def check_artifacts(golden, artifacts: list, root, *, source: str, batch_sizes=(
     ref = reference_info(golden, source, list(batch_sizes))
     results = []
     for art in artifacts:
-        devices = ["CPU", "GPU:0"] if gpu and art.format in GPU_FORMATS else ["CPU"]
+        # Formats whose runner can use a GPU get a second row on "GPU:0" (skipped without one).
+        gpu_capable = art.format in FORMATS and FORMATS[art.format].gpu
+        devices = ["CPU", "GPU:0"] if gpu and gpu_capable else ["CPU"]
         for device in devices:
             if progress:
                 progress(f"{art.key} @ {device}")
@@ -300,15 +302,16 @@ def environment() -> dict[str, Any]:
         gpus = tf.config.list_physical_devices("GPU")
         env["tensorflow_gpus"] = [tf.config.experimental.get_device_details(g).get("device_name", g.name)
                                   for g in gpus]
-    except Exception as e:  # report, don't fail, when the probe itself breaks
+    except Exception as e:  # noqa: BLE001 -- report, don't fail, when the probe itself breaks
         env["tensorflow_gpus"] = f"probe failed: {e}"
     try:
         import onnxruntime as ort
         env["onnxruntime_providers"] = ort.get_available_providers()
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 -- as above
         env["onnxruntime_providers"] = f"probe failed: {e}"
-    env["gpu"] = bool(env["tensorflow_gpus"]) and isinstance(env["tensorflow_gpus"], list) or \
-        "CUDAExecutionProvider" in (env["onnxruntime_providers"] or [])
+    tf_gpus, providers = env["tensorflow_gpus"], env["onnxruntime_providers"]
+    env["gpu"] = (isinstance(tf_gpus, list) and bool(tf_gpus)) or (
+        isinstance(providers, list) and "CUDAExecutionProvider" in providers)
     return env
 
 

@@ -4,24 +4,25 @@ Imports only export/ (the TF Serving files it writes come from export.deploy); n
 """
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
+from typing import Any
 
 from export.errors import UsageError
-from export.formats import PRECISIONS, Artifact, write_index
-
-FORMATS = tuple(PRECISIONS)
+from export.formats import Artifact, write_index
+from export.registry import FORMATS
 
 
 def resolve_targets(fmt: str = "all", precisions: list[str] | None = None) -> list[tuple[str, str]]:
     """(format, precision) pairs for `--format` and `--precision`; UsageError on unknown names."""
-    formats = FORMATS if fmt == "all" else (fmt,)
-    if fmt != "all" and fmt not in PRECISIONS:
+    formats = tuple(FORMATS) if fmt == "all" else (fmt,)
+    if fmt != "all" and fmt not in FORMATS:
         raise UsageError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}, all")
-    known = sorted({p for f in formats for p in PRECISIONS[f]})
+    known = sorted({p for f in formats for p in FORMATS[f].precisions})
     for p in precisions or []:
         if p not in known:
             raise UsageError(f"unknown precision {p!r} for --format {fmt}; choose from: {', '.join(known)}")
-    return [(f, p) for f in formats for p in PRECISIONS[f] if not precisions or p in precisions]
+    return [(f, p) for f in formats for p in FORMATS[f].precisions if not precisions or p in precisions]
 
 
 def export_artifacts(built, out_dir: str | Path, targets: list[tuple[str, str]], *, version: int = 1,
@@ -35,14 +36,10 @@ def export_artifacts(built, out_dir: str | Path, targets: list[tuple[str, str]],
     import shutil
     import tempfile
 
-    from export.atomic import ensure_writable_dir
     from export.deploy.warmup import write_warmup_requests
     from export.formats import onnx, savedmodel, tflite
 
-    out = ensure_writable_dir(out_dir)
-    # Refuse before any work if something would be overwritten.
-    if not overwrite:
-        _refuse_existing(out, built.spec.name, targets, version)
+    out = check_destination(out_dir, built.spec.name, targets, version=version, overwrite=overwrite)
     note = progress or (lambda *_: None)
     done: list[Artifact] = []
     scratch = None
@@ -76,14 +73,23 @@ def export_artifacts(built, out_dir: str | Path, targets: list[tuple[str, str]],
     return done
 
 
+def check_destination(out_dir: str | Path, variant: str, targets: list[tuple[str, str]], *, version: int = 1,
+                      overwrite: bool = False) -> Path:
+    """Create `out_dir` if needed and check, before any model is built, that it can be written and
+    that no artifact would be overwritten without `overwrite` (ExportError naming the path)."""
+    from export.atomic import ensure_writable_dir
+    out = ensure_writable_dir(out_dir)
+    if not overwrite:
+        _refuse_existing(out, variant, targets, version)
+    return out
+
+
 def _refuse_existing(out: Path, variant: str, targets, version: int) -> None:
     from export.errors import ExportError
-    from export.formats import onnx, savedmodel, tflite
-    modules = {"savedmodel": savedmodel, "tflite": tflite, "onnx": onnx}
     for fmt, precision in targets:
-        p = modules[fmt].target_path(out, variant, precision, version)
+        p = FORMATS[fmt].target_path(out, variant, precision, version)
         if p.exists():
-            what = "version directory" if fmt == "savedmodel" else "file"
+            what = "directory" if FORMATS[fmt].suffix is None else "file"
             raise ExportError(f"{what} {p} already exists; pass --overwrite to replace it "
                               "(or --version N for a new SavedModel version)")
 
@@ -155,7 +161,7 @@ class _Stages:
         self.console = Console(stderr=True, quiet=quiet)
         self.timings: list[dict] = []
         self._time = time.perf_counter
-        self._progress = None
+        self._progress: Any = None
 
     def __enter__(self):
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -190,7 +196,7 @@ def run_bundle(config_path: str | Path, out: str | Path = "dist", weights: str |
     import signal
     import tempfile
     import time
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from export import bundle as bundle_mod
     from export import golden, parity
@@ -235,7 +241,7 @@ def run_bundle(config_path: str | Path, out: str | Path = "dist", weights: str |
                         "failures": report.failures(), "timings": stages.timings}
             stages.run("all", "bundle", _lay_out, staging, cfg, variants_meta, artifacts, report,
                        serving_config, bundle_mod, stages.timings, tool_versions(),
-                       datetime.now(timezone.utc).isoformat(timespec="seconds"))
+                       datetime.now(UTC).isoformat(timespec="seconds"))
             bundle_mod.publish(staging, final)
             tar_path, digest = stages.run("all", "pack", bundle_mod.pack, final)
         for stale in out.glob(f"{bundle_name}.parity-FAILED.*"):

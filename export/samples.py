@@ -30,7 +30,7 @@ def load_photo(name: str, size: int = 224) -> np.ndarray:
     if img.ndim == 2:
         img = np.stack([img] * 3, axis=-1)
     img = img[..., :3]
-    return np.asarray(Image.fromarray(img.astype(np.uint8)).resize((size, size), Image.BILINEAR))
+    return np.asarray(Image.fromarray(img.astype(np.uint8)).resize((size, size), Image.Resampling.BILINEAR))
 
 
 def photos(size: int = 224, names: tuple[str, ...] = PHOTO_NAMES) -> np.ndarray:

@@ -27,7 +27,7 @@ class HeadLayer:
     params: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
-    def of(cls, kind: str, **params: Any) -> "HeadLayer":
+    def of(cls, kind: str, **params: Any) -> HeadLayer:
         return cls(kind, tuple(sorted(params.items())))
 
     def kwargs(self) -> dict[str, Any]:

@@ -34,7 +34,7 @@ class WeightsSource:
     def __str__(self) -> str:
         if self.kind == "random":
             return f"random:{self.seed}"
-        return self.path if self.kind == "file" else self.kind
+        return str(self.path) if self.kind == "file" else self.kind
 
 
 def parse_weights(text: str) -> WeightsSource:
@@ -91,7 +91,7 @@ def calibrate(model, images: np.ndarray) -> dict[str, Any]:
             bn.momentum = 0.0
         backbone(pre(images), training=True)
     finally:
-        for bn, m in zip(bns, momenta):
+        for bn, m in zip(bns, momenta, strict=False):
             bn.momentum = m
         for layer, trainable in saved:
             layer.trainable = trainable
@@ -116,7 +116,7 @@ def calibrate(model, images: np.ndarray) -> dict[str, Any]:
     kernel = kernel * scale
     bias = -(features @ kernel).mean(axis=0)
     logits_layer.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
-    return {"batchnorm_layers": len(bns), "calibration_images": int(len(images)),
+    return {"batchnorm_layers": len(bns), "calibration_images": len(images),
             "logit_std": CALIBRATED_LOGIT_STD, "head_scale": scale}
 
 
@@ -126,7 +126,7 @@ def load_file(model, path: str) -> None:
     if path.endswith(".weights.h5"):
         try:
             model.load_weights(path)
-        except Exception as e:  # h5py/keras raise many types for corrupt or mismatched files
+        except Exception as e:  # noqa: BLE001 -- h5py/keras raise many types for corrupt or mismatched files
             raise WeightsError(f"cannot load weights file {path}: {first_line(e)} "
                                "(is it a .weights.h5 saved from this variant?)") from None
         return
@@ -137,7 +137,7 @@ def load_file(model, path: str) -> None:
             raise WeightsError(f"refusing {path}: it needs unsafe deserialization (a Lambda or "
                                "arbitrary code); re-save it without Lambda layers") from None
         raise WeightsError(f"cannot load model file {path}: {first_line(e)}") from None
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 -- the converter/runtime raises many types; each becomes one user-facing line
         raise WeightsError(f"cannot load model file {path}: {first_line(e)} "
                            "(is it a .keras file saved by Keras 3?)") from None
     src, dst = loaded.get_weights(), model.get_weights()
@@ -169,8 +169,8 @@ def provenance(source: WeightsSource, details: dict[str, Any] | None = None) -> 
         out["backbone"] = "keras.applications.ResNet50 ImageNet (notop)"
         out["head"] = "seeded Keras initialisers (seed 0)"
     if source.kind == "file":
-        out["path"] = str(Path(source.path).resolve())
-        out["sha256"] = sha256_file(source.path)
+        out["path"] = str(Path(str(source.path)).resolve())
+        out["sha256"] = sha256_file(str(source.path))
     if details:
         out.update(details)
     return out

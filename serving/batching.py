@@ -52,7 +52,9 @@ def batch_rows(inputs: dict[str, np.ndarray]) -> int:
     if None in sizes.values() or len(set(sizes.values())) != 1:
         raise ServingStatus.invalid(
             f"Batching Run() input tensors must have equal 0th-dimension size; got {sizes}")
-    return next(iter(sizes.values()))
+    size = next(iter(sizes.values()))
+    assert size is not None  # checked above
+    return size
 
 
 class Batcher:

@@ -12,6 +12,7 @@ import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -136,7 +137,8 @@ class GrpcClient:
         try:
             return rpc(request, timeout=self.timeout)
         except grpc.RpcError as e:
-            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and "connect" in str(e.details()).lower():
+            unreachable = e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+            if unreachable and "connect" in str(e.details()).lower():
                 raise ServingError(f"cannot reach the gRPC API at {self.target} ({e.details()}); "
                                    "is the server running (resnet-deploy serve BUNDLE)?") from None
             raise ServingError(f"gRPC {e.code().name}: {e.details()}") from None
@@ -216,7 +218,7 @@ def make_ndarray(proto) -> np.ndarray:
     shape = tuple(d.size for d in proto.tensor_shape.dim)
     if proto.dtype == 7:
         return np.asarray(list(proto.string_val), dtype=object).reshape(shape)
-    dtype = {v: k for k, v in _DTYPES.items()}.get(proto.dtype)
+    dtype: Any = {v: k for k, v in _DTYPES.items()}.get(proto.dtype)
     if dtype is None:
         raise ServingError(f"unsupported output dtype enum {proto.dtype}")
     if proto.tensor_content:
@@ -251,7 +253,7 @@ def load_pixels(paths: Sequence[str | Path], size: int = 224) -> np.ndarray:
     for p in paths:
         try:
             with Image.open(p) as img:
-                out.append(np.asarray(img.convert("RGB").resize((size, size), Image.BILINEAR), dtype=np.float32))
+                out.append(np.asarray(img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32))
         except (OSError, UnidentifiedImageError) as e:
             raise ServingError(f"cannot decode image {p}: {e}") from None
     return np.stack(out)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from export.argtypes import int_at_least
 from export.errors import BundleError, ServingError, UsageError
+from export.registry import FORMATS
 
 #: The TF Serving image and the ports it listens on inside the container.
 TF_SERVING_IMAGE = "tensorflow/serving"
@@ -38,8 +39,8 @@ def _port(text: str) -> int:
 
 def _backend(text: str) -> str:
     kind = text.partition(":")[0]
-    if kind not in ("savedmodel", "onnx", "tflite"):
-        raise argparse.ArgumentTypeError(f"choose savedmodel, onnx or tflite[:PRECISION], got {text!r}")
+    if kind not in FORMATS:
+        raise argparse.ArgumentTypeError(f"choose one of {', '.join(FORMATS)} (with :PRECISION), got {text!r}")
     return text
 
 
@@ -74,7 +75,8 @@ def add_parsers(sub, commands: dict[str, Callable[[argparse.Namespace], int]]) -
     p.add_argument("--pixels", action="store_true",
                    help="decode here and send pixels to serving_default (default: send the files "
                         "as b64 to predict_image_bytes)")
-    p.add_argument("--labels", metavar="labels.txt", help="class names, one a line (e.g. the bundle's tflite/<variant>/labels.txt)")
+    p.add_argument("--labels", metavar="labels.txt",
+                   help="class names, one a line (e.g. the bundle's tflite/<variant>/labels.txt)")
     p.add_argument("--top-k", type=_positive, default=5)
     p.add_argument("--batch", type=_positive, default=8, help="images per request (keep <= max_batch_size)")
     commands["predict"] = cmd_predict
@@ -241,7 +243,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                                     cl.IMAGE_BYTES_SIGNATURE, args.version, args.label)
             if "probabilities" not in outputs:
                 raise ServingError(f"the model answered {sorted(outputs)}, not 'probabilities'")
-            for path, row in zip(paths, np.asarray(outputs["probabilities"])):
+            for path, row in zip(paths, np.asarray(outputs["probabilities"]), strict=False):
                 results.append({"image": path, "top_k": cl.top_k(row, args.top_k, labels)})
     if args.json:
         print(json.dumps({"model": args.model, "signature": cl.DEFAULT_SIGNATURE if args.pixels

@@ -26,7 +26,7 @@ class ServingCore:
         self._batchers: dict[tuple[str, int, str], Batcher] = {}
         self._lock = threading.Lock()
         self.metrics: dict[tuple[str, str, str], int] = defaultdict(int)
-        self.latency: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+        self.latency: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
 
     def _batcher(self, servable: Servable, signature: str) -> Batcher:
         key = (servable.name, servable.version, signature)
@@ -80,9 +80,9 @@ class ServingCore:
                 lines.append(f':tensorflow:serving:request_count{{model_name="{model}",api="{api}",'
                              f'status="{code}"}} {n}')
             lines.append("# TYPE :tensorflow:serving:request_latency_seconds summary")
-            for api, (total, n) in sorted(self.latency.items()):
+            for api, (total, count) in sorted(self.latency.items()):
                 lines.append(f':tensorflow:serving:request_latency_seconds_sum{{api="{api}"}} {total:.6f}')
-                lines.append(f':tensorflow:serving:request_latency_seconds_count{{api="{api}"}} {n}')
+                lines.append(f':tensorflow:serving:request_latency_seconds_count{{api="{api}"}} {int(count)}')
             lines.append("# TYPE :tensorflow:serving:batching_session:processed_batch_size summary")
             for (model, version, sig), b in sorted(self._batchers.items()):
                 labels = f'model_name="{model}",version="{version}",signature="{sig}"'

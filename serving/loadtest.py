@@ -53,11 +53,13 @@ def start_local_server(bundle: Path, batching: bool, timeout: float = 300) -> tu
     if not batching:
         cmd.append("--no-batching")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    stdout = proc.stdout
     end = time.monotonic() + timeout
-    for line in proc.stdout:
+    for line in stdout:
         m = re.match(r"ready: rest_port=(\d+) grpc_port=(\d+)", line)
         if m:
-            threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # keep draining
+            threading.Thread(target=lambda: [None for _ in stdout], daemon=True).start()  # keep draining
             return proc, int(m[1]), int(m[2])
         if time.monotonic() > end:
             break

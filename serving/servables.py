@@ -18,9 +18,10 @@ import numpy as np
 
 from export.deploy import tfserving as config_mod
 from export.errors import BundleError
+from export.registry import FORMATS
 from serving.status import ServingStatus
 
-BACKENDS = ("savedmodel", "onnx", "tflite")
+BACKENDS = tuple(FORMATS)
 PREDICT_METHOD = "tensorflow/serving/predict"
 IMAGE_BYTES_SIGNATURE = "predict_image_bytes"
 DEFAULT_SIGNATURE = "serving_default"
@@ -58,7 +59,8 @@ class Signature:
 def tf_error_message(e: Exception) -> str:
     """The first line of a TensorFlow error without its function-node and op decorations."""
     text = getattr(e, "message", None) or str(e)
-    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text).strip().splitlines()[0]
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text).strip()
+    text = text.splitlines()[0] if text else type(e).__name__
     return re.sub(r"\s*\[Op:[^\]]*\]\s*$", "", text)
 
 
@@ -112,7 +114,7 @@ class Servable(abc.ABC):
     def run(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run `signature` on validated inputs; every output by name."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 -- optional hook: a servable may hold nothing to free
         pass
 
 
@@ -209,15 +211,16 @@ def make_runner(backend: str, path: Path):
     return runner_for(path, device="CPU", name=f"{backend}:{Path(path).name}").load()
 
 
-def artifact_path(bundle: Path, variant: str, backend: str, precision: str | None) -> Path:
-    """Where a bundle keeps `variant`'s ONNX/TFLite file at `precision` (default fp32)."""
-    precision = precision or "fp32"
-    if backend == "onnx":
-        path = bundle / "onnx" / variant / ("model.onnx" if precision == "fp32" else f"model_{precision}.onnx")
-    else:
-        path = bundle / "tflite" / variant / f"model_{precision}.tflite"
-    if not path.is_file():
-        raise BundleError(f"--backend {backend}{':' + precision if precision != 'fp32' else ''}: "
+def artifact_path(bundle: Path, variant: str, backend: str, precision: str | None, version: int = 1) -> Path:
+    """Where a bundle keeps `variant`'s artifact of format `backend` at `precision` (default: the
+    format's first), as the format's exporter lays it out (export.registry)."""
+    spec = FORMATS[backend]
+    precision = precision or spec.precisions[0]
+    if precision not in spec.precisions:
+        raise BundleError(f"--backend {backend}:{precision}: {backend} has precisions {', '.join(spec.precisions)}")
+    path = spec.target_path(bundle, variant, precision, version)
+    if not path.exists():
+        raise BundleError(f"--backend {backend}{':' + precision if precision != spec.precisions[0] else ''}: "
                           f"{path} is not in the bundle")
     return path
 
@@ -249,7 +252,7 @@ class ModelRegistry:
                 if backend == "savedmodel":
                     versions[v] = SavedModelServable(m["name"], v, Path(m["local_path"]) / str(v))
                 else:
-                    path = artifact_path(bundle, m["name"], backend, precision or None)
+                    path = artifact_path(bundle, m["name"], backend, precision or None, v)
                     versions[v] = RunnerServable(m["name"], v, path, backend)
             models.append(ModelEntry(m["name"], versions, m["labels"]))
         return cls(models)

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from fastapi import (
@@ -204,7 +205,7 @@ def warm_up(core: ServingCore) -> int:
                 if sig.name == IMAGE_BYTES_SIGNATURE:
                     value = np.array([encode_jpeg(np.zeros((8, 8, 3)))], dtype=object)
                 elif info.dtype == np.float32 and None not in info.shape[1:]:
-                    value = np.zeros((1, *info.shape[1:]), np.float32)
+                    value = np.zeros((1, *(int(d) for d in info.shape[1:] if d is not None)), np.float32)
                 else:
                     continue
                 with contextlib.suppress(ServingStatus):
@@ -267,7 +268,7 @@ def serve(bundle: str | Path, rest_port: int = 8501, grpc_port: int = 8500, host
         nonlocal grpc_stopped_set
         if not grpc_stopped_set:
             grpc_stopped_set = True
-            threading.Thread(target=lambda: (grpc_server.stop(grace_seconds).wait(), grpc_stopped.set()),
+            threading.Thread(target=lambda: (grpc_server.stop(grace_seconds).wait(), grpc_stopped.set()),  # type: ignore[func-returns-value]
                              daemon=True).start()
 
     models = ", ".join(f"{m.name} v{','.join(map(str, sorted(m.versions)))}" for m in core.registry.models.values())
@@ -282,7 +283,7 @@ def serve(bundle: str | Path, rest_port: int = 8501, grpc_port: int = 8500, host
         print(f"REST http://{host}:{rest_port}/v1/models/<name>  gRPC {host}:{bound}", file=out)
         print(f"ready: rest_port={rest_port} grpc_port={bound}", file=out, flush=True)
 
-    server = _UvicornServer(
+    server: Any = _UvicornServer(
         uvicorn.Config(create_app(core, max_body_bytes), log_level="warning", access_log=False, lifespan="off",
                        timeout_graceful_shutdown=int(grace_seconds)),
         on_signal=stop_grpc, on_started=ready)

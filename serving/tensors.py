@@ -172,7 +172,7 @@ def check_inputs(signature: Signature, inputs: dict[str, np.ndarray]) -> None:
         if a.dtype != info.dtype:
             got = "DT_STRING" if a.dtype == np.dtype(object) else TensorInfo(name, a.dtype, ()).tf_dtype_name
             raise ServingStatus.invalid(f"input '{name}' expects dtype {info.tf_dtype_name}, got {got}")
-        if a.ndim != len(info.shape) or any(w is not None and w != g for w, g in zip(info.shape, a.shape)):
+        if a.ndim != len(info.shape) or any(w is not None and w != g for w, g in zip(info.shape, a.shape, strict=False)):
             got = "[" + ",".join(str(d) for d in a.shape) + "]"
             raise ServingStatus.invalid(f"input '{name}' expects shape {info.shape_text()}, got {got}")
         if a.dtype.kind == "f" and not np.isfinite(a).all():

@@ -1,29 +1,51 @@
-"""Shared fixtures: expensive things (built models, exported artifacts) are made once per session."""
+"""Session fixtures: expensive things (built models, exported artifacts) are made once per session
+and shared. Plain helpers are in tests/helpers.py.
+
+Every test carries exactly one tier marker (unit, integration or e2e; see pyproject.toml): a test
+without one fails collection, and a run of unit tests alone fails if anything imported TensorFlow.
+"""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+
+from tests.helpers import TINY_SIZE, tiny_model
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PYTHONHASHSEED", "0")
 
-ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("dense", "conv", "dropout")
-_BUILT: dict = {}
+TIERS = ("unit", "integration", "e2e")
 
 
-def built_model(variant: str, weights: str = "random:0"):
-    """A BuiltModel, built once per (variant, weights) for the whole session."""
-    key = (variant, weights)
-    if key not in _BUILT:
-        from export.build import build
-        from export.variants import get_variant
-        _BUILT[key] = build(get_variant(variant), weights=weights)
-    return _BUILT[key]
+def pytest_collection_modifyitems(config, items):
+    untiered = [item.nodeid for item in items
+                if sum(1 for tier in TIERS if item.get_closest_marker(tier)) != 1]
+    if untiered:
+        raise pytest.UsageError("tests need exactly one tier marker (unit, integration or e2e): "
+                                + ", ".join(untiered[:10]))
+    config._only_unit = bool(items) and all(item.get_closest_marker("unit") for item in items)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if getattr(session.config, "_only_unit", False) and "tensorflow" in sys.modules and exitstatus == 0:
+        print("\nerror: a `unit` test imported TensorFlow; mark it integration or e2e", file=sys.stderr)
+        session.exitstatus = 1
+
+
+@pytest.fixture(scope="session")
+def built_model():
+    """Call with (variant, weights="random:0"): a BuiltModel, built once per session."""
+    cache: dict = {}
+
+    def get(variant: str, weights: str = "random:0"):
+        if (variant, weights) not in cache:
+            from export.build import build
+            from export.variants import get_variant
+            cache[variant, weights] = build(get_variant(variant), weights=weights)
+        return cache[variant, weights]
+    return get
 
 
 @pytest.fixture(scope="session")
@@ -32,29 +54,45 @@ def photos():
     return samples.photos()
 
 
-def run_cli(*args: str, timeout: int = 600, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    """Run `resnet-deploy ARGS` in a subprocess, as a user would."""
-    return subprocess.run([sys.executable, "-m", "export.cli", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory, built_model):
+    """Call with a variant name: (BuiltModel, out_dir, {key: Artifact}) with every format and
+    precision of that variant, exported once per session."""
+    root = tmp_path_factory.mktemp("artifacts")
+    cache: dict = {}
 
-
-_EXPORTED: dict = {}
-
-
-def exported_artifacts(variant: str, root: Path):
-    """(BuiltModel, out_dir, {key: Artifact}) with every format and precision of `variant`,
-    exported once per session under `root` (pass tmp_path_factory's base temp dir)."""
-    if variant not in _EXPORTED:
-        from export.pipeline import export_artifacts, resolve_targets
-        built = built_model(variant)
-        out = root / f"exported-{variant}"
-        arts = export_artifacts(built, out, resolve_targets("all"))
-        _EXPORTED[variant] = (built, out, {a.key: a for a in arts})
-    return _EXPORTED[variant]
+    def get(variant: str):
+        if variant not in cache:
+            from export.pipeline import export_artifacts, resolve_targets
+            built = built_model(variant)
+            out = root / f"exported-{variant}"
+            arts = export_artifacts(built, out, resolve_targets("all"))
+            cache[variant] = (built, out, {a.key: a for a in arts})
+        return cache[variant]
+    return get
 
 
 @pytest.fixture(scope="session")
-def exported(tmp_path_factory):
-    """Call with a variant name: every artifact of that variant, exported once per session."""
-    root = tmp_path_factory.mktemp("artifacts")
-    return lambda variant: exported_artifacts(variant, root)
+def tiny(tmp_path_factory):
+    """A tiny model and its SavedModel, .tflite (fp32 and full-int8 uint8 I/O) and .onnx files."""
+    import tensorflow as tf
+    import tf2onnx
+
+    from export import samples
+    root = tmp_path_factory.mktemp("tiny")
+    model = tiny_model()
+    model.export(str(root / "savedmodel"), format="tf_saved_model", verbose=False)
+    model.export(str(root / "model.tflite"), format="litert", verbose=False)
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(root / "savedmodel"))
+    photos = samples.photos(TINY_SIZE)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([photos[i:i + 1]] for i in range(len(photos)))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.uint8
+    conv.inference_output_type = tf.uint8
+    (root / "model_int8.tflite").write_bytes(conv.convert())
+    spec = (tf.TensorSpec((None, TINY_SIZE, TINY_SIZE, 3), tf.float32, name="image"),)
+    fn = tf.function(lambda image: model(image, training=False), input_signature=spec)
+    tf2onnx.convert.from_function(fn, input_signature=spec, output_path=str(root / "model.onnx"), opset=17)
+    return {"model": model, "root": root, "savedmodel": root / "savedmodel", "tflite": root / "model.tflite",
+            "tflite_int8": root / "model_int8.tflite", "onnx": root / "model.onnx"}

@@ -3,7 +3,7 @@
     export(built: BuiltModel, out_dir: Path, precision: str, **options) -> Artifact
 
 The modules never import each other; what they share (the Artifact record, hashing, tool
-versions) lives here.
+versions) lives here. Which formats exist, and their precisions, is said in export.registry.
 """
 from __future__ import annotations
 
@@ -13,13 +13,6 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-#: Every format and the precisions it can be exported in (the first is the default).
-PRECISIONS: dict[str, tuple[str, ...]] = {
-    "savedmodel": ("fp32",),
-    "tflite": ("fp32", "fp16", "dynamic", "int8"),
-    "onnx": ("fp32", "int8"),
-}
 
 #: artifacts.json: the index an export writes beside its artifacts (read by parity, bundle).
 INDEX_NAME = "artifacts.json"
@@ -51,10 +44,10 @@ class Artifact:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Artifact":
+    def from_dict(cls, d: dict[str, Any]) -> Artifact:
         return cls(**d)
 
-    def relative_to(self, root: str | os.PathLike) -> "Artifact":
+    def relative_to(self, root: str | os.PathLike) -> Artifact:
         """A copy whose path is relative to `root` (both taken from the working directory)."""
         d = self.to_dict()
         d["path"] = os.path.relpath(os.path.abspath(self.path), os.path.abspath(root))

@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 
 from export.atomic import replacing
-from export.errors import ExportError, UsageError
-from export.formats import PRECISIONS, Artifact, sha256_path, tool_versions
+from export.errors import ExportError, UsageError, first_line
+from export.formats import Artifact, sha256_path, tool_versions
+from export.registry import FORMATS
 
 DEFAULT_OPSET = 17
 BATCH_DIM = "N"
@@ -30,10 +31,10 @@ def _serving_function(built, saved_model_dir: str | Path | None):
         signature = loaded.signatures["serving_default"]
 
         @tf.function(input_signature=[spec])
-        def fn(image):
+        def from_signature(image):
             return signature(image=image)
-        fn._loaded = loaded  # keep the variables alive while converting
-        return fn, spec
+        from_signature._loaded = loaded  # keep the variables alive while converting
+        return from_signature, spec
 
     @tf.function(input_signature=[spec])
     def fn(image):
@@ -55,8 +56,8 @@ def convert_fp32(built, path: Path, opset: int, saved_model_dir=None) -> None:
     fn, spec = _serving_function(built, saved_model_dir)
     try:
         model, _ = tf2onnx.convert.from_function(fn, input_signature=[spec], opset=opset)
-    except Exception as e:
-        raise ExportError(f"tf2onnx conversion failed (opset {opset}): {str(e).strip().splitlines()[0]}") from None
+    except Exception as e:  # noqa: BLE001 -- the converter/runtime raises many types; each becomes one user-facing line
+        raise ExportError(f"tf2onnx conversion failed (opset {opset}): {first_line(e)}") from None
     _name_batch_dim(model)
     onnx.save(model, str(path))
 
@@ -98,8 +99,8 @@ def check(path: Path) -> None:
     import onnx
     try:
         onnx.checker.check_model(str(path), full_check=True)
-    except Exception as e:
-        raise ExportError(f"onnx.checker rejected {path.name}: {str(e).strip().splitlines()[0]}") from None
+    except Exception as e:  # noqa: BLE001 -- the converter/runtime raises many types; each becomes one user-facing line
+        raise ExportError(f"onnx.checker rejected {path.name}: {first_line(e)}") from None
 
 
 def io_details(path: Path) -> tuple[list[dict], list[dict]]:
@@ -128,8 +129,7 @@ def export(built, out_dir: str | Path, precision: str = "fp32", *, saved_model_d
     int8 quantizes `fp32_path` when given (the fp32 artifact), else converts a fresh fp32 first.
     """
     from export import samples
-    if precision not in PRECISIONS["onnx"]:
-        raise UsageError(f"unknown onnx precision {precision!r}; choose from {', '.join(PRECISIONS['onnx'])}")
+    FORMATS["onnx"].check_precision(precision)
     if not 13 <= opset <= 21:
         raise UsageError(f"opset {opset} is outside what tf2onnx 1.17 supports here (13..21)")
     start = time.perf_counter()

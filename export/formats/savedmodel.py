@@ -10,12 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from export.atomic import staged_dir
 from export.formats import Artifact, sha256_path, tool_versions
 
 #: Hook that writes extra files into the staged version dir (e.g. TF Serving warmup requests).
-AssetsWriter = Callable[[Path, object], None]
+AssetsWriter = Callable[[Path, Any], object]
 
 
 def signatures_for(model, size: int):

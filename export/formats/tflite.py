@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 
 from export.atomic import write_bytes, write_text
-from export.errors import ExportError, UsageError
-from export.formats import PRECISIONS, Artifact, sha256_path, tool_versions
+from export.errors import ExportError, first_line
+from export.formats import Artifact, sha256_path, tool_versions
+from export.registry import FORMATS
 
 
 def _converter(built, saved_model_dir: str | Path | None):
@@ -34,8 +35,7 @@ def convert(built, precision: str, saved_model_dir: str | Path | None = None,
     import tensorflow as tf
 
     from export import samples
-    if precision not in PRECISIONS["tflite"]:
-        raise UsageError(f"unknown tflite precision {precision!r}; choose from {', '.join(PRECISIONS['tflite'])}")
+    FORMATS["tflite"].check_precision(precision)
     conv = _converter(built, saved_model_dir)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if precision == "fp16":
@@ -52,8 +52,8 @@ def convert(built, precision: str, saved_model_dir: str | Path | None = None,
         conv.inference_output_type = tf.uint8
     try:
         return conv.convert()
-    except Exception as e:
-        raise ExportError(f"TFLite conversion ({precision}) failed: {str(e).strip().splitlines()[0]}") from None
+    except Exception as e:  # noqa: BLE001 -- the converter/runtime raises many types; each becomes one user-facing line
+        raise ExportError(f"TFLite conversion ({precision}) failed: {first_line(e)}") from None
 
 
 def op_names(model: bytes) -> list[str]:

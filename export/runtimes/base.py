@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import abc
 import time
+from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -61,6 +62,8 @@ class Runner(abc.ABC):
 
     #: Short backend name used in reports ("keras", "tensorflow", "litert", "onnxruntime").
     backend = "base"
+    #: How many inference times a runner remembers.
+    MAX_RECORDED_TIMES = 1024
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or self.backend
@@ -69,10 +72,12 @@ class Runner(abc.ABC):
         self.outputs: list[str] = []
         self.is_loaded = False
         self.last_inference_seconds: float | None = None
-        self.inference_times: list[float] = []
+        #: The most recent inference times (bounded: a server keeps its runners for its whole life).
+        self.inference_times: deque[float] = deque(maxlen=self.MAX_RECORDED_TIMES)
+        self.inference_count = 0
 
     # -- lifecycle -------------------------------------------------------------------------
-    def load(self) -> "Runner":
+    def load(self) -> Self:
         if not self.is_loaded:
             self._load()
             self.is_loaded = True
@@ -83,7 +88,7 @@ class Runner(abc.ABC):
             self._close()
             self.is_loaded = False
 
-    def __enter__(self) -> "Runner":
+    def __enter__(self) -> Self:
         return self.load()
 
     def __exit__(self, *exc) -> None:
@@ -99,7 +104,18 @@ class Runner(abc.ABC):
         outputs = self._infer(feed)
         self.last_inference_seconds = time.perf_counter() - start
         self.inference_times.append(self.last_inference_seconds)
+        self.inference_count += 1
         return outputs
+
+    def times_since(self, count: int) -> list[float]:
+        """The inference times recorded after the `count`-th call (those still remembered)."""
+        new = self.inference_count - count
+        return list(self.inference_times)[-new:] if new > 0 else []
+
+    @classmethod
+    def preload(cls, num_threads: int | None = None) -> None:
+        """Import the backend (and set process-wide thread settings) before anything is timed."""
+        return None
 
     def check_feed(self, feed: dict[str, np.ndarray]) -> None:
         """Raise RunnerError naming the expected and the given input on any mismatch."""
@@ -112,7 +128,7 @@ class Runner(abc.ABC):
             if value.dtype != np.dtype(spec.dtype):
                 raise RunnerError(f"{self.name}: input {name!r} expects dtype {spec.dtype}, got {value.dtype}")
             if value.ndim != len(spec.shape) or any(
-                    want is not None and want != got for want, got in zip(spec.shape, value.shape)):
+                    want is not None and want != got for want, got in zip(spec.shape, value.shape, strict=False)):
                 want = tuple("N" if d is None else d for d in spec.shape)
                 raise RunnerError(f"{self.name}: input {name!r} expects shape {want}, got {tuple(value.shape)}")
 
@@ -125,5 +141,5 @@ class Runner(abc.ABC):
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the backend on a validated feed; return every output by name as numpy."""
 
-    def _close(self) -> None:
+    def _close(self) -> None:  # noqa: B027 -- optional hook: most backends free nothing explicitly
         pass

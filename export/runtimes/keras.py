@@ -43,7 +43,7 @@ class KerasRunner(Runner):
         if isinstance(out, dict):
             return {k: np.asarray(v) for k, v in out.items()}
         if isinstance(out, (list, tuple)):
-            return {k: np.asarray(v) for k, v in zip(self.outputs, out)}
+            return {k: np.asarray(v) for k, v in zip(self.outputs, out, strict=False)}
         if len(self.outputs) != 1:
             raise RunnerError(f"{self.name}: model returned one tensor for outputs {self.outputs}")
         return {self.outputs[0]: np.asarray(out)}

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from export.errors import RunnerError
+from export.errors import RunnerError, first_line
 from export.runtimes.base import Runner, TensorSpec, wants_gpu
 
 _QUANTIZED = (np.uint8, np.int8, np.int16)
@@ -29,18 +30,22 @@ class LiteRTRunner(Runner):
 
     backend = "litert"
 
-    def __init__(self, path: str | Path, name: str | None = None, num_threads: int | None = None,
-                 signature: str = "serving_default", device: str = "CPU") -> None:
+    def __init__(self, path: str | Path, name: str | None = None, device: str = "CPU",
+                 num_threads: int | None = None, signature: str = "serving_default") -> None:
         super().__init__(name)
         self.path = Path(path)
         self.num_threads = num_threads or min(4, os.cpu_count() or 1)
         self.signature = signature
         self.requested_device = device
-        self.quantization: dict[str, dict[str, float | int | str]] = {}
-        self._interpreter = None
-        self._runner = None
+        self.quantization: dict[str, dict[str, Any]] = {}
+        self._interpreter: Any = None
+        self._runner: Any = None
         self._input_details: dict = {}
         self._output_details: dict = {}
+
+    @classmethod
+    def preload(cls, num_threads: int | None = None) -> None:
+        import ai_edge_litert.interpreter  # noqa: F401
 
     def _load(self) -> None:
         if wants_gpu(self.requested_device):
@@ -54,7 +59,7 @@ class LiteRTRunner(Runner):
             self._interpreter = Interpreter(model_path=str(self.path), num_threads=self.num_threads)
         except (ValueError, RuntimeError) as e:
             raise RunnerError(f"{self.name}: LiteRT cannot load {self.path}: "
-                              f"{str(e).strip().splitlines()[0]}") from None
+                              f"{first_line(e)}") from None
         signatures = self._interpreter.get_signature_list()
         if self.signature not in signatures:
             raise RunnerError(f"{self.name}: {self.path.name} has no signature {self.signature!r} "

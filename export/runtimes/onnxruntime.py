@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from export.errors import RunnerError
+from export.errors import RunnerError, first_line
 from export.runtimes.base import DeviceUnavailable, Runner, TensorSpec, gpu_index, wants_gpu
 
 _ONNX_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
@@ -30,7 +31,11 @@ class OnnxRuntimeRunner(Runner):
         self.requested_device = device
         self.num_threads = num_threads or min(4, os.cpu_count() or 1)
         self.providers: list[str] = []
-        self._session = None
+        self._session: Any = None
+
+    @classmethod
+    def preload(cls, num_threads: int | None = None) -> None:
+        import onnxruntime  # noqa: F401
 
     def _load(self) -> None:
         import onnxruntime as ort
@@ -50,9 +55,9 @@ class OnnxRuntimeRunner(Runner):
         opts.log_severity_level = 3
         try:
             self._session = ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 -- the converter/runtime raises many types; each becomes one user-facing line
             raise RunnerError(f"{self.name}: ONNX Runtime cannot load {self.path}: "
-                              f"{str(e).strip().splitlines()[0]}") from None
+                              f"{first_line(e)}") from None
         self.providers = self._session.get_providers()
         if use_gpu and "CUDAExecutionProvider" not in self.providers:
             # onnxruntime falls back to the CPU silently when CUDA libraries are missing.
@@ -68,7 +73,7 @@ class OnnxRuntimeRunner(Runner):
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         values = self._session.run(self.outputs, feed)
-        return dict(zip(self.outputs, values))
+        return dict(zip(self.outputs, values, strict=False))
 
     def _close(self) -> None:
         self._session = None

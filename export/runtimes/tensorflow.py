@@ -7,10 +7,11 @@ that as "skipped: no GPU"). GPU memory growth is enabled so ONNX Runtime can sha
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from export.errors import RunnerError
+from export.errors import RunnerError, first_line
 from export.runtimes.base import DeviceUnavailable, Runner, TensorSpec, gpu_index, wants_gpu
 
 
@@ -28,13 +29,23 @@ class TensorFlowRunner(Runner):
     backend = "tensorflow"
 
     def __init__(self, path: str | Path, name: str | None = None, device: str = "auto",
-                 signature: str = "serving_default") -> None:
+                 num_threads: int | None = None, signature: str = "serving_default") -> None:
         super().__init__(name)
         self.path = Path(path)
         self.requested_device = device
         self.signature = signature
-        self._loaded = None
-        self._fn = None
+        self._loaded: Any = None
+        self._fn: Any = None
+
+    @classmethod
+    def preload(cls, num_threads: int | None = None) -> None:
+        """Import TensorFlow; its thread pools are process-wide, so `num_threads` is set here, once,
+        before the first op runs (TensorFlow refuses to change them afterwards)."""
+        from export import import_tensorflow_quietly
+        tf = import_tensorflow_quietly()
+        if num_threads:
+            tf.config.threading.set_intra_op_parallelism_threads(num_threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
 
     def _load(self) -> None:
         from export import import_tensorflow_quietly
@@ -52,9 +63,9 @@ class TensorFlowRunner(Runner):
         with tf.device(self._tf_device):
             try:
                 self._loaded = tf.saved_model.load(str(self.path))
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 -- the converter/runtime raises many types; each becomes one user-facing line
                 raise RunnerError(f"{self.name}: cannot load SavedModel {self.path}: "
-                                  f"{str(e).strip().splitlines()[0]}") from None
+                                  f"{first_line(e)}") from None
         sigs = self._loaded.signatures
         if self.signature not in sigs:
             raise RunnerError(f"{self.name}: SavedModel {self.path} has no signature {self.signature!r} "

@@ -12,7 +12,7 @@ import pytest
 
 from export import bench, bundle
 from export.errors import BundleError, UsageError
-from tests.conftest import run_cli
+from tests.helpers import run_cli, run_main
 
 #: The artifacts of the small bundle: dense, fp32 and int8 of every format.
 KEEP = ("dense/savedmodel_fp32", "dense/tflite_fp32", "dense/tflite_int8", "dense/onnx_fp32", "dense/onnx_int8")
@@ -74,6 +74,7 @@ STAT_FIELDS = {"runs": int, "p50": float, "p90": float, "p99": float, "mean": fl
                "images_per_s": float}
 
 
+@pytest.mark.e2e
 def test_bench_json_schema(small_bundle):
     _, doc, _ = small_bundle
     assert doc["format_version"] == bench.BENCH_FORMAT_VERSION and doc["bundle"] == "bench-smoke-1"
@@ -113,6 +114,7 @@ def test_bench_json_schema(small_bundle):
                                         "seconds": doc["export_timings"][0]["seconds"]}
 
 
+@pytest.mark.e2e
 def test_every_artifact_appears_once(small_bundle):
     root, doc, _ = small_bundle
     manifest = bundle.read_manifest(root)
@@ -123,6 +125,7 @@ def test_every_artifact_appears_once(small_bundle):
         assert row["bytes"] == listed[key]["bytes"] and row["path"] == listed[key]["path"]
 
 
+@pytest.mark.e2e
 def test_ratios_and_percentages_come_from_the_measured_numbers(small_bundle):
     _, doc, _ = small_bundle
     rows = {r["key"]: r for r in doc["artifacts"]}
@@ -145,6 +148,7 @@ def test_ratios_and_percentages_come_from_the_measured_numbers(small_bundle):
             assert r["achieved_gflops"] is None and r["pct_of_ceiling"] is None
 
 
+@pytest.mark.e2e
 def test_markdown_chart_manifest_and_verify(small_bundle):
     root, doc, r = small_bundle
     md = (root / "bench" / "bench.md").read_text()
@@ -171,6 +175,7 @@ def test_markdown_chart_manifest_and_verify(small_bundle):
         assert v.returncode == 0 and "0 changed, 0 missing, 0 extra" in v.stdout, v.stdout + v.stderr
 
 
+@pytest.mark.e2e
 def test_busy_machine_is_flagged(small_bundle):
     from export.bench_report import render_markdown
     _, doc, _ = small_bundle
@@ -183,6 +188,7 @@ def test_busy_machine_is_flagged(small_bundle):
     assert "**Note:** the 1-minute load average reached 3.7 on 2 CPUs" in render_markdown(quiet)
 
 
+@pytest.mark.e2e
 def test_out_elsewhere_leaves_the_bundle_untouched(small_bundle, tmp_path):
     root, doc, _ = small_bundle
     before = bundle.file_table(root)
@@ -193,6 +199,7 @@ def test_out_elsewhere_leaves_the_bundle_untouched(small_bundle, tmp_path):
     assert bundle.file_table(root) == before and (root / bundle.MANIFEST).read_bytes() == manifest
 
 
+@pytest.mark.unit
 def test_flops_of_the_heads():
     from export.variants import get_variant
     macs, h, cin = bench.resnet50_macs(224)
@@ -204,6 +211,7 @@ def test_flops_of_the_heads():
     assert bench.resnet50_macs(160)[1] == 5
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("text", ["", "1,x", "0", "1,-8", "eight"])
 def test_bad_batch_sizes(text):
     with pytest.raises(UsageError, match=r"--batch-sizes expects comma-separated integers >= 1"):
@@ -211,14 +219,16 @@ def test_bad_batch_sizes(text):
     assert bench.parse_batch_sizes("8, 1,8") == [1, 8]
 
 
+@pytest.mark.e2e
 def test_bad_bundle_and_variant_in_process(small_bundle, tmp_path):
     root, _, _ = small_bundle
-    with pytest.raises(BundleError, match="is not a bundle: it has no manifest.json"):
+    with pytest.raises(BundleError, match=r"is not a bundle: it has no manifest\.json"):
         bench.run_bench(tmp_path)
     with pytest.raises(UsageError, match=r"variant\(s\) \['nope'\] not in .*; it has \['dense'\]"):
         bench.run_bench(root, variants=["nope"])
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("args,message", [
     (("{empty}",), "is not a bundle: it has no manifest.json"),
     (("{empty}/missing",), "is neither a bundle directory nor a .tar.gz"),
@@ -230,6 +240,6 @@ def test_bad_bundle_and_variant_in_process(small_bundle, tmp_path):
 def test_bad_input_is_a_one_line_error(small_bundle, tmp_path, args, message):
     root, _, _ = small_bundle
     paths = {"empty": tmp_path, "tar": root.with_name("bench-smoke-1.tar.gz"), "bundle": root}
-    r = run_cli("bench", *(a.format(**paths) for a in args))
+    r = run_main("bench", *(a.format(**paths) for a in args))
     assert r.returncode == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
     assert message in r.stderr

@@ -6,14 +6,15 @@ import pytest
 
 from export.build import build_architecture, param_counts, set_trainable_stages
 from export.variants import HeadLayer, VariantSpec, get_variant, list_variants, register_variant
-from tests.conftest import built_model
+
+pytestmark = pytest.mark.e2e
 
 NON_TRAINABLE = 23_587_712
 EXPECTED = {"dense": (10, 20_490), "conv": (5, 5_014_533), "dropout": (2, 5_014_146)}
 
 
 @pytest.mark.parametrize("variant", sorted(EXPECTED))
-def test_parameter_counts_match_reference(variant):
+def test_parameter_counts_match_reference(variant, built_model):
     classes, trainable = EXPECTED[variant]
     model = built_model(variant).model
     assert model.output["logits"].shape[-1] == classes
@@ -22,7 +23,7 @@ def test_parameter_counts_match_reference(variant):
 
 
 @pytest.mark.parametrize("variant", sorted(EXPECTED))
-def test_io_names_shapes_and_preprocessing(variant, photos):
+def test_io_names_shapes_and_preprocessing(variant, photos, built_model):
     built = built_model(variant)
     model = built.model
     assert [t.name for t in model.inputs] == ["image"]
@@ -41,8 +42,8 @@ def test_io_names_shapes_and_preprocessing(variant, photos):
 
 
 def test_layer_names_are_deterministic():
-    a = [l.name for l in build_architecture(get_variant("dropout")).layers]
-    b = [l.name for l in build_architecture(get_variant("dropout")).layers]
+    a = [layer.name for layer in build_architecture(get_variant("dropout")).layers]
+    b = [layer.name for layer in build_architecture(get_variant("dropout")).layers]
     assert a == b == ["image", "preprocess", "resnet50", "head_0_conv2d", "head_1_dropout",
                       "head_2_conv2d", "head_3_gap", "head_4_dropout", "logits", "probabilities"]
 
@@ -58,7 +59,7 @@ def test_dropout_head_declares_l2_and_rates():
 def test_num_classes_override_and_unfreeze():
     model = build_architecture(get_variant("dense"), num_classes=3, unfreeze_stages=1)
     backbone = model.get_layer("resnet50")
-    trainable = [l.name for l in backbone.layers if l.trainable_weights]
+    trainable = [layer.name for layer in backbone.layers if layer.trainable_weights]
     assert trainable and all(n.startswith("conv5") for n in trainable)
     assert model.output["logits"].shape[-1] == 3
     assert param_counts(model)["trainable"] > 2048 * 3 + 3

@@ -15,7 +15,7 @@ import pytest
 
 from export import bundle
 from export.errors import BundleError
-from tests.conftest import ROOT, run_cli
+from tests.helpers import ROOT, run_cli, run_main
 
 CONFIG = """
 name = "smoke"
@@ -40,6 +40,7 @@ def published(tmp_path_factory):
     return work, work / "dist" / "smoke-3", cfg
 
 
+@pytest.mark.e2e
 def test_bundle_layout(published):
     _, root, _ = published
     expected = ["manifest.json", "models.config", "batching.config", "monitoring.config", "parity.json",
@@ -58,6 +59,7 @@ def test_bundle_layout(published):
     assert (root / "tflite/dense/labels.txt").read_text().split() == [f"c{i}" for i in range(10)]
 
 
+@pytest.mark.e2e
 def test_manifest_checksums_match_files(published):
     _, root, _ = published
     manifest = json.loads((root / "manifest.json").read_text())
@@ -76,6 +78,7 @@ def test_manifest_checksums_match_files(published):
     assert {t["stage"] for t in manifest["export_timings"]} >= {"build", "export", "golden", "parity"}
 
 
+@pytest.mark.e2e
 def test_config_files_parse_with_tf_serving_protos(published):
     from export.deploy import tfserving as config
     _, root, _ = published
@@ -90,6 +93,7 @@ def test_config_files_parse_with_tf_serving_protos(published):
     assert monitoring.prometheus_config.enable
 
 
+@pytest.mark.e2e
 def test_verify_passes_on_directory_and_tarball(published):
     _, root, _ = published
     r = run_cli("verify", str(root))
@@ -99,6 +103,7 @@ def test_verify_passes_on_directory_and_tarball(published):
     assert r.returncode == 0 and "verified" in r.stdout
 
 
+@pytest.mark.e2e
 def test_verify_names_flipped_missing_and_extra_files(published, tmp_path):
     _, root, _ = published
     copy = tmp_path / "smoke-3"
@@ -126,6 +131,7 @@ def _tarball(path: Path, add) -> Path:
     return path
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("kind,message", [
     ("absolute", "absolute path or '..'"),
     ("dotdot", "absolute path or '..'"),
@@ -161,8 +167,9 @@ def test_malicious_tarballs_are_refused(tmp_path, kind, message):
     assert r.returncode == 2 and r.stderr.startswith("error: refusing to unpack")
 
 
+@pytest.mark.e2e
 def test_killed_pipeline_leaves_previous_bundle_intact(published):
-    work, root, cfg = published
+    _work, root, cfg = published
     before = bundle.file_table(root)
     proc = subprocess.Popen([sys.executable, "-m", "export.cli", "bundle", "--config", str(cfg),
                              "--out", str(root.parent)], cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -188,11 +195,12 @@ def test_killed_pipeline_leaves_previous_bundle_intact(published):
         shutil.rmtree(partial)
 
 
+@pytest.mark.e2e
 def test_failed_parity_is_not_published(published, tmp_path):
     """A saturated model fails the parity check: no bundle, the old one stays, the report is kept."""
     from export.build import build
     from export.variants import get_variant
-    work, root, _ = published
+    _work, root, _ = published
     built = build(get_variant("dense"))
     logits = built.model.get_layer("logits")
     kernel, bias = logits.get_weights()
@@ -213,6 +221,7 @@ def test_failed_parity_is_not_published(published, tmp_path):
     (root.parent / "smoke-3.parity-FAILED.json").unlink()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("text,message", [
     ("name = 'x'\nversion = 0\n[[variants]]\nname='dense'\n", "version must be an integer >= 1"),
     ("name = 'x'\n", "no [[variants]] listed"),
@@ -224,6 +233,6 @@ def test_failed_parity_is_not_published(published, tmp_path):
 def test_bad_config_is_a_one_line_error(tmp_path, text, message):
     cfg = tmp_path / "bad.toml"
     cfg.write_text(text)
-    r = run_cli("bundle", "--config", str(cfg), "--out", str(tmp_path / "dist"))
+    r = run_main("bundle", "--config", str(cfg), "--out", str(tmp_path / "dist"))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
     assert not (tmp_path / "dist").exists() or not list((tmp_path / "dist").iterdir())

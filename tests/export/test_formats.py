@@ -10,7 +10,9 @@ import os
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from tests.helpers import run_cli
+
+pytestmark = pytest.mark.e2e
 
 VARIANT = "dense"
 #: Minimum top-1 agreement with Keras on the 12 sample photos, per quantized precision. fp16
@@ -50,7 +52,7 @@ def _run(art, out_dir, images):
         return _tflite_run(path, images, art)
     import onnxruntime as ort
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"image": images})))
+    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"image": images}), strict=False))
 
 
 KEYS = ["savedmodel_fp32", "tflite_fp32", "tflite_fp16", "tflite_dynamic", "tflite_int8", "onnx_fp32", "onnx_int8"]
@@ -78,6 +80,7 @@ def test_artifact_matches_keras(exported, photos, key, batch):
 
 def test_savedmodel_layout_signatures_and_image_bytes(exported, photos):
     import tensorflow as tf
+
     from export import samples
     built, out, arts = exported(VARIANT)
     version_dir = out / arts[f"{VARIANT}/savedmodel_fp32"].path
@@ -140,9 +143,8 @@ def test_onnx_io_opset_and_quantized_model(exported):
     assert arts[f"{VARIANT}/onnx_int8"].bytes < arts[f"{VARIANT}/onnx_fp32"].bytes / 3
 
 
-def test_failure_mid_write_leaves_no_partial_version(tmp_path):
+def test_failure_mid_write_leaves_no_partial_version(tmp_path, built_model):
     from export.formats import savedmodel
-    from tests.conftest import built_model
     built = built_model(VARIANT)
 
     def explode(version_dir, _built):

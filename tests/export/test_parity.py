@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import VARIANTS, run_cli
-from tests.export.conftest import TINY_SIZE, tiny_model
+from tests.helpers import TINY_SIZE, VARIANTS, run_cli, run_main, tiny_model
 
 ARTIFACTS = ("savedmodel_fp32", "tflite_fp32", "tflite_fp16", "tflite_dynamic", "tflite_int8",
              "onnx_fp32", "onnx_int8")
@@ -26,6 +25,7 @@ def _has_gpu(fmt: str = "any") -> bool:
     return {"savedmodel": tf_gpu, "onnx": ort_gpu}.get(fmt, tf_gpu or ort_gpu)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("artifact", ARTIFACTS)
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_artifact_matches_reference(variant_parity, variant, artifact):
@@ -41,6 +41,7 @@ def test_artifact_matches_reference(variant_parity, variant, artifact):
     assert set(row.mean_ms) == {"1", "4"}
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("artifact", GPU_CAPABLE)
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_gpu_row_is_never_a_silent_pass(variant_parity, variant, artifact):
@@ -54,6 +55,7 @@ def test_gpu_row_is_never_a_silent_pass(variant_parity, variant, artifact):
         assert not gpu[0].metrics
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_reference_is_informative_and_verdict_passes(variant_parity, variant):
     _, ref, report = variant_parity(variant)
@@ -66,6 +68,7 @@ def test_reference_is_informative_and_verdict_passes(variant_parity, variant):
     assert report.counts()["skipped"] == sum(not _has_gpu(a.split("_")[0]) for a in GPU_CAPABLE)
 
 
+@pytest.mark.e2e
 def test_report_round_trip_and_files(variant_parity, tmp_path):
     from export.parity import FORMAT_VERSION, ParityReport
     _, _, report = variant_parity("dense")
@@ -84,6 +87,7 @@ def test_report_round_trip_and_files(variant_parity, tmp_path):
         assert md.count("**skipped: no GPU**") == len(GPU_CAPABLE)
 
 
+@pytest.mark.unit
 def test_report_from_another_format_version_is_refused():
     from export.errors import RunnerError
     from export.parity import ParityReport
@@ -91,14 +95,16 @@ def test_report_from_another_format_version_is_refused():
         ParityReport.from_dict({"format_version": 99})
 
 
+@pytest.mark.unit
 def test_tolerance_table_covers_every_precision():
-    from export.formats import PRECISIONS
     from export.parity import TOLERANCES
-    assert {p for ps in PRECISIONS.values() for p in ps} | {"fp32-gpu"} == set(TOLERANCES)
+    from export.registry import FORMATS
+    assert {p for spec in FORMATS.values() for p in spec.precisions} | {"fp32-gpu"} == set(TOLERANCES)
     assert all(t.source for t in TOLERANCES.values())
     assert TOLERANCES["fp32"].logits_atol < TOLERANCES["fp16"].logits_atol < TOLERANCES["fp32-gpu"].logits_atol
 
 
+@pytest.mark.unit
 def test_top_k_depends_on_the_number_of_classes():
     from export.parity import top_k
     assert (top_k(10), top_k(5), top_k(3), top_k(2)) == (5, 4, 2, None)
@@ -131,6 +137,7 @@ def _bundle_dir(tmp_path: Path, out: Path, variant: str, artifacts: list, golden
     return d
 
 
+@pytest.mark.e2e
 def test_corrupted_artifact_fails_and_is_named(variant_parity, exported, tmp_path):
     from export import golden, parity
     from export.formats import Artifact
@@ -174,6 +181,7 @@ def _tiny_suite(tmp_path: Path, model):
     return parity.run_suite(tmp_path, [art], {"tiny": ref})
 
 
+@pytest.mark.integration
 def test_saturated_reference_is_a_failure(tmp_path):
     report = _tiny_suite(tmp_path, tiny_model(logit_scale=300.0))
     assert report.results[0].status == "passed"  # the artifact agrees with the reference ...
@@ -184,6 +192,7 @@ def test_saturated_reference_is_a_failure(tmp_path):
     assert "Reference check: **FAIL**" in report.to_markdown()
 
 
+@pytest.mark.integration
 def test_one_class_reference_is_a_failure(tmp_path):
     bias = np.zeros(10)
     bias[3] = 3.0
@@ -193,6 +202,7 @@ def test_one_class_reference_is_a_failure(tmp_path):
     assert not any("saturated" in f for f in report.failures())
 
 
+@pytest.mark.integration
 def test_nan_in_an_output_fails():
     from export.parity import TOLERANCES, compare_output
     ref = np.array([[1.0, 2.0, 0.5], [0.1, 0.0, 3.0]], np.float32)
@@ -203,6 +213,7 @@ def test_nan_in_an_output_fails():
 
 
 # -- the CLI -----------------------------------------------------------------------------------
+@pytest.mark.e2e
 def test_cli_rebuilds_then_uses_golden_files(exported, tmp_path):
     _, out, arts = exported("dense")
     d = _bundle_dir(tmp_path, out, "dense", [arts["dense/tflite_fp32"]], golden=False)
@@ -219,6 +230,7 @@ def test_cli_rebuilds_then_uses_golden_files(exported, tmp_path):
     assert (tmp_path / "rep" / "parity.md").is_file()
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("case", ["missing-dir", "no-index", "no-golden", "bad-weights", "unknown-variant"])
 def test_cli_usage_errors(exported, tmp_path, case):
     _, out, arts = exported("dense")
@@ -234,7 +246,7 @@ def test_cli_usage_errors(exported, tmp_path, case):
             "unknown-variant": (["--artifacts", str(d), "--variant", "conv"],
                                 "no artifacts of variant 'conv' listed in"),
         }[case]
-    r = run_cli("parity", *args)
+    r = run_main("parity", *args)
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and want in lines[0], r.stderr

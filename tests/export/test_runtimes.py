@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from export.errors import RunnerError
-from tests.export.conftest import TINY_CLASSES, TINY_SIZE, tiny_runner
+from tests.helpers import TINY_CLASSES, TINY_SIZE, tiny_runner
+
+pytestmark = pytest.mark.integration
 
 KINDS = ("keras", "savedmodel", "tflite", "tflite_int8", "onnx")
 
@@ -174,3 +176,17 @@ def test_bad_device_string(tiny):
     from export.runtimes import runner_for
     with pytest.raises(RunnerError, match=r"unknown device 'TPU': use auto, CPU or GPU\[:n\]"):
         runner_for(tiny["onnx"], device="TPU").load()
+
+
+def test_inference_times_are_bounded(tiny):
+    """A server keeps its runners for its whole life: the recorded times must not grow with it."""
+    with tiny_runner(tiny, "tflite") as r:
+        feed = {"image": _batch(1)}
+        for _ in range(r.MAX_RECORDED_TIMES + 50):
+            r.infer(feed)
+        assert r.inference_count == r.MAX_RECORDED_TIMES + 50
+        assert len(r.inference_times) == r.MAX_RECORDED_TIMES
+        mark = r.inference_count
+        r.infer(feed)
+        r.infer(feed)
+        assert len(r.times_since(mark)) == 2 and r.times_since(r.inference_count) == []

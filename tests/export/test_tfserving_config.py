@@ -4,8 +4,10 @@ from __future__ import annotations
 import pytest
 from google.protobuf import text_format
 
-from export.errors import BundleError
 from export.deploy import tfserving as config
+from export.errors import BundleError
+
+pytestmark = pytest.mark.unit
 
 
 def test_models_config_round_trips_through_model_server_config():

@@ -11,13 +11,15 @@ from export.build import build
 from export.errors import WeightsError
 from export.variants import get_variant
 from export.weights import parse_weights
-from tests.conftest import ROOT, VARIANTS, built_model
+from tests.helpers import ROOT, VARIANTS
+
+pytestmark = pytest.mark.e2e
 
 
-def test_random_seed_is_bit_identical_in_process_and_across_runs():
+def test_random_seed_is_bit_identical_in_process_and_across_runs(built_model):
     a = built_model("dense").model.get_weights()
     b = build(get_variant("dense"), weights="random:0").model.get_weights()
-    assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b, strict=False))
     c = build(get_variant("dense"), weights="random:1").model.get_weights()
     assert not np.array_equal(a[-2], c[-2])
     # A fresh process gives the same bytes.
@@ -31,18 +33,18 @@ def test_random_seed_is_bit_identical_in_process_and_across_runs():
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_random_weights_are_informative_on_sample_photos(variant, photos):
+def test_random_weights_are_informative_on_sample_photos(variant, photos, built_model):
     probs = built_model(variant).model.predict(photos, verbose=0)["probabilities"]
     assert np.mean(probs.max(axis=1) < 0.99) > 0.5, probs.max(axis=1)
     assert len(set(probs.argmax(axis=1).tolist())) > 1
 
 
-def test_weights_file_roundtrip(tmp_path, photos):
+def test_weights_file_roundtrip(tmp_path, photos, built_model):
     src = built_model("dense")
     path = tmp_path / "dense.weights.h5"
     src.model.save_weights(path)
     loaded = build(get_variant("dense"), weights=str(path))
-    assert all(np.array_equal(x, y) for x, y in zip(src.model.get_weights(), loaded.model.get_weights()))
+    assert all(np.array_equal(x, y) for x, y in zip(src.model.get_weights(), loaded.model.get_weights(), strict=False))
     assert loaded.weights["kind"] == "file" and len(loaded.weights["sha256"]) == 64
     keras_path = tmp_path / "dense.keras"
     src.model.save(keras_path)
@@ -61,10 +63,10 @@ def test_keras_file_needing_unsafe_deserialization_is_refused(tmp_path):
         build(get_variant("dense"), weights=str(path))
 
 
-def test_mismatched_file_is_refused(tmp_path):
+def test_mismatched_file_is_refused(tmp_path, built_model):
     path = tmp_path / "conv.weights.h5"
     built_model("conv").model.save_weights(path)
-    with pytest.raises(WeightsError, match="cannot load weights file .*conv.weights.h5"):
+    with pytest.raises(WeightsError, match=r"cannot load weights file .*conv\.weights\.h5"):
         build(get_variant("dense"), weights=str(path))
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, built_model
+from tests.helpers import ROOT
 
 VARIANT = "dense"
 #: Batching for the test bundle: small enough that a 9-image request is refused.
@@ -26,7 +26,7 @@ READY_TIMEOUT_S = 180
 
 
 @pytest.fixture(scope="session")
-def built():
+def built(built_model):
     return built_model(VARIANT)
 
 
@@ -34,9 +34,9 @@ def built():
 def bundle(built, tmp_path_factory) -> Path:
     """A bundle directory: tfserving/dense/1 (SavedModel with warmup requests), onnx fp32, tflite
     fp32, and the three TF Serving config files, written with the project's exporters and serving.config."""
-    from export.formats import onnx, savedmodel, tflite
     from export.deploy import tfserving as config
     from export.deploy.warmup import write_warmup_requests
+    from export.formats import onnx, savedmodel, tflite
     out = tmp_path_factory.mktemp("bundle")
     sm = savedmodel.export(built, out, assets_writer=write_warmup_requests)
     onnx.export(built, out, "fp32", saved_model_dir=sm.path)

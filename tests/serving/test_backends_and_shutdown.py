@@ -13,6 +13,8 @@ import pytest
 from serving.client import GrpcClient, RestClient, encode_png
 from tests.serving.conftest import start_server
 
+pytestmark = pytest.mark.e2e
+
 # Other runtimes than the SavedModel graph: fp32 round-off between kernels (the parity suite's
 # fp32 tolerance is of this order).
 ATOL = {"probabilities": 1e-4, "logits": 1e-3}

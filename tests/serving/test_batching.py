@@ -11,6 +11,8 @@ import pytest
 from serving.batching import Batcher, BatchingOptions
 from serving.status import ServingStatus
 
+pytestmark = pytest.mark.unit
+
 
 def double(inputs):
     """A stand-in model: rows with a negative value are 'undecodable' and fail the whole call."""
@@ -44,7 +46,7 @@ def test_concurrent_requests_are_merged_and_split_back():
     b = Batcher(double, opts())
     requests = [np.full((1 + i % 3, 2), float(i)) for i in range(12)]
     futures = submit_all(b, requests)
-    for req, fut in zip(requests, futures):
+    for req, fut in zip(requests, futures, strict=False):
         out = fut.result(10)
         np.testing.assert_array_equal(out["y"], req * 2)
     b.close()

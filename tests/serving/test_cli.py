@@ -5,7 +5,9 @@ import json
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.helpers import run_cli, run_main
+
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="session")
@@ -80,10 +82,10 @@ def test_unreachable_server_is_one_line(free_port=1):
 @pytest.mark.parametrize("args, message", [
     (["serve", "/no/such/bundle"], "error: no such bundle: /no/such/bundle"),
     (["serve", "/tmp"], "error: /tmp is not a bundle: no models.config and no tfserving/ directory"),
-    (["serve", "x", "--backend", "tensorrt"], "error: argument --backend: choose savedmodel, onnx or tflite"),
+    (["serve", "x", "--backend", "tensorrt"], "error: argument --backend: choose one of savedmodel, tflite, onnx"),
 ])
 def test_serve_errors(args, message):
-    r = run_cli(*args)
+    r = run_main(*args)
     assert r.returncode == 2 and r.stderr.startswith(message), r.stderr
 
 
@@ -91,3 +93,21 @@ def test_serve_refuses_a_port_in_use(bundle, server):
     r = run_cli("serve", str(bundle), "--local", "--rest-port", str(server.rest_port), "--grpc-port", "0")
     assert r.returncode == 2
     assert f"error: cannot listen on 127.0.0.1:{server.rest_port} for REST" in r.stderr
+
+
+def test_rest_client_commands_do_not_import_tensorflow(server, image_files):
+    """REST predict, status and metadata cost no TensorFlow import (seconds per call)."""
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+    paths, _ = image_files
+    code = ("import sys\nfrom export.cli import main\n"
+            "rcs = [main(a) for a in sys.argv[1:2] and [\n"
+            f"    ['status', '--rest', {server.rest!r}, '--model', 'dense'],\n"
+            f"    ['metadata', '--rest', {server.rest!r}, '--model', 'dense'],\n"
+            f"    ['predict', '--rest', {server.rest!r}, '--model', 'dense', {paths[0]!r}],\n"
+            f"    ['predict', '--rest', {server.rest!r}, '--model', 'dense', '--pixels', {paths[0]!r}]]]\n"
+            "print('RCS', rcs, 'TENSORFLOW', 'tensorflow' in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code, "go"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert "RCS [0, 0, 0, 0] TENSORFLOW False" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]

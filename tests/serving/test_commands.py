@@ -6,9 +6,11 @@ import tarfile
 
 import pytest
 
-from export.errors import BundleError
 from export.deploy import tfserving as config
+from export.errors import BundleError
 from serving.commands import bundle_dir, docker_command, model_server_command
+
+pytestmark = pytest.mark.unit
 
 
 def fake_bundle(root):
@@ -35,9 +37,9 @@ def test_bundle_dir_accepts_a_directory_or_its_tarball(tmp_path):
 
 def test_bundle_dir_refuses_what_is_not_a_bundle(tmp_path):
     (tmp_path / "notes.txt").write_text("hi")
-    with pytest.raises(BundleError, match="is neither a bundle directory nor a .tar.gz bundle"):
+    with pytest.raises(BundleError, match=r"is neither a bundle directory nor a \.tar\.gz bundle"):
         bundle_dir(tmp_path / "notes.txt")
-    with pytest.raises(BundleError, match="is not a bundle: no models.config and no tfserving/ directory"):
+    with pytest.raises(BundleError, match=r"is not a bundle: no models\.config and no tfserving/ directory"):
         bundle_dir(tmp_path)
 
 
@@ -70,7 +72,7 @@ def test_serve_runs_tensorflow_model_server_when_installed(tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.helpers import ROOT
     b = fake_bundle(tmp_path / "b")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

@@ -15,6 +15,8 @@ import pytest
 from export.errors import ServingError
 from serving.client import encode_png
 
+pytestmark = pytest.mark.e2e
+
 # The same SavedModel graph as Keras, on the same CPU: differences are float round-off only.
 ATOL = {"probabilities": 1e-5, "logits": 1e-4}
 

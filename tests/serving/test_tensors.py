@@ -11,6 +11,8 @@ from serving.client import make_ndarray, make_tensor_proto
 from serving.servables import Signature, TensorInfo
 from serving.status import ServingStatus
 
+pytestmark = pytest.mark.integration
+
 IMAGE = Signature("serving_default", {"image": TensorInfo("image", np.dtype(np.float32), (None, 2, 2, 3))},
                   {"logits": TensorInfo("logits", np.dtype(np.float32), (None, 3)),
                    "probabilities": TensorInfo("probabilities", np.dtype(np.float32), (None, 3))})

@@ -1,0 +1,57 @@
+"""Atomic publishing: a directory replaced in place is never missing, not even for a moment."""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+from export import atomic
+
+pytestmark = pytest.mark.unit
+
+
+def _version_dir(path: Path, text: str) -> Path:
+    path.mkdir(parents=True)
+    (path / "saved_model.pb").write_text(text)
+    return path
+
+
+def test_replace_dir_swaps_without_renaming_the_old_one_away(tmp_path, monkeypatch):
+    final = _version_dir(tmp_path / "1", "old")
+    new = _version_dir(tmp_path / ".1.partial", "new")
+    renamed_away = []
+    real_rename = os.rename
+    monkeypatch.setattr(os, "rename", lambda a, b: (renamed_away.append(a) if Path(a) == final else None,
+                                                    real_rename(a, b))[1])
+    atomic.replace_dir(new, final)
+    assert (final / "saved_model.pb").read_text() == "new"
+    assert renamed_away == [], "the old directory was renamed aside: a poller could see no version"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1"]
+
+
+def test_a_poller_never_sees_the_version_missing(tmp_path):
+    final = _version_dir(tmp_path / "1", "v0")
+    missing = []
+    stop = threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            if not (final / "saved_model.pb").exists():
+                missing.append(1)
+    t = threading.Thread(target=poll)
+    t.start()
+    try:
+        for i in range(200):
+            atomic.replace_dir(_version_dir(tmp_path / f".1.{i}.partial", f"v{i + 1}"), final)
+    finally:
+        stop.set()
+        t.join()
+    assert missing == [] and (final / "saved_model.pb").read_text() == "v200"
+
+
+def test_exchange_swaps_two_paths(tmp_path):
+    a, b = _version_dir(tmp_path / "a", "A"), _version_dir(tmp_path / "b", "B")
+    assert atomic.exchange_paths(a, b)
+    assert (a / "saved_model.pb").read_text() == "B" and (b / "saved_model.pb").read_text() == "A"

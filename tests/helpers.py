@@ -1,0 +1,74 @@
+"""Helpers the test modules import (fixtures live in the conftest files; this module holds plain
+functions and constants, so no test imports a conftest)."""
+from __future__ import annotations
+
+import contextlib
+import io
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+VARIANTS = ("dense", "conv", "dropout")
+
+
+def run_cli(*args: str, timeout: int = 600, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run `resnet-deploy ARGS` in a subprocess, as a user would: for tests where the process
+    boundary is the point (start-up banners, signals, what a fresh interpreter imports)."""
+    return subprocess.run([sys.executable, "-m", "export.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_main(*args: str) -> CliResult:
+    """Run `resnet-deploy ARGS` in this process through `export.cli.main(argv)`: the same parser,
+    dispatch and one-line error handling, without a Python start-up per call."""
+    from export.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse usage errors exit from inside parse_args
+            code = e.code if isinstance(e.code, int) else 2
+    return CliResult(code, out.getvalue(), err.getvalue())
+
+
+# -- the tiny model: the project's I/O contract at 32 px, seconds to export ------------------
+
+TINY_SIZE = 32
+TINY_CLASSES = 10
+
+
+def tiny_model(logit_scale: float = 1.0, bias: np.ndarray | None = None, seed: int = 0):
+    """A small Keras model with the project's I/O contract (`image` -> `logits`, `probabilities`)."""
+    import keras
+    keras.utils.set_random_seed(seed)
+    image = keras.Input((TINY_SIZE, TINY_SIZE, 3), dtype="float32", name="image")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1.0)(image)
+    x = keras.layers.Conv2D(8, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    logits = keras.layers.Dense(TINY_CLASSES, name="logits")(x)
+    probabilities = keras.layers.Softmax(name="probabilities")(logits)
+    model = keras.Model(image, {"logits": logits, "probabilities": probabilities})
+    layer = model.get_layer("logits")
+    kernel, b = layer.get_weights()
+    layer.set_weights([kernel * logit_scale, b if bias is None else bias.astype(np.float32)])
+    return model
+
+
+def tiny_runner(tiny, kind: str):
+    """A (not loaded) runner of the tiny model for `kind`: keras, savedmodel, tflite, tflite_int8, onnx."""
+    from export.runtimes import runner_for
+    from export.runtimes.keras import KerasRunner
+    if kind == "keras":
+        return KerasRunner(tiny["model"])
+    return runner_for(tiny[kind], device="CPU")
