@@ -15,17 +15,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from export.bench_doc import BENCH_FORMAT_VERSION, BenchReport
 from export.errors import BundleError, UsageError
 from export.registry import get_format
 
 BENCH_DIR = "bench"
-BENCH_FORMAT_VERSION = 1
 #: The float32 matmul that measures the machine's ceiling: matrix size and timed repetitions.
 #: It runs with NumPy (its BLAS) and TensorFlow (oneDNN/Eigen), at the start and the end of a run;
 #: the ceiling is the best of them (a BLAS without kernels for the CPU's widest vectors, or a
@@ -325,13 +326,12 @@ def _derive(rows: list[dict[str, Any]], ceiling: float | None) -> None:
 
 def run_bench(bundle: str | os.PathLike, *, threads: int | None = None, warmup: int = 3, runs: int = 10,
               batch_sizes: list[int] | tuple[int, ...] = (1, 8), out: str | os.PathLike | None = None,
-              variants: list[str] | None = None, progress=None) -> dict[str, Any]:
+              variants: list[str] | None = None, progress=None) -> BenchReport:
     """Benchmark every artifact of the bundle directory `bundle`; write bench.{json,md,png} into
     `out` (default `<bundle>/bench/`). Inside the bundle, manifest.json is rewritten to list them
     and the .tar.gz (if any) re-packed, so the bundle still verifies. Returns the bench document."""
     from export import bundle as bundle_mod
     from export import golden
-    from export.formats import Artifact
     root = Path(bundle)
     if not root.is_dir():
         raise BundleError(f"{root} is not a bundle directory; give dist/<name>-<version>")
@@ -340,7 +340,7 @@ def run_bench(bundle: str | os.PathLike, *, threads: int | None = None, warmup: 
         raise UsageError(f"--warmup must be >= 0 and --runs >= 1, got {warmup} and {runs}")
     batch_sizes = sorted(set(batch_sizes))
     threads = threads or os.cpu_count() or 1
-    artifacts = [Artifact.from_dict(a) for a in manifest.get("artifacts", [])]
+    artifacts = list(manifest.artifacts)
     if variants:
         unknown = sorted(set(variants) - {a.variant for a in artifacts})
         if unknown:
@@ -358,7 +358,7 @@ def run_bench(bundle: str | os.PathLike, *, threads: int | None = None, warmup: 
     ceiling_job = {"kind": "ceiling", "n": CEILING_N, "reps": CEILING_REPS, "threads": threads}
     note("ceiling", f"float32 matmul {CEILING_N}x{CEILING_N}, {threads} threads (start of the run)")
     first = _in_fresh_process(ceiling_job, threads)
-    flops = {v: gflop_per_image(manifest["variants"][v]) for v in {a.variant for a in artifacts}}
+    flops = {v: gflop_per_image(asdict(manifest.variants[v])) for v in {a.variant for a in artifacts}}
     rows = []
     job = {"kind": "artifact", "root": str(root.resolve()), "threads": threads, "warmup": warmup,
            "runs": runs, "batch_sizes": batch_sizes}
@@ -377,7 +377,7 @@ def run_bench(bundle: str | os.PathLike, *, threads: int | None = None, warmup: 
     note("ceiling", f"float32 matmul {CEILING_N}x{CEILING_N}, {threads} threads (end of the run)")
     ceiling = _ceiling_summary(first, _in_fresh_process(ceiling_job, threads), threads)
     _derive(rows, ceiling["gflops"])
-    timings = manifest.get("export_timings", [])
+    timings = [asdict(t) for t in manifest.export_timings]
     env["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     doc = {"format_version": BENCH_FORMAT_VERSION, "bundle": root.resolve().name,
            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -393,11 +393,12 @@ def run_bench(bundle: str | os.PathLike, *, threads: int | None = None, warmup: 
            "seconds": round(time.perf_counter() - started, 1)}
     note("results", "writing bench.json, bench.md, bench.png (and re-listing them in manifest.json, "
                     "re-packing the .tar.gz when there is one)")
-    doc["files"] = write_results(root, doc, out)
-    return doc
+    report = BenchReport.from_dict(doc)  # the typed document; what is written is its to_dict()
+    report.files = write_results(root, report, out)
+    return report
 
 
-def write_results(root: Path, doc: dict[str, Any], out: str | os.PathLike | None = None) -> list[str]:
+def write_results(root: Path, report: BenchReport, out: str | os.PathLike | None = None) -> list[str]:
     """Write bench.json/.md/.png atomically; inside the bundle, re-list them in the manifest and
     re-pack the tarball. Returns the paths written."""
     from export.atomic import ensure_writable_dir, write_text
@@ -405,7 +406,8 @@ def write_results(root: Path, doc: dict[str, Any], out: str | os.PathLike | None
     out_dir = ensure_writable_dir(Path(out) if out else root / BENCH_DIR)
     paths = [out_dir / "bench.json", out_dir / "bench.md", out_dir / "bench.png"]
     inside = out_dir.resolve().is_relative_to(root.resolve())
-    doc["files"] = [p.resolve().relative_to(root.resolve()).as_posix() if inside else str(p) for p in paths]
+    report.files = [p.resolve().relative_to(root.resolve()).as_posix() if inside else str(p) for p in paths]
+    doc = report.to_dict()
     write_text(paths[0], json.dumps(doc, indent=2) + "\n")
     write_text(paths[1], render_markdown(doc))
     plot(doc, paths[2])
@@ -422,15 +424,14 @@ def _relist(root: Path, doc: dict[str, Any]) -> None:
     if readme.is_file() and "## Benchmarks" not in readme.read_text():
         write_text(readme, readme.read_text().rstrip("\n") + "\n\n" + bundle_mod.BENCH_README_SECTION)
     manifest = bundle_mod.read_manifest(root)
-    body = {k: v for k, v in manifest.items() if k not in ("format_version", "files")}
-    body["bench"] = {
+    manifest.bench = {
         "created_at": doc["created_at"], "files": doc["files"], "cpu_model": doc["environment"]["cpu_model"],
         "threads": doc["settings"]["threads"], "ceiling_gflops": doc["ceiling"].get("gflops"),
         "artifacts": {r["key"]: None if r["error"] else {
             "p50_ms": {b: s["p50"] for b, s in r["latency_ms"].items()},
             "images_per_s": max(s["images_per_s"] for s in r["latency_ms"].values()),
             "top1_agreement": r["top1"]["agreement"]} for r in doc["artifacts"]}}
-    bundle_mod.write_manifest(root, body)
+    bundle_mod.write_manifest(root, manifest)
     tar = root.with_name(root.name + ".tar.gz")
     if tar.is_file():
         bundle_mod.pack(root)

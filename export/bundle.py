@@ -13,42 +13,39 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from export.atomic import replace_dir, replacing, sha256_file, write_text
+from export.atomic import replacing, sha256_file, write_text
 from export.errors import BundleError
+from export.manifest import FileEntry, Manifest
 
 MANIFEST = "manifest.json"
-MANIFEST_FORMAT_VERSION = 1
 
 
-def file_table(root: Path) -> dict[str, dict[str, Any]]:
-    """{relative posix path: {"sha256", "bytes"}} for every file under root but the manifest."""
+def file_table(root: Path) -> dict[str, FileEntry]:
+    """{relative posix path: FileEntry(sha256, bytes)} for every file under root but the manifest."""
     table = {}
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root).as_posix()
         if p.is_file() and not p.is_symlink() and rel != MANIFEST:
-            table[rel] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+            table[rel] = FileEntry(sha256=sha256_file(p), bytes=p.stat().st_size)
     return table
 
 
-def write_manifest(root: Path, body: dict[str, Any]) -> dict[str, Any]:
-    """Hash every file in the bundle and write manifest.json (the last file written)."""
-    manifest = {"format_version": MANIFEST_FORMAT_VERSION, **body, "files": file_table(root)}
-    write_text(root / MANIFEST, json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+def write_manifest(root: Path, manifest: Manifest) -> Manifest:
+    """Hash every file in the bundle into `manifest.files` and write manifest.json (the last file)."""
+    manifest.files = file_table(root)
+    write_text(root / MANIFEST, json.dumps(manifest.to_dict(), indent=2, sort_keys=False) + "\n")
     return manifest
 
 
-def read_manifest(root: Path) -> dict[str, Any]:
+def read_manifest(root: Path) -> Manifest:
     path = Path(root) / MANIFEST
     try:
-        manifest = json.loads(path.read_text())
+        doc = json.loads(path.read_text())
     except FileNotFoundError:
         raise BundleError(f"{root} is not a bundle: it has no {MANIFEST}") from None
     except json.JSONDecodeError as e:
         raise BundleError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from None
-    if manifest.get("format_version") != MANIFEST_FORMAT_VERSION or "files" not in manifest:
-        raise BundleError(f"{path} has manifest format {manifest.get('format_version')!r}, "
-                          f"expected {MANIFEST_FORMAT_VERSION}")
-    return manifest
+    return Manifest.from_dict(doc, source=str(path))
 
 
 @dataclass
@@ -68,16 +65,16 @@ class FileCheck:
                 + [f"extra: {p}" for p in self.extra])
 
 
-def check_files(root: Path, manifest: dict[str, Any]) -> FileCheck:
+def check_files(root: Path, manifest: Manifest) -> FileCheck:
     """Compare the files under root with the manifest: changed, missing and extra files."""
-    expected = manifest["files"]
+    expected = manifest.files
     actual = file_table(root)
     result = FileCheck(checked=len(expected))
     for rel, rec in expected.items():
         got = actual.get(rel)
         if got is None:
             result.missing.append(rel)
-        elif got["sha256"] != rec["sha256"] or got["bytes"] != rec["bytes"]:
+        elif got != rec:
             result.changed.append(rel)
     result.extra = sorted(set(actual) - set(expected))
     return result
@@ -147,12 +144,7 @@ def unpack(tar_path: Path, dest: Path) -> Path:
 
 # -- publishing ----------------------------------------------------------------------------------
 
-def publish(staging: Path, final: Path) -> None:
-    """Move a complete staging directory to `final`, replacing an existing bundle only now."""
-    replace_dir(staging, final)
-
-
-def verify_dir(root: Path) -> tuple[FileCheck, dict[str, Any]]:
+def verify_dir(root: Path) -> tuple[FileCheck, Manifest]:
     """Re-hash a bundle directory against its manifest."""
     manifest = read_manifest(root)
     return check_files(root, manifest), manifest

@@ -174,7 +174,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from export import bundle, golden, parity
-    from export.formats import Artifact
     with tempfile.TemporaryDirectory(prefix="resnet-deploy-verify.") as scratch:
         root = bundle.open_bundle(Path(args.bundle), Path(scratch))
         files, manifest = bundle.verify_dir(root)
@@ -184,8 +183,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
               f"{len(files.extra)} extra")
         ok = bool(files)
         if not args.skip_parity:
-            artifacts = [Artifact.from_dict(a) for a in manifest["artifacts"]]
-            present = [a for a in artifacts if (root / a.path).exists()]
+            present = [a for a in manifest.artifacts if (root / a.path).exists()]
             goldens = {v: golden.load(root, v) for v in sorted({a.variant for a in present})}
             report = parity.run_suite(root, present, goldens)
             print(report.to_markdown())
@@ -212,15 +210,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     with tempfile.TemporaryDirectory(prefix="resnet-deploy-bench.") as scratch:
         root = bundle.open_bundle(path, Path(scratch))
-        doc = bench.run_bench(root, threads=args.threads, warmup=args.warmup, runs=args.runs,
+        report = bench.run_bench(root, threads=args.threads, warmup=args.warmup, runs=args.runs,
                               batch_sizes=batch_sizes, out=args.out, variants=args.variant,
                               progress=None if args.json else progress)
+    doc = report.to_dict()
     if args.json:
         _print_json(doc)
     else:
         print(bench_report.render_markdown(doc))
         print("wrote " + ", ".join(doc["files"]))
-    return 1 if any(r["error"] for r in doc["artifacts"]) or doc["ceiling"].get("error") else 0
+    return 0 if report else 1
 
 
 

@@ -23,6 +23,7 @@ from export.parity_report import (  # noqa: F401
     OutputMetrics,
     ParityReport,
     ReferenceInfo,
+    Status,
     render_markdown,
 )
 from export.registry import FORMATS
@@ -195,7 +196,7 @@ def check_runner(runner, reference: dict[str, np.ndarray], inputs: np.ndarray, b
     from export.runtimes import DeviceUnavailable
     requested = getattr(runner, "requested_device", "CPU")
     result = ArtifactResult(key, variant, fmt, precision, path, runner.backend, requested, requested,
-                            tolerance_key(precision, requested), "failed")
+                            tolerance_key(precision, requested), Status.FAILED)
     try:
         runner.load()
     except DeviceUnavailable as e:
@@ -203,7 +204,7 @@ def check_runner(runner, reference: dict[str, np.ndarray], inputs: np.ndarray, b
         if require_gpu:
             result.failures.append(f"GPU required but {str(e).split(': ', 1)[-1]}")
         else:
-            result.status, result.reason = "skipped", "skipped: no GPU"
+            result.status, result.reason = Status.SKIPPED, "skipped: no GPU"
         return result
     except RunnerError as e:
         result.failures.append(f"cannot load: {e}")
@@ -234,7 +235,7 @@ def check_runner(runner, reference: dict[str, np.ndarray], inputs: np.ndarray, b
                 result.failures += [f"batch {b}: {f}" for f in m.failures]
     finally:
         runner.close()
-    result.status = "failed" if result.failures else "passed"
+    result.status = Status.FAILED if result.failures else Status.PASSED
     return result
 
 
@@ -267,7 +268,7 @@ def check_artifacts(golden, artifacts: list, root, *, source: str, batch_sizes=(
                 runner = runner_for(art, root, device=device, num_threads=num_threads)
             except RunnerError as e:
                 results.append(ArtifactResult(art.key, art.variant, art.format, art.precision, art.path, "?",
-                                              device, device, tolerance_key(art.precision, device), "failed",
+                                              device, device, tolerance_key(art.precision, device), Status.FAILED,
                                               failures=[str(e)]))
                 continue
             results.append(check_runner(runner, golden.outputs, golden.inputs, batch_sizes, key=art.key,

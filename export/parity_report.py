@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from export.errors import RunnerError
 
 FORMAT_VERSION = 1
+
+
+class Status(StrEnum):
+    """The verdict of one row. A StrEnum: it is its string in JSON and compares equal to it."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # e.g. a GPU row without a GPU: never counted as a pass
 #: A softmax max above this on a photo counts as saturated (see parity.check_reference).
 PHOTO_SATURATION = 0.99
 
@@ -54,16 +63,11 @@ class ArtifactResult:
     device_requested: str
     device: str
     tolerance: str
-    status: str  # "passed" | "failed" | "skipped"
+    status: Status
     reason: str = ""
     failures: list[str] = field(default_factory=list)
     metrics: list[OutputMetrics] = field(default_factory=list)
     mean_ms: dict[str, float] = field(default_factory=dict)  # per batch size, per call
-
-    @property
-    def artifact(self) -> str:
-        """The artifact's key (`<variant>/<format>_<precision>`); GPU rows share it with the CPU row."""
-        return self.key
 
     @property
     def label(self) -> str:
@@ -133,7 +137,8 @@ class ParityReport:
     def from_dict(cls, d: dict[str, Any]) -> ParityReport:
         if d.get("format_version") != FORMAT_VERSION:
             raise RunnerError(f"parity report format_version {d.get('format_version')} is not {FORMAT_VERSION}")
-        results = [ArtifactResult(**{**r, "metrics": [OutputMetrics(**m) for m in r["metrics"]]})
+        results = [ArtifactResult(**{**r, "status": Status(r["status"]),
+                                     "metrics": [OutputMetrics(**m) for m in r["metrics"]]})
                    for r in d["results"]]
         return cls(environment=d["environment"], references=[ReferenceInfo(**r) for r in d["references"]],
                    results=results, tolerances=d["tolerances"], created=d["created"],

@@ -200,7 +200,7 @@ def run_bundle(config_path: str | Path, out: str | Path = "dist", weights: str |
 
     from export import bundle as bundle_mod
     from export import golden, parity
-    from export.atomic import ensure_writable_dir
+    from export.atomic import ensure_writable_dir, replace_dir
     from export.build import build, io_spec, param_counts
     from export.deploy import tfserving as serving_config
     from export.formats import tool_versions
@@ -242,7 +242,7 @@ def run_bundle(config_path: str | Path, out: str | Path = "dist", weights: str |
             stages.run("all", "bundle", _lay_out, staging, cfg, variants_meta, artifacts, report,
                        serving_config, bundle_mod, stages.timings, tool_versions(),
                        datetime.now(UTC).isoformat(timespec="seconds"))
-            bundle_mod.publish(staging, final)
+            replace_dir(staging, final)
             tar_path, digest = stages.run("all", "pack", bundle_mod.pack, final)
         for stale in out.glob(f"{bundle_name}.parity-FAILED.*"):
             stale.unlink()
@@ -267,14 +267,15 @@ def _lay_out(root: Path, cfg, variants_meta, artifacts, report, serving_config, 
                serving_config.bundle_models_config({v: [version] for v in variants_meta}))
     write_text(root / "batching.config", serving_config.batching_config())
     write_text(root / "monitoring.config", serving_config.monitoring_config())
-    summary = {"passed": bool(report), "counts": report.counts(), "failures": report.failures(),
-               "environment": report.environment}
     write_text(root / "README.md", bundle_mod.render_readme(f"{cfg['name']}-{version}", cfg["name"], version,
                                                             variants_meta, artifacts, report.to_markdown()))
-    bundle_mod.write_manifest(root, {
-        "name": cfg["name"], "version": version, "created_at": created_at, "git": _git_commit(),
-        "tool_versions": versions, "config": cfg["path"],
-        "variants": variants_meta,
-        "artifacts": [a.to_dict() for a in artifacts],
-        "parity": summary, "export_timings": timings,
-    })
+    from export.manifest import Manifest, ParitySummary, StageTiming, VariantRecord
+    bundle_mod.write_manifest(root, Manifest(
+        name=cfg["name"], version=version, created_at=created_at, git=_git_commit(),
+        tool_versions=versions, config=cfg["path"],
+        variants={name: VariantRecord(**meta) for name, meta in variants_meta.items()},
+        artifacts=list(artifacts),
+        parity=ParitySummary(passed=bool(report), counts=report.counts(), failures=report.failures(),
+                             environment=report.environment),
+        export_timings=[StageTiming(**t) for t in timings],
+    ))

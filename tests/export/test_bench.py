@@ -35,7 +35,8 @@ def small_bundle(tmp_path_factory, exported):
     made of the session's shared dense export, then benchmarked once by the CLI."""
     from export import golden
     from export.build import io_spec, param_counts
-    from export.formats import tool_versions
+    from export.formats import Artifact, tool_versions
+    from export.manifest import Manifest, ParitySummary, StageTiming, VariantRecord
     built, out, arts = exported("dense")
     out = Path(out)
     if not golden.exists(out, "dense"):
@@ -50,16 +51,18 @@ def small_bundle(tmp_path_factory, exported):
         kept.append({**a.to_dict(), "path": rel})
     _link_tree(out / "golden" / "dense", root / "golden" / "dense")
     (root / "README.md").write_text("# bench-smoke-1\n\nA bundle made before benchmarks existed.\n")
-    bundle.write_manifest(root, {
-        "name": "bench-smoke", "version": 1, "created_at": "2024-01-01T00:00:00+00:00",
-        "tool_versions": tool_versions(), "config": "test",
-        "variants": {"dense": {"spec": built.spec.to_dict(), "num_classes": built.num_classes,
-                               "labels": built.labels, "params": param_counts(built.model),
-                               **io_spec(built.model), "weights": built.weights}},
-        "artifacts": kept, "parity": {"passed": True, "note": "kept by bench"},
-        "export_timings": [{"variant": "dense", "stage": "export", "seconds": round(sum(a["seconds"] for a in kept), 2)},
-                           {"variant": "all", "stage": "pack", "seconds": 1.5}],
-    })
+    bundle.write_manifest(root, Manifest(
+        name="bench-smoke", version=1, created_at="2024-01-01T00:00:00+00:00",
+        tool_versions=tool_versions(), config="test",
+        variants={"dense": VariantRecord(spec=built.spec.to_dict(), num_classes=built.num_classes,
+                                         labels=built.labels, params=param_counts(built.model),
+                                         **io_spec(built.model), weights=built.weights)},
+        artifacts=[Artifact.from_dict(a) for a in kept],
+        parity=ParitySummary(passed=True, failures=["none: kept by bench"]),
+        export_timings=[StageTiming("dense", "export", round(sum(a["seconds"] for a in kept), 2)),
+                        StageTiming("all", "pack", 1.5)],
+        extra={"provenance_note": "a field this version does not know"},
+    ))
     bundle.pack(root)
     r = run_cli("bench", str(root), *BENCH_ARGS, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -118,11 +121,11 @@ def test_bench_json_schema(small_bundle):
 def test_every_artifact_appears_once(small_bundle):
     root, doc, _ = small_bundle
     manifest = bundle.read_manifest(root)
-    listed = {a["variant"] + "/" + a["format"] + "_" + a["precision"]: a for a in manifest["artifacts"]}
+    listed = {a.key: a for a in manifest.artifacts}
     rows = {r["key"]: r for r in doc["artifacts"]}
     assert len(rows) == len(doc["artifacts"]) and set(rows) == set(listed) == set(KEEP)
     for key, row in rows.items():
-        assert row["bytes"] == listed[key]["bytes"] and row["path"] == listed[key]["path"]
+        assert row["bytes"] == listed[key].bytes and row["path"] == listed[key].path
 
 
 @pytest.mark.e2e
@@ -162,10 +165,11 @@ def test_markdown_chart_manifest_and_verify(small_bundle):
         assert f"| `{variant}` {fmt} {precision} |" in md
     assert (root / "bench" / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     manifest = bundle.read_manifest(root)
-    assert {"bench/bench.json", "bench/bench.md", "bench/bench.png"} <= set(manifest["files"])
-    assert manifest["parity"] == {"passed": True, "note": "kept by bench"} and manifest["config"] == "test"
-    assert manifest["bench"]["files"] == ["bench/bench.json", "bench/bench.md", "bench/bench.png"]
-    assert set(manifest["bench"]["artifacts"]) == set(KEEP) and manifest["bench"]["threads"] == 1
+    assert {"bench/bench.json", "bench/bench.md", "bench/bench.png"} <= set(manifest.files)
+    assert manifest.parity.failures == ["none: kept by bench"] and manifest.config == "test"
+    assert manifest.extra == {"provenance_note": "a field this version does not know"}  # kept by the re-list
+    assert manifest.bench["files"] == ["bench/bench.json", "bench/bench.md", "bench/bench.png"]
+    assert set(manifest.bench["artifacts"]) == set(KEEP) and manifest.bench["threads"] == 1
     readme = (root / "README.md").read_text()
     assert readme.startswith("# bench-smoke-1") and "## Benchmarks" in readme and "(bench/bench.md)" in readme
     tar = root.with_name("bench-smoke-1.tar.gz")

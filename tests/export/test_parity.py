@@ -251,3 +251,29 @@ def test_cli_usage_errors(exported, tmp_path, case):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and want in lines[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.unit
+def test_a_runtime_raising_an_empty_error_is_a_named_failure_not_a_crash():
+    """A backend that raises a bare RuntimeError() (no message) fails its row; the suite goes on."""
+    import numpy as np
+
+    from export.errors import first_line
+    from export.parity import check_runner
+    from export.runtimes.base import Runner, TensorSpec
+
+    class Broken(Runner):
+        backend = "broken"
+
+        def _load(self):
+            self.inputs = {"image": TensorSpec("image", "float32", (None, 4))}
+            self.outputs = ["logits"]
+
+        def _infer(self, feed):
+            raise RuntimeError()
+
+    ref = {"logits": np.eye(4, dtype=np.float32)}
+    result = check_runner(Broken(), ref, np.zeros((4, 4), np.float32), [1], key="v/broken_fp32", variant="v",
+                          fmt="broken", precision="fp32")
+    assert result.status == "failed" and result.failures == ["batch 1: RuntimeError: RuntimeError"]
+    assert first_line(ValueError("\n\n  second line\nthird")) == "second line"

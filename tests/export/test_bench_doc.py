@@ -1,0 +1,41 @@
+"""bench.json as a typed, versioned document: JSON round-trip, statuses, refusal of other versions."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from export.bench_doc import BenchReport, BenchRow, RowStatus
+from export.errors import BundleError
+
+pytestmark = pytest.mark.unit
+
+
+def _report() -> BenchReport:
+    ok = BenchRow(key="dense/onnx_fp32", variant="dense", format="onnx", precision="fp32", path="onnx/dense/model.onnx",
+                  bytes=94_000_000, gflop_per_image=7.73, device="CPU", load_s=0.4, first_inference_s=0.05,
+                  latency_ms={"1": {"p50": 20.0, "images_per_s": 50.0}}, top1={"agree": 12, "total": 12},
+                  achieved_gflops=386.5, extra={"threads_1_p50_ms": 38.0})
+    bad = BenchRow(key="dense/tflite_int8", variant="dense", format="tflite", precision="int8",
+                   path="tflite/dense/model_int8.tflite", bytes=24_000_000, gflop_per_image=7.73, error="cannot load")
+    return BenchReport(bundle="heads-1", created_at="2026-11-30T00:00:00+00:00", environment={"cpu_model": "x"},
+                       settings={"threads": 2}, ceiling={"gflops": 400.0}, flops={"dense": {"total": 7.73}},
+                       artifacts=[ok, bad], files=["bench/bench.json"], extra={"targets": [{"name": "t", "met": True}]})
+
+
+def test_round_trip_and_statuses():
+    r = _report()
+    d = json.loads(json.dumps(r.to_dict()))
+    assert d["format_version"] == 1 and d["targets"] == [{"name": "t", "met": True}]
+    assert d["artifacts"][0]["threads_1_p50_ms"] == 38.0
+    back = BenchReport.from_dict(d)
+    assert back == r
+    assert [row.status for row in back.artifacts] == [RowStatus.MEASURED, RowStatus.FAILED]
+    assert not back  # one artifact failed
+    back.artifacts.pop()
+    assert back
+
+
+def test_other_version_is_refused():
+    with pytest.raises(BundleError, match="has bench format 7, expected 1"):
+        BenchReport.from_dict({**_report().to_dict(), "format_version": 7})
