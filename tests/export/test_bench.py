@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from export import bench, bundle
+from export.bench_doc import BenchReport
 from export.errors import BundleError, UsageError
 from tests.helpers import run_cli, run_main
 
@@ -197,7 +198,7 @@ def test_out_elsewhere_leaves_the_bundle_untouched(small_bundle, tmp_path):
     root, doc, _ = small_bundle
     before = bundle.file_table(root)
     manifest = (root / bundle.MANIFEST).read_bytes()
-    files = bench.write_results(root, dict(doc), tmp_path / "elsewhere")
+    files = bench.write_results(root, BenchReport.from_dict(doc), tmp_path / "elsewhere")
     assert files == [str(tmp_path / "elsewhere" / n) for n in ("bench.json", "bench.md", "bench.png")]
     assert all(Path(f).is_file() for f in files)
     assert bundle.file_table(root) == before and (root / bundle.MANIFEST).read_bytes() == manifest
