@@ -188,6 +188,9 @@ def _client(args: argparse.Namespace):
         return RestClient(args.rest, timeout=args.timeout)
     if ":" not in args.grpc:
         raise UsageError(f"--grpc needs HOST:PORT, got {args.grpc!r}")
+    # TF Serving's gRPC protos import TensorFlow: keep its start-up banner off stderr (REST doesn't need it).
+    from export import import_tensorflow_quietly
+    import_tensorflow_quietly()
     return GrpcClient(args.grpc, timeout=args.timeout)
 
 
