@@ -34,6 +34,9 @@ BENCH_DIR = "bench"
 CEILING_N = 2048
 CEILING_REPS = 8
 CEILING_LIBRARIES = ("numpy", "tensorflow")
+#: LiteRT thread counts every .tflite is also measured with at batch 1: what one and two of a
+#: phone's small cores give (the default run uses every logical CPU of this machine).
+LITERT_THREADS = (1, 2)
 #: Seconds one artifact's measuring process may take before it is recorded as failed.
 WORKER_TIMEOUT_S = 900
 ISOLATION = ("each artifact in a fresh Python process; peak RSS is that process's high-water mark "
@@ -287,6 +290,23 @@ def _worker(argv: list[str]) -> int:
 
 # -- the run --------------------------------------------------------------------------------------
 
+def _litert_threads(row: dict[str, Any], artifact, job: dict[str, Any]) -> dict[str, Any]:
+    """Batch-1 latency of one .tflite with each of LITERT_THREADS threads, each in a fresh process;
+    the main measurement stands in when it ran with that many threads at batch 1."""
+    out: dict[str, Any] = {}
+    for n in LITERT_THREADS:
+        if n == job["threads"] and "1" in row["latency_ms"]:
+            stats = row["latency_ms"]["1"]
+        else:
+            result = _in_fresh_process({**job, "artifact": artifact.to_dict(), "threads": n, "batch_sizes": [1]}, n)
+            if result.get("error"):
+                out[str(n)] = {"error": result["error"]}
+                continue
+            stats = result["latency_ms"]["1"]
+        out[str(n)] = {k: stats[k] for k in ("runs", "p50", "p90", "p99", "images_per_s")}
+    return out
+
+
 def _ceiling_summary(start: dict[str, Any], end: dict[str, Any], threads: int) -> dict[str, Any]:
     """The best float32 matmul GFLOP/s of the start and end measurements, and all of them."""
     measurements = [{**m, "when": when} for when, r in (("start", start), ("end", end))
@@ -371,6 +391,9 @@ def run_bench(bundle: str | os.PathLike, *, threads: int | None = None, warmup: 
                "bytes": a.bytes, "gflop_per_image": flops[a.variant]["total"], "error": None,
                "device": None, "load_s": None, "first_inference_s": None, "latency_ms": {},
                "peak_rss_mb": None, "rss_load_mb": None, "top1": None, "load_1m": load_1m, **result}
+        if a.format == "tflite" and not row["error"]:
+            note(a.key, f"LiteRT at {' and '.join(map(str, LITERT_THREADS))} threads, batch 1")
+            row["litert_threads"] = _litert_threads(row, a, job)
         row["wall_s"] = round(time.perf_counter() - t, 2)
         note(a.key, row["error"] or f"done in {row['wall_s']} s")
         rows.append(row)
@@ -387,7 +410,8 @@ def run_bench(bundle: str | os.PathLike, *, threads: int | None = None, warmup: 
                         "isolation": ISOLATION,
                         "latency": "wall time of Runner.infer (feed check, LiteRT (de)quantization included) "
                                    "on the sample photos, after the warm-up runs at that batch size",
-                        "tensorflow_threads": f"intra-op {threads}, inter-op 1"},
+                        "tensorflow_threads": f"intra-op {threads}, inter-op 1",
+                        "litert_threads": list(LITERT_THREADS)},
            "ceiling": ceiling, "flops": flops, "artifacts": rows,
            "export_timings": timings, "export_total_s": round(sum(t["seconds"] for t in timings), 2),
            "seconds": round(time.perf_counter() - started, 1)}

@@ -125,6 +125,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
               "per batch size, measured in this run. Top-1: argmax of `logits` against the fp32 "
               "reference stored in the bundle's golden files, on the sample photos.", "",
               f"Isolation: {s['isolation']}. Latency: {s['latency']}. TensorFlow: {s['tensorflow_threads']}.", ""]
+    lines += _litert_threads_table(doc)
     lines += _timings_table(doc.get("export_timings", []), doc.get("export_total_s"))
     return "\n".join(lines) + "\n"
 
@@ -143,6 +144,28 @@ def _busy_note(doc: dict[str, Any]) -> list[str]:
             "measured in a quieter moment than the ceiling can show more than 100 % of it. Re-run "
             "`make bench` on an idle machine for figures to quote.")
     return [note, ""]
+
+
+def _litert_threads_table(doc: dict[str, Any]) -> list[str]:
+    """LiteRT batch-1 latency per thread count (what a phone's small cores can expect per thread)."""
+    rows = [r for r in doc["artifacts"] if r.get("litert_threads")]
+    counts = [str(n) for n in doc["settings"].get("litert_threads", [])]
+    if not rows or not counts:
+        return []
+    lines = ["## LiteRT threads (batch 1)", "",
+             "| artifact | " + " | ".join(f"{n} thread{'s' * (n != '1')} p50 ms (img/s)" for n in counts)
+             + f" | speed-up {counts[-1]} vs {counts[0]} |", "|---|" + "---:|" * (len(counts) + 1)]
+    for r in rows:
+        t = r["litert_threads"]
+        cells = [f"failed: {t[n]['error']}" if "error" in t.get(n, {}) else
+                 f"{t[n]['p50']:.1f} ({t[n]['images_per_s']:.1f})" if n in t else "n/a" for n in counts]
+        first, last = t.get(counts[0], {}), t.get(counts[-1], {})
+        speedup = f"{first['p50'] / last['p50']:.2f}x" if first.get("p50") and last.get("p50") else "n/a"
+        lines.append(f"| `{r['variant']}` {r['format']} {r['precision']} | " + " | ".join(cells) + f" | {speedup} |")
+    lines += ["", "Each thread count in its own process (XNNPACK, batch 1, the same warm-up and timed runs); a "
+              "phone's efficiency cores run slower per thread than this CPU, but the scaling from one to two "
+              "threads is what to expect when the app asks LiteRT for them.", ""]
+    return lines
 
 
 def _timings_table(timings: list[dict[str, Any]], total: float | None) -> list[str]:

@@ -306,6 +306,8 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print the report as JSON")
     from serving.commands import add_parsers as add_serving_parsers  # serve, predict, status, metadata
     add_serving_parsers(sub, COMMANDS)
+    from serving.classify import add_parsers as add_classify_parser  # classify MODEL.tflite IMAGE...
+    add_classify_parser(sub, COMMANDS)
     return p
 
 

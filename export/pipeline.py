@@ -26,8 +26,10 @@ def resolve_targets(fmt: str = "all", precisions: list[str] | None = None) -> li
 
 
 def export_artifacts(built, out_dir: str | Path, targets: list[tuple[str, str]], *, version: int = 1,
-                     opset: int = 17, overwrite: bool = False, progress=None) -> list[Artifact]:
-    """Export `built` to every (format, precision) in `targets`, in dependency order.
+                     opset: int = 17, overwrite: bool = False, progress=None,
+                     card: dict | None = None) -> list[Artifact]:
+    """Export `built` to every (format, precision) in `targets`, in dependency order; `card`
+    overrides the TFLite metadata's name/version/author/license/description.
 
     TFLite and ONNX are converted from the SavedModel's serving_default, so a SavedModel is
     always written first (kept when asked for, else in a scratch dir removed afterwards);
@@ -57,7 +59,8 @@ def export_artifacts(built, out_dir: str | Path, targets: list[tuple[str, str]],
         for fmt, precision in targets:
             if fmt == "tflite":
                 note(built.spec.name, fmt, precision)
-                done.append(tflite.export(built, out, precision, saved_model_dir=sm_dir, overwrite=overwrite))
+                done.append(tflite.export(built, out, precision, saved_model_dir=sm_dir, overwrite=overwrite,
+                                          card={"version": version, **(card or {})}))
         fp32_onnx = None
         for fmt, precision in sorted((t for t in targets if t[0] == "onnx"), key=lambda t: t[1] != "fp32"):
             note(built.spec.name, fmt, precision)
@@ -96,8 +99,10 @@ def _refuse_existing(out: Path, variant: str, targets, version: int) -> None:
 
 # -- make export: the bundle pipeline -----------------------------------------------------------
 
-_VARIANT_KEYS = {"name", "num_classes", "labels", "weights", "precisions"}
-_TOP_KEYS = {"name", "version", "weights", "variants"}
+_VARIANT_KEYS = {"name", "num_classes", "labels", "weights", "precisions", "description"}
+_TOP_KEYS = {"name", "version", "weights", "variants", "author", "license"}
+#: Free-text keys (TFLite metadata) and their defaults.
+_TEXT_KEYS = {"author": "resnet-deploy", "license": "unspecified"}
 
 
 def load_config(path: str | Path, weights_override: str | None = None) -> dict:
@@ -120,6 +125,11 @@ def load_config(path: str | Path, weights_override: str | None = None) -> dict:
     version = cfg.get("version", 1)
     if not isinstance(version, int) or version < 1:
         raise UsageError(f"{path}: version must be an integer >= 1, got {version!r}")
+    text = {k: cfg.get(k, default) for k, default in _TEXT_KEYS.items()}
+    for key, value in [*text.items(), *((f"description of {v.get('name', '?')!r}", v["description"])
+                                        for v in cfg.get("variants") or [] if "description" in v)]:
+        if not isinstance(value, str) or not value.strip():
+            raise UsageError(f"{path}: {key} must be a non-empty string, got {value!r}")
     variants = cfg.get("variants") or []
     if not variants:
         raise UsageError(f"{path}: no [[variants]] listed")
@@ -135,7 +145,7 @@ def load_config(path: str | Path, weights_override: str | None = None) -> dict:
             raise UsageError(f"{path}: variant {v['name']!r} is listed twice")
         seen.add(v["name"])
         v["weights"] = weights_override or v.get("weights") or cfg.get("weights", "random:0")
-    return {"name": name, "version": version, "variants": variants, "path": str(path)}
+    return {"name": name, "version": version, "variants": variants, "path": str(path), **text}
 
 
 def _git_commit() -> dict[str, object]:
@@ -222,8 +232,10 @@ def run_bundle(config_path: str | Path, out: str | Path = "dist", weights: str |
                 name = v["name"]
                 built = stages.run(name, "build", build, specs[name], weights=v["weights"],
                                    num_classes=v.get("num_classes"), labels=v.get("labels"))
+                card = {"name": f"{cfg['name']}-{name}", "author": cfg["author"], "license": cfg["license"],
+                        **({"description": v["description"]} if "description" in v else {})}
                 arts = stages.run(name, "export", export_artifacts, built, staging, targets[name],
-                                  version=cfg["version"])
+                                  version=cfg["version"], card=card)
                 goldens[name] = stages.run(name, "golden", golden.make, built)
                 golden.save(staging, goldens[name])
                 artifacts += [a.relative_to(staging) for a in arts]

@@ -19,6 +19,15 @@ from export.formats import Artifact, sha256_path, tool_versions
 AssetsWriter = Callable[[Path, Any], object]
 
 
+def decode_image(data, size: int):
+    """Encoded JPEG/PNG/GIF/BMP bytes -> float32 RGB [size, size, 3] in [0, 255]: the decode and
+    resize of `predict_image_bytes`, also used by `resnet-deploy classify` so both see the same pixels."""
+    import tensorflow as tf
+    img = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
+    img.set_shape([None, None, 3])
+    return tf.image.resize(tf.cast(img, tf.float32), (size, size), method="bilinear", antialias=True)
+
+
 def signatures_for(model, size: int):
     """The two serving functions of `model` as tf.functions with fixed input signatures."""
     import tensorflow as tf
@@ -28,9 +37,7 @@ def signatures_for(model, size: int):
         return model(image, training=False)
 
     def decode(data):
-        img = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
-        img.set_shape([None, None, 3])
-        return tf.image.resize(tf.cast(img, tf.float32), (size, size), method="bilinear", antialias=True)
+        return decode_image(data, size)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def predict_image_bytes(image_bytes):

@@ -5,9 +5,13 @@
 - `dynamic`: dynamic-range quantization (int8 weights, float activations);
 - `int8`: full-integer quantization calibrated on the sample photos, uint8 `image` input and
   uint8 outputs; the (scale, zero_point) of each is recorded in the Artifact, so
-  real = scale * (q - zero_point).
+  real = scale * (q - zero_point). The input is raw pixels (scale 1, zero point 0), as a
+  camera frame or MediaPipe's ImageClassifier gives them (see `raw_pixel_input`).
 Converted from the SavedModel's `serving_default` when one is given (the same graph TF Serving
-runs), else from the Keras model. `labels.txt` is written beside the models.
+runs), else from the Keras model. Every file carries TFLite Model Metadata (export.deploy.
+tflite_metadata: input normalization, labels, output meanings) so MediaPipe Tasks and the
+LiteRT support libraries run it without code; the recorded sha256 is the final file's.
+`labels.txt` is also written beside the models.
 """
 from __future__ import annotations
 
@@ -51,9 +55,44 @@ def convert(built, precision: str, saved_model_dir: str | Path | None = None,
         conv.inference_input_type = tf.uint8
         conv.inference_output_type = tf.uint8
     try:
-        return conv.convert()
+        model = conv.convert()
     except Exception as e:  # noqa: BLE001 -- the converter/runtime raises many types; each becomes one user-facing line
         raise ExportError(f"TFLite conversion ({precision}) failed: {first_line(e)}") from None
+    return raw_pixel_input(model) if precision == "int8" else model
+
+
+def raw_pixel_input(model: bytes) -> bytes:
+    """A full-integer model whose uint8 `image` takes raw pixels: input scale 1, zero point 0.
+
+    The converter gives the uint8 input the quantization of the first int8 tensor, and the
+    in-graph preprocessing (channel slices + concat, then minus the means) makes that range
+    the union of the pixels and the mean-subtracted values: e.g. scale 1.485, zero point 83
+    for ResNet50, so an app (or MediaPipe, which feeds raw pixels to a uint8 input) would have
+    to quantize every pixel first. The input only feeds QUANTIZE ops, which requantize from
+    any input scale, so relabelling it (1, 0) moves that step inside the model; the outputs
+    are bit-identical for integer pixels (checked on ResNet50 dense). TFLite's own
+    flatbuffer_utils reads and writes the model.
+    """
+    import numpy as np
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+    m = flatbuffer_utils.read_model_from_bytearray(bytearray(model))
+    sub = m.subgraphs[0]
+    if len(sub.inputs) != 1:
+        raise ExportError(f"int8 TFLite model has {len(sub.inputs)} inputs; expected one 'image'")
+    tensor = sub.tensors[sub.inputs[0]]
+    q = tensor.quantization
+    if tensor.type != schema.TensorType.UINT8 or q is None or q.scale is None or len(q.scale) != 1:
+        raise ExportError("int8 TFLite model's input is not a per-tensor quantized uint8 tensor")
+    if float(q.scale[0]) == 1.0 and int(q.zeroPoint[0]) == 0:
+        return model
+    codes = [m.operatorCodes[op.opcodeIndex].builtinCode for op in sub.operators if sub.inputs[0] in op.inputs]
+    if not codes or any(c != schema.BuiltinOperator.QUANTIZE for c in codes):
+        raise ExportError(f"int8 TFLite model's input feeds ops {codes}, not only QUANTIZE: cannot make it take "
+                          f"raw pixels (its quantization is scale {q.scale[0]}, zero point {q.zeroPoint[0]})")
+    q.scale = np.array([1.0], np.float32)
+    q.zeroPoint = np.array([0], np.int64)
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(m))
 
 
 def op_names(model: bytes) -> list[str]:
@@ -115,14 +154,25 @@ def io_details(model: bytes) -> tuple[list[dict], list[dict]]:
     return describe(sig.get_input_details()), describe(sig.get_output_details())
 
 
+def _metadata_summary(md) -> dict[str, object]:
+    """The artifact record's view of the metadata written into the file."""
+    return {"name": md.name, "version": md.version, "author": md.author, "license": md.license,
+            "min_parser_version": md.min_parser_version, "input": {"name": md.input_name, "color_space": md.color_space,
+                                                                   "norm_mean": md.norm_mean, "norm_std": md.norm_std},
+            "outputs": [{"name": o.name, "labels_file": o.labels_file, "labels": len(o.labels)} for o in md.outputs],
+            "associated_files": md.associated_files}
+
+
 def target_path(out_dir: str | Path, variant: str, precision: str, version: int = 1) -> Path:
     """Where `export` writes: `<out_dir>/tflite/<variant>/model_<precision>.tflite`."""
     return Path(out_dir) / "tflite" / variant / f"model_{precision}.tflite"
 
 
 def export(built, out_dir: str | Path, precision: str = "fp32", *, saved_model_dir: str | Path | None = None,
-           overwrite: bool = False, calibration=None) -> Artifact:
-    """Write `<out_dir>/tflite/<variant>/model_<precision>.tflite` and labels.txt beside it."""
+           overwrite: bool = False, calibration=None, card: dict | None = None) -> Artifact:
+    """Write `<out_dir>/tflite/<variant>/model_<precision>.tflite` (with its metadata) and labels.txt
+    beside it. `card`: name/version/author/license/description overrides for ModelCard.for_model."""
+    from export.deploy.tflite_metadata import ModelCard, read_metadata, write_metadata
     start = time.perf_counter()
     path = target_path(out_dir, built.spec.name, precision)
     folder = path.parent
@@ -130,13 +180,16 @@ def export(built, out_dir: str | Path, precision: str = "fp32", *, saved_model_d
         raise ExportError(f"{path} already exists; pass --overwrite to replace it")
     model = convert(built, precision, saved_model_dir, calibration)
     ops = assert_builtin_only(model)
+    model_card = ModelCard.for_model(built, precision, **(card or {}))
+    model = write_metadata(model, model_card, built.labels)
     inputs, outputs = io_details(model)
     folder.mkdir(parents=True, exist_ok=True)
     write_bytes(path, model)
     write_text(folder / "labels.txt", "\n".join(built.labels) + "\n")
     digest, size = sha256_path(path)
     details = {"ops": ops, "builtin_only": True, "gpu_delegate": gpu_delegate_verdict(model),
-               "source": "savedmodel:serving_default" if saved_model_dir else "keras"}
+               "source": "savedmodel:serving_default" if saved_model_dir else "keras",
+               "metadata": _metadata_summary(read_metadata(model))}
     if precision == "int8":
         details["quantization"] = {t["name"]: t["quantization"] for t in inputs + outputs if "quantization" in t}
         details["quantization_note"] = "uint8 tensors: real = scale * (q - zero_point)"

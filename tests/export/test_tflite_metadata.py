@@ -1,0 +1,151 @@
+"""TFLite Model Metadata on tiny real models: what the exporter writes is what MediaPipe's reader
+reads back; the final file's hash is the recorded one; the int8 input takes raw pixels; the
+pure-Python parser-version port follows the upstream table; bad inputs fail with one line."""
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.export.conftest import TINY_SIZE
+from tests.export.conftest import TINY_TFLITE_LABELS as LABELS
+
+pytestmark = pytest.mark.integration
+
+def test_metadata_fields_read_back(tiny_tflite):
+    from export.deploy.tflite_metadata import read_metadata
+    _, _, arts = tiny_tflite
+    for precision, art in arts.items():
+        md = read_metadata(art.path)
+        assert (md.name, md.version, md.author, md.license) == ("tiny-test", "7", "The Tests", "Apache-2.0")
+        assert md.description.startswith("A tiny test classifier; 10 classes; TFLite " + precision)
+        assert md.input_name == "image" and md.color_space == "RGB"
+        if precision == "int8":  # uint8 pixels: no normalization, raw 0..255
+            assert md.norm_mean is None and md.norm_std is None
+        else:
+            assert (md.norm_mean, md.norm_std) == ([0.0], [1.0])
+        assert [o.name for o in md.outputs] == ["logits", "probabilities"]
+        for o in md.outputs:
+            assert o.labels_file == "labels.txt" and o.labels == LABELS
+        assert "softmax" in md.output("probabilities").description
+        assert md.min_parser_version == "1.0.0"
+        assert md.associated_files == ["labels.txt"]
+        assert art.details["metadata"]["outputs"] == [{"name": "logits", "labels_file": "labels.txt", "labels": 10},
+                                                      {"name": "probabilities", "labels_file": "labels.txt",
+                                                       "labels": 10}]
+
+
+def test_metadata_order_follows_the_model_outputs(tiny_tflite):
+    """TensorMetadata i describes subgraph output i: the names must match the signature's."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from export.deploy.tflite_metadata import read_metadata
+    for art in tiny_tflite[2].values():
+        interp = Interpreter(model_path=art.path)
+        by_index = {d["index"]: name for name, d in interp.get_signature_runner().get_output_details().items()}
+        assert [by_index[d["index"]] for d in interp.get_output_details()] == \
+            [o.name for o in read_metadata(art.path).outputs]
+
+
+def test_recorded_sha256_is_the_final_file(tiny_tflite):
+    _, _, arts = tiny_tflite
+    for art in arts.values():
+        data = Path(art.path).read_bytes()
+        assert art.sha256 == hashlib.sha256(data).hexdigest() and art.bytes == len(data)
+        assert b"TFLITE_METADATA" in data  # the hashed bytes are the ones carrying the metadata
+
+
+def test_int8_input_takes_raw_pixels(tiny_tflite):
+    """With ResNet50's preprocessing the converter gives the uint8 input scale ~1.485, zero
+    point 83; the exporter relabels it (1, 0) and the outputs stay bit-identical."""
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from export import samples
+    from export.formats import tflite
+    built, _, arts = tiny_tflite
+    conv = tf.lite.TFLiteConverter.from_keras_model(built.model)
+    photos = samples.photos(TINY_SIZE)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([photos[i:i + 1]] for i in range(len(photos)))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.uint8
+    raw = conv.convert()
+    before = Interpreter(model_content=raw).get_signature_runner()
+    scale, zero = before.get_input_details()["image"]["quantization"]
+    assert (round(scale, 3), zero) == (1.485, 83)  # the problem being fixed is real
+    after = Interpreter(model_path=arts["int8"].path).get_signature_runner()
+    assert after.get_input_details()["image"]["quantization"] == (1.0, 0)
+    assert tflite.raw_pixel_input(tflite.raw_pixel_input(raw)) == tflite.raw_pixel_input(raw)
+    for image in photos[:4].astype(np.uint8):
+        q = np.clip(np.round(image / scale + zero), 0, 255).astype(np.uint8)
+        want, got = before(image=q[None]), after(image=image[None])
+        for name in ("logits", "probabilities"):
+            np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_model_without_metadata_reads_none(tiny_tflite):
+    import tensorflow as tf
+
+    from export.deploy.tflite_metadata import read_metadata
+    plain = tf.lite.TFLiteConverter.from_keras_model(tiny_tflite[0].model).convert()
+    assert read_metadata(plain) is None
+
+
+def test_write_metadata_refuses_what_it_cannot_describe(tiny_tflite):
+    import tensorflow as tf
+
+    from export import samples
+    from export.deploy.tflite_metadata import ModelCard, write_metadata
+    from export.errors import ExportError
+    built = tiny_tflite[0]
+    plain = tf.lite.TFLiteConverter.from_keras_model(built.model).convert()
+    card = ModelCard.for_model(built, "fp32")
+    with pytest.raises(ExportError, match="output 'logits' has 10 classes but 3 labels were given"):
+        write_metadata(plain, card, LABELS[:3])
+    conv = tf.lite.TFLiteConverter.from_keras_model(built.model)
+    photos = samples.photos(TINY_SIZE)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([photos[i:i + 1]] for i in range(len(photos)))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = conv.inference_output_type = tf.uint8
+    with pytest.raises(ExportError, match=r"uint8 input 'image' has scale 1\.48.* and zero point 83; MediaPipe feeds"):
+        write_metadata(conv.convert(), card, LABELS)
+
+
+def test_parser_version_port_follows_the_upstream_table():
+    """The workaround's GetMinimumMetadataParserVersion (mediapipe's metadata_version.cc in
+    Python): 1.0.0 by default, raised by each member added to the schema later."""
+    import flatbuffers
+
+    from export.deploy.tflite_metadata import _mediapipe_metadata
+    _, _, fb = _mediapipe_metadata()
+    version = sys.modules["mediapipe.tasks.cc.metadata.python._pywrap_metadata_version"].GetMinimumMetadataParserVersion
+
+    def pack(md) -> bytes:
+        b = flatbuffers.Builder(0)
+        b.Finish(md.Pack(b), b"M001")
+        return bytes(b.Output())
+
+    def with_file(kind: int, file_version: str | None = None):
+        md, sub, t, f = fb.ModelMetadataT(), fb.SubGraphMetadataT(), fb.TensorMetadataT(), fb.AssociatedFileT()
+        f.name, f.type, f.version = "x.txt", kind, file_version
+        t.associatedFiles = [f]
+        sub.outputTensorMetadata = [t]
+        md.subgraphMetadata = [sub]
+        return md
+
+    assert version(pack(with_file(fb.AssociatedFileType.TENSOR_AXIS_LABELS))) == "1.0.0"
+    assert version(pack(with_file(fb.AssociatedFileType.VOCABULARY))) == "1.0.1"
+    assert version(pack(with_file(fb.AssociatedFileType.SCANN_INDEX_FILE))) == "1.4.0"
+    assert version(pack(with_file(fb.AssociatedFileType.TENSOR_AXIS_LABELS, "2"))) == "1.4.1"
+    md = with_file(fb.AssociatedFileType.TENSOR_AXIS_LABELS)
+    md.subgraphMetadata[0].inputProcessUnits = []
+    assert version(pack(md)) == "1.1.0"
+    md.subgraphMetadata[0].outputTensorGroups = []
+    assert version(pack(md)) == "1.2.0"
+    md.subgraphMetadata[0].customMetadata = []
+    assert version(pack(md)) == "1.5.0"
