@@ -171,6 +171,9 @@ def render_readme(bundle_name: str, model_prefix: str, version: int, variants: d
     labels = "\n".join(f"- `{v}`: {variants[v]['num_classes']} classes "
                        f"({', '.join(variants[v]['labels'][:5])}{', …' if len(variants[v]['labels']) > 5 else ''}); "
                        f"weights `{variants[v]['weights']['source']}`" for v in names)
+    from export.deploy.ondevice import readme_section
+    device_section = readme_section(first, sorted(a.precision for a in artifacts
+                                                  if a.variant == first and a.format == "tflite"))
     return f"""# {bundle_name}
 
 A resnet-deploy deployment bundle: ResNet50 variants {', '.join(f'`{n}`' for n in names)}, each as a
@@ -187,7 +190,7 @@ answer alike. Every file is listed with its sha256 in `manifest.json`; check it 
 Inputs and outputs (every format): input `image`, float32 NHWC RGB in [0, 255] (ResNet50's
 preprocessing is inside the graph); outputs `logits` and `probabilities`. The SavedModels
 also have the signature `predict_image_bytes` (input `image_bytes`: encoded JPEG/PNG).
-`model_int8.tflite` is full-integer: uint8 `image` and uint8 outputs, with the
+`model_int8.tflite` is full-integer: uint8 `image` (raw pixels) and uint8 outputs, with the
 quantization parameters (real = scale × (q − zero_point)) in `manifest.json`.
 
 | variant | format | precision | path | size |
@@ -227,21 +230,7 @@ Version `{version}` of every model carries the label `stable`
 (`/v1/models/{first}/labels/stable:predict`). Prometheus metrics:
 `http://localhost:8501/monitoring/prometheus/metrics`.
 
-## Run on a device (LiteRT)
-
-```python
-import numpy as np
-from ai_edge_litert.interpreter import Interpreter
-interp = Interpreter(model_path="tflite/{first}/model_fp32.tflite", num_threads=4)
-run = interp.get_signature_runner("serving_default")
-image = np.asarray(photo_224x224_rgb, dtype=np.float32)[None]   # values 0..255
-probabilities = run(image=image)["probabilities"][0]
-labels = open("tflite/{first}/labels.txt").read().splitlines()
-```
-
-On Android/iOS load the same file with the LiteRT runtime; `model_fp16.tflite` suits the GPU
-delegate, `model_int8.tflite` NPUs and integer-only hardware.
-
+{device_section}
 ## Parity
 
 {parity_markdown}

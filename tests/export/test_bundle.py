@@ -236,3 +236,20 @@ def test_bad_config_is_a_one_line_error(tmp_path, text, message):
     r = run_main("bundle", "--config", str(cfg), "--out", str(tmp_path / "dist"))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
     assert not (tmp_path / "dist").exists() or not list((tmp_path / "dist").iterdir())
+
+
+def test_bundle_tflite_metadata_and_device_readme(published):
+    """The bundle's .tflite carries the config's metadata (name, version, labels inside), its
+    manifest hash is the final file's, and the README names the file to copy for MediaPipe."""
+    from export.deploy.tflite_metadata import read_metadata
+    _, root, _ = published
+    manifest = json.loads((root / "manifest.json").read_text())
+    art = next(a for a in manifest["artifacts"] if a["format"] == "tflite")
+    md = read_metadata(root / art["path"])
+    assert (md.name, md.version, md.author, md.license) == ("smoke-dense", "3", "resnet-deploy", "unspecified")
+    assert md.output("probabilities").labels == [f"c{i}" for i in range(10)]
+    assert art["sha256"] == manifest["files"][art["path"]]["sha256"] == bundle.sha256_file(root / art["path"])
+    readme = (root / "README.md").read_text()
+    assert "Copy **`tflite/dense/model_fp32.tflite`** into the app" in readme
+    assert "ImageClassifier.createFromOptions(context, options)" in readme
+    assert "try classifier.classify(image: try MPImage(uiImage: uiImage))" in readme

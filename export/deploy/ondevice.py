@@ -1,0 +1,85 @@
+"""The bundle README's on-device section: LiteRT in Python, MediaPipe Tasks' ImageClassifier in
+Kotlin (Android) and Swift (iOS), each naming the exact file of the bundle to copy into the app.
+
+The snippets follow MediaPipe's current Tasks API (checked against upstream master's
+ImageClassifier.java / MPPImageClassifier.h and the ai.google.dev image-classifier guides):
+every output tensor is a classification head named by its metadata, so an app picks the
+`probabilities` head by name; labels and input normalization come from the model's metadata.
+"""
+from __future__ import annotations
+
+
+def readme_section(variant: str, precisions: list[str]) -> str:
+    """Markdown for running `tflite/<variant>/model_<precision>.tflite` on a device."""
+    prec = "fp32" if "fp32" in precisions or not precisions else precisions[0]
+    path = f"tflite/{variant}/model_{prec}.tflite"
+    asset = f"model_{prec}"
+    return f"""## Run on a device
+
+Every `.tflite` in this bundle carries TFLite Model Metadata: name, version, author, license;
+the `image` input as an RGB image (float models: NormalizationOptions mean 0, std 1, i.e. plain
+0..255 pixels; `model_int8.tflite`: uint8 raw pixels, scale 1, zero point 0); the outputs
+`logits` and `probabilities`, each with `labels.txt` packed inside the model. MediaPipe Tasks
+and the LiteRT support libraries read it, so there is no pre- or post-processing to write.
+
+Copy **`{path}`** into the app (the labels are inside it). `model_fp16.tflite` suits the GPU
+delegate; `model_int8.tflite` is the smallest and fastest on CPUs, NPUs and integer-only
+hardware. MediaPipe reports one head per output: read the one named `probabilities`.
+
+Android (Kotlin), with `implementation("com.google.mediapipe:tasks-vision:latest.release")`
+and the file in `app/src/main/assets/`:
+
+```kotlin
+import com.google.mediapipe.framework.image.BitmapImageBuilder
+import com.google.mediapipe.tasks.core.BaseOptions
+import com.google.mediapipe.tasks.vision.core.RunningMode
+import com.google.mediapipe.tasks.vision.imageclassifier.ImageClassifier
+
+val options = ImageClassifier.ImageClassifierOptions.builder()
+    .setBaseOptions(BaseOptions.builder().setModelAssetPath("{asset}.tflite").build())
+    .setRunningMode(RunningMode.IMAGE)
+    .setMaxResults(5)
+    .build()
+val classifier = ImageClassifier.createFromOptions(context, options)
+val result = classifier.classify(BitmapImageBuilder(bitmap).build())
+val head = result.classificationResult().classifications()
+    .first {{ it.headName().orElse("") == "probabilities" }}
+head.categories().forEach {{ Log.i("classify", "${{it.categoryName()}} ${{it.score()}}") }}
+```
+
+iOS (Swift), with `pod 'MediaPipeTasksVision'` and the file added to the app target:
+
+```swift
+import MediaPipeTasksVision
+
+let options = ImageClassifierOptions()
+options.baseOptions.modelAssetPath = Bundle.main.path(forResource: "{asset}", ofType: "tflite")!
+options.runningMode = .image
+options.maxResults = 5
+let classifier = try ImageClassifier(options: options)
+let result = try classifier.classify(image: try MPImage(uiImage: uiImage))
+let head = result.classificationResult.classifications.first {{ $0.headName == "probabilities" }}!
+for category in head.categories {{ print(category.categoryName ?? "?", category.score) }}
+```
+
+Python, with LiteRT (`pip install ai-edge-litert`), the labels read from `labels.txt`:
+
+```python
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+run = Interpreter(model_path="{path}", num_threads=4).get_signature_runner("serving_default")
+image = np.asarray(photo_224x224_rgb, dtype=np.float32)[None]   # 0..255 (np.uint8 for model_int8)
+probabilities = run(image=image)["probabilities"][0]
+labels = open("tflite/{variant}/labels.txt").read().splitlines()
+```
+
+Or from the command line, with the labels from the model's metadata and JPEG/PNG files
+decoded and resized exactly as TF Serving's `predict_image_bytes` does:
+
+    resnet-deploy classify {path} cat.jpg dog.png --top-k 3
+
+MediaPipe resizes camera frames to the model's input size itself. resnet-deploy's tests run
+MediaPipe's ImageClassifier (Python, the same C++ task) on every precision and check it against
+LiteRT: the same top-1 label and scores within the precision's tolerance, on images already at
+the input size.
+"""

@@ -1,0 +1,131 @@
+"""`resnet-deploy classify MODEL.tflite IMAGE...` on a tiny real model: labels from the metadata,
+pixels decoded and resized exactly like the SavedModel's `predict_image_bytes`, and one clean
+line (exit 2) for every bad input."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from export.cli import main
+from tests.conftest import run_cli
+from tests.export.conftest import TINY_SIZE, tiny_built
+from tests.export.conftest import TINY_TFLITE_LABELS as LABELS
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """fp32 and int8 .tflite files of a tiny model (with metadata), its SavedModel, a JPEG and a
+    PNG of other sizes than the model's, and a model without metadata."""
+    import tensorflow as tf
+    from PIL import Image
+
+    from export import samples
+    from export.formats import savedmodel, tflite
+    root = tmp_path_factory.mktemp("classify")
+    built = tiny_built(resnet_preprocess=True)
+    arts = {p: tflite.export(built, root, p) for p in ("fp32", "int8")}
+    savedmodel.write_saved_model(built.model, root / "sm", TINY_SIZE)
+    Image.fromarray(samples.load_photo("chelsea", 96)[:, :80]).save(root / "cat.jpg", quality=90)
+    Image.fromarray(samples.load_photo("rocket", 50)).save(root / "rocket.png")
+    bare = root / "bare"
+    bare.mkdir()
+    (bare / "plain.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(built.model).convert())
+    return {"root": root, "fp32": Path(arts["fp32"].path), "int8": Path(arts["int8"].path),
+            "images": [str(root / "cat.jpg"), str(root / "rocket.png")], "plain": bare / "plain.tflite"}
+
+
+def classify_json(capsys, *args: str) -> dict:
+    assert main(["classify", *args, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_classify_answers_like_predict_image_bytes(files, capsys):
+    """Same files, same decode + antialiased bilinear resize: the .tflite's probabilities equal
+    the SavedModel's `predict_image_bytes` ones within fp32 parity tolerance."""
+    import tensorflow as tf
+    sm = tf.saved_model.load(str(files["root"] / "sm"))
+    data = tf.constant([Path(p).read_bytes() for p in files["images"]])
+    want = sm.signatures["predict_image_bytes"](image_bytes=data)["probabilities"].numpy()
+    doc = classify_json(capsys, str(files["fp32"]), *files["images"], "--top-k", str(len(LABELS)))
+    assert doc["labels_source"] == "metadata (labels.txt)"
+    assert doc["metadata"]["name"] == "resnet50-tiny" and doc["metadata"]["version"] == "1"
+    for row, p in zip(want, doc["predictions"], strict=True):
+        got = np.zeros(len(LABELS))
+        for t in p["top_k"]:
+            assert t["label"] == LABELS[t["index"]]
+            got[t["index"]] = t["probability"]
+        np.testing.assert_allclose(got, row, atol=1e-4)
+        assert p["top_k"][0]["label"] == LABELS[int(np.argmax(row))]
+
+
+def test_classify_int8_text_output(files, capsys):
+    assert main(["classify", str(files["int8"]), *files["images"], "--top-k", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"{files['int8']} (resnet50-tiny v1; labels from metadata (labels.txt); CPU (XNNPACK")
+    assert out[1] == files["images"][0] and out[4] == files["images"][1]
+    assert out[2].startswith("  1. kind_") and out[3].startswith("  2. kind_") and len(out) == 7
+
+
+def test_model_without_metadata_falls_back_to_labels_txt(files, capsys, tmp_path):
+    plain = tmp_path / "model.tflite"
+    plain.write_bytes(files["plain"].read_bytes())
+    (tmp_path / "labels.txt").write_text("\n".join(f"beside_{i}" for i in range(len(LABELS))) + "\n")
+    doc = classify_json(capsys, str(plain), files["images"][0], "--top-k", "1")
+    assert doc["labels_source"] == str(tmp_path / "labels.txt") and doc["metadata"] is None
+    assert doc["predictions"][0]["top_k"][0]["label"].startswith("beside_")
+    custom = tmp_path / "mine.txt"
+    custom.write_text("\n".join(f"mine_{i}" for i in range(len(LABELS))))
+    doc = classify_json(capsys, str(files["fp32"]), files["images"][0], "--labels", str(custom))
+    assert doc["labels_source"] == str(custom) and doc["predictions"][0]["top_k"][0]["label"].startswith("mine_")
+
+
+@pytest.mark.parametrize("case, message", [
+    ("not_tflite", r"notes\.tflite is not a TFLite model \(no 'TFL3' flatbuffer identifier\); give a \.tflite file"),
+    ("corrupt", r"LiteRT cannot load .*truncated\.tflite: "),
+    ("no_labels", r"plain\.tflite has no TFLite metadata and there is no labels\.txt beside it; pass --labels FILE"),
+    ("missing_model", r"no such model file: .*nope\.tflite"),
+    ("directory", r"is a directory; give a \.tflite file"),
+    ("missing_image", r"cannot read image .*ghost\.jpg: no such file"),
+    ("not_an_image", r"cannot decode image .*text\.jpg: not a JPEG, PNG, GIF or BMP file"),
+    ("label_count", r"has 10 classes but .*three\.txt lists 3 labels"),
+])
+def test_bad_input_one_line(files, tmp_path, capsys, case, message):
+    import re
+    model, images, extra = str(files["fp32"]), [files["images"][0]], []
+    if case == "not_tflite":
+        model = str(tmp_path / "notes.tflite")
+        Path(model).write_text("these are notes, not a model")
+    elif case == "corrupt":
+        model = str(tmp_path / "truncated.tflite")
+        Path(model).write_bytes(files["fp32"].read_bytes()[:4096])
+    elif case == "no_labels":
+        model = str(files["plain"])
+    elif case == "missing_model":
+        model = str(tmp_path / "nope.tflite")
+    elif case == "directory":
+        model = str(tmp_path)
+    elif case == "missing_image":
+        images = [str(tmp_path / "ghost.jpg")]
+    elif case == "not_an_image":
+        images = [str(tmp_path / "text.jpg")]
+        Path(images[0]).write_text("not pixels")
+    elif case == "label_count":
+        (tmp_path / "three.txt").write_text("a\nb\nc\n")
+        extra = ["--labels", str(tmp_path / "three.txt")]
+    assert main(["classify", model, *images, *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and re.search(message, err[0]), err
+
+
+def test_cli_process_exits_2_without_traceback(files, tmp_path):
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"\0" * 64)
+    r = run_cli("classify", str(bad), files["images"][0], timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"error: {bad} is not a TFLite model (no 'TFL3' flatbuffer identifier); give a .tflite file")
