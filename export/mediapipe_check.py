@@ -106,13 +106,14 @@ def check(path: str | Path, images: np.ndarray, names: list[str], labels: list[s
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.ndim != 4:
         raise RunnerError(f"MediaPipe check needs uint8 images [N, H, W, 3], got {images.dtype} {images.shape}")
-    with LiteRTRunner(path, num_threads=1) as runner:
+    runner = LiteRTRunner(path, num_threads=1)
+    with runner:
         want = tuple(d for d in runner.inputs["image"].shape[1:3])
         if images.shape[1:3] != want:
             raise RunnerError(f"MediaPipe check needs images at the model's input size {want}, got "
                               f"{images.shape[1:3]}: MediaPipe would resize them with its own resampler")
         litert = [runner.infer({"image": img[None].astype(np.float32)}) for img in images]
-        steps = {h: runner.quantization[h]["scale"] * QUANTIZED_STEPS for h in HEADS if h in runner.quantization}
+        steps = {h: float(runner.quantization[h]["scale"]) * QUANTIZED_STEPS for h in HEADS if h in runner.quantization}
     mediapipe = classify(path, images)
     tolerance = {h: steps.get(h, FLOAT_ATOL[h]) for h in HEADS}
     result = MediaPipeCheck(str(path), precision, list(mediapipe[0]) if mediapipe else [], tolerance,

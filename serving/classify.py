@@ -111,12 +111,13 @@ def classify(model: str | Path, images: list[str], top_k: int = 5, labels_file: 
     for image in images:  # every file is checked before any is run
         if not Path(image).is_file():
             raise UsageError(f"cannot read image {image}: no such file")
-    with LiteRTRunner(path, num_threads=num_threads) as runner:  # a corrupt file fails here, in LiteRT's words
+    runner = LiteRTRunner(path, num_threads=num_threads)
+    with runner:  # a corrupt file fails here, in LiteRT's words
         labels, source, summary = resolve_labels(path, data, labels_file)
-        if "probabilities" not in runner.outputs:
-            raise UsageError(f"{path} has outputs {runner.outputs}, not 'probabilities': "
-                             "not a resnet-deploy classifier")
-        size = runner.inputs["image"].shape[1]
+        size = runner.inputs["image"].shape[1] if "image" in runner.inputs else None
+        if "probabilities" not in runner.outputs or size is None:
+            raise UsageError(f"{path} has {sorted(runner.inputs)} -> {runner.outputs}, not a fixed-size 'image' -> "
+                             "'probabilities': not a resnet-deploy classifier")
         predictions = []
         for image in images:
             probs = runner.infer({"image": load_image(Path(image), size)})["probabilities"][0]
@@ -125,10 +126,8 @@ def classify(model: str | Path, images: list[str], top_k: int = 5, labels_file: 
             order = np.argsort(-probs, kind="stable")[:top_k]
             predictions.append({"image": image, "top_k": [
                 {"index": int(i), "label": labels[i], "probability": round(float(probs[i]), 6)} for i in order]})
-        quantized = {k: v for k, v in runner.quantization.items()}
-        device = runner.device
-    return {"model": str(path), "device": device, "labels_source": source, "metadata": summary,
-            "quantization": quantized, "predictions": predictions}
+    return {"model": str(path), "device": runner.device, "labels_source": source, "metadata": summary,
+            "quantization": dict(runner.quantization), "predictions": predictions}
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
