@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from tests.helpers import TINY_SIZE, tiny_model
+from tests.helpers import TINY_SIZE, tiny_built, tiny_model
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PYTHONHASHSEED", "0")
@@ -96,3 +96,15 @@ def tiny(tmp_path_factory):
     tf2onnx.convert.from_function(fn, input_signature=spec, output_path=str(root / "model.onnx"), opset=17)
     return {"model": model, "root": root, "savedmodel": root / "savedmodel", "tflite": root / "model.tflite",
             "tflite_int8": root / "model_int8.tflite", "onnx": root / "model.onnx"}
+
+
+@pytest.fixture(scope="session")
+def tiny_tflite(tmp_path_factory):
+    """The four TFLite precisions of a tiny model with ResNet50's preprocessing, exported with
+    metadata by the real exporter (from the Keras model, calibrated on the sample photos)."""
+    from export.formats import tflite
+    out = tmp_path_factory.mktemp("tiny-tflite")
+    built = tiny_built(resnet_preprocess=True)
+    card = {"name": "tiny-test", "version": 7, "author": "The Tests", "license": "Apache-2.0"}
+    arts = {p: tflite.export(built, out, p, card=card) for p in ("fp32", "fp16", "dynamic", "int8")}
+    return built, out, arts

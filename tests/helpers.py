@@ -72,3 +72,30 @@ def tiny_runner(tiny, kind: str):
     if kind == "keras":
         return KerasRunner(tiny["model"])
     return runner_for(tiny[kind], device="CPU")
+
+
+#: The class names of `tiny_built` (written into its TFLite metadata).
+TINY_TFLITE_LABELS = [f"kind_{i}" for i in range(TINY_CLASSES)]
+
+
+def tiny_built(resnet_preprocess: bool = False, name: str = "tiny"):
+    """A BuiltModel around a tiny model: with ResNet50's in-graph preprocessing (slices, concat,
+    minus the means) when asked, which is what gives a full-integer input a non-pixel scale."""
+    import keras
+
+    from export.build import BuiltModel, ResNetPreprocess
+    from export.variants import VariantSpec
+    if resnet_preprocess:
+        keras.utils.set_random_seed(0)
+        image = keras.Input((TINY_SIZE, TINY_SIZE, 3), dtype="float32", name="image")
+        x = ResNetPreprocess()(image)
+        x = keras.layers.Conv2D(8, 3, activation="relu")(x)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        logits = keras.layers.Dense(TINY_CLASSES, name="logits")(x)
+        probabilities = keras.layers.Softmax(name="probabilities")(logits)
+        model = keras.Model(image, {"logits": logits, "probabilities": probabilities})
+    else:
+        model = tiny_model()
+    spec = VariantSpec(name=name, head=(), num_classes=TINY_CLASSES, input_size=TINY_SIZE,
+                       description="A tiny test classifier")
+    return BuiltModel(model, spec, TINY_CLASSES, TINY_SIZE, {"source": "random:0"}, list(TINY_TFLITE_LABELS))

@@ -9,10 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.export.conftest import TINY_SIZE
-from tests.export.conftest import TINY_TFLITE_LABELS as LABELS
-
-pytestmark = pytest.mark.integration
+from tests.helpers import TINY_SIZE
+from tests.helpers import TINY_TFLITE_LABELS as LABELS
 
 PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 
@@ -22,6 +20,7 @@ def photos_uint8(size: int) -> tuple[np.ndarray, list[str]]:
     return np.stack([samples.load_photo(n, size) for n in samples.PHOTO_NAMES]), list(samples.PHOTO_NAMES)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_mediapipe_agrees_with_litert_tiny(tiny_tflite, precision):
     from export import mediapipe_check
@@ -34,6 +33,7 @@ def test_mediapipe_agrees_with_litert_tiny(tiny_tflite, precision):
         assert check.tolerance["probabilities"] == pytest.approx(1 / 256)
 
 
+@pytest.mark.integration
 def test_mediapipe_scores_are_the_raw_outputs(tiny_tflite):
     """The probabilities head is the model's softmax as is (sums to 1, not re-softmaxed) and the
     logits head the raw logits (negative values kept)."""
@@ -47,6 +47,7 @@ def test_mediapipe_scores_are_the_raw_outputs(tiny_tflite):
         assert h["probabilities"]["top1"] == LABELS[int(np.argmax(h["logits"]["scores"]))]
 
 
+@pytest.mark.integration
 def test_the_check_fails_when_it_should(tiny_tflite, tmp_path):
     """Wrong labels in the record, an image at another size and a model without metadata are
     each caught (so a passing check means something)."""

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.export.conftest import TINY_SIZE
-from tests.export.conftest import TINY_TFLITE_LABELS as LABELS
+from tests.helpers import TINY_SIZE
+from tests.helpers import TINY_TFLITE_LABELS as LABELS
 
 pytestmark = pytest.mark.integration
 

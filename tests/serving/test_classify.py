@@ -4,31 +4,29 @@ line (exit 2) for every bad input."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from export.cli import main
-from tests.conftest import run_cli
-from tests.export.conftest import TINY_SIZE, tiny_built
-from tests.export.conftest import TINY_TFLITE_LABELS as LABELS
+from tests.helpers import TINY_SIZE, run_cli, run_main
+from tests.helpers import TINY_TFLITE_LABELS as LABELS
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    """fp32 and int8 .tflite files of a tiny model (with metadata), its SavedModel, a JPEG and a
-    PNG of other sizes than the model's, and a model without metadata."""
+def files(tiny_tflite, tmp_path_factory):
+    """The session's tiny .tflite files (with metadata), the same model's SavedModel, a JPEG and
+    a PNG of other sizes than the model's, and a copy of the model without metadata."""
     import tensorflow as tf
     from PIL import Image
 
     from export import samples
-    from export.formats import savedmodel, tflite
+    from export.formats import savedmodel
+    built, _, arts = tiny_tflite
     root = tmp_path_factory.mktemp("classify")
-    built = tiny_built(resnet_preprocess=True)
-    arts = {p: tflite.export(built, root, p) for p in ("fp32", "int8")}
     savedmodel.write_saved_model(built.model, root / "sm", TINY_SIZE)
     Image.fromarray(samples.load_photo("chelsea", 96)[:, :80]).save(root / "cat.jpg", quality=90)
     Image.fromarray(samples.load_photo("rocket", 50)).save(root / "rocket.png")
@@ -39,21 +37,22 @@ def files(tmp_path_factory):
             "images": [str(root / "cat.jpg"), str(root / "rocket.png")], "plain": bare / "plain.tflite"}
 
 
-def classify_json(capsys, *args: str) -> dict:
-    assert main(["classify", *args, "--json"]) == 0
-    return json.loads(capsys.readouterr().out)
+def classify_json(*args: str) -> dict:
+    r = run_main("classify", *args, "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
 
 
-def test_classify_answers_like_predict_image_bytes(files, capsys):
+def test_classify_answers_like_predict_image_bytes(files):
     """Same files, same decode + antialiased bilinear resize: the .tflite's probabilities equal
     the SavedModel's `predict_image_bytes` ones within fp32 parity tolerance."""
     import tensorflow as tf
     sm = tf.saved_model.load(str(files["root"] / "sm"))
     data = tf.constant([Path(p).read_bytes() for p in files["images"]])
     want = sm.signatures["predict_image_bytes"](image_bytes=data)["probabilities"].numpy()
-    doc = classify_json(capsys, str(files["fp32"]), *files["images"], "--top-k", str(len(LABELS)))
+    doc = classify_json(str(files["fp32"]), *files["images"], "--top-k", str(len(LABELS)))
     assert doc["labels_source"] == "metadata (labels.txt)"
-    assert doc["metadata"]["name"] == "resnet50-tiny" and doc["metadata"]["version"] == "1"
+    assert doc["metadata"] == {"name": "tiny-test", "version": "7", "author": "The Tests", "license": "Apache-2.0"}
     for row, p in zip(want, doc["predictions"], strict=True):
         got = np.zeros(len(LABELS))
         for t in p["top_k"]:
@@ -63,24 +62,25 @@ def test_classify_answers_like_predict_image_bytes(files, capsys):
         assert p["top_k"][0]["label"] == LABELS[int(np.argmax(row))]
 
 
-def test_classify_int8_text_output(files, capsys):
-    assert main(["classify", str(files["int8"]), *files["images"], "--top-k", "2"]) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith(f"{files['int8']} (resnet50-tiny v1; labels from metadata (labels.txt); CPU (XNNPACK")
+def test_classify_int8_text_output(files):
+    r = run_main("classify", str(files["int8"]), *files["images"], "--top-k", "2")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.splitlines()
+    assert out[0].startswith(f"{files['int8']} (tiny-test v7; labels from metadata (labels.txt); CPU (XNNPACK")
     assert out[1] == files["images"][0] and out[4] == files["images"][1]
     assert out[2].startswith("  1. kind_") and out[3].startswith("  2. kind_") and len(out) == 7
 
 
-def test_model_without_metadata_falls_back_to_labels_txt(files, capsys, tmp_path):
+def test_model_without_metadata_falls_back_to_labels_txt(files, tmp_path):
     plain = tmp_path / "model.tflite"
     plain.write_bytes(files["plain"].read_bytes())
     (tmp_path / "labels.txt").write_text("\n".join(f"beside_{i}" for i in range(len(LABELS))) + "\n")
-    doc = classify_json(capsys, str(plain), files["images"][0], "--top-k", "1")
+    doc = classify_json(str(plain), files["images"][0], "--top-k", "1")
     assert doc["labels_source"] == str(tmp_path / "labels.txt") and doc["metadata"] is None
     assert doc["predictions"][0]["top_k"][0]["label"].startswith("beside_")
     custom = tmp_path / "mine.txt"
     custom.write_text("\n".join(f"mine_{i}" for i in range(len(LABELS))))
-    doc = classify_json(capsys, str(files["fp32"]), files["images"][0], "--labels", str(custom))
+    doc = classify_json(str(files["fp32"]), files["images"][0], "--labels", str(custom))
     assert doc["labels_source"] == str(custom) and doc["predictions"][0]["top_k"][0]["label"].startswith("mine_")
 
 
@@ -94,8 +94,7 @@ def test_model_without_metadata_falls_back_to_labels_txt(files, capsys, tmp_path
     ("not_an_image", r"cannot decode image .*text\.jpg: not a JPEG, PNG, GIF or BMP file"),
     ("label_count", r"has 10 classes but .*three\.txt lists 3 labels"),
 ])
-def test_bad_input_one_line(files, tmp_path, capsys, case, message):
-    import re
+def test_bad_input_one_line(files, tmp_path, case, message):
     model, images, extra = str(files["fp32"]), [files["images"][0]], []
     if case == "not_tflite":
         model = str(tmp_path / "notes.tflite")
@@ -117,8 +116,9 @@ def test_bad_input_one_line(files, tmp_path, capsys, case, message):
     elif case == "label_count":
         (tmp_path / "three.txt").write_text("a\nb\nc\n")
         extra = ["--labels", str(tmp_path / "three.txt")]
-    assert main(["classify", model, *images, *extra]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
+    r = run_main("classify", model, *images, *extra)
+    assert r.returncode == 2
+    err = r.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and re.search(message, err[0]), err
 
 
