@@ -24,7 +24,7 @@ import numpy as np
 
 from export.bench_doc import BENCH_FORMAT_VERSION, BenchReport
 from export.errors import BundleError, UsageError
-from export.registry import get_format
+from export.registry import FORMATS, get_format
 
 BENCH_DIR = "bench"
 #: The float32 matmul that measures the machine's ceiling: matrix size and timed repetitions.
@@ -34,9 +34,6 @@ BENCH_DIR = "bench"
 CEILING_N = 2048
 CEILING_REPS = 8
 CEILING_LIBRARIES = ("numpy", "tensorflow")
-#: LiteRT thread counts every .tflite is also measured with at batch 1: what one and two of a
-#: phone's small cores give (the default run uses every logical CPU of this machine).
-LITERT_THREADS = (1, 2)
 #: Seconds one artifact's measuring process may take before it is recorded as failed.
 WORKER_TIMEOUT_S = 900
 ISOLATION = ("each artifact in a fresh Python process; peak RSS is that process's high-water mark "
@@ -290,11 +287,11 @@ def _worker(argv: list[str]) -> int:
 
 # -- the run --------------------------------------------------------------------------------------
 
-def _litert_threads(row: dict[str, Any], artifact, job: dict[str, Any]) -> dict[str, Any]:
-    """Batch-1 latency of one .tflite with each of LITERT_THREADS threads, each in a fresh process;
-    the main measurement stands in when it ran with that many threads at batch 1."""
+def _thread_sweep(row: dict[str, Any], artifact, job: dict[str, Any], counts: tuple[int, ...]) -> dict[str, Any]:
+    """Batch-1 latency of one artifact with each of `counts` threads (the registry's bench_threads),
+    each in a fresh process; the main measurement stands in when it ran with that many threads."""
     out: dict[str, Any] = {}
-    for n in LITERT_THREADS:
+    for n in counts:
         if n == job["threads"] and "1" in row["latency_ms"]:
             stats = row["latency_ms"]["1"]
         else:
@@ -391,9 +388,10 @@ def run_bench(bundle: str | os.PathLike, *, threads: int | None = None, warmup: 
                "bytes": a.bytes, "gflop_per_image": flops[a.variant]["total"], "error": None,
                "device": None, "load_s": None, "first_inference_s": None, "latency_ms": {},
                "peak_rss_mb": None, "rss_load_mb": None, "top1": None, "load_1m": load_1m, **result}
-        if a.format == "tflite" and not row["error"]:
-            note(a.key, f"LiteRT at {' and '.join(map(str, LITERT_THREADS))} threads, batch 1")
-            row["litert_threads"] = _litert_threads(row, a, job)
+        counts = get_format(a.format).bench_threads
+        if counts and not row["error"]:
+            note(a.key, f"at {' and '.join(map(str, counts))} threads, batch 1")
+            row["thread_sweep"] = _thread_sweep(row, a, job, counts)
         row["wall_s"] = round(time.perf_counter() - t, 2)
         note(a.key, row["error"] or f"done in {row['wall_s']} s")
         rows.append(row)
@@ -411,7 +409,8 @@ def run_bench(bundle: str | os.PathLike, *, threads: int | None = None, warmup: 
                         "latency": "wall time of Runner.infer (feed check, LiteRT (de)quantization included) "
                                    "on the sample photos, after the warm-up runs at that batch size",
                         "tensorflow_threads": f"intra-op {threads}, inter-op 1",
-                        "litert_threads": list(LITERT_THREADS)},
+                        "thread_sweep": {f: list(FORMATS[f].bench_threads) for f in FORMATS
+                                         if FORMATS[f].bench_threads}},
            "ceiling": ceiling, "flops": flops, "artifacts": rows,
            "export_timings": timings, "export_total_s": round(sum(t["seconds"] for t in timings), 2),
            "seconds": round(time.perf_counter() - started, 1)}

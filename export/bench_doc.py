@@ -43,8 +43,8 @@ class BenchRow:
     pct_of_ceiling: float | None = None
     achieved_at_batch: int | None = None
     speedup_vs_fp32: dict[str, Any] | None = None
-    #: .tflite only: batch-1 latency per LiteRT thread count ("1", "2") -> runs, p50, p90, p99, images_per_s
-    litert_threads: dict[str, dict[str, Any]] | None = None
+    #: formats with registry bench_threads (.tflite): batch-1 latency per thread count ("1", "2")
+    thread_sweep: dict[str, dict[str, Any]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

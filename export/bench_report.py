@@ -125,7 +125,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
               "per batch size, measured in this run. Top-1: argmax of `logits` against the fp32 "
               "reference stored in the bundle's golden files, on the sample photos.", "",
               f"Isolation: {s['isolation']}. Latency: {s['latency']}. TensorFlow: {s['tensorflow_threads']}.", ""]
-    lines += _litert_threads_table(doc)
+    lines += _thread_sweep_table(doc)
     lines += _timings_table(doc.get("export_timings", []), doc.get("export_total_s"))
     return "\n".join(lines) + "\n"
 
@@ -146,17 +146,18 @@ def _busy_note(doc: dict[str, Any]) -> list[str]:
     return [note, ""]
 
 
-def _litert_threads_table(doc: dict[str, Any]) -> list[str]:
-    """LiteRT batch-1 latency per thread count (what a phone's small cores can expect per thread)."""
-    rows = [r for r in doc["artifacts"] if r.get("litert_threads")]
-    counts = [str(n) for n in doc["settings"].get("litert_threads", [])]
-    if not rows or not counts:
+def _thread_sweep_table(doc: dict[str, Any]) -> list[str]:
+    """Batch-1 latency per thread count of the on-device artifacts (LiteRT): what a phone's small
+    cores can expect per thread."""
+    rows = [r for r in doc["artifacts"] if r.get("thread_sweep")]
+    counts = sorted({n for r in rows for n in r["thread_sweep"]}, key=int)
+    if not rows:
         return []
-    lines = ["## LiteRT threads (batch 1)", "",
+    lines = ["## Threads (batch 1): LiteRT on 1 and 2 cores", "",
              "| artifact | " + " | ".join(f"{n} thread{'s' * (n != '1')} p50 ms (img/s)" for n in counts)
              + f" | speed-up {counts[-1]} vs {counts[0]} |", "|---|" + "---:|" * (len(counts) + 1)]
     for r in rows:
-        t = r["litert_threads"]
+        t = r["thread_sweep"]
         cells = [f"failed: {t[n]['error']}" if "error" in t.get(n, {}) else
                  f"{t[n]['p50']:.1f} ({t[n]['images_per_s']:.1f})" if n in t else "n/a" for n in counts]
         first, last = t.get(counts[0], {}), t.get(counts[-1], {})

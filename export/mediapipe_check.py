@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from export.errors import RunnerError
+from export.errors import RunnerError, first_line
 
 HEADS = ("logits", "probabilities")
 PRIMARY_HEAD = "probabilities"
@@ -79,7 +79,7 @@ def classify(path: str | Path, images: np.ndarray) -> list[dict[str, Any]]:
     try:
         classifier = vision.ImageClassifier.create_from_options(options)
     except (RuntimeError, ValueError, OSError) as e:  # its C status codes map to these (NOT_FOUND: FileNotFoundError)
-        raise RunnerError(f"MediaPipe ImageClassifier cannot load {path}: {str(e).strip().splitlines()[0]}") from None
+        raise RunnerError(f"MediaPipe ImageClassifier cannot load {path}: {first_line(e)}") from None
     out = []
     with classifier:
         for image in images:

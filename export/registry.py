@@ -42,6 +42,9 @@ class FormatSpec:
     suffix: str | None            # file suffix; None for a directory format
     marker: str                   # matplotlib marker in bench charts
     description: str
+    #: Thread counts `bench` also times each artifact with at batch 1, beside its main run: for an
+    #: on-device runtime, what one and two of a phone's cores give.
+    bench_threads: tuple[int, ...] = ()
 
     def exporter_module(self) -> ModuleType:
         return importlib.import_module(self.exporter)
@@ -68,7 +71,7 @@ FORMATS: dict[str, FormatSpec] = {
                    description="TensorFlow SavedModel in TF Serving's layout"),
         FormatSpec("tflite", ("fp32", "fp16", "dynamic", "int8"), "export.formats.tflite",
                    "export.runtimes.litert:LiteRTRunner", gpu=False, suffix=".tflite", marker="s",
-                   description="TFLite flatbuffer for LiteRT on devices"),
+                   description="TFLite flatbuffer for LiteRT on devices", bench_threads=(1, 2)),
         FormatSpec("onnx", ("fp32", "int8"), "export.formats.onnx",
                    "export.runtimes.onnxruntime:OnnxRuntimeRunner", gpu=True, suffix=".onnx", marker="^",
                    description="ONNX for ONNX Runtime"),

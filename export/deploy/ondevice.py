@@ -30,6 +30,7 @@ Android (Kotlin), with `implementation("com.google.mediapipe:tasks-vision:latest
 and the file in `app/src/main/assets/`:
 
 ```kotlin
+import android.util.Log
 import com.google.mediapipe.framework.image.BitmapImageBuilder
 import com.google.mediapipe.tasks.core.BaseOptions
 import com.google.mediapipe.tasks.vision.core.RunningMode

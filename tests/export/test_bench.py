@@ -120,21 +120,21 @@ def test_bench_json_schema(small_bundle):
 
 @pytest.mark.e2e
 def test_litert_latency_with_one_and_two_threads(small_bundle):
-    """Every .tflite row has batch-1 latency at 1 and 2 LiteRT threads; the 1-thread figures are
-    the main measurement's (this run uses --threads 1), the 2-thread ones a process of their own."""
+    """Every .tflite row has batch-1 latency at 1 and 2 LiteRT threads (the registry's bench_threads);
+    the 1-thread figures are the main measurement's (this run uses --threads 1), the 2-thread ones
+    a process of their own; other formats have none."""
     root, doc, _ = small_bundle
-    assert doc["settings"]["litert_threads"] == [1, 2]
+    assert doc["settings"]["thread_sweep"] == {"tflite": [1, 2]}
     for row in doc["artifacts"]:
         if row["format"] != "tflite":
-            assert row["litert_threads"] is None
+            assert row["thread_sweep"] is None
             continue
-        t = row["litert_threads"]
+        t = row["thread_sweep"]
         assert set(t) == {"1", "2"}
         assert t["1"] == {k: row["latency_ms"]["1"][k] for k in ("runs", "p50", "p90", "p99", "images_per_s")}
         assert t["2"]["runs"] == doc["settings"]["runs"]["1"] and t["2"]["p50"] <= t["2"]["p99"]
-    md = (root / "bench" / "bench.md").read_text()
-    assert "## LiteRT threads (batch 1)" in md
-    assert "| `dense` tflite int8 | " in md and "| `dense` onnx fp32 | " not in md.split("## LiteRT threads")[1]
+    section = (root / "bench" / "bench.md").read_text().split("## Threads (batch 1): LiteRT on 1 and 2 cores")[1]
+    assert "| `dense` tflite int8 | " in section and "| `dense` onnx fp32 | " not in section
 
 
 @pytest.mark.e2e
