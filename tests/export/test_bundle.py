@@ -238,6 +238,7 @@ def test_bad_config_is_a_one_line_error(tmp_path, text, message):
     assert not (tmp_path / "dist").exists() or not list((tmp_path / "dist").iterdir())
 
 
+@pytest.mark.e2e
 def test_bundle_tflite_metadata_and_device_readme(published):
     """The bundle's .tflite carries the config's metadata (name, version, labels inside), its
     manifest hash is the final file's, and the README names the file to copy for MediaPipe."""
