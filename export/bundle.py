@@ -7,7 +7,6 @@ built in a hidden staging directory beside `dist/` and renamed into place when c
 from __future__ import annotations
 
 import json
-import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -104,22 +103,13 @@ def _normalise_member(info: tarfile.TarInfo) -> tarfile.TarInfo:
 
 
 def _check_member(member: tarfile.TarInfo, dest: Path) -> None:
-    """Refuse what the `data` filter might let through on an older Python: absolute paths,
-    `..`, links that point outside `dest`, device files and FIFOs."""
-    name = member.name
-    parts = PurePosixPath(name).parts
-    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":") or ".." in parts:
-        raise BundleError(f"refusing to unpack: member {name!r} has an absolute path or '..'")
-    if member.ischr() or member.isblk() or member.isfifo() or member.isdev():
-        raise BundleError(f"refusing to unpack: member {name!r} is a device file or FIFO")
-    if member.issym() or member.islnk():
-        target = member.linkname
-        base = (dest / name).parent if member.issym() else dest
-        resolved = os.path.realpath(os.path.join(base, target))
-        if PurePosixPath(target).is_absolute() or not resolved.startswith(str(dest.resolve()) + os.sep):
-            raise BundleError(f"refusing to unpack: link {name!r} points outside the bundle ({target!r})")
-    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
-        raise BundleError(f"refusing to unpack: member {name!r} is not a regular file or directory")
+    """The safe-unpack rules (export/deploy/safe_unpack.py, also run by the Kubernetes
+    initContainer): absolute paths, `..`, links leading outside `dest`, devices, FIFOs."""
+    from export.deploy.safe_unpack import UnsafeArchive, check_member
+    try:
+        check_member(member, dest)
+    except UnsafeArchive as e:
+        raise BundleError(str(e)) from None
 
 
 def unpack(tar_path: Path, dest: Path) -> Path:

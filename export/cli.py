@@ -16,7 +16,7 @@ from export.errors import ResnetDeployError
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 #: Subcommands that never need TensorFlow in the process (a REST client call must not pay for
 #: importing it); every other command imports it first, quietly (see import_tensorflow_quietly).
-WITHOUT_TENSORFLOW = {"variants", "predict", "status", "metadata"}
+WITHOUT_TENSORFLOW = {"variants", "predict", "status", "metadata", "k8s"}
 
 
 def command(name: str):
@@ -308,11 +308,20 @@ def make_parser() -> argparse.ArgumentParser:
     add_serving_parsers(sub, COMMANDS)
     from serving.classify import add_parsers as add_classify_parser  # classify MODEL.tflite IMAGE...
     add_classify_parser(sub, COMMANDS)
+    from serving.score_command import add_parsers as add_score_parsers  # score (Apache Beam)
+    add_score_parsers(sub, COMMANDS)
+    from export.deploy.k8s_command import add_parsers as add_k8s_parsers  # k8s
+    add_k8s_parsers(sub, COMMANDS)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    # `score` passes options it does not know (Beam's: --runner, --project, ...) through.
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "pass_through", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra_args = extra
     try:
         if args.command not in WITHOUT_TENSORFLOW:
             from export import import_tensorflow_quietly

@@ -100,7 +100,7 @@ def _refuse_existing(out: Path, variant: str, targets, version: int) -> None:
 # -- make export: the bundle pipeline -----------------------------------------------------------
 
 _VARIANT_KEYS = {"name", "num_classes", "labels", "weights", "precisions", "description"}
-_TOP_KEYS = {"name", "version", "weights", "variants", "author", "license"}
+_TOP_KEYS = {"name", "version", "weights", "variants", "author", "license", "storage_uri"}
 #: Free-text keys (TFLite metadata) and their defaults.
 _TEXT_KEYS = {"author": "resnet-deploy", "license": "unspecified"}
 
@@ -145,7 +145,11 @@ def load_config(path: str | Path, weights_override: str | None = None) -> dict:
             raise UsageError(f"{path}: variant {v['name']!r} is listed twice")
         seen.add(v["name"])
         v["weights"] = weights_override or v.get("weights") or cfg.get("weights", "random:0")
-    return {"name": name, "version": version, "variants": variants, "path": str(path), **text}
+    from export.deploy.fetch import PLACEHOLDER_STORAGE_URI, parse_storage_uri
+    storage_uri = cfg.get("storage_uri", PLACEHOLDER_STORAGE_URI)
+    parse_storage_uri(storage_uri if isinstance(storage_uri, str) else "", what=f"{path}: storage_uri")
+    return {"name": name, "version": version, "variants": variants, "path": str(path), **text,
+            "storage_uri": storage_uri}
 
 
 def _git_commit() -> dict[str, object]:
@@ -266,6 +270,18 @@ def run_bundle(config_path: str | Path, out: str | Path = "dist", weights: str |
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def _write_deploy_manifests(root: Path, bundle_name: str, storage_uri: str, tensorflow_version: str | None) -> None:
+    """deploy/kubernetes/ and deploy/kserve/ for the config's storage_uri (a marked placeholder
+    unless set; `resnet-deploy k8s` re-renders them for the real one, with the tarball's digest)."""
+    from dataclasses import replace
+
+    from export.deploy import kubernetes
+    from export.deploy.fetch import PLACEHOLDER_STORAGE_URI
+    info = replace(kubernetes.BundleInfo.from_dir(root), name=bundle_name, tensorflow_version=tensorflow_version)
+    files = kubernetes.render(info, storage_uri, placeholder=storage_uri == PLACEHOLDER_STORAGE_URI)
+    kubernetes.write(root / "deploy", files)
+
+
 def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
@@ -279,6 +295,7 @@ def _lay_out(root: Path, cfg, variants_meta, artifacts, report, serving_config, 
                serving_config.bundle_models_config({v: [version] for v in variants_meta}))
     write_text(root / "batching.config", serving_config.batching_config())
     write_text(root / "monitoring.config", serving_config.monitoring_config())
+    _write_deploy_manifests(root, f"{cfg['name']}-{version}", cfg["storage_uri"], versions.get("tensorflow"))
     write_text(root / "README.md", bundle_mod.render_readme(f"{cfg['name']}-{version}", cfg["name"], version,
                                                             variants_meta, artifacts, report.to_markdown()))
     from export.manifest import Manifest, ParitySummary, StageTiming, VariantRecord

@@ -16,12 +16,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from export.argtypes import int_at_least
+from export.deploy.tfserving_flags import GRPC_PORT, REST_PORT
 from export.errors import BundleError, ServingError, UsageError
 from export.registry import FORMATS
 
 #: The TF Serving image and the ports it listens on inside the container.
 TF_SERVING_IMAGE = "tensorflow/serving"
-CONTAINER_GRPC_PORT, CONTAINER_REST_PORT = 8500, 8501
+CONTAINER_GRPC_PORT, CONTAINER_REST_PORT = GRPC_PORT, REST_PORT
 
 
 _positive = int_at_least(1)
@@ -122,24 +123,23 @@ def docker_command(bundle: Path, rest_port: int, grpc_port: int, host: str = "12
     """`docker run` for the tensorflow/serving image serving `bundle` (mounted at /models)."""
     from export.deploy.tfserving import DEFAULT_BASE_PREFIX as M
     bind = "" if host in ("0.0.0.0", "") else f"{host}:"
-    cmd = ["docker", "run", "--rm", "-p", f"{bind}{grpc_port}:{CONTAINER_GRPC_PORT}",
-           "-p", f"{bind}{rest_port}:{CONTAINER_REST_PORT}", "-v", f"{bundle}:{M}:ro", TF_SERVING_IMAGE,
-           f"--model_config_file={M}/models.config"]
-    if (bundle / "batching.config").is_file():
-        cmd += ["--enable_batching=true", f"--batching_parameters_file={M}/batching.config"]
-    if (bundle / "monitoring.config").is_file():
-        cmd += [f"--monitoring_config_file={M}/monitoring.config"]
-    return cmd
+    return ["docker", "run", "--rm", "-p", f"{bind}{grpc_port}:{CONTAINER_GRPC_PORT}",
+            "-p", f"{bind}{rest_port}:{CONTAINER_REST_PORT}", "-v", f"{bundle}:{M}:ro", TF_SERVING_IMAGE,
+            *_flags(bundle, f"{M}/models.config", M)]
+
+
+def _flags(bundle: Path, models_config: str, where: str | Path, **ports: int) -> list[str]:
+    """model_server_flags for `bundle` with its config files seen at `where`, those it has."""
+    from export.deploy.tfserving_flags import model_server_flags
+
+    def seen(name: str) -> str | None:
+        return f"{where}/{name}" if (bundle / name).is_file() else None
+    return model_server_flags(models_config, seen("batching.config"), seen("monitoring.config"), **ports)
 
 
 def model_server_command(binary: str, bundle: Path, models_config: Path, rest_port: int, grpc_port: int) -> list[str]:
     """`tensorflow_model_server` serving `bundle` with a models.config rebased onto its real path."""
-    cmd = [binary, f"--port={grpc_port}", f"--rest_api_port={rest_port}", f"--model_config_file={models_config}"]
-    if (bundle / "batching.config").is_file():
-        cmd += ["--enable_batching=true", f"--batching_parameters_file={bundle / 'batching.config'}"]
-    if (bundle / "monitoring.config").is_file():
-        cmd += [f"--monitoring_config_file={bundle / 'monitoring.config'}"]
-    return cmd
+    return [binary, *_flags(bundle, str(models_config), bundle, grpc_port=grpc_port, rest_port=rest_port)]
 
 
 def run_forwarding_signals(cmd: list[str]) -> int:

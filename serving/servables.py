@@ -68,13 +68,14 @@ def decode_images(blobs: np.ndarray, size: int) -> np.ndarray:
     """Encoded images -> float32 [N, size, size, 3] in [0, 255], with the SavedModel graph's ops
     (tf.io.decode_image RGB, bilinear resize with antialias), for backends without that graph."""
     import tensorflow as tf
+
+    from export.formats.savedmodel import decode_image
     out = []
     for blob in blobs.reshape(-1):
         try:
-            img = tf.io.decode_image(blob, channels=3, expand_animations=False, dtype=tf.uint8)
+            out.append(decode_image(blob, size))
         except tf.errors.OpError as e:
             raise ServingStatus.invalid(tf_error_message(e)) from None
-        out.append(tf.image.resize(tf.cast(img, tf.float32), (size, size), method="bilinear", antialias=True))
     return np.stack([t.numpy() for t in out]).astype(np.float32)
 
 
