@@ -36,7 +36,23 @@ def add_parsers(sub, commands: dict[str, Callable[[argparse.Namespace], int]]) -
     commands["score"] = cmd_score
 
 
+def quiet_beam_logging() -> None:
+    """Beam logs through the root logger, and its first warning would configure logging to
+    print on its own. Install that handler first (WARNING and up, as Beam would), minus the
+    note Beam logs at import about BigQuery client libraries, which scoring never uses, so
+    an error stays one line."""
+    import logging
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler.addFilter(lambda record: not record.getMessage().startswith("apitools not found"))
+        root.addHandler(handler)
+        root.setLevel(logging.WARNING)
+
+
 def cmd_score(args: argparse.Namespace) -> int:
+    quiet_beam_logging()
     from serving import scoring
     beam_args = list(getattr(args, "extra_args", []) or [])
     scoring.pipeline_options(args.runner, beam_args)  # a bad runner or option fails before any work

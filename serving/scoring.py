@@ -16,6 +16,7 @@ error; `run()` builds and runs the pipeline.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -246,8 +247,14 @@ def pipeline_options(runner: str = "DirectRunner", beam_args: list[str] | tuple[
     from apache_beam.runners.runner import create_runner
     flags = [f"--runner={runner}", *beam_args]
     options = PipelineOptions(flags)
-    unknown = sorted(set(options.get_all_options(retain_unknown_options=True))
-                     - set(options.get_all_options()))
+    log = logging.getLogger("apache_beam.options.pipeline_options")
+    level = log.level
+    log.setLevel(logging.ERROR)  # it would warn "Discarding unparseable args"; we raise instead
+    try:
+        unknown = sorted(set(options.get_all_options(retain_unknown_options=True))
+                         - set(options.get_all_options()))
+    finally:
+        log.setLevel(level)
     if unknown:
         raise UsageError(f"unknown option(s) {', '.join('--' + u for u in unknown)}: neither `score`'s nor "
                          "one of Apache Beam's pipeline options (see `resnet-deploy score --help`)")
