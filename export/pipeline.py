@@ -147,7 +147,9 @@ def load_config(path: str | Path, weights_override: str | None = None) -> dict:
         v["weights"] = weights_override or v.get("weights") or cfg.get("weights", "random:0")
     from export.deploy.fetch import PLACEHOLDER_STORAGE_URI, parse_storage_uri
     storage_uri = cfg.get("storage_uri", PLACEHOLDER_STORAGE_URI)
-    parse_storage_uri(storage_uri if isinstance(storage_uri, str) else "", what=f"{path}: storage_uri")
+    if not isinstance(storage_uri, str):
+        raise UsageError(f"{path}: storage_uri must be a string such as 'gs://BUCKET/models', got {storage_uri!r}")
+    parse_storage_uri(storage_uri, what=f"{path}: storage_uri")
     return {"name": name, "version": version, "variants": variants, "path": str(path), **text,
             "storage_uri": storage_uri}
 

@@ -287,11 +287,10 @@ def validate(files: dict[str, list[dict[str, Any]]]) -> None:
                 continue
             try:
                 kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
-            except kubernetes_validate.ValidationError as e:
-                err = e.caused_by
-                where = "/".join(str(p) for p in err.absolute_path) or "(root)"
+            except kubernetes_validate.ValidationError as e:  # a jsonschema.ValidationError
+                where = "/".join(str(p) for p in e.absolute_path) or "(root)"
                 raise ExportError(f"{what} is not valid for Kubernetes {KUBERNETES_VERSION} at {where}: "
-                                  f"{err.message}") from None
+                                  f"{e.message}") from None
 
 
 class _BlockStrings(yaml.SafeDumper):

@@ -47,7 +47,9 @@ def test_bundle_layout(published):
                 "parity.md", "README.md", "tfserving/dense/3/saved_model.pb",
                 "tfserving/dense/3/assets.extra/tf_serving_warmup_requests", "tflite/dense/model_fp32.tflite",
                 "tflite/dense/labels.txt", "onnx/dense/model.onnx", "golden/dense/inputs.npz",
-                "golden/dense/outputs.npz"]
+                "golden/dense/outputs.npz", "deploy/kubernetes/deployment.yaml", "deploy/kubernetes/configmap.yaml",
+                "deploy/kubernetes/service.yaml", "deploy/kubernetes/hpa.yaml", "deploy/kubernetes/pdb.yaml",
+                "deploy/kserve/inferenceservice.yaml"]
     for rel in expected:
         assert (root / rel).is_file(), rel
     tar = root.with_name("smoke-3.tar.gz")
@@ -57,6 +59,9 @@ def test_bundle_layout(published):
     readme = (root / "README.md").read_text()
     assert "tensorflow_model_server" in readme and "tensorflow/serving" in readme
     assert (root / "tflite/dense/labels.txt").read_text().split() == [f"c{i}" for i in range(10)]
+    # no storage_uri in the config: the manifests carry the marked placeholder
+    assert "PLACEHOLDER storage URI" in (root / "deploy/kubernetes/deployment.yaml").read_text()
+    assert "smoke-3/tfserving/dense" in (root / "deploy/kserve/inferenceservice.yaml").read_text()
 
 
 @pytest.mark.e2e
@@ -229,6 +234,8 @@ def test_failed_parity_is_not_published(published, tmp_path):
     ("name = 'x'\n[[variants]]\nname='nope'\n", "unknown variant 'nope'"),
     ("name = 'x'\n[[variants]]\nname='dense'\nprecisions=['int4']\n", "unknown precision 'int4'"),
     ("name = [\n", "is not valid TOML"),
+    ("name = 'x'\nstorage_uri = 'ftp://host/models'\n[[variants]]\nname='dense'\n",
+     "storage_uri scheme ftp:// is not one KServe supports"),
 ])
 def test_bad_config_is_a_one_line_error(tmp_path, text, message):
     cfg = tmp_path / "bad.toml"
