@@ -36,17 +36,23 @@ def add_parsers(sub, commands: dict[str, Callable[[argparse.Namespace], int]]) -
     commands["score"] = cmd_score
 
 
+#: Warnings Beam 2.77 logs that say nothing about a scoring run: the BigQuery client libraries
+#: (imported with the GCP IO, never used here), and the model-memory metric, lost because
+#: apache_beam.ml.inference.base imports `resource` in one try with its ModelManager, which
+#: needs torch, so without torch it believes `resource` is missing.
+BEAM_NOISE = ("apitools not found", "Resource module is not available")
+
+
 def quiet_beam_logging() -> None:
     """Beam logs through the root logger, and its first warning would configure logging to
-    print on its own. Install that handler first (WARNING and up, as Beam would), minus the
-    note Beam logs at import about BigQuery client libraries, which scoring never uses, so
-    an error stays one line."""
+    print on its own. Install that handler first (WARNING and up, as Beam would), minus
+    BEAM_NOISE, so that an error stays one line."""
     import logging
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        handler.addFilter(lambda record: not record.getMessage().startswith("apitools not found"))
+        handler.addFilter(lambda record: not record.getMessage().startswith(BEAM_NOISE))
         root.addHandler(handler)
         root.setLevel(logging.WARNING)
 
