@@ -115,8 +115,11 @@ class OnnxHandler(OnnxModelHandlerNumpy):
             self._session_options = None
 
 
+#: Formats whose Beam handler works as is (see the module doc); the registry's Runner serves the rest.
+BEAM_HANDLERS: dict[str, type[OnnxHandler]] = {"onnx": OnnxHandler}
+
+
 def make_handler(fmt: str, uri: str, *, num_threads: int | None = None, max_batch_size: int = 16) -> ModelHandler:
     """The handler for an artifact of format `fmt` at `uri` (see the module doc for the choice)."""
-    if fmt == "onnx":
-        return OnnxHandler(uri, num_threads=num_threads, max_batch_size=max_batch_size)
-    return RunnerHandler(uri, num_threads=num_threads, max_batch_size=max_batch_size)
+    handler: type[OnnxHandler] | type[RunnerHandler] = BEAM_HANDLERS.get(fmt, RunnerHandler)
+    return handler(uri, num_threads=num_threads, max_batch_size=max_batch_size)

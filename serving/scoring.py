@@ -25,7 +25,6 @@ import numpy as np
 
 from export.errors import BundleError, UsageError
 
-FORMATS = ("savedmodel", "onnx", "tflite")
 NAMESPACE = "resnet_deploy"
 DEAD_LETTER_SUFFIX = "-dead-letter"
 DEFAULT_MAX_BATCH = 16
@@ -109,17 +108,19 @@ def plan(bundle: str, model: str, inputs: str, output: str, fmt: str = "savedmod
     import os
 
     from apache_beam.io.filesystems import FileSystems
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown format {fmt!r}; choose one of: {', '.join(FORMATS)}")
-    manifest = _read_json(_join(bundle, "manifest.json"))
-    variants = manifest.get("variants", {})
-    if model not in variants:
-        raise UsageError(f"unknown model {model!r}: bundle {bundle} has {', '.join(sorted(variants)) or 'none'}")
+
+    from export.registry import get_format
+    get_format(fmt)  # UsageError naming the known formats
+    from export.manifest import Manifest
+    uri = _join(bundle, "manifest.json")
+    manifest = Manifest.from_dict(_read_json(uri), source=uri)
+    if model not in manifest.variants:
+        raise UsageError(f"unknown model {model!r}: bundle {bundle} has {', '.join(sorted(manifest.variants)) or 'none'}")
     precision = precision or "fp32"
-    found = [a for a in manifest.get("artifacts", []) if a["variant"] == model and a["format"] == fmt]
-    match = [a for a in found if a["precision"] == precision]
+    found = [a for a in manifest.artifacts if a.variant == model and a.format == fmt]
+    match = [a for a in found if a.precision == precision]
     if not match:
-        have = ", ".join(sorted(a["precision"] for a in found)) or "none"
+        have = ", ".join(sorted(a.precision for a in found)) or "none"
         raise UsageError(f"bundle {bundle} has no {fmt} {precision} artifact of {model!r} "
                          f"({fmt} precisions there: {have})")
     artifact = match[0]
@@ -136,9 +137,9 @@ def plan(bundle: str, model: str, inputs: str, output: str, fmt: str = "savedmod
     check_output(output)
     batching = max_batch_size or _bundle_max_batch(bundle)
     return ScoreJob(bundle=bundle, model=model, format=fmt, precision=precision,
-                    version=int(artifact.get("details", {}).get("version", manifest.get("version", 1))),
-                    artifact=_join(bundle, artifact["path"]), input_size=int(artifact["inputs"][0]["shape"][1]),
-                    labels=tuple(variants[model].get("labels", [])), pattern=pattern, output=output,
+                    version=int(artifact.details.get("version", manifest.version)),
+                    artifact=_join(bundle, artifact.path), input_size=int(artifact.inputs[0]["shape"][1]),
+                    labels=tuple(manifest.variants[model].labels), pattern=pattern, output=output,
                     top_k=top_k, max_batch_size=batching, num_shards=num_shards, num_threads=num_threads,
                     files_matched=len(matched))
 

@@ -17,7 +17,7 @@ import yaml
 from export.deploy import fetch, kubernetes, safe_unpack
 from export.deploy.tfserving_flags import model_server_flags
 from export.errors import BundleError, ExportError, UsageError
-from tests.conftest import ROOT, run_cli
+from tests.helpers import ROOT, run_main
 
 pytestmark = pytest.mark.unit
 
@@ -27,7 +27,7 @@ MODELS = {"dense": [3], "conv": [3]}
 def write_bundle(root: Path, bench: dict | None = None) -> Path:
     """A bundle directory with what the manifests read: the three TF Serving configs (written
     by the project's writers), manifest.json and, optionally, bench/bench.json."""
-    from serving import config
+    from export.deploy import tfserving as config
     root.mkdir(parents=True)
     (root / "models.config").write_text(config.bundle_models_config(MODELS))
     (root / "batching.config").write_text(config.batching_config(num_batch_threads=3))
@@ -176,7 +176,7 @@ def test_validation_catches_what_the_api_server_would_reject(bundle):
 
 def test_a_model_name_kserve_refuses_is_caught(tmp_path):
     root = write_bundle(tmp_path / "b-1")
-    from serving import config
+    from export.deploy import tfserving as config
     (root / "models.config").write_text(config.bundle_models_config({"Dense_V2": [1]}))
     with pytest.raises(ExportError, match="InferenceService 'Dense_V2' fails the InferenceService schema at "
                                           "metadata/name"):
@@ -219,7 +219,7 @@ def test_a_bundle_without_models_config_is_refused(bundle):
 
 def test_k8s_cli_writes_validated_manifests_beside_the_bundle(bundle):
     tar, digest = _pack(bundle)
-    r = run_cli("k8s", str(bundle), "--storage-uri", "gs://my-bucket/models", "--replicas", "2",
+    r = run_main("k8s", str(bundle), "--storage-uri", "gs://my-bucket/models", "--replicas", "2",
                 "--namespace", "serving")
     assert r.returncode == 0, r.stderr
     out = bundle.with_name("resnet50-heads-3.deploy")
@@ -230,7 +230,7 @@ def test_k8s_cli_writes_validated_manifests_beside_the_bundle(bundle):
     dep = yaml.safe_load((out / "kubernetes/deployment.yaml").read_text())
     assert dep["spec"]["template"]["spec"]["initContainers"][1]["command"][-3:-1] == ["--sha256", digest]
     # the tarball itself renders the same manifests (unpacked with the safe rules, digest hashed)
-    r = run_cli("k8s", str(tar), "--storage-uri", "gs://my-bucket/models", "--namespace", "serving",
+    r = run_main("k8s", str(tar), "--storage-uri", "gs://my-bucket/models", "--namespace", "serving",
                 "--out", str(bundle.parent / "from-tar"))
     assert r.returncode == 0, r.stderr
     assert (bundle.parent / "from-tar/kubernetes/deployment.yaml").read_text() == \
@@ -244,7 +244,7 @@ def test_k8s_cli_writes_validated_manifests_beside_the_bundle(bundle):
 ])
 def test_k8s_cli_errors_are_one_line_exit_2(bundle, args, message):
     args = [a.format(bundle=bundle) for a in args]
-    r = run_cli("k8s", str(bundle), *args)
+    r = run_main("k8s", str(bundle), *args)
     assert r.returncode == 2 and r.stderr.startswith(message.format(bundle=bundle)) and r.stderr.count("\n") == 1, \
         r.stderr
     assert not (bundle / "deploy").exists() and not bundle.with_name(bundle.name + ".deploy").exists()
@@ -252,7 +252,7 @@ def test_k8s_cli_errors_are_one_line_exit_2(bundle, args, message):
 
 def test_k8s_cli_without_models_config(tmp_path):
     (tmp_path / "empty").mkdir()
-    r = run_cli("k8s", str(tmp_path / "empty"), "--storage-uri", "gs://b/m")
+    r = run_main("k8s", str(tmp_path / "empty"), "--storage-uri", "gs://b/m")
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "has no models.config" in r.stderr
 
 

@@ -16,12 +16,13 @@ MAX_BATCH = 4
 
 def make_bundle(root: Path) -> Path:
     from export import bundle as bundle_mod
-    from export.build import BuiltModel
+    from export.build import BuiltModel, io_spec, param_counts
+    from export.deploy import tfserving as config
     from export.formats import tool_versions
+    from export.manifest import Manifest, ParitySummary, VariantRecord
     from export.pipeline import export_artifacts
     from export.variants import VariantSpec
-    from export.deploy import tfserving as config
-    from tests.export.conftest import TINY_CLASSES, TINY_SIZE, tiny_model
+    from tests.helpers import TINY_CLASSES, TINY_SIZE, tiny_model
     out = root / "tiny-bundle-1"
     spec = VariantSpec(name=MODEL, head=(), num_classes=TINY_CLASSES, input_size=TINY_SIZE)
     built = BuiltModel(model=tiny_model(logit_scale=4.0), spec=spec, num_classes=TINY_CLASSES,
@@ -31,10 +32,12 @@ def make_bundle(root: Path) -> Path:
     (out / "models.config").write_text(config.bundle_models_config({MODEL: [1]}))
     (out / "batching.config").write_text(config.batching_config(max_batch_size=MAX_BATCH))
     (out / "monitoring.config").write_text(config.monitoring_config())
-    bundle_mod.write_manifest(out, {
-        "name": "tiny-bundle", "version": 1, "tool_versions": tool_versions(),
-        "variants": {MODEL: {"num_classes": TINY_CLASSES, "labels": LABELS}},
-        "artifacts": [a.relative_to(out).to_dict() for a in arts]})
+    bundle_mod.write_manifest(out, Manifest(
+        name="tiny-bundle", version=1, created_at="2026-01-01T00:00:00+00:00", tool_versions=tool_versions(),
+        config="tests/serving/scoring_bundle.py",
+        variants={MODEL: VariantRecord(spec=spec.to_dict(), num_classes=TINY_CLASSES, labels=LABELS,
+                                       params=param_counts(built.model), **io_spec(built.model), weights={})},
+        artifacts=[a.relative_to(out) for a in arts], parity=ParitySummary(passed=True)))
     return out
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from export.errors import BundleError, UsageError
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 from tests.serving.scoring_bundle import LABELS, MODEL, make_bundle, make_images, rows_by_path, top_k_arrays
 
 pytestmark = pytest.mark.integration
@@ -100,7 +100,7 @@ def test_output_folder_means_prefix_scores_and_a_glob_selects_files(tiny_bundle,
 @pytest.mark.parametrize("kwargs,error,message", [
     ({"inputs": "{folder}/*.webp"}, UsageError, "matches no file"),
     ({"model": "nope"}, UsageError, "unknown model 'nope': bundle {bundle} has tiny"),
-    ({"fmt": "torchscript"}, UsageError, "unknown format 'torchscript'; choose one of: savedmodel, onnx, tflite"),
+    ({"fmt": "torchscript"}, UsageError, "unknown format 'torchscript'; choose one of: savedmodel, tflite, onnx"),
     ({"fmt": "onnx", "precision": "int8"}, UsageError,
      "has no onnx int8 artifact of 'tiny' (onnx precisions there: fp32)"),
     ({"output": "{file}/scores"}, UsageError, "cannot write there"),

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import run_cli
+from tests.helpers import run_cli
 from tests.serving.conftest import start_server
 from tests.serving.scoring_bundle import MODEL, make_bundle, make_images, rows_by_path, top_k_arrays
 
