@@ -22,13 +22,16 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from export.deploy import fetch
 from export.deploy.tfserving_flags import GRPC_PORT, REST_PORT, model_server_flags
 from export.errors import BundleError, ExportError, UsageError
+
+if TYPE_CHECKING:
+    from export.bench_doc import BenchReport
 
 #: The Kubernetes version the built-in kinds are validated for (named in the README).
 KUBERNETES_VERSION = "1.33.0"
@@ -54,7 +57,7 @@ class BundleInfo:
     batching_config: str | None = None
     monitoring_config: str | None = None
     tensorflow_version: str | None = None
-    bench: dict[str, Any] | None = None
+    bench: BenchReport | None = None
     tarball_sha256: str | None = None
 
     @classmethod
@@ -65,8 +68,10 @@ class BundleInfo:
         if not cfg.is_file():
             raise BundleError(f"{root} has no models.config: not a bundle made by `make export` "
                               "(the Deployment serves what models.config lists)")
+        from export.bench_doc import BenchReport
         manifest = _read_json(root / "manifest.json") or {}
-        bench = _read_json(root / "bench" / "bench.json")
+        bench_doc = _read_json(root / "bench" / "bench.json")
+        bench = BenchReport.from_dict(bench_doc, source=str(root / "bench" / "bench.json")) if bench_doc else None
 
         def text(name: str) -> str | None:
             return (root / name).read_text() if (root / name).is_file() else None
@@ -111,19 +116,19 @@ def _mib(value: float) -> str:
     return f"{max(64, math.ceil(value / 64) * 64)}Mi"
 
 
-def memory_for(bench: dict[str, Any] | None, models: list[str]) -> tuple[str, str]:
+def memory_for(bench: BenchReport | None, models: list[str]) -> tuple[str, str]:
     """(memory quantity, how it was sized) for a TF Serving process holding `models`.
 
     From bench.json: the TensorFlow runtime's own RSS (peak minus what loading took, the most
     of any SavedModel row) plus each model's load, times MEMORY_HEADROOM for batches in flight.
     """
-    rows = {r["variant"]: r for r in (bench or {}).get("artifacts", [])
-            if r.get("format") == "savedmodel" and not r.get("error") and r.get("peak_rss_mb")}
+    rows = {r.variant: r for r in (bench.artifacts if bench else [])
+            if r.format == "savedmodel" and not r.error and r.peak_rss_mb and r.rss_load_mb is not None}
     if not all(m in rows for m in models):
         default = DEFAULT_MEMORY_MIB if len(models) > 1 else DEFAULT_MEMORY_PER_MODEL_MIB
         return _mib(default), "default (no bench.json with a SavedModel row per model; run `make bench` and re-render)"
-    base = max(rows[m]["peak_rss_mb"] - rows[m]["rss_load_mb"] for m in models)
-    loads = {m: rows[m]["rss_load_mb"] for m in models}
+    base = max(float(rows[m].peak_rss_mb or 0) - float(rows[m].rss_load_mb or 0) for m in models)
+    loads = {m: float(rows[m].rss_load_mb or 0) for m in models}
     total = (base + sum(loads.values())) * MEMORY_HEADROOM
     parts = " + ".join(f"{m} {v:.0f}" for m, v in loads.items())
     return _mib(total), f"bench.json peak RSS: runtime {base:.0f} MiB + {parts} MiB, x{MEMORY_HEADROOM}"

@@ -35,14 +35,17 @@ def write_bundle(root: Path, bench: dict | None = None) -> Path:
     (root / "manifest.json").write_text(json.dumps({"format_version": 1, "name": root.name,
                                                     "tool_versions": {"tensorflow": "2.21.0"}, "files": {}}))
     if bench is not None:
+        from export.bench_doc import BENCH_FORMAT_VERSION
         (root / "bench").mkdir()
-        (root / "bench" / "bench.json").write_text(json.dumps(bench))
+        (root / "bench" / "bench.json").write_text(json.dumps({
+            "format_version": BENCH_FORMAT_VERSION, "bundle": root.name, "created_at": "2026-01-01T00:00:00+00:00",
+            "environment": {}, "settings": {}, "ceiling": {}, "flops": {}, **bench}))
     return root
 
 
 def bench_row(variant: str, fmt: str, peak: float, load: float) -> dict:
-    return {"variant": variant, "format": fmt, "precision": "fp32", "error": None,
-            "peak_rss_mb": peak, "rss_load_mb": load}
+    return {"key": f"{variant}/{fmt}_fp32", "variant": variant, "format": fmt, "precision": "fp32", "path": "x",
+            "bytes": 1, "gflop_per_image": 7.7, "error": None, "peak_rss_mb": peak, "rss_load_mb": load}
 
 
 def docs(files: dict[str, str]) -> dict[str, list[dict]]:
