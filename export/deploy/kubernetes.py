@@ -140,55 +140,46 @@ def cpu_for(batching_config: str | None) -> int:
     return batching_settings(batching_config)["num_batch_threads"] if batching_config else DEFAULT_CPU
 
 
-def _labels(name: str, info: BundleInfo) -> dict[str, str]:
-    return {"app.kubernetes.io/name": "tfserving", "app.kubernetes.io/instance": name,
-            "app.kubernetes.io/part-of": "resnet-deploy", "resnet-deploy/bundle": k8s_name(info.name, "")}
+@dataclass(frozen=True)
+class _Names:
+    """What every document of one rendering shares: name, namespace, labels, annotations."""
+
+    name: str
+    namespace: str | None
+    labels: dict[str, str]
+    notes: dict[str, str]
+
+    @property
+    def selector(self) -> dict[str, str]:
+        return {k: self.labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
+
+    def meta(self, name: str | None = None, labels: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
+        meta: dict[str, Any] = {"name": name or self.name}
+        if self.namespace:
+            meta["namespace"] = self.namespace
+        meta["labels"] = self.labels if labels is None else labels
+        meta.update(extra)
+        return meta
 
 
-def _meta(name: str, namespace: str | None, labels: dict[str, str], **extra: Any) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name}
-    if namespace:
-        meta["namespace"] = namespace
-    meta["labels"] = labels
-    meta.update(extra)
-    return meta
-
-
-def render_documents(info: BundleInfo, storage_uri: str, *, replicas: int = 2, max_replicas: int | None = None,
-                     namespace: str | None = None, placeholder: bool = False) -> dict[str, list[dict[str, Any]]]:
-    """The manifests as Python objects, `{relative path: [documents]}` (see the module doc)."""
-    source = fetch.parse_storage_uri(storage_uri)
-    check_scaling(replicas, max_replicas, namespace)
-    max_replicas = max_replicas or max(replicas * 3, replicas + 1)
-    name = k8s_name(info.name)
-    labels = _labels(name, info)
-    selector = {k: labels[k] for k in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
-    notes = {"resnet-deploy/storage-uri": storage_uri}
-    if placeholder:
-        notes["resnet-deploy/placeholder-storage-uri"] = "true: re-render with resnet-deploy k8s --storage-uri"
-
+def _config_data(info: BundleInfo) -> dict[str, str]:
     data = {"models.config": info.models_config, "safe_unpack.py": fetch.unpack_script()}
     if info.batching_config:
         data["batching.config"] = info.batching_config
     if info.monitoring_config:
         data["monitoring.config"] = info.monitoring_config
-    configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta(name, namespace, labels), "data": data}
-    config_digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    return data
 
+
+def _server(info: BundleInfo, memory: str) -> dict[str, Any]:
+    """The TF Serving container: image, flags, ports, probes, resources, mounts."""
     flags = model_server_flags(f"{CONFIG_DIR}/models.config",
                                f"{CONFIG_DIR}/batching.config" if info.batching_config else None,
                                f"{CONFIG_DIR}/monitoring.config" if info.monitoring_config else None,
                                grpc_port=GRPC_PORT, rest_port=REST_PORT)
     first, versions = info.models[0]
     status = {"httpGet": {"path": f"/v1/models/{first}/versions/{max(versions) if versions else 1}", "port": "http"}}
-    memory, memory_note = memory_for(info.bench, [m for m, _ in info.models])
-    init, volumes = fetch.init_containers(source, info.name, info.tarball_sha256)
-    pod_notes = {"resnet-deploy/config-sha256": config_digest, "resnet-deploy/memory": memory_note}
-    if info.monitoring_config:
-        pod_notes.update({"prometheus.io/scrape": "true", "prometheus.io/port": str(REST_PORT),
-                          "prometheus.io/path": PROMETHEUS_PATH})
-    hardened = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
-    server = {
+    return {
         "name": "tfserving", "image": tf_serving_image(info.tensorflow_version),
         "command": ["/usr/bin/tensorflow_model_server"], "args": flags,
         "ports": [{"name": "grpc", "containerPort": GRPC_PORT}, {"name": "http", "containerPort": REST_PORT}],
@@ -199,68 +190,95 @@ def render_documents(info: BundleInfo, storage_uri: str, *, replicas: int = 2, m
         "livenessProbe": {"tcpSocket": {"port": "grpc"}, "periodSeconds": 20, "failureThreshold": 3},
         "resources": {"requests": {"cpu": str(cpu_for(info.batching_config)), "memory": memory},
                       "limits": {"memory": memory}},
-        "securityContext": hardened,
         "volumeMounts": [{"name": "bundle", "mountPath": "/models", "subPath": info.name, "readOnly": True},
                          {"name": "tfserving-config", "mountPath": CONFIG_DIR, "readOnly": True}],
     }
-    for c in init:
-        c["securityContext"] = hardened
-    config_items = [{"key": k, "path": k} for k in ("models.config", "batching.config", "monitoring.config")
-                    if k in data]
-    deployment = {
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": _meta(name, namespace, labels, annotations=notes),
+
+
+def _deployment(info: BundleInfo, source: fetch.StorageSource, n: _Names, replicas: int,
+                data: dict[str, str]) -> dict[str, Any]:
+    memory, memory_note = memory_for(info.bench, [m for m, _ in info.models])
+    init, volumes = fetch.init_containers(source, info.name, info.tarball_sha256)
+    server = _server(info, memory)
+    for c in [*init, server]:
+        c["securityContext"] = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    pod_notes = {"resnet-deploy/config-sha256": hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest(),
+                 "resnet-deploy/memory": memory_note}
+    if info.monitoring_config:
+        pod_notes.update({"prometheus.io/scrape": "true", "prometheus.io/port": str(REST_PORT),
+                          "prometheus.io/path": PROMETHEUS_PATH})
+    configs = [{"key": k, "path": k} for k in ("models.config", "batching.config", "monitoring.config") if k in data]
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": n.meta(annotations=n.notes),
         "spec": {
-            "replicas": replicas, "selector": {"matchLabels": selector},
+            "replicas": replicas, "selector": {"matchLabels": n.selector},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
-                "metadata": {"labels": labels, "annotations": pod_notes},
+                "metadata": {"labels": n.labels, "annotations": pod_notes},
                 "spec": {
                     "terminationGracePeriodSeconds": 60,
                     "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
                     "initContainers": init, "containers": [server],
                     "volumes": [{"name": "bundle", "emptyDir": {}},
-                                {"name": "tfserving-config", "configMap": {"name": name, "items": config_items}},
+                                {"name": "tfserving-config", "configMap": {"name": n.name, "items": configs}},
                                 {"name": "unpack-script", "configMap": {
-                                    "name": name, "items": [{"key": "safe_unpack.py", "path": "safe_unpack.py"}]}},
+                                    "name": n.name, "items": [{"key": "safe_unpack.py", "path": "safe_unpack.py"}]}},
                                 *volumes],
                 },
             },
         },
     }
-    service = {"apiVersion": "v1", "kind": "Service", "metadata": _meta(name, namespace, labels),
-               "spec": {"type": "ClusterIP", "selector": selector, "ports": [
+
+
+def _inference_service(info: BundleInfo, source: fetch.StorageSource, n: _Names, model: str, replicas: int,
+                       max_replicas: int) -> dict[str, Any]:
+    memory, memory_note = memory_for(info.bench, [model])
+    labels = {"app.kubernetes.io/part-of": "resnet-deploy", "resnet-deploy/bundle": n.labels["resnet-deploy/bundle"]}
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
+        "metadata": n.meta(model, labels, annotations={**n.notes, "resnet-deploy/memory": memory_note}),
+        "spec": {"predictor": {
+            "minReplicas": replicas, "maxReplicas": max_replicas, "scaleMetric": "cpu", "scaleTarget": 70,
+            "tensorflow": {
+                "storageUri": fetch.model_uri(source, info.name, model),
+                "runtimeVersion": tf_serving_image(info.tensorflow_version).rpartition(":")[2],
+                "protocolVersion": "v1",
+                "resources": {"requests": {"cpu": "1", "memory": memory}, "limits": {"memory": memory}},
+            }}},
+    }
+
+
+def render_documents(info: BundleInfo, storage_uri: str, *, replicas: int = 2, max_replicas: int | None = None,
+                     namespace: str | None = None, placeholder: bool = False) -> dict[str, list[dict[str, Any]]]:
+    """The manifests as Python objects, `{relative path: [documents]}` (see the module doc)."""
+    source = fetch.parse_storage_uri(storage_uri)
+    check_scaling(replicas, max_replicas, namespace)
+    max_replicas = max_replicas or max(replicas * 3, replicas + 1)
+    name = k8s_name(info.name)
+    notes = {"resnet-deploy/storage-uri": storage_uri}
+    if placeholder:
+        notes["resnet-deploy/placeholder-storage-uri"] = "true: re-render with resnet-deploy k8s --storage-uri"
+    n = _Names(name, namespace, {"app.kubernetes.io/name": "tfserving", "app.kubernetes.io/instance": name,
+                                 "app.kubernetes.io/part-of": "resnet-deploy",
+                                 "resnet-deploy/bundle": k8s_name(info.name, "")}, notes)
+    data = _config_data(info)
+    configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": n.meta(), "data": data}
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": n.meta(),
+               "spec": {"type": "ClusterIP", "selector": n.selector, "ports": [
                    {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "appProtocol": "kubernetes.io/h2c"},
                    {"name": "http", "port": REST_PORT, "targetPort": "http", "appProtocol": "http"}]}}
-    hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-           "metadata": _meta(name, namespace, labels),
+    hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": n.meta(),
            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
                     "minReplicas": replicas, "maxReplicas": max_replicas,
                     "metrics": [{"type": "Resource", "resource": {
                         "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}]}}
-    pdb = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": _meta(name, namespace, labels),
-           "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector}}}
-
-    isvcs = []
-    for model, _versions in info.models:
-        memory, memory_note = memory_for(info.bench, [model])
-        isvcs.append({
-            "apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
-            "metadata": _meta(model, namespace, {"app.kubernetes.io/part-of": "resnet-deploy",
-                                                 "resnet-deploy/bundle": k8s_name(info.name, "")},
-                              annotations={**notes, "resnet-deploy/memory": memory_note}),
-            "spec": {"predictor": {
-                "minReplicas": replicas, "maxReplicas": max_replicas, "scaleMetric": "cpu", "scaleTarget": 70,
-                "tensorflow": {
-                    "storageUri": fetch.model_uri(source, info.name, model),
-                    "runtimeVersion": tf_serving_image(info.tensorflow_version).rpartition(":")[2],
-                    "protocolVersion": "v1",
-                    "resources": {"requests": {"cpu": "1", "memory": memory}, "limits": {"memory": memory}},
-                }}},
-        })
-    return {"kubernetes/configmap.yaml": [configmap], "kubernetes/deployment.yaml": [deployment],
+    pdb = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": n.meta(),
+           "spec": {"maxUnavailable": 1, "selector": {"matchLabels": n.selector}}}
+    return {"kubernetes/configmap.yaml": [configmap],
+            "kubernetes/deployment.yaml": [_deployment(info, source, n, replicas, data)],
             "kubernetes/service.yaml": [service], "kubernetes/hpa.yaml": [hpa], "kubernetes/pdb.yaml": [pdb],
-            "kserve/inferenceservice.yaml": isvcs}
+            "kserve/inferenceservice.yaml": [_inference_service(info, source, n, model, replicas, max_replicas)
+                                             for model, _ in info.models]}
 
 
 def check_scaling(replicas: int, max_replicas: int | None, namespace: str | None) -> None:
