@@ -15,7 +15,10 @@ from export.argtypes import int_at_least
 def add_parsers(sub, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
     """Add `score` to the `resnet-deploy` subparsers and `commands` table."""
     p = sub.add_parser("score", help="batch-score images with a bundle's model on Apache Beam RunInference "
-                                     "(DirectRunner here; Dataflow, Flink or Spark with Beam's options)")
+                                     "(DirectRunner here; Dataflow, Flink or Spark with Beam's options)",
+                       epilog="Any other option is one of Apache Beam's pipeline options and goes to Beam unchanged, "
+                              "e.g. --direct_num_workers=2 --direct_running_mode=multi_processing, or --project, "
+                              "--region and --temp_location for DataflowRunner, --flink_master for FlinkRunner.")
     p.add_argument("bundle", metavar="BUNDLE", help="a bundle directory (local, or gs://... with Beam's GCP extra)")
     p.add_argument("--model", required=True, help="model (variant) name, e.g. dense")
     p.add_argument("--input", required=True, metavar="DIR_OR_GLOB",
