@@ -121,5 +121,5 @@ BEAM_HANDLERS: dict[str, type[OnnxHandler]] = {"onnx": OnnxHandler}
 
 def make_handler(fmt: str, uri: str, *, num_threads: int | None = None, max_batch_size: int = 16) -> ModelHandler:
     """The handler for an artifact of format `fmt` at `uri` (see the module doc for the choice)."""
-    handler: type[OnnxHandler] | type[RunnerHandler] = BEAM_HANDLERS.get(fmt, RunnerHandler)
+    handler: type[OnnxHandler | RunnerHandler] = BEAM_HANDLERS.get(fmt, RunnerHandler)
     return handler(uri, num_threads=num_threads, max_batch_size=max_batch_size)

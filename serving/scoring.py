@@ -289,8 +289,13 @@ def run(job: ScoreJob, runner: str = "DirectRunner", beam_args: list[str] | tupl
         counts[name] = int(sum(c.committed or 0 for c in found))
 
     def shards(prefix: str) -> list[str]:
-        pattern = f"{prefix}-{'[0-9]' * 5}-of-*.jsonl"
-        return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+        """This run's shards: of the `-of-N` groups under the prefix (an older run may have left
+        another shard count), the one written last."""
+        groups: dict[str, list] = {}
+        for m in FileSystems.match([f"{prefix}-{'[0-9]' * 5}-of-*.jsonl"])[0].metadata_list:
+            groups.setdefault(m.path.rpartition("-of-")[2], []).append(m)
+        newest = max(groups.values(), key=lambda ms: max(m.last_updated_in_seconds for m in ms), default=[])
+        return sorted(m.path for m in newest)
     return ScoreSummary(scored=counts["scored"], dead_letter=counts["dead_letter"], seconds=round(seconds, 2),
                         images_per_second=round(counts["scored"] / seconds, 2) if seconds else 0.0,
                         outputs=shards(job.output), dead_letter_outputs=shards(job.output + DEAD_LETTER_SUFFIX))

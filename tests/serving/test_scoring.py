@@ -59,6 +59,8 @@ def test_every_format_scores_the_folder_and_agrees_with_the_savedmodel(tiny_bund
     assert (summary.scored, summary.dead_letter) == (len(good), len(bad))
     assert len(summary.outputs) == 2 and len(summary.dead_letter_outputs) == 2  # --num-shards 2
     ref, got = rows_by_path(reference.outputs), rows_by_path(summary.outputs)
+    again = scoring.run(dataclasses.replace(job, num_shards=1))  # same prefix, fewer shards
+    assert again.outputs == [f"{job.output}-00000-of-00001.jsonl"], "older shards are not this run's"
     assert sorted(got) == sorted(ref)
     for path in ref:
         (ri, rp), (gi, gp) = top_k_arrays(ref[path]["top_k"]), top_k_arrays(got[path]["top_k"])
