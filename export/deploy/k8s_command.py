@@ -75,6 +75,9 @@ def cmd_k8s(args: argparse.Namespace) -> int:
         print(f"wrote {p}")
     print(f"validated for Kubernetes {kubernetes.KUBERNETES_VERSION} (strict) and the KServe v1beta1 schema")
     print(f"tarball sha256 {'pinned: ' + digest if digest else 'read from the .sha256 uploaded beside it'}")
+    if digest is None:
+        print(f"note: there is no {info.name}.tar.gz beside {path}; the Deployment downloads that tarball "
+              "(`make export` packs it), so upload one with its .sha256")
     ns = f" -n {shlex.quote(args.namespace)}" if args.namespace else ""
     print(f"next: kubectl apply{ns} -f {shlex.quote(str(out / 'kubernetes'))}/    "
           f"(or, with KServe: kubectl apply{ns} -f {shlex.quote(str(out / 'kserve'))}/)")
