@@ -49,8 +49,11 @@ BEAM_NOISE = ("apitools not found", "Resource module is not available")
 def quiet_beam_logging() -> None:
     """Beam logs through the root logger, and its first warning would configure logging to
     print on its own. Install that handler first (WARNING and up, as Beam would), minus
-    BEAM_NOISE, so that an error stays one line."""
+    BEAM_NOISE and BatchElements' polyfit warning, so that an error stays one line."""
     import logging
+    import warnings
+    # BatchElements fits batch size against time with np.polyfit; a poor fit is not the user's problem.
+    warnings.filterwarnings("ignore", message="Polyfit may be poorly conditioned", module="apache_beam")
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler()

@@ -52,6 +52,10 @@ def plain_loop(job, paths: list[Path], out: Path) -> float:
     return time.perf_counter() - start
 
 
+def _top1(lines: list[str]) -> dict[str, int]:
+    return {row["path"]: row["top_k"][0]["index"] for row in map(json.loads, lines)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("bundle")
@@ -59,44 +63,56 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", default="savedmodel")
     p.add_argument("--precision", default=None)
     p.add_argument("--images", type=int, default=192)
+    p.add_argument("--repeats", type=int, default=3, help="timings per side, in alternating order (median kept)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--runner", default="DirectRunner")
     p.add_argument("--json", action="store_true")
     args, beam_args = p.parse_known_args(argv)
+    import os
+    import statistics
+
     from export import import_tensorflow_quietly
     from serving import scoring
     from serving.score_command import quiet_beam_logging
     quiet_beam_logging()
     tf = import_tensorflow_quietly()
+    loop_s: list[float] = []
+    beam_s: list[float] = []
+    load = [round(os.getloadavg()[0], 2)]
     with tempfile.TemporaryDirectory(prefix="resnet-deploy-scorebench.") as tmp:
         work = Path(tmp)
         paths = write_images(work / "images", args.images)
         job = scoring.plan(args.bundle, args.model, str(work / "images"), str(work / "beam" / "scores"),
                            args.format, args.precision, num_threads=args.threads)
         tf.io.decode_image(paths[0].read_bytes())  # TF's kernels initialised before either timing
-        loop_s = plain_loop(job, paths, work / "loop.jsonl")
-        summary = scoring.run(job, args.runner, beam_args)
-        assert summary.scored == len(paths), f"score wrote {summary.scored} rows for {len(paths)} images"
-        loop_rows = {json.loads(line)["path"]: json.loads(line)["top_k"][0]["index"]
-                     for line in (work / "loop.jsonl").read_text().splitlines()}
-        beam_rows = {json.loads(line)["path"]: json.loads(line)["top_k"][0]["index"]
-                     for shard in summary.outputs for line in Path(shard).read_text().splitlines()}
+        for i in range(args.repeats):  # loop first, then score first, ...: no side always runs warm
+            for which in (("loop", "score") if i % 2 == 0 else ("score", "loop")):
+                if which == "loop":
+                    loop_s.append(plain_loop(job, paths, work / "loop.jsonl"))
+                else:
+                    summary = scoring.run(job, args.runner, beam_args)
+                    assert summary.scored == len(paths), f"score wrote {summary.scored} rows for {len(paths)} images"
+                    beam_s.append(summary.seconds)
+                load.append(round(os.getloadavg()[0], 2))
+        same = _top1((work / "loop.jsonl").read_text().splitlines()) == _top1(
+            [line for shard in summary.outputs for line in Path(shard).read_text().splitlines()])
+    n = len(paths)
+
+    def side(times: list[float]) -> dict[str, object]:
+        return {"seconds": [round(t, 2) for t in times], "images_per_second": round(n / statistics.median(times), 2)}
     result = {"bundle": str(args.bundle), "model": args.model, "format": job.format, "precision": job.precision,
-              "images": len(paths), "max_batch_size": job.max_batch_size, "runner": args.runner,
-              "beam_args": beam_args, "same_top1": loop_rows == beam_rows,
-              "plain_loop": {"seconds": round(loop_s, 2), "images_per_second": round(len(paths) / loop_s, 2)},
-              "score": {"seconds": summary.seconds, "images_per_second": summary.images_per_second}}
-    result["score_vs_loop"] = round(result["score"]["images_per_second"] / result["plain_loop"]["images_per_second"], 3)
+              "images": n, "max_batch_size": job.max_batch_size, "runner": args.runner, "beam_args": beam_args,
+              "cpus": os.cpu_count(), "load_1m": load, "same_top1": same,
+              "plain_loop": side(loop_s), "score": side(beam_s)}
+    result["score_vs_loop"] = round(statistics.median(loop_s) / statistics.median(beam_s), 3)
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{job.model} {job.format} {job.precision}, {len(paths)} JPEGs, batches of {job.max_batch_size}, "
-          f"model load included")
-    print(f"  plain loop        {result['plain_loop']['images_per_second']:8.2f} images/s "
-          f"({result['plain_loop']['seconds']} s)")
-    print(f"  score ({args.runner}) {result['score']['images_per_second']:8.2f} images/s "
-          f"({result['score']['seconds']} s), {result['score_vs_loop']:.2f}x the loop; same top-1: "
-          f"{result['same_top1']}")
+    print(f"{job.model} {job.format} {job.precision}: {n} JPEGs, batches of {job.max_batch_size}, model load "
+          f"included, median of {args.repeats}; 1-min load average {load} on {os.cpu_count()} CPUs")
+    print(f"  plain loop          {result['plain_loop']['images_per_second']:8.2f} images/s  {loop_s}")
+    print(f"  score ({args.runner}) {result['score']['images_per_second']:8.2f} images/s  {beam_s}  "
+          f"= {result['score_vs_loop']:.2f}x the loop; same top-1: {same}")
     return 0
 
 
