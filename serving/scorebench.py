@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args, beam_args = p.parse_known_args(argv)
     import os
     import statistics
+    from dataclasses import replace
 
     from export import import_tensorflow_quietly
     from serving import scoring
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                 if which == "loop":
                     loop_s.append(plain_loop(job, paths, work / "loop.jsonl"))
                 else:
-                    summary = scoring.run(job, args.runner, beam_args)
+                    summary = scoring.run(replace(job, output=str(work / f"beam{i}" / "scores")), args.runner,
+                                          beam_args)
                     assert summary.scored == len(paths), f"score wrote {summary.scored} rows for {len(paths)} images"
                     beam_s.append(summary.seconds)
                 load.append(round(os.getloadavg()[0], 2))
