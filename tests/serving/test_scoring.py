@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from export.errors import BundleError, UsageError
-from tests.helpers import run_cli
+from tests.helpers import run_cli, run_main
 from tests.serving.scoring_bundle import LABELS, MODEL, make_bundle, make_images, rows_by_path, top_k_arrays
 
 pytestmark = pytest.mark.integration
@@ -120,22 +120,23 @@ def test_bad_input_is_one_clear_error(tiny_bundle, images, tmp_path, kwargs, err
     assert not list(tmp_path.iterdir())  # nothing written
 
 
-@pytest.mark.parametrize("extra,message", [
-    (["--runner", "NoSuchRunner"], "--runner NoSuchRunner: Unexpected pipeline runner: NoSuchRunner"),
-    (["--bogus_option=1"], "unknown option(s) --bogus_option"),
-    (["--input", "/nonexistent/*.jpg"], "--input /nonexistent/*.jpg matches no file"),
+@pytest.mark.parametrize("extra,message,fresh_process", [
+    (["--runner", "NoSuchRunner"], "--runner NoSuchRunner: Unexpected pipeline runner: NoSuchRunner", False),
+    (["--input", "/nonexistent/*.jpg"], "--input /nonexistent/*.jpg matches no file", False),
+    # in a fresh process, as a user runs it: Beam's own logging must not add lines to the error
+    (["--bogus_option=1"], "unknown option(s) --bogus_option", True),
 ])
-def test_cli_errors_are_one_line_exit_2(tiny_bundle, images, tmp_path, extra, message):
+def test_cli_errors_are_one_line_exit_2(tiny_bundle, images, tmp_path, extra, message, fresh_process):
     folder, _, _ = images
     args = ["score", str(tiny_bundle), "--model", MODEL, "--input", str(folder), "--output", str(tmp_path / "s")]
     if extra[0] == "--input":
         args[args.index("--input") + 1] = extra[1]
         extra = []
-    r = run_cli(*args, *extra)
+    r = (run_cli if fresh_process else run_main)(*args, *extra)
     assert r.returncode == 2 and r.stderr.startswith(f"error: {message}") and r.stderr.count("\n") == 1, r.stderr
     assert not list(tmp_path.iterdir())
 
 
 def test_other_commands_still_refuse_unknown_arguments():
-    r = run_cli("variants", "--runner=DirectRunner")
+    r = run_main("variants", "--runner=DirectRunner")
     assert r.returncode == 2 and "unrecognized arguments: --runner=DirectRunner" in r.stderr
