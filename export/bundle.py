@@ -220,7 +220,23 @@ Version `{version}` of every model carries the label `stable`
 (`/v1/models/{first}/labels/stable:predict`). Prometheus metrics:
 `http://localhost:8501/monitoring/prometheus/metrics`.
 
+## Kubernetes, KServe and batch scoring
+
+`deploy/kubernetes/` (TF Serving Deployment, Service, HPA, PDB, ConfigMap) and
+`deploy/kserve/inferenceservice.yaml` were rendered for the `storage_uri` of the export config;
+if their header says PLACEHOLDER, upload this folder and its tarball, then render them for the
+real location (the tarball's sha256 pinned) and apply:
+
+    resnet-deploy k8s {bundle_name} --storage-uri gs://BUCKET/PATH     # or s3://, pvc://CLAIM/PATH
+    kubectl apply -f {bundle_name}.deploy/kubernetes/
+
+Score a folder of images offline on Apache Beam (DirectRunner here; Dataflow, Flink or Spark
+with Beam's options):
+
+    resnet-deploy score {bundle_name} --model {first} --input photos/ --output scores/{first}
+
 {device_section}
+
 ## Parity
 
 {parity_markdown}
