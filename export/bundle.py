@@ -236,7 +236,6 @@ with Beam's options):
     resnet-deploy score {bundle_name} --model {first} --input photos/ --output scores/{first}
 
 {device_section}
-
 ## Parity
 
 {parity_markdown}
