@@ -198,3 +198,16 @@ def describe_removed(removed: list[tuple[Path, int]], directory: Path, previous:
     what = "entry" if len(removed) == 1 else "entries"
     return (f"removed {len(removed)} stale staging {what} ({total / 1e6:.0f} MB) in {directory} left by an "
             f"interrupted run ({previous}, no longer running): {names}{more}")
+
+
+@contextlib.contextmanager
+def staged_output(final: str | os.PathLike, *, overwrite: bool = False, command: str = "resnet-deploy",
+                  wait: bool = False, note: Callable[[str], None] = _stderr) -> Iterator[Path]:
+    """Lock `final`'s parent, sweep it, and yield a staging directory that becomes `final` when the
+    block succeeds (export/atomic.staged_dir): one call for a run directory or a version directory,
+    e.g. `with staged_output(runs / "dense-001", command="resnet-deploy train") as tmp: ...`."""
+    from export.atomic import staged_dir
+    final = Path(final)
+    with exclusive_output(final.parent, command=command, wait=wait, note=note), \
+            staged_dir(final, overwrite=overwrite) as tmp:
+        yield tmp

@@ -162,3 +162,16 @@ def test_unwritable_out_is_a_one_line_error(tmp_path):
         with pytest.raises(ExportError, match="cannot create the lock file"):
             with exclusive_output(ro):
                 pass
+
+
+def test_staged_output_publishes_whole_or_nothing(tmp_path):
+    from export.locks import staged_output
+    runs = tmp_path / "runs"
+    with staged_output(runs / "dense-001", command="resnet-deploy train") as tmp:
+        (tmp / "model.keras").write_text("weights")
+        assert holds_lock(runs) and not (runs / "dense-001").exists()
+    assert (runs / "dense-001" / "model.keras").read_text() == "weights" and not holds_lock(runs)
+    with pytest.raises(RuntimeError), staged_output(runs / "dense-002") as tmp:
+        (tmp / "model.keras").write_text("half")
+        raise RuntimeError("training crashed")
+    assert sorted(p.name for p in runs.iterdir()) == [LOCK_NAME, "dense-001"]
