@@ -229,13 +229,13 @@ def verify_signature(root: str | Path, public_key: str | Path | None = None,
                                                f"({type(e).__name__}: {e}); re-sign the bundle")
     by_certificate = "x509CertificateChain" in material
     config = verifying.Config().set_hashing_config(_hashing_config())
-    if key is not None:
+    if public_key is not None:
         if by_certificate:
             return SignatureCheck(Verdict.WRONG_KIND,
                                   f"{root.name} was signed with a certificate ({_leaf_subject(material)}); "
                                   "verify it with --certificate-chain CA.pem")
         hint = (material.get("publicKey") or {}).get("hint", "")
-        if hint and hint != key_id(key):
+        if hint and key is not None and hint != key_id(key):
             return SignatureCheck(Verdict.WRONG_KEY, f"{root.name} was signed with another key (key id {hint[:16]}) "
                                                      f"than {public_key} (key id {key_id(key)[:16]}); "
                                                      "get the publisher's public key")

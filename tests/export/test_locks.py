@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from export.locks import LOCK_NAME, OutputBusy, exclusive_output, holds_lock, stale_entries
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.unit
 

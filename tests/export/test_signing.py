@@ -14,6 +14,7 @@ import pytest
 
 from export import bundle, signing
 from export.errors import SigningError
+from export.manifest import Manifest, ParitySummary
 from export.signing import Verdict
 from tests.export import pki
 
@@ -28,7 +29,9 @@ def small_bundle(tmp_path):
     (root / "tflite" / "demo" / "model_fp32.tflite").write_bytes(bytes(range(256)) * 64)
     (root / "tflite" / "demo" / "labels.txt").write_text("cat\ndog\n")
     (root / "models.config").write_text("model_config_list {}\n")
-    bundle.write_manifest(root, {"name": "demo", "version": 1, "artifacts": []})
+    bundle.write_manifest(root, Manifest(name="demo", version=1, created_at="2026-01-01T00:00:00+00:00",
+                                         tool_versions={}, config="test", variants={}, artifacts=[],
+                                         parity=ParitySummary(passed=True)))
     bundle.pack(root)
     return root
 

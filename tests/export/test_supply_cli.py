@@ -7,8 +7,9 @@ import tarfile
 import pytest
 
 from export import bundle
-from tests.conftest import run_cli
+from export.manifest import Manifest, ParitySummary
 from tests.export import pki
+from tests.helpers import run_cli
 
 pytestmark = pytest.mark.integration  # verify imports TensorFlow in its subprocess
 
@@ -19,7 +20,9 @@ def signed(tmp_path):
     (root / "tflite" / "demo").mkdir(parents=True)
     (root / "tflite" / "demo" / "model_fp32.tflite").write_bytes(bytes(range(256)) * 16)
     (root / "models.config").write_text("model_config_list {}\n")
-    bundle.write_manifest(root, {"name": "demo", "version": 1, "artifacts": []})
+    bundle.write_manifest(root, Manifest(name="demo", version=1, created_at="2026-01-01T00:00:00+00:00",
+                                         tool_versions={}, config="test", variants={}, artifacts=[],
+                                         parity=ParitySummary(passed=True)))
     bundle.pack(root)
     keys = tmp_path / "keys"
     keys.mkdir()
