@@ -238,7 +238,11 @@ def _run_bundle(config_path: str | Path, out: str | Path, weights: str | None, q
     out = ensure_writable_dir(out)
     bundle_name = f"{cfg['name']}-{cfg['version']}"
     final = out / bundle_name
-    staging = Path(tempfile.mkdtemp(prefix=f".{bundle_name}.", suffix=".partial", dir=out))
+    # <out>/.<bundle>.<random>.partial/<bundle>/: the bundle is staged under its own name, so the
+    # signature's subject (model-signing names it after the directory) is the bundle's name.
+    scratch = Path(tempfile.mkdtemp(prefix=f".{bundle_name}.", suffix=".partial", dir=out))
+    staging = scratch / bundle_name
+    staging.mkdir()
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
     started = time.perf_counter()
     try:
@@ -280,7 +284,7 @@ def _run_bundle(config_path: str | Path, out: str | Path, weights: str | None, q
                 "seconds": round(time.perf_counter() - started, 1)}
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _created_at() -> str:

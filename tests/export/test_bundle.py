@@ -215,7 +215,7 @@ def test_killed_pipeline_leaves_previous_bundle_intact(published):
         deadline = time.monotonic() + 240
         # Kill it once the new bundle is half written: its staged SavedModel exists.
         while time.monotonic() < deadline and proc.poll() is None:
-            if list(root.parent.glob(".smoke-3.*.partial/tflite")):
+            if list(root.parent.glob(".smoke-3.*.partial/smoke-3/tflite")):
                 break
             time.sleep(0.2)
         assert proc.poll() is None, "pipeline finished before it could be killed"
@@ -228,7 +228,7 @@ def test_killed_pipeline_leaves_previous_bundle_intact(published):
     visible = sorted(p.name for p in root.parent.iterdir() if not p.name.startswith("."))
     assert visible == ["smoke-3", "smoke-3.tar.gz", "smoke-3.tar.gz.sha256"]
     (partial,) = root.parent.glob(".smoke-3.*.partial")
-    assert not (partial / "manifest.json").exists()
+    assert not (partial / "smoke-3" / "manifest.json").exists()
     # The next run on the same --out removes it, says so in one line, then works as usual (stopped here).
     nxt = subprocess.Popen([sys.executable, "-m", "export.cli", "bundle", "--config", str(cfg),
                             "--out", str(root.parent)], cwd=ROOT, stdout=subprocess.DEVNULL,
