@@ -60,6 +60,7 @@ def signing_key(args: argparse.Namespace):
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
+    """Sign a bundle directory under its parent's lock, then re-pack its tarball if it has one."""
     from export import bundle, signing
     from export.errors import BundleError
     from export.locks import exclusive_output
@@ -78,6 +79,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    """Signature (if asked), files, parity (unless skipped or the signature failed), --against; 0 or 1."""
     from export import bundle, golden, parity, signing
     with tempfile.TemporaryDirectory(prefix="resnet-deploy-verify.") as scratch:
         root = bundle.open_bundle(Path(args.bundle), Path(scratch) / "this")
@@ -114,6 +116,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _against(root: Path, other_arg: str, scratch: Path) -> bool:
+    """Print the per-file comparison with OTHER; True when every difference is an expected one."""
     from export import bundle, reproducibility
     other = bundle.open_bundle(Path(other_arg), scratch)
     bundle.read_manifest(other)  # a clear error when OTHER is no bundle
