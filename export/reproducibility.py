@@ -36,9 +36,13 @@ def _fingerprint_digest(path: Path) -> str:
     return hashlib.sha256(fp.SerializeToString(deterministic=True)).hexdigest()
 
 
-def _drop_artifact_seconds(doc: dict) -> dict:
+def _drop_artifact_volatile(doc: dict) -> dict:
+    """Without each artifact's export seconds, and without a SavedModel's directory digest (it
+    covers fingerprint.pb; its other files are compared one by one)."""
     for a in doc.get("artifacts", []):
         a.pop("seconds", None)
+        if a.get("format") == "savedmodel":
+            a.pop("sha256", None)
     return doc
 
 
@@ -52,7 +56,7 @@ def _drop_parity_timing(doc: dict) -> dict:
 def _drop_manifest_volatile(doc: dict) -> dict:
     for key in ("created_at", "export_timings", "bench", "reproducibility"):
         doc.pop(key, None)
-    _drop_artifact_seconds(doc)
+    _drop_artifact_volatile(doc)
     for name in ("parity.json", "parity.md", "README.md", "artifacts.json"):
         doc.get("files", {}).pop(name, None)
     for path in list(doc.get("files", {})):
@@ -79,14 +83,16 @@ VOLATILE: tuple[Volatile, ...] = (
              "TensorFlow writes a random uuid into every SavedModel fingerprint (no option to fix it)",
              "the fingerprint without its uuid: TensorFlow's hashes of saved_model.pb, graph, signatures, "
              "object graph and checkpoint (graph and weights)", _fingerprint_digest),
-    Volatile(r"artifacts\.json", "records each artifact's export time in seconds",
-             "every field but seconds", _json_without(_drop_artifact_seconds)),
+    Volatile(r"artifacts\.json", "records each artifact's export time in seconds, and the SavedModel "
+                                 "directory's digest, which covers fingerprint.pb",
+             "every other field", _json_without(_drop_artifact_volatile)),
     Volatile(r"parity\.json", "records when parity ran and the mean inference time per batch",
              "the verdicts and error metrics (everything but created and mean_ms)", _json_without(_drop_parity_timing)),
     Volatile(r"parity\.md", "renders parity.json, with its time and latencies", "see parity.json"),
     Volatile(r"README\.md", "embeds parity.md", "see parity.json"),
     Volatile(r"bench/.*", "benchmark measurements of the machine it ran on", "nothing (measurements)"),
-    Volatile(r"manifest\.json", "created_at, export_timings and each artifact's seconds (and the git commit)",
+    Volatile(r"manifest\.json", "created_at, export_timings, each artifact's seconds and the SavedModel "
+                                "directory digest",
              "the file table of every reproducible file, variants, configs and tool versions",
              _json_without(_drop_manifest_volatile)),
     Volatile(r"signature\.sig", "ECDSA signatures use a random nonce, and the signed statement lists "

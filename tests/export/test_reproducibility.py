@@ -20,7 +20,9 @@ def pair(tmp_path):
     a = tmp_path / "a" / "demo-1"
     (a / "tflite" / "demo").mkdir(parents=True)
     (a / "tflite" / "demo" / "model_fp32.tflite").write_bytes(b"TFL3" + bytes(100))
-    (a / "artifacts.json").write_text(json.dumps({"artifacts": [{"path": "x", "seconds": 1.5, "sha256": "ab"}]}))
+    (a / "artifacts.json").write_text(json.dumps({"artifacts": [
+        {"path": "x", "format": "tflite", "seconds": 1.5, "sha256": "ab"},
+        {"path": "sm", "format": "savedmodel", "seconds": 3.0, "sha256": "cd"}]}))
     (a / "parity.json").write_text(json.dumps({"created": "10:00",
                                                "results": [{"max_abs": 1e-6, "mean_ms": {"1": 3}}]}))
     (a / "manifest.json").write_text(json.dumps({"created_at": "10:00", "files": {}, "variants": {"demo": {}}}))
@@ -42,14 +44,17 @@ def test_identical_bundles(pair):
 
 def test_recorded_differences_with_equal_stable_parts_are_expected(pair):
     a, b = pair
-    (b / "artifacts.json").write_text(json.dumps({"artifacts": [{"path": "x", "seconds": 9.9, "sha256": "ab"}]}))
+    (b / "artifacts.json").write_text(json.dumps({"artifacts": [  # a SavedModel's digest covers fingerprint.pb
+        {"path": "x", "format": "tflite", "seconds": 9.9, "sha256": "ab"},
+        {"path": "sm", "format": "savedmodel", "seconds": 3.1, "sha256": "ef"}]}))
     (b / "parity.json").write_text(json.dumps({"created": "11:00",
                                                "results": [{"max_abs": 1e-6, "mean_ms": {"1": 7}}]}))
     (b / "manifest.json").write_text(json.dumps({"created_at": "11:00", "files": {}, "variants": {"demo": {}}}))
     (b / "signature.sig").write_text("{}")
     got = by_path(reproducibility.compare(a, b))
-    assert got["artifacts.json"] == ("expected", "records each artifact's export time in seconds; stable part "
-                                                 "equal (every field but seconds)")
+    assert got["artifacts.json"] == ("expected", "records each artifact's export time in seconds, and the "
+                                                 "SavedModel directory's digest, which covers fingerprint.pb; "
+                                                 "stable part equal (every other field)")
     assert got["parity.json"][0] == "expected" and got["manifest.json"][0] == "expected"
     assert got["signature.sig"] == ("expected", "only in the other bundle")
     assert got["tflite/demo/model_fp32.tflite"] == ("identical", "")
@@ -62,6 +67,7 @@ def test_differences_that_must_not_happen(pair):
     (b / "manifest.json").write_text(json.dumps({"created_at": "10:00", "files": {}, "variants": {"other": {}}}))
     (b / "tflite" / "demo" / "extra.txt").write_text("x")
     (a / "artifacts.json").unlink()
+    (b / "artifacts.json").write_text(json.dumps({"artifacts": [{"path": "x", "format": "tflite", "sha256": "00"}]}))
     diffs = reproducibility.compare(a, b)
     got = by_path(diffs)
     assert got["tflite/demo/model_fp32.tflite"][0] == "DIFFERENT"
@@ -77,7 +83,7 @@ def test_record_names_the_volatile_files(pair):
     a, _ = pair
     record = reproducibility.record(a)
     assert set(record) == {"artifacts.json", "parity.json"}  # manifest.json does not describe itself
-    assert record["artifacts.json"]["why"] == "records each artifact's export time in seconds"
+    assert record["artifacts.json"]["why"].startswith("records each artifact's export time in seconds")
     assert len(record["artifacts.json"]["stable_sha256"]) == 64
 
 
