@@ -214,11 +214,16 @@ def run_bundle(config_path: str | Path, out: str | Path = "dist", weights: str |
     starts by removing what killed runs left there (export/locks.py).
     """
     from export.locks import exclusive_output
+    from export.variants import get_variant
+    # A bad config is said before anything is created or locked.
+    cfg = load_config(config_path, weights)
+    specs = {v["name"]: get_variant(v["name"]) for v in cfg["variants"]}
+    targets = {v["name"]: resolve_targets("all", v.get("precisions")) for v in cfg["variants"]}
     with exclusive_output(out, command=f"resnet-deploy bundle --config {config_path}", wait=wait):
-        return _run_bundle(config_path, out, weights, quiet, signer)
+        return _run_bundle(cfg, specs, targets, out, quiet, signer)
 
 
-def _run_bundle(config_path: str | Path, out: str | Path, weights: str | None, quiet: bool, signer) -> dict:
+def _run_bundle(cfg: dict, specs: dict, targets: dict, out: str | Path, quiet: bool, signer) -> dict:
     import shutil
     import signal
     import tempfile
@@ -230,11 +235,7 @@ def _run_bundle(config_path: str | Path, out: str | Path, weights: str | None, q
     from export.build import build, io_spec, param_counts
     from export.deploy import tfserving as serving_config
     from export.formats import tool_versions
-    from export.variants import get_variant
 
-    cfg = load_config(config_path, weights)
-    specs = {v["name"]: get_variant(v["name"]) for v in cfg["variants"]}
-    targets = {v["name"]: resolve_targets("all", v.get("precisions")) for v in cfg["variants"]}
     out = ensure_writable_dir(out)
     bundle_name = f"{cfg['name']}-{cfg['version']}"
     final = out / bundle_name
