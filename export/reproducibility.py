@@ -2,9 +2,10 @@
 the others differ, and a digest of what stays equal in them; `verify --against` per file.
 
 Measured on two `resnet-deploy export` runs of one variant and two one-variant bundles (see the
-README's reproducibility table). Byte-identical: the TFLite files, the ONNX files, the SavedModel's
-saved_model.pb and variables (once written in the model's variable order), the warmup records,
-the golden files and the TF Serving configs. The rest carries a time, a measurement or a random
+README's reproducibility table). Byte-identical: the TFLite files (their metadata zip stamped with
+a fixed time), the ONNX files (tf2onnx's constant names made canonical), the SavedModel's
+saved_model.pb and variables (written in the model's variable order), the warmup records, the
+golden files (fixed zip times) and the TF Serving configs. The rest carries a time, a measurement or a random
 id; `record()` writes, for each such file, why, and a `stable` digest over the part that must
 still match (for fingerprint.pb: the graph and weights hashes TensorFlow computed).
 """
