@@ -9,13 +9,21 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONHASHSEED ?= 0
 
 WEIGHTS ?=
+# Signing (offline, model-signing): SIGNING_KEY=key.pem [SIGNING_CERT=leaf.pem SIGNING_CHAIN=ca.pem];
+# verifying: PUBLIC_KEY=key.pub.pem or CA_CHAIN=ca.pem.
+SIGNING_KEY ?=
+SIGNING_CERT ?=
+SIGNING_CHAIN ?=
+PUBLIC_KEY ?=
+CA_CHAIN ?=
+SIGN_ARGS = $(if $(SIGNING_CERT),--certificate $(SIGNING_CERT)) $(if $(SIGNING_CHAIN),--certificate-chain $(SIGNING_CHAIN))
 CONFIG ?= configs/variants.toml
 OUT ?= dist
 # The newest bundle directory in $(OUT)/ (highest <name>-<version> holding a manifest.json).
 BUNDLE ?= $(shell ls -d $(OUT)/*/manifest.json 2>/dev/null | sort -V | tail -n 1 | xargs -r dirname)
 PYTEST_ARGS ?=
 
-.PHONY: help setup setup-gpu export test test-fast lint bench serve parity-gpu lock clean
+.PHONY: help setup setup-gpu export verify test test-fast lint bench serve parity-gpu lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -41,7 +49,13 @@ setup-gpu: setup ## swap in the GPU builds (tensorflow[and-cuda], onnxruntime-gp
 	@rm -f $(STAMP)  # the next `make setup` puts the CPU onnxruntime back
 
 export: setup ## build, export, check parity and bundle every variant into $(OUT)/
-	$(VENV)/bin/resnet-deploy bundle --config $(CONFIG) --out $(OUT) $(if $(WEIGHTS),--weights $(WEIGHTS))
+	$(VENV)/bin/resnet-deploy bundle --config $(CONFIG) --out $(OUT) $(if $(WEIGHTS),--weights $(WEIGHTS)) \
+	  $(if $(SIGNING_KEY),--signing-key $(SIGNING_KEY) $(SIGN_ARGS)) $(if $(WAIT),--wait)
+
+verify: setup ## check the newest bundle: signature (PUBLIC_KEY= or CA_CHAIN=), checksums, parity
+	@test -n "$(BUNDLE)" || { echo "error: no bundle in $(OUT)/; run make export first" >&2; exit 2; }
+	$(VENV)/bin/resnet-deploy verify $(BUNDLE) $(if $(PUBLIC_KEY),--public-key $(PUBLIC_KEY)) \
+	  $(if $(CA_CHAIN),--certificate-chain $(CA_CHAIN))
 
 test: setup ## run the whole test suite (what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -56,6 +70,7 @@ lint: setup ## ruff (style, imports, bugbear) and mypy (export/, serving/)
 bench: setup ## benchmark every artifact of the newest bundle in $(OUT)/
 	@test -n "$(BUNDLE)" || { echo "error: no bundle in $(OUT)/; run make export first" >&2; exit 2; }
 	$(VENV)/bin/resnet-deploy bench $(BUNDLE)
+	$(if $(SIGNING_KEY),$(VENV)/bin/resnet-deploy sign $(BUNDLE) --private-key $(SIGNING_KEY) $(SIGN_ARGS))
 
 serve: setup ## serve the newest bundle (TF Serving if installed, else the local server)
 	$(VENV)/bin/resnet-deploy serve $(BUNDLE)

@@ -6,6 +6,7 @@ built in a hidden staging directory beside `dist/` and renamed into place when c
 """
 from __future__ import annotations
 
+import gzip
 import json
 import tarfile
 from dataclasses import dataclass, field
@@ -17,14 +18,17 @@ from export.errors import BundleError
 from export.manifest import FileEntry, Manifest
 
 MANIFEST = "manifest.json"
+#: Files a manifest does not list: itself, and the signature over the files and the manifest.
+UNLISTED = (MANIFEST, "signature.sig")
 
 
 def file_table(root: Path) -> dict[str, FileEntry]:
-    """{relative posix path: FileEntry(sha256, bytes)} for every file under root but the manifest."""
+    """{relative posix path: FileEntry(sha256, bytes)} for every file under root but the manifest
+    and the signature."""
     table = {}
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root).as_posix()
-        if p.is_file() and not p.is_symlink() and rel != MANIFEST:
+        if p.is_file() and not p.is_symlink() and rel not in UNLISTED:
             table[rel] = FileEntry(sha256=sha256_file(p), bytes=p.stat().st_size)
     return table
 
@@ -85,7 +89,11 @@ def pack(bundle_dir: Path) -> tuple[Path, str]:
     """Write `<bundle>.tar.gz` (members under `<bundle>/`) and `<bundle>.tar.gz.sha256`, atomically."""
     bundle_dir = Path(bundle_dir)
     tar_path = bundle_dir.with_name(bundle_dir.name + ".tar.gz")
-    with replacing(tar_path) as tmp, tarfile.open(tmp, "w:gz", compresslevel=6) as tar:
+    # gzip header without a timestamp, members in sorted order with normalised owners/modes (and
+    # mtimes clamped to SOURCE_DATE_EPOCH when set): equal files give an equal tarball.
+    with replacing(tar_path) as tmp, open(tmp, "wb") as raw, \
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for p in sorted(bundle_dir.rglob("*")):
             if not p.is_symlink():
                 tar.add(p, arcname=f"{bundle_dir.name}/{p.relative_to(bundle_dir).as_posix()}", recursive=False,
@@ -99,7 +107,15 @@ def _normalise_member(info: tarfile.TarInfo) -> tarfile.TarInfo:
     info.uid = info.gid = 0
     info.uname = info.gname = ""
     info.mode = 0o755 if info.isdir() else 0o644
+    epoch = source_date_epoch()
+    info.mtime = int(info.mtime) if epoch is None else min(int(info.mtime), epoch)
     return info
+
+
+def source_date_epoch() -> int | None:
+    """SOURCE_DATE_EPOCH (reproducible-builds.org) as an int, or None when unset or invalid."""
+    text = os.environ.get("SOURCE_DATE_EPOCH", "")
+    return int(text) if text.isdigit() else None
 
 
 def _check_member(member: tarfile.TarInfo, dest: Path) -> None:

@@ -16,7 +16,7 @@ from export.errors import ResnetDeployError
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 #: Subcommands that never need TensorFlow in the process (a REST client call must not pay for
 #: importing it); every other command imports it first, quietly (see import_tensorflow_quietly).
-WITHOUT_TENSORFLOW = {"variants", "predict", "status", "metadata", "k8s"}
+WITHOUT_TENSORFLOW = {"variants", "predict", "status", "metadata", "k8s", "sign"}
 
 
 def command(name: str):
@@ -73,18 +73,22 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from export import golden
     from export.build import build
+    from export.locks import exclusive_output
     from export.pipeline import check_destination, export_artifacts, resolve_targets
     from export.variants import get_variant
     spec = get_variant(args.variant)
     targets = resolve_targets(args.format, args.precision)
-    # Bad --out or an artifact in the way is said before minutes of building and calibrating.
-    check_destination(args.out, spec.name, targets, version=args.version, overwrite=args.overwrite)
-    built = build(spec, weights=args.weights, num_classes=args.num_classes)
     progress = None if args.json else (lambda v, f, p: print(f"exporting {v} {f} {p} ...", flush=True))
-    artifacts = export_artifacts(built, args.out, targets, version=args.version, opset=args.opset,
-                                 overwrite=args.overwrite, progress=progress)
-    # The reference outputs go beside the artifacts, so `parity --artifacts OUT` needs nothing else.
-    golden.save(args.out, golden.make(built))
+    # One run per --out at a time (a second one refuses, or waits with --wait); staging that killed
+    # runs left there is removed first.
+    with exclusive_output(args.out, command=f"resnet-deploy export --variant {spec.name}", wait=args.wait):
+        # Bad --out or an artifact in the way is said before minutes of building and calibrating.
+        check_destination(args.out, spec.name, targets, version=args.version, overwrite=args.overwrite)
+        built = build(spec, weights=args.weights, num_classes=args.num_classes)
+        artifacts = export_artifacts(built, args.out, targets, version=args.version, opset=args.opset,
+                                     overwrite=args.overwrite, progress=progress)
+        # The reference outputs go beside the artifacts, so `parity --artifacts OUT` needs nothing else.
+        golden.save(args.out, golden.make(built))
     records: list[dict[str, Any]] = [{"path": a.path, "format": a.format, "precision": a.precision, "bytes": a.bytes,
                 "sha256": a.sha256, "seconds": a.seconds} for a in artifacts]
     if args.json:
@@ -142,8 +146,10 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from export.bundle_commands import signing_key
     from export.pipeline import run_bundle
-    result = run_bundle(args.config, args.out, weights=args.weights, quiet=args.json)
+    result = run_bundle(args.config, args.out, weights=args.weights, quiet=args.json, signer=signing_key(args),
+                        wait=args.wait)
     if args.json:
         _print_json({k: v for k, v in result.items() if k not in ("report", "artifacts")})
         return 0 if result["published"] else 1
@@ -166,30 +172,6 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     console.print(table)
     console.print(f"tarball {result['tarball']}\nsha256  {result['sha256']}")
     return 0
-
-
-@command("verify")
-def cmd_verify(args: argparse.Namespace) -> int:
-    import tempfile
-    from pathlib import Path
-
-    from export import bundle, golden, parity
-    with tempfile.TemporaryDirectory(prefix="resnet-deploy-verify.") as scratch:
-        root = bundle.open_bundle(Path(args.bundle), Path(scratch))
-        files, manifest = bundle.verify_dir(root)
-        for problem in files.problems():
-            print(f"FAIL {problem}")
-        print(f"files: {files.checked} in manifest, {len(files.changed)} changed, {len(files.missing)} missing, "
-              f"{len(files.extra)} extra")
-        ok = bool(files)
-        if not args.skip_parity:
-            present = [a for a in manifest.artifacts if (root / a.path).exists()]
-            goldens = {v: golden.load(root, v) for v in sorted({a.variant for a in present})}
-            report = parity.run_suite(root, present, goldens)
-            print(report.to_markdown())
-            ok = ok and bool(report)
-        print("verified" if ok else "verification FAILED")
-    return 0 if ok else 1
 
 
 @command("bench")
@@ -245,6 +227,8 @@ def _print_chained_traceback(e: BaseException) -> None:
 
 
 def make_parser() -> argparse.ArgumentParser:
+    from export.bundle_commands import add_parsers as add_bundle_parsers  # sign, verify
+    from export.bundle_commands import add_signing_arguments
     p = _Parser(prog="resnet-deploy", description="Build, export, verify and serve ResNet50 variants.")
     p.add_argument("--debug", action="store_true",
                    help="on an error, print the full chained traceback before the one-line message")
@@ -265,10 +249,8 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="dist")
     s.add_argument("--weights", default=None, help="override the config's weights for every variant")
     s.add_argument("--json", action="store_true")
-
-    s = sub.add_parser("verify", help="re-hash a bundle against its manifest and re-run parity from its golden files")
-    s.add_argument("bundle", help="dist/<name>-<version> or its .tar.gz")
-    s.add_argument("--skip-parity", action="store_true", help="check checksums only")
+    s.add_argument("--wait", action="store_true", help="wait for another run on the same --out instead of refusing")
+    add_signing_arguments(s, required=False)
 
     s = sub.add_parser("bench", help="benchmark every artifact of a bundle (make bench): speed, memory, accuracy")
     s.add_argument("bundle", help="dist/<name>-<version> (a .tar.gz only with --out)")
@@ -294,6 +276,7 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--opset", type=int, default=17, help="ONNX opset")
     s.add_argument("--overwrite", action="store_true", help="replace existing artifacts")
     s.add_argument("--json", action="store_true")
+    s.add_argument("--wait", action="store_true", help="wait for another run on the same --out instead of refusing")
     s = sub.add_parser("parity", help="check every artifact in a directory against the Keras reference")
     s.add_argument("--artifacts", required=True, metavar="DIR", help="directory with artifacts.json (an export or bundle)")
     s.add_argument("--variant", help="check only this variant")
@@ -312,6 +295,7 @@ def make_parser() -> argparse.ArgumentParser:
     add_score_parsers(sub, COMMANDS)
     from export.deploy.k8s_command import add_parsers as add_k8s_parsers  # k8s
     add_k8s_parsers(sub, COMMANDS)
+    add_bundle_parsers(sub, COMMANDS)
     return p
 
 

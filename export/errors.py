@@ -42,3 +42,7 @@ def first_line(exc: BaseException) -> str:
         if line.strip():
             return line.strip()
     return type(exc).__name__
+
+
+class SigningError(ResnetDeployError):
+    """A key, certificate or chain that cannot be used to sign or verify a bundle."""

@@ -4,7 +4,6 @@ Imports only export/ (the TF Serving files it writes come from export.deploy); n
 """
 from __future__ import annotations
 
-from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +26,23 @@ def resolve_targets(fmt: str = "all", precisions: list[str] | None = None) -> li
 
 def export_artifacts(built, out_dir: str | Path, targets: list[tuple[str, str]], *, version: int = 1,
                      opset: int = 17, overwrite: bool = False, progress=None,
-                     card: dict | None = None) -> list[Artifact]:
+                     card: dict | None = None, wait: bool = False, lock: bool = True) -> list[Artifact]:
     """Export `built` to every (format, precision) in `targets`, in dependency order; `card`
     overrides the TFLite metadata's name/version/author/license/description.
 
     TFLite and ONNX are converted from the SavedModel's serving_default, so a SavedModel is
     always written first (kept when asked for, else in a scratch dir removed afterwards);
     ONNX int8 quantizes the fp32 ONNX when that is exported too. Writes artifacts.json.
+    Holds `out_dir`'s lock (export/locks.py) unless lock=False (a private staging directory).
     """
+    from export.locks import exclusive_output
+    if not lock:
+        return _export_artifacts(built, out_dir, targets, version, opset, overwrite, progress, card)
+    with exclusive_output(out_dir, command=f"resnet-deploy export {built.spec.name}", wait=wait):
+        return _export_artifacts(built, out_dir, targets, version, opset, overwrite, progress, card)
+
+
+def _export_artifacts(built, out_dir, targets, version, opset, overwrite, progress, card) -> list[Artifact]:
     import shutil
     import tempfile
 
@@ -53,7 +61,7 @@ def export_artifacts(built, out_dir: str | Path, targets: list[tuple[str, str]],
             done.append(sm)
             sm_dir = Path(sm.path)
         else:
-            scratch = Path(tempfile.mkdtemp(prefix=".savedmodel.", dir=out))
+            scratch = Path(tempfile.mkdtemp(prefix=".savedmodel.", suffix=".partial", dir=out))
             sm_dir = scratch / "sm"
             savedmodel.write_saved_model(built.model, sm_dir, built.input_size)
         for fmt, precision in targets:
@@ -200,19 +208,32 @@ class _Stages:
 
 
 def run_bundle(config_path: str | Path, out: str | Path = "dist", weights: str | None = None,
-               quiet: bool = False) -> dict:
+               quiet: bool = False, *, signer=None, wait: bool = False) -> dict:
     """`make export`: build -> export -> golden -> parity for every variant, then lay out,
-    checksum and publish `<out>/<name>-<version>/` plus its .tar.gz and .sha256.
+    checksum, sign (with `signer`, an export.signing.SigningKey) and publish
+    `<out>/<name>-<version>/` plus its .tar.gz and .sha256.
 
     The bundle is staged in a hidden directory beside it and renamed into place only when
     complete and its parity passed; an interrupted run leaves the previous bundle untouched.
     A failed parity writes `<name>-<version>.parity-FAILED.{json,md}` instead of a bundle.
+    The whole run holds `out`'s lock (a second run refuses, or waits with wait=True), and
+    starts by removing what killed runs left there (export/locks.py).
     """
+    from export.locks import exclusive_output
+    from export.variants import get_variant
+    # A bad config is said before anything is created or locked.
+    cfg = load_config(config_path, weights)
+    specs = {v["name"]: get_variant(v["name"]) for v in cfg["variants"]}
+    targets = {v["name"]: resolve_targets("all", v.get("precisions")) for v in cfg["variants"]}
+    with exclusive_output(out, command=f"resnet-deploy bundle --config {config_path}", wait=wait):
+        return _run_bundle(cfg, specs, targets, out, quiet, signer)
+
+
+def _run_bundle(cfg: dict, specs: dict, targets: dict, out: str | Path, quiet: bool, signer) -> dict:
     import shutil
     import signal
     import tempfile
     import time
-    from datetime import datetime
 
     from export import bundle as bundle_mod
     from export import golden, parity
@@ -220,15 +241,15 @@ def run_bundle(config_path: str | Path, out: str | Path = "dist", weights: str |
     from export.build import build, io_spec, param_counts
     from export.deploy import tfserving as serving_config
     from export.formats import tool_versions
-    from export.variants import get_variant
 
-    cfg = load_config(config_path, weights)
-    specs = {v["name"]: get_variant(v["name"]) for v in cfg["variants"]}
-    targets = {v["name"]: resolve_targets("all", v.get("precisions")) for v in cfg["variants"]}
     out = ensure_writable_dir(out)
     bundle_name = f"{cfg['name']}-{cfg['version']}"
     final = out / bundle_name
-    staging = Path(tempfile.mkdtemp(prefix=f".{bundle_name}.", suffix=".partial", dir=out))
+    # <out>/.<bundle>.<random>.partial/<bundle>/: the bundle is staged under its own name, so the
+    # signature's subject (model-signing names it after the directory) is the bundle's name.
+    scratch = Path(tempfile.mkdtemp(prefix=f".{bundle_name}.", suffix=".partial", dir=out))
+    staging = scratch / bundle_name
+    staging.mkdir()
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
     started = time.perf_counter()
     try:
@@ -241,7 +262,7 @@ def run_bundle(config_path: str | Path, out: str | Path = "dist", weights: str |
                 card = {"name": f"{cfg['name']}-{name}", "author": cfg["author"], "license": cfg["license"],
                         **({"description": v["description"]} if "description" in v else {})}
                 arts = stages.run(name, "export", export_artifacts, built, staging, targets[name],
-                                  version=cfg["version"], card=card)
+                                  version=cfg["version"], card=card, lock=False)
                 goldens[name] = stages.run(name, "golden", golden.make, built)
                 golden.save(staging, goldens[name])
                 artifacts += [a.relative_to(staging) for a in arts]
@@ -258,8 +279,9 @@ def run_bundle(config_path: str | Path, out: str | Path = "dist", weights: str |
                 return {"published": False, "bundle": None, "report": f"{failed}.md",
                         "failures": report.failures(), "timings": stages.timings}
             stages.run("all", "bundle", _lay_out, staging, cfg, variants_meta, artifacts, report,
-                       serving_config, bundle_mod, stages.timings, tool_versions(),
-                       datetime.now(UTC).isoformat(timespec="seconds"))
+                       serving_config, bundle_mod, stages.timings, tool_versions(), _created_at())
+            if signer is not None:
+                stages.run("all", "sign", signer.sign, staging)
             replace_dir(staging, final)
             tar_path, digest = stages.run("all", "pack", bundle_mod.pack, final)
         for stale in out.glob(f"{bundle_name}.parity-FAILED.*"):
@@ -269,7 +291,17 @@ def run_bundle(config_path: str | Path, out: str | Path = "dist", weights: str |
                 "seconds": round(time.perf_counter() - started, 1)}
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _created_at() -> str:
+    """Now, or SOURCE_DATE_EPOCH when set (reproducible builds), as ISO 8601 UTC."""
+    from datetime import UTC, datetime
+
+    from export.bundle import source_date_epoch
+    epoch = source_date_epoch()
+    when = datetime.now(UTC) if epoch is None else datetime.fromtimestamp(epoch, UTC)
+    return when.isoformat(timespec="seconds")
 
 
 def _write_deploy_manifests(root: Path, bundle_name: str, storage_uri: str, tensorflow_version: str | None) -> None:
@@ -300,6 +332,7 @@ def _lay_out(root: Path, cfg, variants_meta, artifacts, report, serving_config, 
     _write_deploy_manifests(root, f"{cfg['name']}-{version}", cfg["storage_uri"], versions.get("tensorflow"))
     write_text(root / "README.md", bundle_mod.render_readme(f"{cfg['name']}-{version}", cfg["name"], version,
                                                             variants_meta, artifacts, report.to_markdown()))
+    from export import reproducibility
     from export.manifest import Manifest, ParitySummary, StageTiming, VariantRecord
     bundle_mod.write_manifest(root, Manifest(
         name=cfg["name"], version=version, created_at=created_at, git=_git_commit(),
@@ -309,4 +342,5 @@ def _lay_out(root: Path, cfg, variants_meta, artifacts, report, serving_config, 
         parity=ParitySummary(passed=bool(report), counts=report.counts(), failures=report.failures(),
                              environment=report.environment),
         export_timings=[StageTiming(**t) for t in timings],
+        reproducibility=reproducibility.record(root),
     ))

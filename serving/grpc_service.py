@@ -60,7 +60,7 @@ def create_grpc_server(core: ServingCore, max_message_bytes: int, max_workers: i
         name, version, label = _spec_of(request.model_spec)
         servable = core.registry.resolve(name, version, label)
         sig = core.signature(servable, request.model_spec.signature_name)
-        inputs = {k: tensors.proto_to_array(k, v) for k, v in request.inputs.items()}
+        inputs = {k: tensors.proto_to_array(k, v, max_message_bytes) for k, v in request.inputs.items()}
         outputs = core.predict(servable, sig.name, inputs)
         wanted = list(request.output_filter) or sorted(outputs)
         for w in wanted:

@@ -79,11 +79,37 @@ def decode_images(blobs: np.ndarray, size: int) -> np.ndarray:
     return np.stack([t.numpy() for t in out]).astype(np.float32)
 
 
+#: The largest image (width x height) the image-bytes signature decodes: a few KB of PNG can
+#: declare 50,000 x 50,000 pixels, which tf.io.decode_image would allocate (7.5 GB) before resizing.
+MAX_IMAGE_PIXELS = 50_000_000
+
+
+def _declared_pixels(blob: bytes) -> int | None:
+    """Width x height from the image's header (Pillow reads only the header), None if Pillow can't tell."""
+    import io
+
+    from PIL import Image
+    try:
+        with Image.open(io.BytesIO(blob)) as image:
+            width, height = image.size
+            return width * height
+    except Image.DecompressionBombError as e:  # "Image size (N pixels) exceeds limit of ..."
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        return int(found[1]) if found else MAX_IMAGE_PIXELS + 1
+    except Exception:  # noqa: BLE001 - a header Pillow can't read: TensorFlow's decoder decides
+        return None
+
+
 def check_image_blobs(blobs: np.ndarray) -> None:
-    """INVALID_ARGUMENT for a blob that is no image TF can decode (checked before batching)."""
+    """INVALID_ARGUMENT for a blob that is no image TF can decode, or that declares more than
+    MAX_IMAGE_PIXELS (checked before batching, from the header, before anything is decoded)."""
     for i, blob in enumerate(blobs.reshape(-1)):
         if not isinstance(blob, bytes) or not blob.startswith(_IMAGE_MAGIC):
             raise ServingStatus.invalid(f"image {i}: {_UNKNOWN_IMAGE}")
+        pixels = _declared_pixels(blob)
+        if pixels is not None and pixels > MAX_IMAGE_PIXELS:
+            raise ServingStatus.invalid(f"image {i} declares {pixels} pixels, more than the {MAX_IMAGE_PIXELS} "
+                                        "this server decodes; resize it before sending")
 
 
 class Servable(abc.ABC):

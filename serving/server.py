@@ -65,15 +65,15 @@ def _version(text: str | None) -> int | None:
 
 
 async def _read_body(request, limit: int) -> bytes:
-    """The body, or INVALID_ARGUMENT past `limit` bytes (the rest is drained, not kept, so the
-    client reads the answer instead of a reset connection)."""
+    """The body, or 413 past `limit` bytes (the rest is drained, not kept, so the client reads
+    the answer instead of a reset connection)."""
     chunks, total = [], 0
     async for chunk in request.stream():
         total += len(chunk)
         if total <= limit:
             chunks.append(chunk)
     if total > limit:
-        raise ServingStatus.invalid(f"request body of {total} bytes is larger than the limit of {limit} bytes")
+        raise ServingStatus.too_large(f"request body of {total} bytes is larger than the limit of {limit} bytes")
     return b"".join(chunks)
 
 
@@ -86,7 +86,7 @@ def create_app(core: ServingCore, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     from starlette.responses import PlainTextResponse
     from tensorflow_serving.apis import get_model_metadata_pb2
 
-    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False)
 
     def to_dict(message) -> dict:
         from google.protobuf import json_format

@@ -17,14 +17,15 @@ HTTP_STATUS = {
 class ServingStatus(Exception):
     """An error answer: `code` is a grpc.StatusCode name, `message` the one-line text."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, http_status: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self._http_status = http_status
 
     @property
     def http_status(self) -> int:
-        return HTTP_STATUS.get(self.code, 500)
+        return self._http_status or HTTP_STATUS.get(self.code, 500)
 
     @property
     def grpc_code(self):
@@ -38,6 +39,12 @@ class ServingStatus(Exception):
     @classmethod
     def not_found(cls, message: str) -> ServingStatus:
         return cls("NOT_FOUND", message)
+
+    @classmethod
+    def too_large(cls, message: str) -> ServingStatus:
+        """A request over the size limit: HTTP 413, gRPC RESOURCE_EXHAUSTED (what grpc itself answers
+        for a message over max_receive_message_length)."""
+        return cls("RESOURCE_EXHAUSTED", message, http_status=413)
 
     @classmethod
     def unavailable(cls, message: str) -> ServingStatus:

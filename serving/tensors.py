@@ -107,10 +107,33 @@ def _first_non_number(value: Any) -> Any:
 _NUMBER = object()
 
 
+#: NumPy's (and TensorFlow's) most dimensions of a tensor.
+MAX_DIMS = 32
+
+
+def _nesting(value: Any) -> int:
+    """How deep the first elements of `value` nest (iterative: any depth, no recursion)."""
+    depth = 0
+    while isinstance(value, list) and value:
+        depth += 1
+        value = value[0]
+    return depth + isinstance(value, list)
+
+
 def json_to_array(value: Any, info: TensorInfo) -> np.ndarray:
-    if info.dtype == np.dtype(object):
-        return _strings(value, info.name)
-    return _numbers(value, info)
+    """The array for one input from its JSON value; INVALID_ARGUMENT for what is no dense tensor of
+    the input's type (deeply nested lists included: numpy takes at most 32 dimensions)."""
+    depth = _nesting(value)
+    if depth > MAX_DIMS:
+        raise ServingStatus.invalid(f"input '{info.name}' is nested {depth} lists deep; a tensor has at most "
+                                    f"{MAX_DIMS} dimensions and this one expects shape {info.shape_text()}")
+    try:
+        if info.dtype == np.dtype(object):
+            return _strings(value, info.name)
+        return _numbers(value, info)
+    except (RecursionError, ValueError):  # ragged or too deep below the first elements
+        raise ServingStatus.invalid(f"input '{info.name}': not a dense tensor of shape {info.shape_text()} "
+                                    "(lists of unequal length or nested too deeply)") from None
 
 
 def json_to_inputs(doc: dict, signature: Signature) -> tuple[dict[str, np.ndarray], str]:
@@ -205,8 +228,30 @@ def outputs_to_json(outputs: dict[str, np.ndarray], form: str) -> dict:
 
 # -- gRPC TensorProto -------------------------------------------------------------------------
 
-def proto_to_array(name: str, proto) -> np.ndarray:
+def proto_to_array(name: str, proto, max_bytes: int | None = None) -> np.ndarray:
+    """The array of a TensorProto; INVALID_ARGUMENT for a malformed one, and, before anything is
+    allocated, for negative dimensions or a shape over `max_bytes` once decoded (TensorFlow fills
+    a short value list by repeating its last value, so one float could ask for terabytes)."""
+    import math
+
     import tensorflow as tf
+    shape = proto.tensor_shape
+    if shape.unknown_rank:
+        raise ServingStatus.invalid(f"input '{name}': tensor_shape has unknown_rank; give its dimensions")
+    dims = [d.size for d in shape.dim]
+    negative = [d for d in dims if d < 0]
+    if negative:
+        raise ServingStatus.invalid(f"input '{name}': negative dimension {negative[0]} in tensor_shape")
+    if max_bytes is not None:
+        try:
+            itemsize = max(tf.as_dtype(proto.dtype).size, 1)
+        except TypeError:
+            itemsize = 1  # an unknown dtype: make_ndarray says so below
+        count = math.prod(dims)
+        if count * itemsize > max_bytes:
+            raise ServingStatus.invalid(
+                f"input '{name}': a tensor of shape [{','.join(map(str, dims))}] holds {count} values "
+                f"({count * itemsize} bytes), more than the request limit of {max_bytes} bytes")
     try:
         return tf.make_ndarray(proto)
     except Exception as e:  # noqa: BLE001 - malformed TensorProto: wrong content size, unknown dtype ...

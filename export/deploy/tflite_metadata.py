@@ -198,7 +198,32 @@ def write_metadata(model: bytes, card: ModelCard, labels: list[str]) -> bytes:
             populator.populate()
         except ValueError as e:
             raise ExportError(f"cannot write TFLite metadata: {e}") from None
-        return path.read_bytes()
+        return _fixed_zip_times(path.read_bytes())
+
+
+#: DOS time 00:00:00 and date 1980-01-01, the earliest a zip entry can carry (little-endian).
+_ZIP_EPOCH = b"\x00\x00\x21\x00"
+
+
+def _fixed_zip_times(model: bytes) -> bytes:
+    """`model` with its packed files' zip entries stamped 1980-01-01 instead of the export's time
+    (the populator's ZipFile.writestr stamps the local time), so the same model gives the same
+    bytes; only those 4-byte fields change (no offset, size or CRC does)."""
+    import io
+    import struct
+    import zipfile
+    out = bytearray(model)
+    with zipfile.ZipFile(io.BytesIO(model)) as zf:
+        central = zf.start_dir  # both offsets are absolute: zipfile accounts for the model before the zip
+        for info in zf.infolist():
+            local = info.header_offset
+            if out[local:local + 4] != b"PK\x03\x04" or out[central:central + 4] != b"PK\x01\x02":
+                raise ExportError("the TFLite metadata's packed files are not a well-formed zip; re-export")
+            out[local + 10:local + 14] = _ZIP_EPOCH
+            out[central + 12:central + 16] = _ZIP_EPOCH
+            name_len, extra_len, comment_len = struct.unpack("<HHH", out[central + 28:central + 34])
+            central += 46 + name_len + extra_len + comment_len
+    return bytes(out)
 
 
 # -- reading -----------------------------------------------------------------------------------

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -50,6 +51,44 @@ def _name_batch_dim(model) -> None:
             dims[0].dim_param = BATCH_DIM
 
 
+_GENERATED_CONST = re.compile(r"^const_[A-Za-z0-9_]*__\d+$")
+
+
+def _canonical_const_names(model) -> None:
+    """Name tf2onnx's generated constants by their first use, and sort the initializers.
+
+    tf2onnx merges duplicate constants and keeps one of their generated names (`const_starts__12`
+    in one run, `const_ends__13` in the next): the same graph and weights then give different
+    bytes. Renamed in node order (deterministic), two conversions write identical files.
+    """
+    graph = model.graph
+    generated = {i.name for i in graph.initializer if _GENERATED_CONST.match(i.name)}
+    if not generated:
+        return
+    order: list[str] = []
+    for node in graph.node:
+        order += [n for n in node.input if n in generated and n not in order]
+    order += sorted(generated - set(order))
+    taken = ({n.name for n in graph.node} | {o for n in graph.node for o in n.output}
+             | {v.name for v in list(graph.input) + list(graph.output) + list(graph.value_info)}
+             | {i.name for i in graph.initializer}) - generated
+    mapping = {}
+    for k, old in enumerate(order):
+        new = f"const__{k}"
+        while new in taken:
+            new += "_"
+        mapping[old] = new
+    for init in graph.initializer:
+        init.name = mapping.get(init.name, init.name)
+    for node in graph.node:
+        node.input[:] = [mapping.get(n, n) for n in node.input]
+    for v in graph.value_info:
+        v.name = mapping.get(v.name, v.name)
+    inits = sorted(graph.initializer, key=lambda i: i.name)
+    graph.ClearField("initializer")
+    graph.initializer.extend(inits)
+
+
 def convert_fp32(built, path: Path, opset: int, saved_model_dir=None) -> None:
     import onnx
     import tf2onnx
@@ -59,6 +98,7 @@ def convert_fp32(built, path: Path, opset: int, saved_model_dir=None) -> None:
     except Exception as e:  # noqa: BLE001 -- the converter/runtime raises many types; each becomes one user-facing line
         raise ExportError(f"tf2onnx conversion failed (opset {opset}): {first_line(e)}") from None
     _name_batch_dim(model)
+    _canonical_const_names(model)
     onnx.save(model, str(path))
 
 
@@ -86,7 +126,7 @@ class _PhotoReader:
 def quantize_int8(fp32_path: Path, path: Path, images) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix=".onnx-int8.", suffix=".partial", dir=path.parent) as tmp:
         prepped = Path(tmp) / "prepped.onnx"
         quant_pre_process(str(fp32_path), str(prepped), skip_symbolic_shape=True)
         quantize_static(str(prepped), str(path), _PhotoReader(images), quant_format=QuantFormat.QDQ,
@@ -146,7 +186,8 @@ def export(built, out_dir: str | Path, precision: str = "fp32", *, saved_model_d
             with contextlib.ExitStack() as stack:
                 source = Path(fp32_path) if fp32_path else None
                 if source is None:
-                    source = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=folder))) / "fp32.onnx"
+                    scratch = tempfile.TemporaryDirectory(prefix=".onnx-fp32.", suffix=".partial", dir=folder)
+                    source = Path(stack.enter_context(scratch)) / "fp32.onnx"
                     convert_fp32(built, source, opset, saved_model_dir)
                 quantize_int8(source, tmp, images)
         check(tmp)

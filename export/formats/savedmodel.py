@@ -47,14 +47,35 @@ def signatures_for(model, size: int):
     return serving_default, predict_image_bytes
 
 
+def _ordered_archive(model):
+    """A keras ExportArchive that saves the endpoints' variables in the model's own order.
+
+    Keras lists them in the order the traced functions captured them, which changes from run
+    to run; the checkpoint (variables.*), saved_model.pb and the ONNX converted from them then
+    differ between two exports of the same weights. The model's order makes them byte-identical.
+    """
+    import keras
+
+    rank = {id(getattr(v, "value", v)): i for i, v in enumerate(model.variables)}
+
+    base = type(keras.export.ExportArchive())  # its __new__ returns the backend's archive class
+
+    class OrderedExportArchive(base):
+        def _filter_and_track_resources(self):
+            super()._filter_and_track_resources()
+            found = list(self._tf_trackable._all_variables)
+            self._tf_trackable._all_variables = sorted(found, key=lambda v: (rank.get(id(v), len(rank)), v.name))
+
+    return OrderedExportArchive()
+
+
 def write_saved_model(model, path: Path, size: int) -> None:
     """Write `model` with both signatures to `path` (an empty or new directory)."""
-    import keras
     serving_default, predict_image_bytes = signatures_for(model, size)
     # No archive.track(model): the endpoints' variables are tracked anyway, and tracking the
     # model too stores every weight twice (Keras 3.15 keeps both the KerasVariables and the
     # tf.Variables they wrap), doubling the SavedModel to ~190 MB.
-    archive = keras.export.ExportArchive()
+    archive = _ordered_archive(model)
     archive.add_endpoint("serving_default", serving_default)
     archive.add_endpoint("predict_image_bytes", predict_image_bytes)
     archive.write_out(str(path), verbose=False)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -30,11 +31,14 @@ precisions = ["fp32"]
 
 @pytest.fixture(scope="session")
 def published(tmp_path_factory):
-    """One real bundle (dense, fp32 artifacts) made by `resnet-deploy bundle`, as `make export` does."""
+    """One real bundle (dense, fp32 artifacts) made and signed by `resnet-deploy bundle --signing-key`,
+    as `make export SIGNING_KEY=...` does; the key pair is work/signing-key{,.pub}.pem."""
+    from tests.export import pki
     work = tmp_path_factory.mktemp("bundle")
+    key, _, _ = pki.write_key_pair(work, "signing-key")
     cfg = work / "variants.toml"
     cfg.write_text(CONFIG.format(weights="random:0"))
-    r = run_cli("bundle", "--config", str(cfg), "--out", str(work / "dist"))
+    r = run_cli("bundle", "--config", str(cfg), "--out", str(work / "dist"), "--signing-key", str(key))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "smoke-3" in r.stdout and "tarball" in r.stdout
     return work, work / "dist" / "smoke-3", cfg
@@ -55,7 +59,10 @@ def test_bundle_layout(published):
     tar = root.with_name("smoke-3.tar.gz")
     digest = (root.with_name("smoke-3.tar.gz.sha256")).read_text().split()[0]
     assert bundle.sha256_file(tar) == digest
-    assert not [p for p in root.parent.iterdir() if p.name.startswith(".")], "staging left behind"
+    hidden = [p.name for p in root.parent.iterdir() if p.name.startswith(".")]
+    assert hidden == [".resnet-deploy.lock"], "staging left behind"
+    with tarfile.open(tar) as t:
+        assert "smoke-3/signature.sig" in t.getnames(), "the tarball carries the signature"
     readme = (root / "README.md").read_text()
     assert "tensorflow_model_server" in readme and "tensorflow/serving" in readme
     assert (root / "tflite/dense/labels.txt").read_text().split() == [f"c{i}" for i in range(10)]
@@ -70,7 +77,7 @@ def test_manifest_checksums_match_files(published):
     manifest = json.loads((root / "manifest.json").read_text())
     assert manifest["files"], "empty manifest"
     on_disk = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-    assert sorted(manifest["files"]) == [p for p in on_disk if p != "manifest.json"]
+    assert sorted(manifest["files"]) == [p for p in on_disk if p not in ("manifest.json", "signature.sig")]
     for rel, rec in manifest["files"].items():
         assert bundle.sha256_file(root / rel) == rec["sha256"], rel
         assert (root / rel).stat().st_size == rec["bytes"], rel
@@ -81,6 +88,11 @@ def test_manifest_checksums_match_files(published):
     assert set(manifest["tool_versions"]) >= {"tensorflow", "keras", "tf2onnx", "onnxruntime"}
     assert len(manifest["git"]["commit"]) in (40, 7) or manifest["git"]["commit"] == "unknown"
     assert {t["stage"] for t in manifest["export_timings"]} >= {"build", "export", "golden", "parity"}
+    volatile = manifest["reproducibility"]
+    assert set(volatile) == {"tfserving/dense/3/fingerprint.pb", "artifacts.json", "parity.json", "parity.md",
+                             "README.md"}
+    assert "random uuid" in volatile["tfserving/dense/3/fingerprint.pb"]["why"]
+    assert len(volatile["tfserving/dense/3/fingerprint.pb"]["stable_sha256"]) == 64
 
 
 @pytest.mark.e2e
@@ -100,12 +112,37 @@ def test_config_files_parse_with_tf_serving_protos(published):
 
 @pytest.mark.e2e
 def test_verify_passes_on_directory_and_tarball(published):
-    _, root, _ = published
-    r = run_cli("verify", str(root))
+    work, root, _ = published
+    r = run_cli("verify", str(root), "--public-key", str(work / "signing-key.pub.pem"))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert r.stdout.startswith("signature: signed by key ") and "every file matches the signature" in r.stdout
     assert "verified" in r.stdout and "0 changed, 0 missing, 0 extra" in r.stdout
-    r = run_cli("verify", str(root.with_name("smoke-3.tar.gz")), "--skip-parity")
-    assert r.returncode == 0 and "verified" in r.stdout
+    r = run_cli("verify", str(root.with_name("smoke-3.tar.gz")), "--skip-parity",
+                "--public-key", str(work / "signing-key.pub.pem"))
+    assert r.returncode == 0 and "verified" in r.stdout and "signature: signed by key" in r.stdout
+
+
+@pytest.mark.e2e
+def test_verify_with_a_key_refuses_tampered_and_foreign_bundles_before_loading_them(published, tmp_path):
+    from tests.export import pki
+    work, root, _ = published
+    _, stranger, _ = pki.write_key_pair(tmp_path, "stranger")
+    r = run_cli("verify", str(root), "--public-key", str(stranger))
+    assert r.returncode == 1
+    assert r.stdout.startswith("FAIL signature (wrong key): smoke-3 was signed with another key (key id ")
+    assert "parity: skipped: the signature failed, so the artifacts are not loaded" in r.stdout
+    copy = tmp_path / "smoke-3"
+    shutil.copytree(root, copy)
+    (copy / "models.config").write_text((copy / "models.config").read_text().replace("dense", "evil"))
+    r = run_cli("verify", str(copy), "--public-key", str(work / "signing-key.pub.pem"))
+    assert r.returncode == 1
+    assert r.stdout.startswith("FAIL signature (tampered): files changed since signing: changed models.config")
+    assert "FAIL changed: models.config" in r.stdout and "verification FAILED" in r.stdout
+    (copy / "signature.sig").unlink()
+    r = run_cli("verify", str(copy), "--skip-parity", "--public-key", str(work / "signing-key.pub.pem"))
+    assert r.returncode == 1 and r.stdout.startswith("FAIL signature (unsigned): smoke-3 is not signed")
+    r = run_cli("verify", str(copy), "--skip-parity", "--public-key", str(tmp_path / "missing.pem"))
+    assert (r.returncode, r.stderr) == (2, f"error: public key {tmp_path / 'missing.pem'} not found\n")
 
 
 @pytest.mark.e2e
@@ -174,7 +211,7 @@ def test_malicious_tarballs_are_refused(tmp_path, kind, message):
 
 @pytest.mark.e2e
 def test_killed_pipeline_leaves_previous_bundle_intact(published):
-    _work, root, cfg = published
+    _, root, cfg = published
     before = bundle.file_table(root)
     proc = subprocess.Popen([sys.executable, "-m", "export.cli", "bundle", "--config", str(cfg),
                              "--out", str(root.parent)], cwd=ROOT, stdout=subprocess.DEVNULL,
@@ -183,7 +220,7 @@ def test_killed_pipeline_leaves_previous_bundle_intact(published):
         deadline = time.monotonic() + 240
         # Kill it once the new bundle is half written: its staged SavedModel exists.
         while time.monotonic() < deadline and proc.poll() is None:
-            if list(root.parent.glob(".smoke-3.*.partial/tflite")):
+            if list(root.parent.glob(".smoke-3.*.partial/smoke-3/tflite")):
                 break
             time.sleep(0.2)
         assert proc.poll() is None, "pipeline finished before it could be killed"
@@ -195,9 +232,70 @@ def test_killed_pipeline_leaves_previous_bundle_intact(published):
     assert bundle.file_table(root) == before
     visible = sorted(p.name for p in root.parent.iterdir() if not p.name.startswith("."))
     assert visible == ["smoke-3", "smoke-3.tar.gz", "smoke-3.tar.gz.sha256"]
-    for partial in root.parent.glob(".smoke-3.*.partial"):
-        assert not (partial / "manifest.json").exists()
-        shutil.rmtree(partial)
+    (partial,) = root.parent.glob(".smoke-3.*.partial")
+    assert not (partial / "smoke-3" / "manifest.json").exists()
+    # The next run on the same --out removes it, says so in one line, then works as usual (stopped here).
+    nxt = subprocess.Popen([sys.executable, "-m", "export.cli", "bundle", "--config", str(cfg),
+                            "--out", str(root.parent)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        line = nxt.stderr.readline()
+        assert re.fullmatch(rf"removed 1 stale staging entry \(\d+ MB\) in {re.escape(str(root.parent))} left by an "
+                            rf"interrupted run \(pid {proc.pid} \(resnet-deploy bundle --config {re.escape(str(cfg))}, "
+                            rf"since [^)]+\), no longer running\): {re.escape(partial.name)} \(\d+ MB\)\n", line), line
+        assert not partial.exists()
+    finally:
+        nxt.send_signal(signal.SIGTERM)  # its own staging is removed on SIGTERM
+        nxt.wait(timeout=120)
+        nxt.stderr.close()
+    assert sorted(p.name for p in root.parent.iterdir() if p.name.startswith(".")) == [".resnet-deploy.lock"]
+    assert bundle.file_table(root) == before
+
+
+@pytest.mark.e2e
+def test_same_config_twice_gives_byte_identical_artifacts(published, tmp_path):
+    """A second `make export` of the same commit, config and weights: every artifact byte-identical,
+    the rest differing only where the manifest says why, with the stable part equal."""
+    _, root, cfg = published
+    r = run_cli("bundle", "--config", str(cfg), "--out", str(tmp_path / "dist"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = run_cli("verify", str(tmp_path / "dist" / "smoke-3"), "--skip-parity", "--against", str(root))
+    assert r.returncode == 0, r.stdout[-3000:]
+    status = {line.split()[0]: line.split()[1] for line in r.stdout.splitlines()
+              if len(line.split()) > 1 and line.split()[1] in ("identical", "expected", "DIFFERENT")}
+    identical = ["tfserving/dense/3/saved_model.pb", "tfserving/dense/3/variables/variables.data-00000-of-00001",
+                 "tfserving/dense/3/variables/variables.index",
+                 "tfserving/dense/3/assets.extra/tf_serving_warmup_requests",
+                 "tflite/dense/model_fp32.tflite", "tflite/dense/labels.txt", "onnx/dense/model.onnx",
+                 "golden/dense/inputs.npz", "golden/dense/outputs.npz", "golden/dense/meta.json", "models.config",
+                 "batching.config", "monitoring.config"]
+    assert {f: status.get(f) for f in identical} == dict.fromkeys(identical, "identical")
+    for f in ("tfserving/dense/3/fingerprint.pb", "manifest.json", "artifacts.json", "parity.json"):
+        assert status[f] == "expected", f
+    assert "stable part equal (the fingerprint without its uuid" in r.stdout
+    assert "signature.sig" in r.stdout and "only in the other bundle" in r.stdout
+
+
+@pytest.mark.e2e
+def test_concurrent_run_on_the_same_out_is_refused(published, tmp_path):
+    _, _, cfg = published
+    first = subprocess.Popen([sys.executable, "-m", "export.cli", "bundle", "--config", str(cfg),
+                              "--out", str(tmp_path / "dist")], cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not list((tmp_path / "dist").glob(".smoke-3.*.partial")):
+            time.sleep(0.2)
+        assert first.poll() is None, "the first run ended before the second started"
+        r = run_cli("bundle", "--config", str(cfg), "--out", str(tmp_path / "dist"))
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert r.stderr.startswith(f"error: {tmp_path / 'dist'} is in use by pid {first.pid} (resnet-deploy bundle "
+                                   f"--config {cfg}, since ")
+        assert r.stderr.endswith("; wait for it to finish, pass --wait, or choose another --out\n")
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.wait(timeout=120)
+    assert not list((tmp_path / "dist").glob(".smoke-3.*.partial")), "SIGTERM cleans up its staging"
 
 
 @pytest.mark.e2e

@@ -146,3 +146,32 @@ def wait_until(predicate, timeout: float = 10.0, step: float = 0.05) -> bool:
             return True
         time.sleep(step)
     return False
+
+
+# -- the tiny model behind the same server: for tests that send many requests ------------------
+
+TINY_VARIANT = "tiny"
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    """A bundle of the tiny model (tests/helpers.tiny_model: 32x32 input, 10 classes): its
+    SavedModel with both serving signatures under tfserving/tiny/1/, and the three config files."""
+    from export.deploy import tfserving as config
+    from export.formats.savedmodel import write_saved_model
+    from tests.helpers import TINY_SIZE, tiny_model
+    out = tmp_path_factory.mktemp("tiny-bundle")
+    write_saved_model(tiny_model(), out / "tfserving" / TINY_VARIANT / "1", TINY_SIZE)
+    (out / "models.config").write_text(config.bundle_models_config({TINY_VARIANT: [1]}))
+    (out / "batching.config").write_text(config.batching_config(**BATCHING))
+    (out / "monitoring.config").write_text(config.monitoring_config())
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_reference():
+    """(images, {output: array}): eight seeded 32x32 images and the tiny Keras model's answers."""
+    from tests.helpers import TINY_SIZE, tiny_model
+    images = np.random.default_rng(0).uniform(0, 255, (8, TINY_SIZE, TINY_SIZE, 3)).astype(np.float32)
+    out = tiny_model().predict(images, verbose=0)
+    return images, {k: np.asarray(v) for k, v in out.items()}

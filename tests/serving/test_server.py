@@ -146,7 +146,7 @@ BAD_REST = [
     ("batch over max_batch_size", "dense:predict",
      json.dumps({"signature_name": "predict_image_bytes", "instances": [{"b64": TINY_PNG}] * 9}).encode(), 400,
      "Task size 9 is larger than maximum input batch size 8"),
-    ("oversized body", "dense:predict", _pixels_json(n=6, value=123.456).encode(), 400,
+    ("oversized body", "dense:predict", _pixels_json(n=6, value=123.456).encode(), 413,
      "is larger than the limit of 6000000 bytes"),
     ("unknown model", "nope:predict", _pixels_json().encode(), 404, "Servable not found for request: Latest(nope)"),
     ("unknown version", "dense/versions/7:predict", _pixels_json().encode(), 404,

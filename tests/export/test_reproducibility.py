@@ -1,0 +1,101 @@
+"""`verify --against`'s per-file comparison (export/reproducibility.py) on small bundles: identical
+files, files that differ for a recorded reason with their stable part equal, and files that
+differ where they must not. Deterministic writers: golden npz files and the ONNX constant names."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from export import reproducibility
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """Two copies of one small bundle: `a` and `b`."""
+    a = tmp_path / "a" / "demo-1"
+    (a / "tflite" / "demo").mkdir(parents=True)
+    (a / "tflite" / "demo" / "model_fp32.tflite").write_bytes(b"TFL3" + bytes(100))
+    (a / "artifacts.json").write_text(json.dumps({"artifacts": [
+        {"path": "x", "format": "tflite", "seconds": 1.5, "sha256": "ab"},
+        {"path": "sm", "format": "savedmodel", "seconds": 3.0, "sha256": "cd"}]}))
+    (a / "parity.json").write_text(json.dumps({"created": "10:00",
+                                               "results": [{"max_abs": 1e-6, "mean_ms": {"1": 3}}]}))
+    (a / "manifest.json").write_text(json.dumps({"created_at": "10:00", "files": {}, "variants": {"demo": {}}}))
+    b = tmp_path / "b" / "demo-1"
+    shutil.copytree(a, b)
+    return a, b
+
+
+def by_path(diffs):
+    return {d.path: (d.status, d.detail) for d in diffs}
+
+
+def test_identical_bundles(pair):
+    a, b = pair
+    diffs = reproducibility.compare(a, b)
+    assert {d.status for d in diffs} == {"identical"} and all(d.ok for d in diffs)
+    assert reproducibility.render(diffs, "b").endswith("against b: 4 files: 4 identical")
+
+
+def test_recorded_differences_with_equal_stable_parts_are_expected(pair):
+    a, b = pair
+    (b / "artifacts.json").write_text(json.dumps({"artifacts": [  # a SavedModel's digest covers fingerprint.pb
+        {"path": "x", "format": "tflite", "seconds": 9.9, "sha256": "ab"},
+        {"path": "sm", "format": "savedmodel", "seconds": 3.1, "sha256": "ef"}]}))
+    (b / "parity.json").write_text(json.dumps({"created": "11:00",
+                                               "results": [{"max_abs": 1e-6, "mean_ms": {"1": 7}}]}))
+    (b / "manifest.json").write_text(json.dumps({"created_at": "11:00", "files": {}, "variants": {"demo": {}}}))
+    (b / "signature.sig").write_text("{}")
+    got = by_path(reproducibility.compare(a, b))
+    assert got["artifacts.json"] == ("expected", "records each artifact's export time in seconds, and the "
+                                                 "SavedModel directory's digest, which covers fingerprint.pb; "
+                                                 "stable part equal (every other field)")
+    assert got["parity.json"][0] == "expected" and got["manifest.json"][0] == "expected"
+    assert got["signature.sig"] == ("expected", "only in the other bundle")
+    assert got["tflite/demo/model_fp32.tflite"] == ("identical", "")
+
+
+def test_differences_that_must_not_happen(pair):
+    a, b = pair
+    (b / "tflite" / "demo" / "model_fp32.tflite").write_bytes(b"TFL3" + bytes(99) + b"\x01")
+    (b / "parity.json").write_text(json.dumps({"created": "10:00", "results": [{"max_abs": 0.5, "mean_ms": {"1": 3}}]}))
+    (b / "manifest.json").write_text(json.dumps({"created_at": "10:00", "files": {}, "variants": {"other": {}}}))
+    (b / "tflite" / "demo" / "extra.txt").write_text("x")
+    (a / "artifacts.json").unlink()
+    (b / "artifacts.json").write_text(json.dumps({"artifacts": [{"path": "x", "format": "tflite", "sha256": "00"}]}))
+    diffs = reproducibility.compare(a, b)
+    got = by_path(diffs)
+    assert got["tflite/demo/model_fp32.tflite"][0] == "DIFFERENT"
+    assert got["tflite/demo/model_fp32.tflite"][1].endswith("this file should be byte-identical")
+    assert got["parity.json"][0] == "DIFFERENT" and got["parity.json"][1].startswith("the verdicts and error metrics")
+    assert got["manifest.json"][0] == "DIFFERENT"
+    assert got["tflite/demo/extra.txt"] == ("only-in-other", "")
+    assert got["artifacts.json"] == ("only-in-other", "")
+    assert not all(d.ok for d in diffs)
+
+
+def test_record_names_the_volatile_files(pair):
+    a, _ = pair
+    record = reproducibility.record(a)
+    assert set(record) == {"artifacts.json", "parity.json"}  # manifest.json does not describe itself
+    assert record["artifacts.json"]["why"].startswith("records each artifact's export time in seconds")
+    assert len(record["artifacts.json"]["stable_sha256"]) == 64
+
+
+def test_golden_npz_bytes_depend_only_on_the_arrays(monkeypatch):
+    import io
+    import time
+
+    from export.golden import _npz_bytes
+    arrays = {"image": np.arange(12, dtype=np.float32).reshape(3, 4), "names": np.array(["a", "bb"])}
+    first = _npz_bytes(arrays)
+    monkeypatch.setattr(time, "time", lambda: 2_000_000_000.0)  # what zipfile stamps members with
+    monkeypatch.setattr(time, "localtime", lambda *a: time.gmtime(2_000_000_000))
+    assert _npz_bytes(arrays) == first
+    with np.load(io.BytesIO(first)) as f:
+        assert f.files == ["image", "names"] and np.array_equal(f["image"], arrays["image"])
