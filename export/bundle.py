@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
