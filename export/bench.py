@@ -4,7 +4,11 @@
 in a fresh Python process (so memory and thread pools never bleed across artifacts): load time,
 latency percentiles per batch size, throughput, peak RSS and top-1 agreement with the fp32
 reference; plus a float32 matmul ceiling, achieved GFLOP/s and quantized speed-ups, all measured
-in the same run. Writes bench/bench.{json,md,png} and re-lists them in the bundle's manifest.
+in the same run. Formats with a runner precision hint (OpenVINO: f32, bf16) get one row per
+hint, with their speed-up over the fastest fp32 artifact of another format; a bf16 row on a CPU
+without bf16 units reads "skipped: no bf16 hardware". The header names the CPU's matrix and
+dot-product units (AMX, AVX512-BF16, VNNI). Writes bench/bench.{json,md,png} and re-lists them
+in the bundle's manifest.
 """
 from __future__ import annotations
 
@@ -131,6 +135,7 @@ def cpu_model() -> str:
 def environment(threads: int) -> dict[str, Any]:
     from importlib.metadata import PackageNotFoundError, version
 
+    from export import cpu_features
     from export.formats import tool_versions
     versions = tool_versions()
     for pkg in ("numpy", "matplotlib", "psutil"):
@@ -139,6 +144,7 @@ def environment(threads: int) -> dict[str, Any]:
         except PackageNotFoundError:
             pass
     return {"cpu_model": cpu_model(), "logical_cpus": os.cpu_count(), "threads": threads,
+            "cpu_features": cpu_features.detect(cpu_features.cpu_flags()),
             "platform": platform.platform(), "python": platform.python_version(),
             "load_average_start": [round(x, 2) for x in os.getloadavg()], "tool_versions": versions}
 
@@ -232,7 +238,7 @@ def _measure(job: dict[str, Any]) -> dict[str, Any]:
 
     from export import golden, samples
     from export.formats import Artifact
-    from export.runtimes import runner_for
+    from export.runtimes import PrecisionUnavailable, runner_for
     root, threads = Path(job["root"]), job["threads"]
     art = Artifact.from_dict(job["artifact"])
     get_format(art.format).runner_class().preload(threads)
@@ -243,8 +249,12 @@ def _measure(job: dict[str, Any]) -> dict[str, Any]:
 
     rss_before = psutil.Process().memory_info().rss
     start = time.perf_counter()
-    runner = runner_for(art, root=root, device="CPU", num_threads=threads)
-    runner.load()
+    runner = runner_for(art, root=root, device="CPU", num_threads=threads,
+                        precision_hint=job.get("precision_hint"))
+    try:
+        runner.load()
+    except PrecisionUnavailable as e:
+        return {"skipped": e.skip_reason, "skip_detail": str(e)}
     load_s = time.perf_counter() - start
     with runner:
         start = time.perf_counter()
@@ -319,14 +329,23 @@ def _ceiling_summary(start: dict[str, Any], end: dict[str, Any], threads: int) -
 
 
 def _derive(rows: list[dict[str, Any]], ceiling: float | None) -> None:
-    """Achieved GFLOP/s and % of the ceiling (fp32), speed-up over the fp32 sibling (quantized),
+    """Achieved GFLOP/s and % of the ceiling (fp32 and precision-hint rows), speed-up over the
+    fp32 sibling (quantized) or over the fastest fp32 artifact of another format (hint rows),
     computed from the numbers stored in the rows."""
-    by_key = {r["key"]: r for r in rows}
+    by_key = {r["key"]: r for r in rows if not r.get("precision_hint")}
     for r in rows:
         r["achieved_gflops"] = r["pct_of_ceiling"] = r["achieved_at_batch"] = r["speedup_vs_fp32"] = None
-        if r.get("error"):
+        r["speedup_vs_fastest_fp32"] = None
+        if r.get("error") or r.get("skipped"):
             continue
         best = max(r["latency_ms"], key=lambda b: r["latency_ms"][b]["images_per_s"])
+        if r.get("precision_hint"):
+            r["achieved_at_batch"] = int(best)
+            r["achieved_gflops"] = round(r["gflop_per_image"] * r["latency_ms"][best]["images_per_s"], 2)
+            if ceiling:
+                r["pct_of_ceiling"] = round(100.0 * r["achieved_gflops"] / ceiling, 2)
+            r["speedup_vs_fastest_fp32"] = _vs_fastest_fp32(r, rows)
+            continue
         if r["precision"] == "fp32":
             r["achieved_at_batch"] = int(best)
             r["achieved_gflops"] = round(r["gflop_per_image"] * r["latency_ms"][best]["images_per_s"], 2)
@@ -339,6 +358,22 @@ def _derive(rows: list[dict[str, Any]], ceiling: float | None) -> None:
         r["speedup_vs_fp32"] = {"sibling": sib["key"], "by_batch": {
             b: round(sib["latency_ms"][b]["p50"] / r["latency_ms"][b]["p50"], 3)
             for b in r["latency_ms"] if b in sib["latency_ms"] and r["latency_ms"][b]["p50"] > 0}}
+
+
+def _vs_fastest_fp32(row: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per batch size: the fastest (lowest p50) fp32 artifact of the same variant in another
+    format, and this row's speed-up over it (its p50 / this row's p50)."""
+    others = [o for o in rows if o["variant"] == row["variant"] and o["format"] != row["format"]
+              and o["precision"] == "fp32" and not o.get("error") and not o.get("skipped")]
+    baseline, by_batch = {}, {}
+    for b, stats in row["latency_ms"].items():
+        timed = [o for o in others if b in o["latency_ms"]]
+        if not timed or stats["p50"] <= 0:
+            continue
+        fastest = min(timed, key=lambda o: o["latency_ms"][b]["p50"])
+        baseline[b] = fastest["key"]
+        by_batch[b] = round(fastest["latency_ms"][b]["p50"] / stats["p50"], 3)
+    return {"baseline": baseline, "by_batch": by_batch}
 
 
 def run_bench(bundle: str | os.PathLike, *, threads: int | None = None, warmup: int = 3, runs: int = 10,
@@ -379,13 +414,20 @@ def run_bench(bundle: str | os.PathLike, *, threads: int | None = None, warmup: 
     rows = []
     job = {"kind": "artifact", "root": str(root.resolve()), "threads": threads, "warmup": warmup,
            "runs": runs, "batch_sizes": batch_sizes}
-    for a in sorted(artifacts, key=lambda a: (a.variant, a.format, a.precision != "fp32", a.precision)):
-        note(a.key, "measuring")
+    def hints(a) -> tuple[str | None, ...]:  # one row per runner precision hint (OpenVINO: f32, bf16)
+        return get_format(a.format).precision_hints or (None,)
+    measured = [(a, hint) for a in sorted(artifacts, key=lambda a: (a.variant, hints(a) != (None,), a.format,
+                                                                     a.precision != "fp32", a.precision))
+                for hint in hints(a)]
+    for a, hint in measured:
+        label = f"{a.key}@{hint}" if hint else a.key
+        note(label, "measuring")
         load_1m = round(os.getloadavg()[0], 2)
         t = time.perf_counter()
-        result = _in_fresh_process({**job, "artifact": a.to_dict()}, threads)
-        row = {"key": a.key, "variant": a.variant, "format": a.format, "precision": a.precision, "path": a.path,
-               "bytes": a.bytes, "gflop_per_image": flops[a.variant]["total"], "error": None,
+        result = _in_fresh_process({**job, "artifact": a.to_dict(), "precision_hint": hint}, threads)
+        row = {"key": a.key, "label": label, "precision_hint": hint or "", "variant": a.variant, "format": a.format,
+               "precision": a.precision, "path": a.path, "bytes": a.bytes,
+               "gflop_per_image": flops[a.variant]["total"], "error": None, "skipped": None,
                "device": None, "load_s": None, "first_inference_s": None, "latency_ms": {},
                "peak_rss_mb": None, "rss_load_mb": None, "top1": None, "load_1m": load_1m, **result}
         counts = get_format(a.format).bench_threads
@@ -393,7 +435,7 @@ def run_bench(bundle: str | os.PathLike, *, threads: int | None = None, warmup: 
             note(a.key, f"at {' and '.join(map(str, counts))} threads, batch 1")
             row["thread_sweep"] = _thread_sweep(row, a, job, counts)
         row["wall_s"] = round(time.perf_counter() - t, 2)
-        note(a.key, row["error"] or f"done in {row['wall_s']} s")
+        note(label, row["error"] or row["skipped"] or f"done in {row['wall_s']} s")
         rows.append(row)
     note("ceiling", f"float32 matmul {CEILING_N}x{CEILING_N}, {threads} threads (end of the run)")
     ceiling = _ceiling_summary(first, _in_fresh_process(ceiling_job, threads), threads)
@@ -450,7 +492,7 @@ def _relist(root: Path, doc: dict[str, Any]) -> None:
     manifest.bench = {
         "created_at": doc["created_at"], "files": doc["files"], "cpu_model": doc["environment"]["cpu_model"],
         "threads": doc["settings"]["threads"], "ceiling_gflops": doc["ceiling"].get("gflops"),
-        "artifacts": {r["key"]: None if r["error"] else {
+        "artifacts": {r["label"]: None if r["error"] or r["skipped"] else {
             "p50_ms": {b: s["p50"] for b, s in r["latency_ms"].items()},
             "images_per_s": max(s["images_per_s"] for s in r["latency_ms"].values()),
             "top1_agreement": r["top1"]["agreement"]} for r in doc["artifacts"]}}

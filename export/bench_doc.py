@@ -16,6 +16,7 @@ BENCH_FORMAT_VERSION = 1
 class RowStatus(StrEnum):
     MEASURED = "measured"
     FAILED = "failed"  # the artifact could not be loaded or run; `error` says why
+    SKIPPED = "skipped"  # e.g. a bf16 row on a CPU without bf16 units; `skipped` says why (never a pass)
 
 
 @dataclass
@@ -45,11 +46,24 @@ class BenchRow:
     speedup_vs_fp32: dict[str, Any] | None = None
     #: formats with registry bench_threads (.tflite): batch-1 latency per thread count ("1", "2")
     thread_sweep: dict[str, dict[str, Any]] | None = None
+    #: The runner's precision hint (OpenVINO: f32, bf16; "" = none) and the row's unique name,
+    #: `<key>@<hint>` (the key alone without a hint).
+    precision_hint: str = ""
+    label: str = ""
+    skipped: str | None = None  # "skipped: no bf16 hardware"
+    #: hint rows: per batch size, the fastest fp32 artifact of the variant in another format and
+    #: this row's speed-up over it: {"baseline": {batch: key}, "by_batch": {batch: ratio}}
+    speedup_vs_fastest_fp32: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.label = self.label or (f"{self.key}@{self.precision_hint}" if self.precision_hint else self.key)
 
     @property
     def status(self) -> RowStatus:
-        return RowStatus.FAILED if self.error else RowStatus.MEASURED
+        if self.error:
+            return RowStatus.FAILED
+        return RowStatus.SKIPPED if self.skipped else RowStatus.MEASURED
 
 
 @dataclass
@@ -69,8 +83,9 @@ class BenchReport:
     format_version: int = BENCH_FORMAT_VERSION
 
     def __bool__(self) -> bool:
-        """True when every artifact was measured and the ceiling too."""
-        return all(r.status is RowStatus.MEASURED for r in self.artifacts) and not self.ceiling.get("error")
+        """True when no artifact failed (each was measured, or skipped for want of hardware) and the
+        ceiling was measured too."""
+        return all(r.status is not RowStatus.FAILED for r in self.artifacts) and not self.ceiling.get("error")
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra", "artifacts")}

@@ -22,7 +22,7 @@ def plot(doc: dict[str, Any], path: str | os.PathLike) -> None:
     from matplotlib.ticker import ScalarFormatter
 
     from export.atomic import write_bytes
-    rows = [r for r in doc["artifacts"] if not r["error"]]
+    rows = [r for r in doc["artifacts"] if not r["error"] and not r.get("skipped")]
     variants = sorted({r["variant"] for r in doc["artifacts"]})
     batch = str(min(doc["settings"]["batch_sizes"]))
     fig, axes = plt.subplots(1, len(variants), figsize=(5.2 * len(variants), 4.8), squeeze=False,
@@ -37,7 +37,8 @@ def plot(doc: dict[str, Any], path: str | os.PathLike) -> None:
                                  marker=FORMATS[r["format"]].marker if r["format"] in FORMATS else "D",
                                  edgecolors="black", linewidths=0.6)
             # Alternate the label above / below so neighbours (e.g. int8 and dynamic) stay legible.
-            ax.annotate(f"{r['precision']} {100 * agree:.0f}%", (x, y), textcoords="offset points",
+            what = f"{r['precision']} {r['precision_hint']}" if r.get("precision_hint") else r["precision"]
+            ax.annotate(f"{what} {100 * agree:.0f}%", (x, y), textcoords="offset points",
                         xytext=(7, 3 if i % 2 else -9), fontsize=7)
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(ScalarFormatter())
@@ -57,7 +58,8 @@ def plot(doc: dict[str, Any], path: str | os.PathLike) -> None:
     fig.suptitle(f"{doc['bundle']}: latency vs size — {env['cpu_model']}, {s['threads']} threads, "
                  f"{s['warmup']} warm-up, {s['runs'][batch]} runs\n"
                  f"TensorFlow {v.get('tensorflow', '?')}, LiteRT {v.get('ai-edge-litert', '?')}, "
-                 f"ONNX Runtime {v.get('onnxruntime', '?')} · {doc['created_at']}", fontsize=9)
+                 f"ONNX Runtime {v.get('onnxruntime', '?')}, OpenVINO {v.get('openvino', '?')} · {doc['created_at']}",
+                 fontsize=9)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -85,7 +87,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
              f"**{s['threads']} threads**, device {s['device']}; {s['warmup']} warm-up runs then "
              + ", ".join(f"{s['runs'][b]} timed runs at batch {b}" for b in bs)
              + f". Load average {env['load_average_start']} at the start, {env['load_average_end']} at the end.",
-             "", f"Versions: {versions}; Python {env['python']}.", "",
+             "", f"CPU features detected: {_features(env.get('cpu_features'))}.", "",
+             f"Versions: {versions}; Python {env['python']}.", "",
              "## Machine ceiling", "",
              f"**{_f(c.get('gflops'))} GFLOP/s** single precision, {c['threads']} threads: the best of "
              f"{c['method']} (best: {c.get('best')})."
@@ -97,19 +100,23 @@ def render_markdown(doc: dict[str, Any]) -> str:
              "## Artifacts", "",
              "| artifact | size MB | load s | " + " | ".join(f"b{b} p50 / p90 / p99 ms" for b in bs)
              + " | " + " | ".join(f"img/s b{b}" for b in bs)
-             + " | peak RSS MB (+load) | top-1 vs fp32 | GFLOP/s (% ceiling) | speed-up vs fp32 |",
+             + " | peak RSS MB (+load) | top-1 vs fp32 | GFLOP/s (% ceiling) | speed-up |",
              "|---|---:|---:|" + "---:|" * (2 * len(bs)) + "---:|---:|---:|---:|"]
     for r in doc["artifacts"]:
         name = f"`{r['variant']}` {r['format']} {r['precision']}"
+        if r.get("precision_hint"):
+            name += f" @ {r['precision_hint']}"
         if r["error"]:
             lines.append(f"| {name} | {_mb(r['bytes'])} | **failed:** {r['error']} |")
+            continue
+        if r.get("skipped"):
+            lines.append(f"| {name} | {_mb(r['bytes'])} | **{r['skipped']}** |")
             continue
         lat = r["latency_ms"]
         t = r["top1"]
         gf = (f"{r['achieved_gflops']:.1f} ({_f(r['pct_of_ceiling'])} %)" if r["achieved_gflops"] is not None
               else "–")
-        sp = r["speedup_vs_fp32"]
-        sp_text = " / ".join(f"{sp['by_batch'][b]:.2f}× b{b}" for b in bs if b in sp["by_batch"]) if sp else "–"
+        sp_text = _speedup(r, bs)
         lines.append(
             f"| {name} | {_mb(r['bytes'])} | {r['load_s']:.2f} | "
             + " | ".join(f"{lat[b]['p50']:.1f} / {lat[b]['p90']:.1f} / {lat[b]['p99']:.1f}" for b in bs) + " | "
@@ -120,14 +127,35 @@ def render_markdown(doc: dict[str, Any]) -> str:
     lines += ["", "GFLOP per image (2 × multiply-accumulates of the conv and dense layers): "
               + "; ".join(f"`{k}` {f['total']:.3f} (ResNet50 {f['backbone']:.3f} + head {f['head']:.3f}, "
                           f"{f['input_size']}²)" for k, f in sorted(flops.items())) + ". "
-              "Achieved GFLOP/s = GFLOP per image × the best images/s (fp32 artifacts only). "
+              "Achieved GFLOP/s = GFLOP per image × the best images/s (fp32 artifacts and precision-hint rows). "
               "Speed-up = p50 latency of the fp32 artifact of the same variant and format ÷ this one's, "
-              "per batch size, measured in this run. Top-1: argmax of `logits` against the fp32 "
+              "per batch size, measured in this run; for a row with a precision hint (`@ f32`, `@ bf16`: "
+              "OpenVINO's inference precision), the p50 of the fastest fp32 artifact of the same variant "
+              "in another format (named) ÷ this one's (a bf16 row can exceed 100 % of the fp32 ceiling). "
+              "Top-1: argmax of `logits` against the fp32 "
               "reference stored in the bundle's golden files, on the sample photos.", "",
               f"Isolation: {s['isolation']}. Latency: {s['latency']}. TensorFlow: {s['tensorflow_threads']}.", ""]
     lines += _thread_sweep_table(doc)
     lines += _timings_table(doc.get("export_timings", []), doc.get("export_total_s"))
     return "\n".join(lines) + "\n"
+
+
+def _features(features: dict[str, bool | None] | None) -> str:
+    if not features:
+        return "not recorded"
+    from export.cpu_features import describe
+    return describe(features)
+
+
+def _speedup(r: dict[str, Any], bs: list[str]) -> str:
+    """The speed-up cell: per batch size over the fp32 sibling, or over the fastest fp32 artifact
+    of another format (named) for a precision-hint row."""
+    sp = r.get("speedup_vs_fastest_fp32")
+    if sp:
+        return " / ".join(f"**{sp['by_batch'][b]:.2f}×** b{b} vs {sp['baseline'][b].split('/', 1)[1]}"
+                          for b in bs if b in sp["by_batch"]) or "–"
+    sp = r.get("speedup_vs_fp32")
+    return " / ".join(f"{sp['by_batch'][b]:.2f}× b{b}" for b in bs if b in sp["by_batch"]) if sp else "–"
 
 
 def _busy_note(doc: dict[str, Any]) -> list[str]:

@@ -184,8 +184,8 @@ def render_readme(bundle_name: str, model_prefix: str, version: int, variants: d
     return f"""# {bundle_name}
 
 A resnet-deploy deployment bundle: ResNet50 variants {', '.join(f'`{n}`' for n in names)}, each as a
-TensorFlow SavedModel (TF Serving), TFLite and ONNX, with the parity report that proves they
-answer alike. Every file is listed with its sha256 in `manifest.json`; check it with
+TensorFlow SavedModel (TF Serving), TFLite, ONNX and OpenVINO IR, with the parity report that
+proves they answer alike. Every file is listed with its sha256 in `manifest.json`; check it with
 
     resnet-deploy verify {bundle_name}            # or {bundle_name}.tar.gz
     sha256sum -c {bundle_name}.tar.gz.sha256      # the tarball, from the directory holding it
@@ -253,11 +253,21 @@ with Beam's options):
     resnet-deploy score {bundle_name} --model {first} --input photos/ --output scores/{first}
 
 {device_section}
-## Parity
+{_openvino_section(bundle_name, artifacts)}## Parity
 
 {parity_markdown}
 
 {BENCH_README_SECTION}"""
+
+
+def _openvino_section(bundle_name: str, artifacts: list) -> str:
+    """The OpenVINO section when the bundle has OpenVINO IRs (export.deploy.ovms), else nothing."""
+    variants = sorted({a.variant for a in artifacts if a.format == "openvino"})
+    if not variants:
+        return ""
+    from export.deploy.ovms import readme_section
+    return readme_section(bundle_name, variants) + "\n"
+
 
 #: The README's last section (also appended by `resnet-deploy bench` to bundles made before it).
 BENCH_README_SECTION = """## Benchmarks

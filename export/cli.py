@@ -163,9 +163,10 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     for col in ("variant", "format", "precision", "size", "export s", "parity"):
         table.add_column(col, justify="right" if col in ("size", "export s") else "left")
     verdicts: dict[str, list[str]] = {}
-    for r in result["report"].results:  # the CPU row first, then any GPU row ("GPU skipped")
-        verdicts.setdefault(r.key, []).append(r.status if r.device_requested == "CPU"
-                                              else f"GPU {r.status}")
+    for r in result["report"].results:  # the CPU row first, then any GPU row ("GPU skipped") or hint row
+        where = " ".join(w for w in (r.device_requested if r.device_requested != "CPU" else "",
+                                     r.precision_hint) if w)
+        verdicts.setdefault(r.key, []).append(f"{where} {r.status}".strip())
     for a in result["artifacts"]:
         table.add_row(a.variant, a.format, a.precision, f"{a.bytes / 1e6:.1f} MB", f"{a.seconds:.1f}",
                       ", ".join(verdicts.get(a.key, ["n/a"])))

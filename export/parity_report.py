@@ -1,8 +1,9 @@
 """The parity report: what a run measured, as dataclasses that round-trip through JSON
 (`parity.json`, versioned like Model Navigator's status files), rendered as `parity.md`.
 
-Rows are artifacts (one per runtime and device), columns the metrics; a GPU row on a machine
-without a GPU reads "skipped: no GPU" and is never counted as a pass.
+Rows are artifacts (one per runtime, device and precision hint), columns the metrics; a GPU row
+on a machine without a GPU reads "skipped: no GPU", a bf16 row on a CPU without bf16 units
+"skipped: no bf16 hardware", and neither is ever counted as a pass.
 """
 from __future__ import annotations
 
@@ -68,10 +69,13 @@ class ArtifactResult:
     failures: list[str] = field(default_factory=list)
     metrics: list[OutputMetrics] = field(default_factory=list)
     mean_ms: dict[str, float] = field(default_factory=dict)  # per batch size, per call
+    precision_hint: str = ""  # the runner's precision hint (OpenVINO: f32 or bf16); "" = none
 
     @property
     def label(self) -> str:
-        return f"{self.key} @ {self.device_requested}" if self.device_requested != "CPU" else self.key
+        """The key, plus `@ GPU:0` on a GPU row and `@ bf16` on a precision-hint row."""
+        where = [self.device_requested] if self.device_requested != "CPU" else []
+        return " @ ".join([self.key, *where, *([self.precision_hint] if self.precision_hint else [])])
 
     def worst(self, output: str, attr: str, lowest: bool = False) -> float | None:
         values = [getattr(m, attr) for m in self.metrics if m.output == output and getattr(m, attr) is not None]
@@ -231,7 +235,7 @@ def render_markdown(report: ParityReport, full: bool = True) -> str:
                      f"{t['min_top1']} | {t['source']} |")
     env = report.environment
     lines += ["", "## Environment", "", "| | |", "|---|---|"]
-    for key in ("python", "platform", "cpu", "cpu_count", "tensorflow_gpus", "onnxruntime_providers"):
+    for key in ("python", "platform", "cpu", "cpu_count", "cpu_features", "tensorflow_gpus", "onnxruntime_providers"):
         lines.append(f"| {key} | {env.get(key, '')} |")
     for pkg, v in env.get("packages", {}).items():
         lines.append(f"| {pkg} | {v} |")

@@ -30,9 +30,9 @@ def export_artifacts(built, out_dir: str | Path, targets: list[tuple[str, str]],
     """Export `built` to every (format, precision) in `targets`, in dependency order; `card`
     overrides the TFLite metadata's name/version/author/license/description.
 
-    TFLite and ONNX are converted from the SavedModel's serving_default, so a SavedModel is
-    always written first (kept when asked for, else in a scratch dir removed afterwards);
-    ONNX int8 quantizes the fp32 ONNX when that is exported too. Writes artifacts.json.
+    TFLite, ONNX and OpenVINO are converted from the SavedModel's serving_default, so a
+    SavedModel is always written first (kept when asked for, else in a scratch dir removed
+    afterwards); ONNX int8 quantizes the fp32 ONNX when that is exported too. Writes artifacts.json.
     Holds `out_dir`'s lock (export/locks.py) unless lock=False (a private staging directory).
     """
     from export.locks import exclusive_output
@@ -47,7 +47,7 @@ def _export_artifacts(built, out_dir, targets, version, opset, overwrite, progre
     import tempfile
 
     from export.deploy.warmup import write_warmup_requests
-    from export.formats import onnx, savedmodel, tflite
+    from export.formats import onnx, openvino, savedmodel, tflite
 
     out = check_destination(out_dir, built.spec.name, targets, version=version, overwrite=overwrite)
     note = progress or (lambda *_: None)
@@ -76,6 +76,11 @@ def _export_artifacts(built, out_dir, targets, version, opset, overwrite, progre
                               overwrite=overwrite, fp32_path=fp32_onnx)
             fp32_onnx = Path(art.path) if precision == "fp32" else fp32_onnx
             done.append(art)
+        for fmt, precision in targets:
+            if fmt == "openvino":
+                note(built.spec.name, fmt, precision)
+                done.append(openvino.export(built, out, precision, saved_model_dir=sm_dir, version=version,
+                                            overwrite=overwrite))
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -102,7 +107,7 @@ def _refuse_existing(out: Path, variant: str, targets, version: int) -> None:
         if p.exists():
             what = "directory" if FORMATS[fmt].suffix is None else "file"
             raise ExportError(f"{what} {p} already exists; pass --overwrite to replace it "
-                              "(or --version N for a new SavedModel version)")
+                              "(or --version N for a new SavedModel / OpenVINO version)")
 
 
 # -- make export: the bundle pipeline -----------------------------------------------------------

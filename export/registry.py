@@ -45,6 +45,9 @@ class FormatSpec:
     #: Thread counts `bench` also times each artifact with at batch 1, beside its main run: for an
     #: on-device runtime, what one and two of a phone's cores give.
     bench_threads: tuple[int, ...] = ()
+    #: The runner's precision hints, a setting of the runner and not of the file (OpenVINO: f32,
+    #: bf16): parity and bench run one row per hint instead of one per device. Empty: none.
+    precision_hints: tuple[str, ...] = ()
 
     def exporter_module(self) -> ModuleType:
         return importlib.import_module(self.exporter)
@@ -75,6 +78,10 @@ FORMATS: dict[str, FormatSpec] = {
         FormatSpec("onnx", ("fp32", "int8"), "export.formats.onnx",
                    "export.runtimes.onnxruntime:OnnxRuntimeRunner", gpu=True, suffix=".onnx", marker="^",
                    description="ONNX for ONNX Runtime"),
+        FormatSpec("openvino", ("fp16",), "export.formats.openvino",
+                   "export.runtimes.openvino:OpenVINORunner", gpu=False, suffix=".xml", marker="D",
+                   description="OpenVINO IR (model.xml + model.bin, fp16 weights) for OpenVINO's CPU plugin",
+                   precision_hints=("f32", "bf16")),
     )
 }
 

@@ -39,9 +39,12 @@ def _port(text: str) -> int:
 
 
 def _backend(text: str) -> str:
-    kind = text.partition(":")[0]
+    kind, _, setting = text.partition(":")
     if kind not in FORMATS:
         raise argparse.ArgumentTypeError(f"choose one of {', '.join(FORMATS)} (with :PRECISION), got {text!r}")
+    hints = FORMATS[kind].precision_hints  # OpenVINO: the suffix is the runner's hint, not a file's precision
+    if hints and setting and setting not in hints:
+        raise argparse.ArgumentTypeError(f"{kind} takes a precision hint {' or '.join(hints)}, got {text!r}")
     return text
 
 
@@ -53,7 +56,8 @@ def add_parsers(sub, commands: dict[str, Callable[[argparse.Namespace], int]]) -
     s.add_argument("--grpc-port", type=_port, default=8500)
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--backend", type=_backend, default="savedmodel",
-                   help="local server only: savedmodel | onnx | tflite[:fp32|fp16|dynamic|int8]")
+                   help="local server only: savedmodel | onnx | tflite[:fp32|fp16|dynamic|int8] | "
+                        "openvino[:f32|bf16] (bf16 needs AMX-BF16 or AVX512-BF16)")
     s.add_argument("--local", action="store_true", help="use the local server even if TF Serving is installed")
     s.add_argument("--no-batching", action="store_true", help="local server: run each request on its own")
     s.add_argument("--max-body-bytes", type=_positive, default=32 << 20, help="local server: largest request body (bytes)")

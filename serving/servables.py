@@ -1,10 +1,11 @@
 """What the local server serves: a bundle's models, one backend per model, resolved as TF Serving does.
 
 A `Servable` is one model version behind one backend: the SavedModel itself (its signatures,
-through `tf.saved_model.load`), or an ONNX / TFLite artifact of the same variant through the
-parity suite's runners, with the image-bytes signature decoded in Python by the same TF ops
-the SavedModel graph uses. `ModelRegistry` reads the bundle's models.config and answers
-lookups by name, version or label with TF Serving's error codes and messages.
+through `tf.saved_model.load`), or an ONNX / TFLite / OpenVINO artifact of the same variant
+through the parity suite's runners (OpenVINO at the precision hint `openvino:f32|bf16`), with
+the image-bytes signature decoded in Python by the same TF ops the SavedModel graph uses.
+`ModelRegistry` reads the bundle's models.config and answers lookups by name, version or label
+with TF Serving's error codes and messages.
 """
 from __future__ import annotations
 
@@ -198,12 +199,14 @@ class SavedModelServable(Servable):
 
 
 class RunnerServable(Servable):
-    """An ONNX or TFLite artifact through a parity-suite Runner, with TF Serving's two signatures."""
+    """An ONNX, TFLite or OpenVINO artifact through a parity-suite Runner, with TF Serving's two
+    signatures. `precision_hint` is OpenVINO's (f32, bf16)."""
 
-    def __init__(self, name: str, version: int, path: Path, backend: str) -> None:
+    def __init__(self, name: str, version: int, path: Path, backend: str,
+                 precision_hint: str | None = None) -> None:
         super().__init__(name, version, path)
         self.backend = backend
-        self._runner = make_runner(backend, path)
+        self._runner = make_runner(backend, path, precision_hint)
         self._lock = threading.Lock()  # LiteRT interpreters are not thread-safe; keep it uniform
         (image,) = self._runner.inputs.values()
         self._input_name, self._input_dtype = image.name, np.dtype(image.dtype)
@@ -232,10 +235,11 @@ class RunnerServable(Servable):
         self._runner.close()
 
 
-def make_runner(backend: str, path: Path):
+def make_runner(backend: str, path: Path, precision_hint: str | None = None):
     """A loaded CPU Runner for `path` from export.runtimes (the parity suite's runners)."""
     from export.runtimes import runner_for
-    return runner_for(path, device="CPU", name=f"{backend}:{Path(path).name}").load()
+    name = f"{backend}:{Path(path).name}" + (f"@{precision_hint}" if precision_hint else "")
+    return runner_for(path, device="CPU", name=name, precision_hint=precision_hint).load()
 
 
 def artifact_path(bundle: Path, variant: str, backend: str, precision: str | None, version: int = 1) -> Path:
@@ -279,8 +283,10 @@ class ModelRegistry:
                 if backend == "savedmodel":
                     versions[v] = SavedModelServable(m["name"], v, Path(m["local_path"]) / str(v))
                 else:
-                    path = artifact_path(bundle, m["name"], backend, precision or None, v)
-                    versions[v] = RunnerServable(m["name"], v, path, backend)
+                    hints = FORMATS[backend].precision_hints  # openvino:bf16 picks the runner's hint
+                    hint = (precision or hints[0]) if hints else None
+                    path = artifact_path(bundle, m["name"], backend, None if hints else precision or None, v)
+                    versions[v] = RunnerServable(m["name"], v, path, backend, hint)
             models.append(ModelEntry(m["name"], versions, m["labels"]))
         return cls(models)
 

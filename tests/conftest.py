@@ -74,7 +74,8 @@ def exported(tmp_path_factory, built_model):
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
-    """A tiny model and its SavedModel, .tflite (fp32 and full-int8 uint8 I/O) and .onnx files."""
+    """A tiny model and its SavedModel, .tflite (fp32 and full-int8 uint8 I/O), .onnx files and an
+    OpenVINO IR (converted from the .onnx with fp32 weights, independently of export/formats)."""
     import tensorflow as tf
     import tf2onnx
 
@@ -94,8 +95,11 @@ def tiny(tmp_path_factory):
     spec = (tf.TensorSpec((None, TINY_SIZE, TINY_SIZE, 3), tf.float32, name="image"),)
     fn = tf.function(lambda image: model(image, training=False), input_signature=spec)
     tf2onnx.convert.from_function(fn, input_signature=spec, output_path=str(root / "model.onnx"), opset=17)
+    import openvino as ov
+    ov.save_model(ov.convert_model(str(root / "model.onnx")), str(root / "ir" / "model.xml"), compress_to_fp16=False)
     return {"model": model, "root": root, "savedmodel": root / "savedmodel", "tflite": root / "model.tflite",
-            "tflite_int8": root / "model_int8.tflite", "onnx": root / "model.onnx"}
+            "tflite_int8": root / "model_int8.tflite", "onnx": root / "model.onnx",
+            "openvino": root / "ir" / "model.xml"}
 
 
 @pytest.fixture(scope="session")

@@ -66,7 +66,8 @@ def tiny_model(logit_scale: float = 1.0, bias: np.ndarray | None = None, seed: i
 
 
 def tiny_runner(tiny, kind: str):
-    """A (not loaded) runner of the tiny model for `kind`: keras, savedmodel, tflite, tflite_int8, onnx."""
+    """A (not loaded) runner of the tiny model for `kind`: keras, savedmodel, tflite, tflite_int8, onnx,
+    openvino (at the f32 precision hint)."""
     from export.runtimes import runner_for
     from export.runtimes.keras import KerasRunner
     if kind == "keras":
@@ -99,3 +100,9 @@ def tiny_built(resnet_preprocess: bool = False, name: str = "tiny"):
     spec = VariantSpec(name=name, head=(), num_classes=TINY_CLASSES, input_size=TINY_SIZE,
                        description="A tiny test classifier")
     return BuiltModel(model, spec, TINY_CLASSES, TINY_SIZE, {"source": "random:0"}, list(TINY_TFLITE_LABELS))
+
+
+def has_bf16() -> bool:
+    """Whether this CPU has bf16 units (AMX-BF16 or AVX512-BF16) for OpenVINO's bf16 hint."""
+    from export.cpu_features import bf16_unit, cpu_flags
+    return bf16_unit(cpu_flags()) is not None

@@ -23,6 +23,22 @@ class DeviceUnavailable(RunnerError):
     Parity records such a runner as "skipped: no GPU", never as a pass.
     """
 
+    #: What the machine lacks; the parity row reads "skipped: no <missing>".
+    missing = "GPU"
+
+    @property
+    def skip_reason(self) -> str:
+        return f"skipped: no {self.missing}"
+
+
+class PrecisionUnavailable(DeviceUnavailable):
+    """A runner was asked for a precision (e.g. bf16) this CPU has no hardware for.
+
+    Parity records it as "skipped: no bf16 hardware", never as a pass (nor as a slow emulation).
+    """
+
+    missing = "bf16 hardware"
+
 
 def wants_gpu(device: str) -> bool | None:
     """True for "GPU"/"GPU:n"/"CUDA", False for "CPU", None for "auto" (use a GPU if present)."""

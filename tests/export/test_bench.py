@@ -13,10 +13,15 @@ import pytest
 from export import bench, bundle
 from export.bench_doc import BenchReport
 from export.errors import BundleError, UsageError
-from tests.helpers import run_cli, run_main
+from tests.helpers import has_bf16, run_cli, run_main
 
-#: The artifacts of the small bundle: dense, fp32 and int8 of every format.
-KEEP = ("dense/savedmodel_fp32", "dense/tflite_fp32", "dense/tflite_int8", "dense/onnx_fp32", "dense/onnx_int8")
+#: The artifacts of the small bundle: dense, fp32 and int8 of every format, and the OpenVINO IR
+#: (measured twice: at the f32 and the bf16 precision hint).
+KEEP = ("dense/savedmodel_fp32", "dense/tflite_fp32", "dense/tflite_int8", "dense/onnx_fp32", "dense/onnx_int8",
+        "dense/openvino_fp16")
+LABELS = (*KEEP[:-1], "dense/openvino_fp16@f32", "dense/openvino_fp16@bf16")
+
+
 BENCH_ARGS = ("--threads", "1", "--warmup", "0", "--runs", "2", "--batch-sizes", "1,2")
 
 
@@ -98,8 +103,13 @@ def test_bench_json_schema(small_bundle):
         assert isinstance(m["gflops"], float) and m["gflops"] > 0 and isinstance(m["gflops_median"], float)
         assert len(m["seconds"]) == bench.CEILING_REPS and m["kernel"]
     assert c["gflops"] == max(m["gflops"] for m in c["measurements"])
+    assert set(env["cpu_features"]) == {"AMX-BF16", "AMX-INT8", "AVX512-BF16", "AVX512-VNNI", "AVX-VNNI"}
     for row in doc["artifacts"]:
         assert row["error"] is None, row
+        if row["skipped"]:
+            assert row["label"] == "dense/openvino_fp16@bf16" and not has_bf16()
+            assert row["skipped"] == "skipped: no bf16 hardware" and row["latency_ms"] == {}
+            continue
         for name, kind in ROW_FIELDS.items():
             assert isinstance(row[name], kind), (row["key"], name, row[name])
         assert set(row["latency_ms"]) == {"1", "2"}
@@ -112,7 +122,8 @@ def test_bench_json_schema(small_bundle):
         assert t["total"] == 12 and len(t["photos"]) == 12 and "astronaut" in t["photos"]
         assert t["agreement"] == pytest.approx(t["agree"] / t["total"], abs=1e-4)
         assert row["device"].startswith("CPU")
-        for name in ("achieved_gflops", "pct_of_ceiling", "achieved_at_batch", "speedup_vs_fp32"):
+        for name in ("achieved_gflops", "pct_of_ceiling", "achieved_at_batch", "speedup_vs_fp32",
+                     "speedup_vs_fastest_fp32"):
             assert name in row
     assert doc["export_timings"][0] == {"variant": "dense", "stage": "export",
                                         "seconds": doc["export_timings"][0]["seconds"]}
@@ -142,22 +153,33 @@ def test_every_artifact_appears_once(small_bundle):
     root, doc, _ = small_bundle
     manifest = bundle.read_manifest(root)
     listed = {a.key: a for a in manifest.artifacts}
-    rows = {r["key"]: r for r in doc["artifacts"]}
-    assert len(rows) == len(doc["artifacts"]) and set(rows) == set(listed) == set(KEEP)
-    for key, row in rows.items():
-        assert row["bytes"] == listed[key].bytes and row["path"] == listed[key].path
+    rows = {r["label"]: r for r in doc["artifacts"]}
+    assert len(rows) == len(doc["artifacts"]) and set(rows) == set(LABELS) and set(listed) == set(KEEP)
+    for row in rows.values():
+        assert row["bytes"] == listed[row["key"]].bytes and row["path"] == listed[row["key"]].path
+    assert [rows[f"dense/openvino_fp16@{h}"]["precision_hint"] for h in ("f32", "bf16")] == ["f32", "bf16"]
 
 
 @pytest.mark.e2e
 def test_ratios_and_percentages_come_from_the_measured_numbers(small_bundle):
     _, doc, _ = small_bundle
-    rows = {r["key"]: r for r in doc["artifacts"]}
+    rows = {r["label"]: r for r in doc["artifacts"] if not r["skipped"]}
     ceiling = doc["ceiling"]["gflops"]
     assert doc["flops"]["dense"]["total"] == pytest.approx(2 * (3_855_925_248 + 2048 * 10) / 1e9, abs=1e-6)
     for r in rows.values():
         for b, stats in r["latency_ms"].items():
             assert stats["images_per_s"] == pytest.approx(int(b) * 1e3 / stats["mean"], rel=2e-3)
-        if r["precision"] == "fp32":
+        if r["precision_hint"]:  # OpenVINO: against the fastest fp32 artifact of another format
+            sp = r["speedup_vs_fastest_fp32"]
+            fp32 = [o for o in rows.values() if o["precision"] == "fp32" and o["format"] != "openvino"]
+            for b, ratio in sp["by_batch"].items():
+                fastest = min(fp32, key=lambda o: o["latency_ms"][b]["p50"])
+                assert sp["baseline"][b] == fastest["key"]
+                assert ratio == pytest.approx(fastest["latency_ms"][b]["p50"] / r["latency_ms"][b]["p50"], abs=6e-4)
+            assert set(sp["by_batch"]) == {"1", "2"} and r["speedup_vs_fp32"] is None
+            best = max(r["latency_ms"].values(), key=lambda st: st["images_per_s"])
+            assert r["achieved_gflops"] == pytest.approx(r["gflop_per_image"] * best["images_per_s"], abs=0.006)
+        elif r["precision"] == "fp32":
             best = max(r["latency_ms"].values(), key=lambda st: st["images_per_s"])
             assert r["achieved_gflops"] == pytest.approx(r["gflop_per_image"] * best["images_per_s"], abs=0.006)
             assert r["pct_of_ceiling"] == pytest.approx(100 * r["achieved_gflops"] / ceiling, abs=0.006)
@@ -179,17 +201,22 @@ def test_markdown_chart_manifest_and_verify(small_bundle):
     assert "**1 threads**" in md and doc["environment"]["cpu_model"] in md and "tensorflow 2." in md
     assert "## Machine ceiling" in md and "| numpy | " in md and "| tensorflow | " in md
     assert "b1 p50 / p90 / p99 ms" in md and "b2 p50 / p90 / p99 ms" in md and "## Export pipeline" in md
-    for key in KEEP:
+    for key in KEEP[:-1]:
         variant, rest = key.split("/")
         fmt, precision = rest.split("_")
         assert f"| `{variant}` {fmt} {precision} |" in md
+    assert "| `dense` openvino fp16 @ f32 |" in md and "| `dense` openvino fp16 @ bf16 |" in md
+    assert ("**skipped: no bf16 hardware**" in md) != has_bf16()
+    ov_f32 = next(line for line in md.splitlines() if line.startswith("| `dense` openvino fp16 @ f32 |"))
+    assert "×** b1 vs " in ov_f32 and "×** b2 vs " in ov_f32
+    assert "CPU features detected: AMX-BF16 " in md and ", AVX512-BF16 " in md and ", AVX512-VNNI " in md
     assert (root / "bench" / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     manifest = bundle.read_manifest(root)
     assert {"bench/bench.json", "bench/bench.md", "bench/bench.png"} <= set(manifest.files)
     assert manifest.parity.failures == ["none: kept by bench"] and manifest.config == "test"
     assert manifest.extra == {"provenance_note": "a field this version does not know"}  # kept by the re-list
     assert manifest.bench["files"] == ["bench/bench.json", "bench/bench.md", "bench/bench.png"]
-    assert set(manifest.bench["artifacts"]) == set(KEEP) and manifest.bench["threads"] == 1
+    assert set(manifest.bench["artifacts"]) == set(LABELS) and manifest.bench["threads"] == 1
     readme = (root / "README.md").read_text()
     assert readme.startswith("# bench-smoke-1") and "## Benchmarks" in readme and "(bench/bench.md)" in readme
     tar = root.with_name("bench-smoke-1.tar.gz")
@@ -233,6 +260,47 @@ def test_flops_of_the_heads():
     flops = bench.gflop_per_image({"spec": conv, "num_classes": 5})
     assert flops["head"] == pytest.approx(2 * head / 1e9, abs=1e-6) and flops["input_size"] == 224
     assert bench.resnet50_macs(160)[1] == 5
+
+
+def _row(key: str, p50: dict[str, float] | None, hint: str = "", skipped: str | None = None) -> dict:
+    variant, rest = key.split("/")
+    fmt, precision = rest.split("_")
+    lat = {b: {"p50": v, "p90": v, "p99": v, "mean": v, "min": v, "runs": 1, "images_per_s": int(b) * 1e3 / v}
+           for b, v in (p50 or {}).items()}
+    return {"key": key, "label": f"{key}@{hint}" if hint else key, "precision_hint": hint, "variant": variant,
+            "format": fmt, "precision": precision, "path": key, "bytes": 1_000_000, "gflop_per_image": 7.7,
+            "error": None, "skipped": skipped, "device": "CPU", "load_s": 0.1, "latency_ms": lat,
+            "peak_rss_mb": 100.0, "rss_load_mb": 10.0, "top1": {"agree": 12, "total": 12, "agreement": 1.0},
+            "load_1m": 0.0}
+
+
+@pytest.mark.unit
+def test_hint_rows_get_the_speedup_over_the_fastest_other_fp32_and_skips_render():
+    """Synthetic rows (the numbers are made up): per batch, the baseline is the fastest fp32
+    artifact of another format; a skipped bf16 row is derived from nothing and says why."""
+    from export.bench_report import render_markdown
+    rows = [_row("dense/savedmodel_fp32", {"1": 50.0, "8": 300.0}), _row("dense/onnx_fp32", {"1": 40.0, "8": 320.0}),
+            _row("dense/onnx_int8", {"1": 20.0, "8": 100.0}),
+            _row("dense/openvino_fp16", {"1": 35.0, "8": 280.0}, hint="f32"),
+            _row("dense/openvino_fp16", None, hint="bf16", skipped="skipped: no bf16 hardware")]
+    bench._derive(rows, ceiling=200.0)
+    f32, bf16 = rows[3], rows[4]
+    assert f32["speedup_vs_fastest_fp32"] == {"baseline": {"1": "dense/onnx_fp32", "8": "dense/savedmodel_fp32"},
+                                              "by_batch": {"1": round(40 / 35, 3), "8": round(300 / 280, 3)}}
+    assert f32["speedup_vs_fp32"] is None and f32["achieved_gflops"] == pytest.approx(7.7 * 8e3 / 280, abs=0.01)
+    assert rows[2]["speedup_vs_fp32"]["sibling"] == "dense/onnx_fp32"  # int8 still against its own fp32
+    assert bf16["speedup_vs_fastest_fp32"] is None and bf16["achieved_gflops"] is None
+    doc = {"bundle": "b-1", "created_at": "now", "artifacts": rows, "flops": {}, "export_timings": [],
+           "environment": {"cpu_model": "CPU", "logical_cpus": 2, "load_average_start": [0.0],
+                           "load_average_end": [0.0], "tool_versions": {}, "python": "3",
+                           "cpu_features": {"AMX-BF16": False, "AVX512-BF16": False, "AVX512-VNNI": True}},
+           "settings": {"threads": 2, "device": "CPU", "warmup": 1, "batch_sizes": [1, 8],
+                        "runs": {"1": 1, "8": 1}, "isolation": "-", "latency": "-", "tensorflow_threads": "-"},
+           "ceiling": {"gflops": 200.0, "threads": 2, "method": "-", "best": "-", "measurements": []}}
+    md = render_markdown(doc)
+    assert "CPU features detected: AMX-BF16 no, AVX512-BF16 no, AVX512-VNNI yes." in md
+    assert "| `dense` openvino fp16 @ bf16 | 1.0 | **skipped: no bf16 hardware** |" in md
+    assert "**1.14×** b1 vs onnx_fp32 / **1.07×** b8 vs savedmodel_fp32 |" in md
 
 
 @pytest.mark.unit

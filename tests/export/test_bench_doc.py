@@ -39,3 +39,15 @@ def test_round_trip_and_statuses():
 def test_other_version_is_refused():
     with pytest.raises(BundleError, match="has bench format 7, expected 1"):
         BenchReport.from_dict({**_report().to_dict(), "format_version": 7})
+
+
+def test_a_skipped_hint_row_is_neither_measured_nor_failed():
+    r = _report()
+    r.artifacts = [r.artifacts[0], BenchRow(key="dense/openvino_fp16", variant="dense", format="openvino",
+                                            precision="fp16", path="openvino/dense/1/model.xml", bytes=47_000_000,
+                                            gflop_per_image=7.73, precision_hint="bf16",
+                                            skipped="skipped: no bf16 hardware")]
+    back = BenchReport.from_dict(json.loads(json.dumps(r.to_dict())))
+    assert back == r and back.artifacts[1].label == "dense/openvino_fp16@bf16"
+    assert [row.status for row in back.artifacts] == [RowStatus.MEASURED, RowStatus.SKIPPED]
+    assert back  # a skip is not a failure of the bench run (nor, in parity, ever a pass)

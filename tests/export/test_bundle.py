@@ -25,13 +25,13 @@ weights = "{weights}"
 [[variants]]
 name = "dense"
 labels = ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9"]
-precisions = ["fp32"]
+precisions = ["fp32", "fp16"]   # fp16 brings the OpenVINO IR (fp16 weights) and TFLite fp16
 """
 
 
 @pytest.fixture(scope="session")
 def published(tmp_path_factory):
-    """One real bundle (dense, fp32 artifacts) made and signed by `resnet-deploy bundle --signing-key`,
+    """One real bundle (dense, fp32 and fp16 artifacts) made and signed by `resnet-deploy bundle --signing-key`,
     as `make export SIGNING_KEY=...` does; the key pair is work/signing-key{,.pub}.pem."""
     from tests.export import pki
     work = tmp_path_factory.mktemp("bundle")
@@ -50,7 +50,8 @@ def test_bundle_layout(published):
     expected = ["manifest.json", "models.config", "batching.config", "monitoring.config", "parity.json",
                 "parity.md", "README.md", "tfserving/dense/3/saved_model.pb",
                 "tfserving/dense/3/assets.extra/tf_serving_warmup_requests", "tflite/dense/model_fp32.tflite",
-                "tflite/dense/labels.txt", "onnx/dense/model.onnx", "golden/dense/inputs.npz",
+                "tflite/dense/labels.txt", "onnx/dense/model.onnx", "openvino/dense/3/model.xml",
+                "openvino/dense/3/model.bin", "golden/dense/inputs.npz",
                 "golden/dense/outputs.npz", "deploy/kubernetes/deployment.yaml", "deploy/kubernetes/configmap.yaml",
                 "deploy/kubernetes/service.yaml", "deploy/kubernetes/hpa.yaml", "deploy/kubernetes/pdb.yaml",
                 "deploy/kserve/inferenceservice.yaml"]
@@ -65,6 +66,11 @@ def test_bundle_layout(published):
         assert "smoke-3/signature.sig" in t.getnames(), "the tarball carries the signature"
     readme = (root / "README.md").read_text()
     assert "tensorflow_model_server" in readme and "tensorflow/serving" in readme
+    assert "--model_path /models/openvino/dense" in readme and "--backend openvino:bf16" in readme
+    assert "**not run on the machines that built and tested this bundle**" in readme
+    assert "--mixed_precision=bfloat16" in readme
+    config = readme.split("```json\n", 1)[1].split("```", 1)[0]
+    assert json.loads(config)["model_config_list"][0]["config"]["base_path"] == "/models/openvino/dense"
     assert (root / "tflite/dense/labels.txt").read_text().split() == [f"c{i}" for i in range(10)]
     # no storage_uri in the config: the manifests carry the marked placeholder
     assert "PLACEHOLDER storage URI" in (root / "deploy/kubernetes/deployment.yaml").read_text()
@@ -84,8 +90,11 @@ def test_manifest_checksums_match_files(published):
     assert manifest["parity"]["passed"] is True
     assert manifest["variants"]["dense"]["weights"]["source"] == "random:0"
     assert manifest["variants"]["dense"]["params"]["trainable"] == 20_490
-    assert {a["format"] for a in manifest["artifacts"]} == {"savedmodel", "tflite", "onnx"}
-    assert set(manifest["tool_versions"]) >= {"tensorflow", "keras", "tf2onnx", "onnxruntime"}
+    assert {a["format"] for a in manifest["artifacts"]} == {"savedmodel", "tflite", "onnx", "openvino"}
+    ir = next(a for a in manifest["artifacts"] if a["format"] == "openvino")
+    assert ir["path"] == "openvino/dense/3/model.xml" and ir["precision"] == "fp16"
+    assert ir["bytes"] == sum(manifest["files"][f"openvino/dense/3/{n}"]["bytes"] for n in ("model.xml", "model.bin"))
+    assert set(manifest["tool_versions"]) >= {"tensorflow", "keras", "tf2onnx", "onnxruntime", "openvino"}
     assert len(manifest["git"]["commit"]) in (40, 7) or manifest["git"]["commit"] == "unknown"
     assert {t["stage"] for t in manifest["export_timings"]} >= {"build", "export", "golden", "parity"}
     volatile = manifest["reproducibility"]
@@ -117,6 +126,8 @@ def test_verify_passes_on_directory_and_tarball(published):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert r.stdout.startswith("signature: signed by key ") and "every file matches the signature" in r.stdout
     assert "verified" in r.stdout and "0 changed, 0 missing, 0 extra" in r.stdout
+    assert "| dense/openvino_fp16 @ f32 | openvino | CPU | fp16 |" in r.stdout  # parity re-ran the IR
+    assert "| dense/openvino_fp16 @ bf16 | openvino |" in r.stdout
     r = run_cli("verify", str(root.with_name("smoke-3.tar.gz")), "--skip-parity",
                 "--public-key", str(work / "signing-key.pub.pem"))
     assert r.returncode == 0 and "verified" in r.stdout and "signature: signed by key" in r.stdout
@@ -155,11 +166,16 @@ def test_verify_names_flipped_missing_and_extra_files(published, tmp_path):
     data[len(data) // 2] ^= 0x01
     target.write_bytes(bytes(data))
     (copy / "onnx/dense/model.onnx").unlink()
+    ir = copy / "openvino/dense/3/model.bin"
+    data = bytearray(ir.read_bytes())
+    data[-1] ^= 0x01
+    ir.write_bytes(bytes(data))
     (copy / "tfserving/dense/3/notes.txt").write_text("not from the pipeline")
     r = run_cli("verify", str(copy), "--skip-parity")
     assert r.returncode == 1
     assert "FAIL changed: tflite/dense/model_fp32.tflite" in r.stdout
     assert "FAIL missing: onnx/dense/model.onnx" in r.stdout
+    assert "FAIL changed: openvino/dense/3/model.bin" in r.stdout
     assert "FAIL extra: tfserving/dense/3/notes.txt" in r.stdout
     assert "verification FAILED" in r.stdout
 

@@ -50,12 +50,18 @@ def _run(art, out_dir, images):
         return {k: v.numpy() for k, v in sig(image=tf.constant(images)).items()}
     if art.format == "tflite":
         return _tflite_run(path, images, art)
+    if art.format == "openvino":
+        import openvino as ov
+        compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+        result = compiled(images)
+        return {port.get_any_name(): value for port, value in result.items()}
     import onnxruntime as ort
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"image": images}), strict=False))
 
 
-KEYS = ["savedmodel_fp32", "tflite_fp32", "tflite_fp16", "tflite_dynamic", "tflite_int8", "onnx_fp32", "onnx_int8"]
+KEYS = ["savedmodel_fp32", "tflite_fp32", "tflite_fp16", "tflite_dynamic", "tflite_int8", "onnx_fp32", "onnx_int8",
+        "openvino_fp16"]
 
 
 @pytest.mark.parametrize("key", KEYS)

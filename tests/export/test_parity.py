@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import TINY_SIZE, VARIANTS, run_cli, run_main, tiny_model
+from tests.helpers import TINY_SIZE, VARIANTS, has_bf16, run_cli, run_main, tiny_model
 
 ARTIFACTS = ("savedmodel_fp32", "tflite_fp32", "tflite_fp16", "tflite_dynamic", "tflite_int8",
-             "onnx_fp32", "onnx_int8")
+             "onnx_fp32", "onnx_int8", "openvino_fp16")
 GPU_CAPABLE = ("savedmodel_fp32", "onnx_fp32", "onnx_int8")
 
 
@@ -31,7 +31,7 @@ def _has_gpu(fmt: str = "any") -> bool:
 def test_artifact_matches_reference(variant_parity, variant, artifact):
     _, _, report = variant_parity(variant)
     rows = [r for r in report.results if r.key == f"{variant}/{artifact}"]
-    cpu = [r for r in rows if r.device_requested == "CPU"]
+    cpu = [r for r in rows if r.device_requested == "CPU" and r.precision_hint in ("", "f32")]
     assert len(cpu) == 1, [r.label for r in report.results]
     row = cpu[0]
     assert row.status == "passed", row.failures
@@ -39,6 +39,23 @@ def test_artifact_matches_reference(variant_parity, variant, artifact):
     assert seen == {(o, b) for o in ("logits", "probabilities") for b in (1, 4)}
     assert all(m.nonfinite == 0 for m in row.metrics)
     assert set(row.mean_ms) == {"1", "4"}
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_openvino_bf16_row_passes_on_bf16_units_and_is_skipped_elsewhere(variant_parity, variant):
+    _, _, report = variant_parity(variant)
+    rows = {r.precision_hint: r for r in report.results if r.key == f"{variant}/openvino_fp16"}
+    assert set(rows) == {"f32", "bf16"}
+    assert rows["f32"].tolerance == "fp16" and rows["bf16"].tolerance == "openvino-bf16"
+    bf16 = rows["bf16"]
+    assert bf16.label == f"{variant}/openvino_fp16 @ bf16"
+    if has_bf16():
+        assert bf16.status == "passed" and bf16.device == "CPU", bf16.failures
+        worst = bf16.worst("logits", "max_abs")
+        assert worst > rows["f32"].worst("logits", "max_abs"), "bf16 row as exact as f32: bf16 not used"
+    else:
+        assert (bf16.status, bf16.reason, bf16.metrics) == ("skipped", "skipped: no bf16 hardware", [])
 
 
 @pytest.mark.e2e
@@ -65,7 +82,7 @@ def test_reference_is_informative_and_verdict_passes(variant_parity, variant):
     assert info.inputs == ref.names and len(ref.names) == 16
     assert {"all_black", "all_white", "noise_0_0"} <= set(ref.names)
     assert bool(report), report.failures()
-    assert report.counts()["skipped"] == sum(not _has_gpu(a.split("_")[0]) for a in GPU_CAPABLE)
+    assert report.counts()["skipped"] == sum(not _has_gpu(a.split("_")[0]) for a in GPU_CAPABLE) + (not has_bf16())
 
 
 @pytest.mark.e2e
@@ -81,7 +98,10 @@ def test_report_round_trip_and_files(variant_parity, tmp_path):
     md = md_path.read_text()
     assert "**Verdict: PASS**" in md
     assert "| dense/tflite_int8 | litert |" in md and "| dense/onnx_fp32 | onnxruntime | CPU |" in md
-    for key in ("cpu", "tensorflow", "onnxruntime", "ai-edge-litert", "runner devices"):
+    assert "| dense/openvino_fp16 @ f32 | openvino | CPU | fp16 |" in md
+    assert "| dense/openvino_fp16 @ bf16 | openvino | CPU | openvino-bf16 |" in md
+    assert ("**skipped: no bf16 hardware**" in md) != has_bf16()
+    for key in ("cpu", "cpu_features", "tensorflow", "onnxruntime", "ai-edge-litert", "openvino", "runner devices"):
         assert f"| {key} |" in md
     if not _has_gpu("savedmodel") and not _has_gpu("onnx"):
         assert md.count("**skipped: no GPU**") == len(GPU_CAPABLE)
@@ -99,7 +119,7 @@ def test_report_from_another_format_version_is_refused():
 def test_tolerance_table_covers_every_precision():
     from export.parity import TOLERANCES
     from export.registry import FORMATS
-    assert {p for spec in FORMATS.values() for p in spec.precisions} | {"fp32-gpu"} == set(TOLERANCES)
+    assert {p for spec in FORMATS.values() for p in spec.precisions} | {"fp32-gpu", "openvino-bf16"} == set(TOLERANCES)
     assert all(t.source for t in TOLERANCES.values())
     assert TOLERANCES["fp32"].logits_atol < TOLERANCES["fp16"].logits_atol < TOLERANCES["fp32-gpu"].logits_atol
 

@@ -10,7 +10,7 @@ from tests.helpers import TINY_CLASSES, TINY_SIZE, tiny_runner
 
 pytestmark = pytest.mark.integration
 
-KINDS = ("keras", "savedmodel", "tflite", "tflite_int8", "onnx")
+KINDS = ("keras", "savedmodel", "tflite", "tflite_int8", "onnx", "openvino")
 
 
 def _batch(n: int = 2) -> np.ndarray:
@@ -69,7 +69,7 @@ def test_infer_before_load(tiny):
         r.infer({"image": _batch()})
 
 
-@pytest.mark.parametrize("kind", ("savedmodel", "tflite", "onnx"))
+@pytest.mark.parametrize("kind", ("savedmodel", "tflite", "onnx", "openvino"))
 def test_backends_agree_with_keras(tiny, kind):
     x = _batch(4)
     with tiny_runner(tiny, "keras") as ref, tiny_runner(tiny, kind) as r:

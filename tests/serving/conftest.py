@@ -33,14 +33,16 @@ def built(built_model):
 @pytest.fixture(scope="session")
 def bundle(built, tmp_path_factory) -> Path:
     """A bundle directory: tfserving/dense/1 (SavedModel with warmup requests), onnx fp32, tflite
-    fp32, and the three TF Serving config files, written with the project's exporters and serving.config."""
+    fp32, the OpenVINO IR (openvino/dense/1), and the three TF Serving config files, written with the
+    project's exporters and export.deploy."""
     from export.deploy import tfserving as config
     from export.deploy.warmup import write_warmup_requests
-    from export.formats import onnx, savedmodel, tflite
+    from export.formats import onnx, openvino, savedmodel, tflite
     out = tmp_path_factory.mktemp("bundle")
     sm = savedmodel.export(built, out, assets_writer=write_warmup_requests)
     onnx.export(built, out, "fp32", saved_model_dir=sm.path)
     tflite.export(built, out, "fp32", saved_model_dir=sm.path)
+    openvino.export(built, out, saved_model_dir=sm.path)
     (out / "models.config").write_text(config.bundle_models_config({VARIANT: [1]}))
     (out / "batching.config").write_text(config.batching_config(**BATCHING))
     (out / "monitoring.config").write_text(config.monitoring_config())

@@ -1,0 +1,112 @@
+"""An OpenVINO IR (`model.xml` + `model.bin`) on OpenVINO's CPU plugin, at a chosen precision hint.
+
+The precision hint is a runner setting, not a property of the file: `f32` runs every layer in
+float32; `bf16` runs them on the CPU's bf16 units (AMX-BF16 tiles or AVX512-BF16). OpenVINO
+picks bf16 by itself on such CPUs, so the hint is always set explicitly. Asked for bf16 on a
+CPU without bf16 units, `load()` raises PrecisionUnavailable ("skipped: no bf16 hardware")
+rather than let the plugin fall back to f32 and report that as bf16.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export import cpu_features
+from export.errors import RunnerError, first_line
+from export.runtimes.base import DeviceUnavailable, PrecisionUnavailable, Runner, TensorSpec, wants_gpu
+
+#: The precision hints this runner accepts, and the OpenVINO element type each asks for.
+PRECISION_HINTS = {"f32": "f32", "bf16": "bf16"}
+
+
+def bf16_available(flags: Iterable[str] | None) -> str | None:
+    """The bf16 unit this CPU would use ("AMX-BF16", "AVX512-BF16"), or None (no bf16 hardware).
+
+    `flags` are the CPU's flags (cpu_features.cpu_flags()); where those are unknown (no
+    /proc/cpuinfo), the OpenVINO CPU plugin's own OPTIMIZATION_CAPABILITIES decide.
+    """
+    if flags is not None:
+        return cpu_features.bf16_unit(flags)
+    import openvino as ov
+    return "BF16 (OpenVINO capability)" if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES") \
+        else None
+
+
+class OpenVINORunner(Runner):
+    """compile_model(model.xml, "CPU") with a precision hint, a thread count and the latency hint."""
+
+    backend = "openvino"
+
+    def __init__(self, path: str | Path, name: str | None = None, device: str = "CPU",
+                 num_threads: int | None = None, precision_hint: str = "f32",
+                 cpu_flags: Iterable[str] | str | None = "detect") -> None:
+        """`cpu_flags`: the CPU flags that decide whether bf16 hardware exists ("detect" reads
+        /proc/cpuinfo; tests pass a list to see a CPU without bf16 units)."""
+        super().__init__(name)
+        if precision_hint not in PRECISION_HINTS:
+            raise RunnerError(f"{self.name}: unknown OpenVINO precision hint {precision_hint!r}; "
+                              f"choose from {', '.join(PRECISION_HINTS)}")
+        self.path = Path(path)
+        self.requested_device = device
+        self.num_threads = num_threads or min(4, os.cpu_count() or 1)
+        self.precision_hint = precision_hint
+        self.cpu_flags = cpu_features.cpu_flags() if cpu_flags == "detect" else cpu_flags
+        self.bf16_unit: str | None = None
+        self.execution_precision: str | None = None
+        self._compiled: Any = None  # openvino.CompiledModel
+        self._request: Any = None   # openvino.InferRequest
+
+    @classmethod
+    def preload(cls, num_threads: int | None = None) -> None:
+        import openvino  # noqa: F401
+
+    def _load(self) -> None:
+        if wants_gpu(self.requested_device):
+            raise DeviceUnavailable(f"{self.name}: no GPU: this runner uses OpenVINO's CPU plugin only")
+        if self.precision_hint == "bf16":
+            self.bf16_unit = bf16_available(self.cpu_flags)
+            if self.bf16_unit is None:
+                raise PrecisionUnavailable(f"{self.name}: no bf16 hardware: this CPU has neither AMX-BF16 nor "
+                                           "AVX512-BF16, so the bf16 hint would be emulated or fall back to f32")
+        if self.path.suffix != ".xml" or not self.path.is_file():
+            raise RunnerError(f"{self.name}: no such OpenVINO IR: {self.path} (expected model.xml with model.bin)")
+        if not self.path.with_suffix(".bin").is_file():
+            raise RunnerError(f"{self.name}: {self.path.with_suffix('.bin')} is missing (an IR is .xml + .bin)")
+        import openvino as ov
+        core = ov.Core()
+        config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[self.precision_hint],
+                  "INFERENCE_NUM_THREADS": self.num_threads, "PERFORMANCE_HINT": "LATENCY"}
+        try:
+            self._compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
+        except Exception as e:  # noqa: BLE001 -- OpenVINO raises RuntimeError with a multi-line trace
+            raise RunnerError(f"{self.name}: OpenVINO cannot load {self.path}: {first_line(e)}") from None
+        self.execution_precision = str(self._compiled.get_property("INFERENCE_PRECISION_HINT").to_string())
+        if self.execution_precision != PRECISION_HINTS[self.precision_hint]:
+            self._compiled = None
+            raise PrecisionUnavailable(f"{self.name}: no bf16 hardware: OpenVINO compiled the model in "
+                                       f"{self.execution_precision}, not {self.precision_hint}")
+        self.device = "CPU"
+        self.inputs = {}
+        for port in self._compiled.inputs:
+            shape = port.get_partial_shape()
+            dims = tuple(d.get_length() if d.is_static else None for d in shape)
+            name = port.get_any_name()
+            self.inputs[name] = TensorSpec(name, port.get_element_type().to_dtype().name, dims)
+        self.outputs = [port.get_any_name() for port in self._compiled.outputs]
+        self._request = self._compiled.create_infer_request()
+
+    def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            result = self._request.infer(feed)  # copies the outputs (share_outputs=False)
+        except Exception as e:  # noqa: BLE001 -- as above
+            raise RunnerError(f"{self.name}: OpenVINO inference failed: {first_line(e)}") from None
+        return {port.get_any_name(): np.asarray(value) for port, value in result.items()}
+
+    def _close(self) -> None:
+        self._request = None
+        self._compiled = None
+

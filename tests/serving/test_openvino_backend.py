@@ -1,0 +1,57 @@
+"""`serve --backend openvino[:f32|bf16]`: the local server on the bundle's OpenVINO IR, over REST
+and gRPC, answering like the Keras model (f32 hint) or within the bf16 tolerance with the same
+top-1 (bf16 hint, on CPUs with bf16 units); elsewhere bf16 is refused in one line."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from serving.client import GrpcClient, RestClient, encode_png
+from tests.helpers import has_bf16, run_cli
+from tests.serving.conftest import start_server
+
+pytestmark = pytest.mark.e2e
+
+#: fp16 weights computed in f32 (the parity suite's "fp16" tolerance is 0.1 + 2e-3 |ref| on logits).
+F32_ATOL = {"logits": 0.05, "probabilities": 5e-3}
+#: bf16: measured max |logit error| 0.18 on photos (parity's openvino-bf16 tolerance).
+BF16_ATOL = {"logits": 0.5, "probabilities": 0.05}
+
+
+
+def _check(outputs, reference, atol):
+    for k, tol in atol.items():
+        np.testing.assert_allclose(outputs[k], reference[k], atol=tol, err_msg=k)
+    np.testing.assert_array_equal(outputs["logits"].argmax(1), reference["logits"].argmax(1))
+
+
+@pytest.mark.parametrize("hint", ["f32", "bf16"])
+def test_openvino_backend_answers_like_keras(bundle, photos4, reference, hint):
+    if hint == "bf16" and not has_bf16():
+        r = run_cli("serve", str(bundle), "--local", "--backend", "openvino:bf16", "--rest-port", "0",
+                    "--grpc-port", "0", timeout=300)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert r.stderr.startswith("error: openvino:model.xml@bf16: no bf16 hardware: ") and r.stderr.count("\n") == 1
+        return
+    atol = F32_ATOL if hint == "f32" else BF16_ATOL
+    s = start_server(bundle, "--backend", f"openvino:{hint}")
+    try:
+        assert f"dense v1 (openvino:{hint})" in s.output()
+        with RestClient(s.rest) as rest, GrpcClient(s.grpc) as grpc:
+            assert rest.status("dense")["model_version_status"][0]["state"] == "AVAILABLE"
+            sigs = rest.metadata("dense")["metadata"]["signature_def"]["signature_def"]
+            assert set(sigs) == {"serving_default", "predict_image_bytes"}
+            _check(rest.predict("dense", {"image": photos4}), reference, atol)
+            _check(grpc.predict("dense", {"image": photos4}), reference, atol)
+            blobs = np.empty(2, dtype=object)
+            blobs[:] = [encode_png(img) for img in photos4[:2]]
+            got = rest.predict("dense", {"image_bytes": blobs}, "predict_image_bytes", form="row")
+            _check(got, {k: v[:2] for k, v in reference.items()}, atol)
+    finally:
+        assert s.stop() == 0
+
+
+def test_bad_openvino_hint_is_a_usage_error(bundle):
+    r = run_cli("serve", str(bundle), "--local", "--backend", "openvino:fp16")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "openvino takes a precision hint f32 or bf16, got 'openvino:fp16'" in r.stderr
