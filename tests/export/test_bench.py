@@ -53,7 +53,8 @@ def small_bundle(tmp_path_factory, exported):
         a = arts[key]
         src = Path(a.path) if os.path.isabs(a.path) else out / a.path
         rel = os.path.relpath(src, out)
-        _link_tree(src, root / rel)
+        for part in [src] if src.is_dir() else sorted(src.parent.glob(src.stem + ".*")):  # IR: .xml + .bin
+            _link_tree(part, root / os.path.relpath(part, out))
         kept.append({**a.to_dict(), "path": rel})
     _link_tree(out / "golden" / "dense", root / "golden" / "dense")
     (root / "README.md").write_text("# bench-smoke-1\n\nA bundle made before benchmarks existed.\n")
