@@ -38,6 +38,20 @@ _STALE_FILE = re.compile(r"^\..+\.tmp$")
 
 _held: dict[Path, int] = {}  # lock paths this process holds -> nesting depth (flock is per open file)
 _held_guard = threading.Lock()
+_held_fds: dict[Path, int] = {}  # lock path -> the descriptor that holds its flock
+
+
+def _release_in_forked_child() -> None:
+    """A child forked while a lock is held (multiprocessing, e.g. OpenVINO's converter sending
+    telemetry) shares the flock'd open file: close it there, or the lock outlives its holder."""
+    for fd in _held_fds.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held_fds.clear()
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_release_in_forked_child)
 
 
 class OutputBusy(ExportError):
@@ -122,6 +136,7 @@ def exclusive_output(directory: str | os.PathLike, *, command: str = "resnet-dep
         _record_holder(fd, command)
         with _held_guard:
             _held[lock_path] = 1
+            _held_fds[lock_path] = fd
         try:
             if sweep:
                 removed = sweep_stale(directory)
@@ -131,6 +146,7 @@ def exclusive_output(directory: str | os.PathLike, *, command: str = "resnet-dep
         finally:
             with _held_guard:
                 _held.pop(lock_path, None)
+                _held_fds.pop(lock_path, None)
     finally:
         os.close(fd)  # releases the flock
 

@@ -175,3 +175,29 @@ def test_staged_output_publishes_whole_or_nothing(tmp_path):
         (tmp / "model.keras").write_text("half")
         raise RuntimeError("training crashed")
     assert sorted(p.name for p in runs.iterdir()) == [LOCK_NAME, "dense-001"]
+
+
+
+def _linger(started, seconds: float) -> None:
+    import time
+    started.set()
+    time.sleep(seconds)
+
+
+def test_a_child_forked_while_locked_does_not_keep_the_lock(tmp_path):
+    """Libraries fork helpers (OpenVINO's converter sends telemetry from a multiprocessing child that
+    lives up to 3 s): the child must not hold the directory's flock after the parent lets go."""
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    started = ctx.Event()
+    with exclusive_output(tmp_path, command="first", sweep=False):
+        child = ctx.Process(target=_linger, args=(started, 5.0), daemon=True)
+        child.start()
+        assert started.wait(10)  # the child runs (its at-fork hooks have run)
+    try:
+        assert child.is_alive()
+        with exclusive_output(tmp_path, command="second", sweep=False):  # not OutputBusy
+            assert holds_lock(tmp_path)
+    finally:
+        child.terminate()
+        child.join(10)
