@@ -96,6 +96,12 @@ def export(built, out_dir: str | Path, precision: str = "fp16", *, saved_model_d
     if path.parent.exists() and not overwrite:
         raise ExportError(f"{path.parent} already exists; pass --overwrite to replace it")
     model = convert(built, saved_model_dir)
+    # convert_model records the source path in rt_info (conversion_parameters/input_model); here
+    # that is a random scratch directory, which made two exports of one model differ. Record what
+    # the source was instead, so equal models give equal files.
+    if model.has_rt_info(["conversion_parameters", "input_model"]):
+        model.set_rt_info("SavedModel serving_default" if saved_model_dir else "Keras model",
+                          ["conversion_parameters", "input_model"])
     with staged_dir(path.parent, overwrite=overwrite) as tmp:
         ov.save_model(model, str(tmp / path.name), compress_to_fp16=precision == "fp16")
         if not (tmp / path.name).with_suffix(".bin").is_file():
