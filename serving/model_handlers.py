@@ -13,6 +13,7 @@ Which handler per format, and why (checked with Beam 2.77, TensorFlow 2.21, Kera
   `resnet-deploy serve` and the parity suite run).
 - `tflite`: Beam has no LiteRT handler; `RunnerHandler` runs the project's LiteRTRunner
   (XNNPACK; full-integer models are quantized and dequantized as on a device).
+- any other registered format (`openvino`): `RunnerHandler` with the registry's Runner.
 Models on a remote filesystem are copied to the worker's local disk first.
 """
 from __future__ import annotations
@@ -42,9 +43,13 @@ def local_copy(uri: str) -> Path:
     if is_local(uri):
         return Path(uri.removeprefix("file://"))
     base = uri.rstrip("/")
-    local = Path(tempfile.mkdtemp(prefix="resnet-deploy-model.")) / Path(base).name
+    folder = Path(tempfile.mkdtemp(prefix="resnet-deploy-model."))
+    local = folder / Path(base).name
     tree = FileSystems.match([base + "/**"])[0].metadata_list  # a SavedModel folder
-    files = [(m.path, local / m.path[len(base) + 1:]) for m in tree] or [(base, local)]
+    # a file, with its siblings of the same stem (OpenVINO's model.bin beside model.xml)
+    stem = base.rsplit("/", 1)[0] + "/" + Path(base).stem + ".*"
+    files = ([(m.path, local / m.path[len(base) + 1:]) for m in tree]
+             or [(m.path, folder / m.path.rsplit("/", 1)[1]) for m in FileSystems.match([stem])[0].metadata_list])
     for src, target in files:
         target.parent.mkdir(parents=True, exist_ok=True)
         with FileSystems.open(src) as fin, open(target, "wb") as fout:

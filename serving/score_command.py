@@ -10,6 +10,7 @@ import json
 from collections.abc import Callable
 
 from export.argtypes import int_at_least
+from export.registry import FORMATS
 
 
 def add_parsers(sub, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
@@ -25,7 +26,8 @@ def add_parsers(sub, commands: dict[str, Callable[[argparse.Namespace], int]]) -
                    help="an image folder (every file below it) or a glob such as 'photos/*.jpg'")
     p.add_argument("--output", required=True, metavar="PREFIX",
                    help="rows go to PREFIX-SSSSS-of-NNNNN.jsonl, unreadable images to PREFIX-dead-letter-*.jsonl")
-    p.add_argument("--format", default="savedmodel", help="savedmodel | onnx | tflite (default savedmodel)")
+    p.add_argument("--format", default="savedmodel",
+                   help=f"{' | '.join(FORMATS)} (default savedmodel)")
     p.add_argument("--precision", default=None, help="the artifact's precision (default fp32)")
     p.add_argument("--top-k", type=int_at_least(1), default=5)
     p.add_argument("--max-batch-size", type=int_at_least(1), default=None,

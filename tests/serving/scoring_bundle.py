@@ -1,5 +1,5 @@
 """A tiny real bundle for the scoring tests: the tiny Keras model (32x32, 10 classes) exported by
-the project's own exporters (SavedModel with warmup, TFLite fp32 + int8, ONNX fp32), with
+the project's own exporters (SavedModel with warmup, TFLite fp32 + int8, ONNX fp32, OpenVINO fp16), with
 models.config, batching.config and manifest.json as `make export` writes them; and an image
 folder with photos, a nested folder, a corrupt JPEG and a text file."""
 from __future__ import annotations
@@ -28,7 +28,7 @@ def make_bundle(root: Path) -> Path:
     built = BuiltModel(model=tiny_model(logit_scale=4.0), spec=spec, num_classes=TINY_CLASSES,
                        input_size=TINY_SIZE, labels=LABELS)
     arts = export_artifacts(built, out, [("savedmodel", "fp32"), ("tflite", "fp32"), ("tflite", "int8"),
-                                         ("onnx", "fp32")])
+                                         ("onnx", "fp32"), ("openvino", "fp16")])
     (out / "models.config").write_text(config.bundle_models_config({MODEL: [1]}))
     (out / "batching.config").write_text(config.batching_config(max_batch_size=MAX_BATCH))
     (out / "monitoring.config").write_text(config.monitoring_config())

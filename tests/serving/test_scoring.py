@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from export.errors import BundleError, UsageError
+from export.registry import FORMATS
 from tests.helpers import run_cli, run_main
 from tests.serving.scoring_bundle import LABELS, MODEL, make_bundle, make_images, rows_by_path, top_k_arrays
 
@@ -48,7 +49,8 @@ def test_score_cli_writes_rows_for_images_and_dead_letters_for_the_rest(tiny_bun
     assert all(d["model"] == MODEL and d["version"] == 1 for d in dead.values())
 
 
-@pytest.mark.parametrize("fmt,precision", [("onnx", None), ("tflite", None), ("tflite", "int8")])
+@pytest.mark.parametrize("fmt,precision", [("onnx", None), ("tflite", None), ("tflite", "int8"),
+                                           ("openvino", "fp16")])
 def test_every_format_scores_the_folder_and_agrees_with_the_savedmodel(tiny_bundle, images, tmp_path, fmt, precision):
     from serving import scoring
     folder, good, bad = images
@@ -66,7 +68,7 @@ def test_every_format_scores_the_folder_and_agrees_with_the_savedmodel(tiny_bund
         (ri, rp), (gi, gp) = top_k_arrays(ref[path]["top_k"]), top_k_arrays(got[path]["top_k"])
         assert got[path]["format"] == fmt and got[path]["precision"] == (precision or "fp32")
         assert sorted(gi) == list(range(10)) and abs(gp.sum() - 1) < 0.05, path
-        if precision != "int8":  # fp32 artifacts answer like the SavedModel (int8: parity's cosine gate)
+        if precision is None:  # fp32 artifacts answer like the SavedModel (int8, fp16: parity's own gates)
             assert gi[0] == ri[0], path
             np.testing.assert_allclose(gp[np.argsort(gi)], rp[np.argsort(ri)], atol=1e-5)
 
@@ -102,7 +104,7 @@ def test_output_folder_means_prefix_scores_and_a_glob_selects_files(tiny_bundle,
 @pytest.mark.parametrize("kwargs,error,message", [
     ({"inputs": "{folder}/*.webp"}, UsageError, "matches no file"),
     ({"model": "nope"}, UsageError, "unknown model 'nope': bundle {bundle} has tiny"),
-    ({"fmt": "torchscript"}, UsageError, "unknown format 'torchscript'; choose one of: savedmodel, tflite, onnx"),
+    ({"fmt": "torchscript"}, UsageError, "unknown format 'torchscript'; choose one of: " + ", ".join(FORMATS)),
     ({"fmt": "onnx", "precision": "int8"}, UsageError,
      "has no onnx int8 artifact of 'tiny' (onnx precisions there: fp32)"),
     ({"output": "{file}/scores"}, UsageError, "cannot write there"),
