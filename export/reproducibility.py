@@ -38,12 +38,13 @@ def _fingerprint_digest(path: Path) -> str:
 
 
 def _drop_artifact_volatile(doc: dict) -> dict:
-    """Without each artifact's export seconds, and without a SavedModel's directory digest (it
-    covers fingerprint.pb; its other files are compared one by one)."""
+    """Without each artifact's export seconds, and without a SavedModel's directory digest and size (they
+    cover fingerprint.pb; its other files are compared one by one)."""
     for a in doc.get("artifacts", []):
         a.pop("seconds", None)
-        if a.get("format") == "savedmodel":
+        if a.get("format") == "savedmodel":  # fingerprint.pb's random uuid: its digest and, at times, one byte
             a.pop("sha256", None)
+            a.pop("bytes", None)
     return doc
 
 
