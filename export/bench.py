@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -263,7 +264,8 @@ def _measure(job: dict[str, Any]) -> dict[str, Any]:
         latency = {}
         for b in job["batch_sizes"]:
             feed = {"image": np.ascontiguousarray(np.resize(photos, (b, *photos.shape[1:])))}
-            for _ in range(job["warmup"]):
+            # The runtime is warm after batch 1: one run at a new batch size allocates for it.
+            for _ in range(job["warmup"] if b == job["batch_sizes"][0] else min(1, job["warmup"])):
                 runner.infer(feed)
             times = []
             for _ in range(runs_at(b, job["runs"])):
@@ -289,6 +291,9 @@ def _worker(argv: list[str]) -> int:
     job = json.loads(Path(argv[0]).read_text())
     if job["kind"] == "ceiling":
         result = {"measurements": _ceiling(job["n"], job["reps"], job["threads"])}
+    elif job["kind"] == "paired":
+        from export.bench_paired import measure
+        result = measure(job)
     else:
         result = _measure(job)
     Path(argv[1]).write_text(json.dumps(result))
@@ -378,10 +383,17 @@ def _vs_fastest_fp32(row: dict[str, Any], rows: list[dict[str, Any]]) -> dict[st
 
 def run_bench(bundle: str | os.PathLike, *, threads: int | None = None, warmup: int = 3, runs: int = 10,
               batch_sizes: list[int] | tuple[int, ...] = (1, 8), out: str | os.PathLike | None = None,
-              variants: list[str] | None = None, progress=None) -> BenchReport:
+              variants: list[str] | None = None, progress=None,
+              serving_probe: Callable[[int], dict[str, Any]] | None = None,
+              export_run: str | os.PathLike | None = None) -> BenchReport:
     """Benchmark every artifact of the bundle directory `bundle`; write bench.{json,md,png} into
     `out` (default `<bundle>/bench/`). Inside the bundle, manifest.json is rewritten to list them
-    and the .tar.gz (if any) re-packed, so the bundle still verifies. Returns the bench document."""
+    and the .tar.gz (if any) re-packed, so the bundle still verifies. Returns the bench document.
+
+    Besides the per-artifact table: paired batch-1 timings per variant (export.bench_paired),
+    `serving_probe(threads)` if given (the server's load run: serving/ measures it, the CLI passes
+    it in) and the export's own record (`export_run`, default `<bundle>.export.json` beside the
+    bundle); bench.md opens with the targets (export.targets) judged on all of them."""
     from export import bundle as bundle_mod
     from export import golden
     root = Path(bundle)
@@ -437,6 +449,20 @@ def run_bench(bundle: str | os.PathLike, *, threads: int | None = None, warmup: 
         row["wall_s"] = round(time.perf_counter() - t, 2)
         note(label, row["error"] or row["skipped"] or f"done in {row['wall_s']} s")
         rows.append(row)
+    paired = {}
+    from export import bench_paired
+    for variant, arts in sorted(bench_paired.plan(artifacts).items()):
+        note(f"{variant}/paired", f"batch 1, {len(arts)} artifacts in turn, {bench_paired.ROUNDS} rounds")
+        paired[variant] = _in_fresh_process({**job, "kind": "paired", "artifacts": [a.to_dict() for a in arts]},
+                                            threads)
+    serving: dict[str, Any] | None = None
+    if serving_probe is not None:
+        note("serving", "local server, gRPC: batch-1 overhead and 8 clients with batching on/off")
+        try:
+            serving = serving_probe(threads)
+        except Exception as e:  # noqa: BLE001 -- a failed load run is reported in the targets, not fatal
+            from export.errors import first_line
+            serving = {"error": f"{type(e).__name__}: {first_line(e)}"}
     note("ceiling", f"float32 matmul {CEILING_N}x{CEILING_N}, {threads} threads (end of the run)")
     ceiling = _ceiling_summary(first, _in_fresh_process(ceiling_job, threads), threads)
     _derive(rows, ceiling["gflops"])
@@ -455,12 +481,25 @@ def run_bench(bundle: str | os.PathLike, *, threads: int | None = None, warmup: 
                                          if FORMATS[f].bench_threads}},
            "ceiling": ceiling, "flops": flops, "artifacts": rows,
            "export_timings": timings, "export_total_s": round(sum(t["seconds"] for t in timings), 2),
+           "paired": paired, "serving": serving, "export_run": _export_run(root, export_run),
            "seconds": round(time.perf_counter() - started, 1)}
+    from export.targets import evaluate
+    doc["targets"] = [t.to_dict() for t in evaluate(doc)]
     note("results", "writing bench.json, bench.md, bench.png (and re-listing them in manifest.json, "
                     "re-packing the .tar.gz when there is one)")
     report = BenchReport.from_dict(doc)  # the typed document; what is written is its to_dict()
     report.files = write_results(root, report, out)
     return report
+
+
+def _export_run(root: Path, path: str | os.PathLike | None) -> dict[str, Any] | None:
+    """The export's run record (wall, CPU, peak RSS): `path`, or `<bundle>.export.json` beside it."""
+    from export.pipeline import EXPORT_RUN_SUFFIX
+    p = Path(path) if path else root.resolve().with_name(root.resolve().name + EXPORT_RUN_SUFFIX)
+    try:
+        return json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def write_results(root: Path, report: BenchReport, out: str | os.PathLike | None = None) -> list[str]:

@@ -79,6 +79,10 @@ class BenchReport:
     export_total_s: float = 0.0
     seconds: float = 0.0
     files: list[str] = field(default_factory=list)
+    paired: dict[str, Any] = field(default_factory=dict)          # variant -> batch-1 timings in turn
+    serving: dict[str, Any] | None = None                          # the local server's load run
+    export_run: dict[str, Any] | None = None                       # <bundle>.export.json
+    targets: list[dict[str, Any]] = field(default_factory=list)    # export.targets, judged on the above
     extra: dict[str, Any] = field(default_factory=dict)
     format_version: int = BENCH_FORMAT_VERSION
 

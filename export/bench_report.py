@@ -82,7 +82,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
     bs = [str(b) for b in s["batch_sizes"]]
     v = env["tool_versions"]
     versions = ", ".join(f"{k} {v[k]}" for k in sorted(v))
-    lines = [f"# Benchmarks: {doc['bundle']}", "",
+    lines = [f"# Benchmarks: {doc['bundle']}", "", *_targets(doc),
              f"Measured {doc['created_at']} on **{env['cpu_model']}** ({env['logical_cpus']} logical CPUs), "
              f"**{s['threads']} threads**, device {s['device']}; {s['warmup']} warm-up runs then "
              + ", ".join(f"{s['runs'][b]} timed runs at batch {b}" for b in bs)
@@ -136,6 +136,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
               "reference stored in the bundle's golden files, on the sample photos.", "",
               f"Isolation: {s['isolation']}. Latency: {s['latency']}. TensorFlow: {s['tensorflow_threads']}.", ""]
     lines += _thread_sweep_table(doc)
+    lines += _paired_table(doc)
+    lines += _serving_table(doc)
     lines += _timings_table(doc.get("export_timings", []), doc.get("export_total_s"))
     return "\n".join(lines) + "\n"
 
@@ -156,6 +158,59 @@ def _speedup(r: dict[str, Any], bs: list[str]) -> str:
                           for b in bs if b in sp["by_batch"]) or "–"
     sp = r.get("speedup_vs_fp32")
     return " / ".join(f"{sp['by_batch'][b]:.2f}× b{b}" for b in bs if b in sp["by_batch"]) if sp else "–"
+
+
+def _targets(doc: dict[str, Any]) -> list[str]:
+    """The targets table (export.targets), judged again from the document's numbers."""
+    from export.targets import evaluate
+    from export.targets import render_markdown as render_targets
+    return render_targets(evaluate(doc))
+
+
+def _paired_table(doc: dict[str, Any]) -> list[str]:
+    paired = doc.get("paired") or {}
+    if not paired:
+        return []
+    lines = ["## Batch 1, artifacts in turn (for the speed-up targets)", "",
+             "Each variant's fp32 and int8 artifacts loaded in one process and run one after the other, "
+             "round after round, so that other load on the machine slows them alike; speed-up = median "
+             "over the rounds of (fp32 time / int8 time).", "",
+             "| variant | p50 ms per artifact | ONNX int8 vs ONNX fp32 | TFLite int8 vs fastest fp32 |",
+             "|---|---|---:|---:|"]
+    for v, p in sorted(paired.items()):
+        if p.get("error"):
+            lines.append(f"| {v} | **failed:** {p['error']} | | |")
+            continue
+        s = p["speedups"]
+        times = ", ".join(f"{k.split('/', 1)[1]} {ms:.1f}" for k, ms in sorted(p["p50_ms"].items(), key=lambda x: x[1]))
+        lines.append(f"| {v} | {times} | {_f(s.get('onnx_int8_vs_onnx_fp32'), '{:.2f}x')} | "
+                     f"{_f(s.get('tflite_int8_vs_fastest_fp32'), '{:.2f}x')} ({p['fastest_fp32'].split('/', 1)[1]}) |")
+    return [*lines, ""]
+
+
+def _serving_table(doc: dict[str, Any]) -> list[str]:
+    s = doc.get("serving")
+    if not s:
+        return []
+    if s.get("error"):
+        return ["## Local server", "", f"The load run failed: {s['error']}", ""]
+    lines = ["## Local server (serving.loadtest, gRPC on loopback)", ""]
+    o = s.get("grpc_overhead")
+    if o:
+        lines += [f"Batch 1, one client, {o['backend']} `{o['model']}`, {o['rounds']} requests interleaved with "
+                  f"direct runner calls in the same process: gRPC p50 **{o['grpc_p50_ms']:.1f} ms**, raw runner "
+                  f"p50 **{o['raw_p50_ms']:.1f} ms** (+{o['added_pct']:.1f} %); of the gRPC time, the client's "
+                  f"own encoding of the request takes {o['encode_p50_ms']:.2f} ms (reported apart).", ""]
+    rows = s.get("load", [])
+    if rows:
+        lines += ["| backend | batching | clients | requests | req/s | p50 ms | p99 ms | mean batch |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            lines.append(f"| {r['backend']} | {'on' if r['batching'] else 'off'} | {r['clients']} | {r['requests']} | "
+                         f"{r['throughput_rps']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
+                         f"{_f(r.get('mean_batch_size'), '{:.2f}')} |")
+        lines.append("")
+    return lines
 
 
 def _busy_note(doc: dict[str, Any]) -> list[str]:

@@ -6,7 +6,6 @@ built in a hidden staging directory beside `dist/` and renamed into place when c
 """
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import tarfile
@@ -87,19 +86,20 @@ def check_files(root: Path, manifest: Manifest) -> FileCheck:
 # -- pack / unpack ------------------------------------------------------------------------------
 
 def pack(bundle_dir: Path) -> tuple[Path, str]:
-    """Write `<bundle>.tar.gz` (members under `<bundle>/`) and `<bundle>.tar.gz.sha256`, atomically."""
+    """Write `<bundle>.tar.gz` (members under `<bundle>/`) and `<bundle>.tar.gz.sha256`, atomically.
+
+    Weights that do not compress are stored inside the gzip stream rather than deflated
+    (export/packing.py has the measurements); any gzip or tar reads the result as usual.
+    """
+    from export.packing import write_tar_gz
     bundle_dir = Path(bundle_dir)
     tar_path = bundle_dir.with_name(bundle_dir.name + ".tar.gz")
-    # gzip header without a timestamp, members in sorted order with normalised owners/modes (and
-    # mtimes clamped to SOURCE_DATE_EPOCH when set): equal files give an equal tarball.
-    with replacing(tar_path) as tmp, open(tmp, "wb") as raw, \
-            gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0) as gz, \
-            tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for p in sorted(bundle_dir.rglob("*")):
-            if not p.is_symlink():
-                tar.add(p, arcname=f"{bundle_dir.name}/{p.relative_to(bundle_dir).as_posix()}", recursive=False,
-                        filter=_normalise_member)
-    digest = sha256_file(tar_path)
+    # Reproducible as before: gzip members without a timestamp or name, members sorted, owners/modes
+    # normalised (mtimes clamped to SOURCE_DATE_EPOCH when set): equal files give an equal tarball.
+    members = [(p, f"{bundle_dir.name}/{p.relative_to(bundle_dir).as_posix()}")
+               for p in sorted(bundle_dir.rglob("*")) if not p.is_symlink()]
+    with replacing(tar_path) as tmp:
+        digest, _ = write_tar_gz(tmp, members, normalise=_normalise_member)
     write_text(tar_path.with_name(tar_path.name + ".sha256"), f"{digest}  {tar_path.name}\n")
     return tar_path, digest
 

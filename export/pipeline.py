@@ -10,6 +10,7 @@ from typing import Any
 from export.errors import UsageError
 from export.formats import Artifact, write_index
 from export.registry import FORMATS
+from export.stages import WORK_DIR
 
 
 def resolve_targets(fmt: str = "all", precisions: list[str] | None = None) -> list[tuple[str, str]]:
@@ -180,17 +181,58 @@ def _git_commit() -> dict[str, object]:
     return {"commit": commit or "unknown", "dirty": dirty}
 
 
-class _Stages:
-    """A rich progress display: one line per stage with its elapsed time; records timings."""
+#: Expected peak RSS of each kind of export task, GiB: VmHWM measured on ResNet50 at 224 x 224 with
+#: 1 thread (keras 2.8, TFLite 2.1, ONNX 3.3 for the conv heads), plus ~5 % headroom. The pool
+#: runs two at once only while their sum fits the budget: never two ONNX conversions (the
+#: TensorFlow grappler pass in tf2onnx is the peak), nor ONNX beside a Keras build.
+TASK_MEMORY_GB = {"keras": 2.9, "tflite": 2.3, "onnx": 3.45, "openvino": 2.5}
+#: The memory (GiB) all export processes together may use (`make export`'s target on a 24 GiB
+#: machine shared with other work); EXPORT_MEMORY_GB overrides it.
+DEFAULT_MEMORY_BUDGET_GB = 6.0
+#: The formats converted from the SavedModel, one worker task each per variant.
+CONVERTED = ("tflite", "onnx", "openvino")
+
+
+def _build_args(v: dict) -> dict:
+    """build()'s keyword arguments for one [[variants]] entry (a training step replaces the weights)."""
+    return {"weights": v["weights"], "num_classes": v.get("num_classes"), "labels": v.get("labels")}
+
+
+def export_tasks(cfg: dict, staging: Path, targets: dict[str, list[tuple[str, str]]], threads: int,
+                 batch_sizes: tuple[int, ...] = (1, 4)) -> list:
+    """The worker tasks of `make export`: per variant a Keras task (build, SavedModel, golden), then
+    one task per converted format (TFLite, ONNX) reading that SavedModel; each checks its parity."""
+    from export.workers import Task
+    tasks, converts = [], []
+    for v in cfg["variants"]:
+        name = v["name"]
+        ships_sm = ("savedmodel", "fp32") in targets[name]
+        common = {"variant": name, "staging": str(staging), "version": cfg["version"],
+                  "ships_savedmodel": ships_sm, "threads": threads, "batch_sizes": batch_sizes}
+        card = {"version": cfg["version"], "name": f"{cfg['name']}-{name}", "author": cfg["author"],
+                "license": cfg["license"], **({"description": v["description"]} if "description" in v else {})}
+        keras_key = f"{name}:keras"
+        tasks.append(Task(keras_key, "export.stages:keras_task", {**common, "build_args": _build_args(v)},
+                          memory_gb=TASK_MEMORY_GB["keras"], label=f"{name} build, savedmodel, golden"))
+        for fmt in CONVERTED:
+            precisions = [p for f, p in targets[name] if f == fmt]
+            options = {"tflite": {"card": card}, "openvino": {"version": cfg["version"]}}.get(fmt, {})
+            if precisions:
+                converts.append(Task(f"{name}:{fmt}", "export.stages:convert_task",
+                                     {**common, "fmt": fmt, "precisions": precisions, "options": options},
+                                     inputs={"keras": keras_key}, memory_gb=TASK_MEMORY_GB[fmt],
+                                     label=f"{name} {fmt} {', '.join(precisions)}"))
+    return tasks + converts
+
+
+class _TaskProgress:
+    """A rich display of the worker tasks: a line per task from its start, its time when done."""
 
     def __init__(self, quiet: bool = False):
-        import time
-
         from rich.console import Console
         self.console = Console(stderr=True, quiet=quiet)
-        self.timings: list[dict] = []
-        self._time = time.perf_counter
         self._progress: Any = None
+        self._ids: dict[str, Any] = {}
 
     def __enter__(self):
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -202,21 +244,26 @@ class _Stages:
     def __exit__(self, *exc):
         self._progress.__exit__(*exc)
 
-    def run(self, variant: str, stage: str, fn, *args, **kwargs):
-        task = self._progress.add_task(f"{variant:8s} {stage}", total=1)
-        start = self._time()
+    def start(self, key: str, label: str) -> None:
+        self._ids[key] = self._progress.add_task(label, total=1)
+
+    def done(self, key: str, label: str) -> None:
+        self._progress.update(self._ids[key], completed=1, description=f"{label} [green]done")
+
+    def run(self, key: str, label: str, fn, *args, **kwargs):
+        self.start(key, label)
         result = fn(*args, **kwargs)
-        seconds = self._time() - start
-        self._progress.update(task, completed=1, description=f"{variant:8s} {stage} [green]done")
-        self.timings.append({"variant": variant, "stage": stage, "seconds": round(seconds, 2)})
+        self.done(key, label)
         return result
 
 
 def run_bundle(config_path: str | Path, out: str | Path = "dist", weights: str | None = None,
-               quiet: bool = False, *, signer=None, wait: bool = False) -> dict:
-    """`make export`: build -> export -> golden -> parity for every variant, then lay out,
-    checksum, sign (with `signer`, an export.signing.SigningKey) and publish
-    `<out>/<name>-<version>/` plus its .tar.gz and .sha256.
+               quiet: bool = False, *, signer=None, wait: bool = False, workers: int | None = None,
+               memory_budget_gb: float | None = None) -> dict:
+    """`make export`: build -> export -> golden -> parity for every variant, in parallel worker
+    processes (export.workers, export.stages), then lay out, checksum, sign (with `signer`, an
+    export.signing.SigningKey) and publish `<out>/<name>-<version>/` plus its .tar.gz and .sha256,
+    and `<name>-<version>.export.json` (what the run cost: wall, CPU, peak memory).
 
     The bundle is staged in a hidden directory beside it and renamed into place only when
     complete and its parity passed; an interrupted run leaves the previous bundle untouched.
@@ -228,24 +275,30 @@ def run_bundle(config_path: str | Path, out: str | Path = "dist", weights: str |
     from export.variants import get_variant
     # A bad config is said before anything is created or locked.
     cfg = load_config(config_path, weights)
-    specs = {v["name"]: get_variant(v["name"]) for v in cfg["variants"]}
+    for v in cfg["variants"]:
+        get_variant(v["name"])  # an unknown variant fails before any process starts
     targets = {v["name"]: resolve_targets("all", v.get("precisions")) for v in cfg["variants"]}
     with exclusive_output(out, command=f"resnet-deploy bundle --config {config_path}", wait=wait):
-        return _run_bundle(cfg, specs, targets, out, quiet, signer)
+        return _run_bundle(cfg, targets, out, quiet, signer, workers, memory_budget_gb)
 
 
-def _run_bundle(cfg: dict, specs: dict, targets: dict, out: str | Path, quiet: bool, signer) -> dict:
+def _run_bundle(cfg: dict, targets: dict, out: str | Path, quiet: bool, signer, workers: int | None,
+                memory_budget_gb: float | None) -> dict:
+    import json
+    import os
     import shutil
     import signal
     import tempfile
     import time
+    from dataclasses import asdict
 
     from export import bundle as bundle_mod
-    from export import golden, parity
-    from export.atomic import ensure_writable_dir, replace_dir
-    from export.build import build, io_spec, param_counts
+    from export import parity
+    from export.atomic import ensure_writable_dir, replace_dir, write_text
     from export.deploy import tfserving as serving_config
     from export.formats import tool_versions
+    from export.parity_report import ParityReport
+    from export.workers import default_workers, run_tasks, threads_per_task
 
     out = ensure_writable_dir(out)
     bundle_name = f"{cfg['name']}-{cfg['version']}"
@@ -256,47 +309,87 @@ def _run_bundle(cfg: dict, specs: dict, targets: dict, out: str | Path, quiet: b
     staging = scratch / bundle_name
     staging.mkdir()
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
-    started = time.perf_counter()
+    started, cpu0, load0 = time.perf_counter(), os.times(), os.getloadavg()
+    workers = workers or default_workers()
+    budget = memory_budget_gb or float(os.environ.get("EXPORT_MEMORY_GB", DEFAULT_MEMORY_BUDGET_GB))
+    threads = threads_per_task(workers)
     try:
-        variants_meta, artifacts, goldens = {}, [], {}
-        with _Stages(quiet) as stages:
-            for v in cfg["variants"]:
-                name = v["name"]
-                built = stages.run(name, "build", build, specs[name], weights=v["weights"],
-                                   num_classes=v.get("num_classes"), labels=v.get("labels"))
-                card = {"name": f"{cfg['name']}-{name}", "author": cfg["author"], "license": cfg["license"],
-                        **({"description": v["description"]} if "description" in v else {})}
-                arts = stages.run(name, "export", export_artifacts, built, staging, targets[name],
-                                  version=cfg["version"], card=card, lock=False)
-                goldens[name] = stages.run(name, "golden", golden.make, built)
-                golden.save(staging, goldens[name])
-                artifacts += [a.relative_to(staging) for a in arts]
-                variants_meta[name] = {"spec": built.spec.to_dict(), "num_classes": built.num_classes,
-                                       "labels": built.labels, "params": param_counts(built.model),
-                                       **io_spec(built.model), "weights": built.weights}
-                del built
-            report = stages.run("all", "parity", parity.run_suite, staging, artifacts, goldens)
+        with _TaskProgress(quiet) as progress:
+            tasks = export_tasks(cfg, staging, targets, threads)
+            pool = run_tasks(tasks, workers=workers, memory_budget_gb=budget,
+                             on_start=lambda t: progress.start(t.key, t.label),
+                             on_done=lambda t, cost: progress.done(t.key, f"{t.label} ({cost.wall_s:.0f} s)"))
+            shutil.rmtree(staging / WORK_DIR, ignore_errors=True)
+            order = {v["name"]: i for i, v in enumerate(cfg["variants"])}
+            kinds = ("keras", *CONVERTED)
+            done = sorted(pool.results.values(), key=lambda r: (order[r["variant"]], kinds.index(r["task"])))
+            artifacts = [a for r in done for a in r["artifacts"]]
+            keras = {r["variant"]: r for r in done if r["task"] == "keras"}
+            timings = _sum_timings(t for r in done for t in r["timings"])
+            report = ParityReport(environment=keras[cfg["variants"][0]["name"]]["environment"],
+                                  references=[keras[v["name"]]["reference"] for v in cfg["variants"]],
+                                  results=[x for r in done for x in r["results"]],
+                                  tolerances={k: asdict(t) for k, t in parity.TOLERANCES.items()})
             report.save(staging)
+            run = {"workers": workers, "threads_per_task": threads, "memory_budget_gb": budget,
+                   "pool": {"wall_s": pool.wall_s, "cpu_s": pool.cpu_s, "peak_total_rss_mb": pool.peak_total_rss_mb,
+                            "peak_total_pss_mb": pool.peak_total_pss_mb, "rss_at_peak_mb": pool.rss_at_peak,
+                            "tasks": {k: asdict(c) for k, c in pool.costs.items()}},
+                   "load_average_start": [round(x, 2) for x in load0], "cpu_count": os.cpu_count()}
             if not report:
                 failed = out / f"{bundle_name}.parity-FAILED"
                 shutil.copyfile(staging / "parity.json", f"{failed}.json")
                 shutil.copyfile(staging / "parity.md", f"{failed}.md")
                 return {"published": False, "bundle": None, "report": f"{failed}.md",
-                        "failures": report.failures(), "timings": stages.timings}
-            stages.run("all", "bundle", _lay_out, staging, cfg, variants_meta, artifacts, report,
-                       serving_config, bundle_mod, stages.timings, tool_versions(), _created_at())
+                        "failures": report.failures(), "timings": timings, "run": run}
+            variants_meta = {name: keras[name]["meta"] for name in keras}
+            _stage(progress, timings, "bundle", "all      bundle (configs, README, manifest)", _lay_out, staging, cfg,
+                   variants_meta, artifacts, report, serving_config, bundle_mod, timings, tool_versions(),
+                   _created_at())
             if signer is not None:
-                stages.run("all", "sign", signer.sign, staging)
+                _stage(progress, timings, "sign", "all      sign", signer.sign, staging)
             replace_dir(staging, final)
-            tar_path, digest = stages.run("all", "pack", bundle_mod.pack, final)
+            tar_path, digest = _stage(progress, timings, "pack", "all      pack", bundle_mod.pack, final)
         for stale in out.glob(f"{bundle_name}.parity-FAILED.*"):
             stale.unlink()
+        cpu1 = os.times()
+        wall = time.perf_counter() - started
+        cpu = pool.cpu_s + (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+        run.update({"wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "cpu_per_wall": round(cpu / wall, 2),
+                    "peak_total_rss_mb": pool.peak_total_rss_mb, "peak_total_pss_mb": pool.peak_total_pss_mb,
+                    "stages": timings, "load_average_end": [round(x, 2) for x in os.getloadavg()],
+                    "excluded": "training (timed separately)", "bundle": bundle_name,
+                    "measured_at": _created_at()})
+        write_text(out / f"{bundle_name}{EXPORT_RUN_SUFFIX}", json.dumps(run, indent=2) + "\n")
         return {"published": True, "bundle": str(final), "tarball": str(tar_path), "sha256": digest,
-                "artifacts": artifacts, "report": report, "timings": stages.timings,
-                "seconds": round(time.perf_counter() - started, 1)}
+                "artifacts": artifacts, "report": report, "timings": timings, "run": run,
+                "seconds": round(wall, 1)}
     finally:
         signal.signal(signal.SIGTERM, previous_sigterm)
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _stage(progress, timings: list[dict], stage: str, label: str, fn, *args):
+    """Run one whole-bundle step in this process, shown and timed like the worker tasks."""
+    import time
+    start = time.perf_counter()
+    result = progress.run(stage, label, fn, *args)
+    timings.append({"variant": "all", "stage": stage, "seconds": round(time.perf_counter() - start, 2)})
+    return result
+
+
+def _sum_timings(timings) -> list[dict]:
+    """One entry per (variant, stage), seconds summed over the tasks that ran that stage."""
+    total: dict[tuple[str, str], float] = {}
+    for t in timings:
+        key = (t["variant"], t["stage"])
+        total[key] = total.get(key, 0.0) + t["seconds"]
+    return [{"variant": v, "stage": s, "seconds": round(x, 2)} for (v, s), x in total.items()]
+
+
+#: `<out>/<name>-<version>.export.json`: what the last `make export` of that bundle cost (written
+#: after the tarball, so it is not inside it); `make bench` reads it for the export targets.
+EXPORT_RUN_SUFFIX = ".export.json"
 
 
 def _created_at() -> str:

@@ -173,20 +173,33 @@ class GrpcClient:
                                "version": spec.get("version", "")},
                 "metadata": {"signature_def": _to_dict(sig_map)}}
 
-    def predict_response(self, model: str, inputs: dict[str, np.ndarray], signature: str = DEFAULT_SIGNATURE,
-                         version: int | None = None, label: str | None = None, output_filter: Sequence[str] = ()):
-        """The raw PredictResponse proto."""
+    def predict_request(self, model: str, inputs: dict[str, np.ndarray], signature: str = DEFAULT_SIGNATURE,
+                        version: int | None = None, label: str | None = None, output_filter: Sequence[str] = ()):
+        """The PredictRequest proto for `inputs` (the client's encoding step, timed apart by the load run)."""
         from tensorflow_serving.apis import predict_pb2
         request = predict_pb2.PredictRequest(output_filter=list(output_filter))
         self._spec(request.model_spec, model, version, label, signature)
         for k, v in inputs.items():
             request.inputs[k].CopyFrom(make_tensor_proto(v))
+        return request
+
+    def send(self, request):
+        """Send a PredictRequest; the raw PredictResponse proto."""
         return self._call(self._predict.Predict, request)
+
+    @staticmethod
+    def predict_outputs(response) -> dict[str, np.ndarray]:
+        """Every output of a PredictResponse as a NumPy array."""
+        return {k: make_ndarray(v) for k, v in response.outputs.items()}
+
+    def predict_response(self, model: str, inputs: dict[str, np.ndarray], signature: str = DEFAULT_SIGNATURE,
+                         version: int | None = None, label: str | None = None, output_filter: Sequence[str] = ()):
+        """The raw PredictResponse proto."""
+        return self.send(self.predict_request(model, inputs, signature, version, label, output_filter))
 
     def predict(self, model: str, inputs: dict[str, np.ndarray], signature: str = DEFAULT_SIGNATURE,
                 version: int | None = None, label: str | None = None, form: str = "") -> dict[str, np.ndarray]:
-        response = self.predict_response(model, inputs, signature, version, label)
-        return {k: make_ndarray(v) for k, v in response.outputs.items()}
+        return self.predict_outputs(self.predict_response(model, inputs, signature, version, label))
 
 
 def _to_dict(message) -> dict:

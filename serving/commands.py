@@ -60,6 +60,8 @@ def add_parsers(sub, commands: dict[str, Callable[[argparse.Namespace], int]]) -
                         "openvino[:f32|bf16] (bf16 needs AMX-BF16 or AVX512-BF16)")
     s.add_argument("--local", action="store_true", help="use the local server even if TF Serving is installed")
     s.add_argument("--no-batching", action="store_true", help="local server: run each request on its own")
+    s.add_argument("--model", action="append", default=None, metavar="NAME",
+                   help="local server: serve only this model of the bundle (repeatable; default all)")
     s.add_argument("--max-body-bytes", type=_positive, default=32 << 20, help="local server: largest request body (bytes)")
     commands["serve"] = cmd_serve
 
@@ -181,7 +183,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
               f"ports instead; Ctrl-C or SIGTERM stops it.", flush=True)
         from serving.server import serve
         return serve(bundle, rest_port=args.rest_port, grpc_port=args.grpc_port, host=args.host,
-                     backend=args.backend, batching=not args.no_batching, max_body_bytes=args.max_body_bytes)
+                     backend=args.backend, batching=not args.no_batching, max_body_bytes=args.max_body_bytes,
+                     models=args.model)
 
 
 # -- clients ----------------------------------------------------------------------------------

@@ -1,11 +1,15 @@
-"""A loopback load run: throughput and p50/p99 latency of the local server, batching on and off.
+"""A loopback load run: throughput and p50/p99 latency of the local server, batching on and off,
+for every backend (SavedModel, ONNX, TFLite), and the cost gRPC adds to one batch-1 request.
 
-    python -m serving.loadtest BUNDLE [--clients 8] [--seconds 10] [--api grpc|rest] [--bytes]
+    python -m serving.loadtest BUNDLE [--backend savedmodel] [--clients 8] [--seconds 10] [--api grpc|rest]
 
-Starts `resnet-deploy serve BUNDLE --local` twice (with the bundle's batching.config, then with
---no-batching) on free loopback ports, drives each with N closed-loop clients sending one image
-per request for S seconds, and prints one row per run. The clients share the machine with the
-server, so on a small machine the numbers are a lower bound; they are reported, never asserted.
+Starts `resnet-deploy serve BUNDLE --local --model M --backend B` (with the bundle's
+batching.config, then with --no-batching) on free loopback ports, drives each with N closed-loop
+clients sending one image per request for S seconds, and prints one row per run. The clients
+share the machine with the server, so on a small machine the numbers are a lower bound; they
+are reported, never asserted. `--overhead` also times batch-1 gRPC requests against direct calls
+of the same artifact's runner in this process, in turn, and reports the client's own encoding of
+the request apart. `make bench` runs `--bench-json` (both, shorter) for its targets table.
 """
 from __future__ import annotations
 
@@ -19,12 +23,16 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+BACKENDS = ("savedmodel", "onnx", "tflite")
 
 
 @dataclass
 class LoadResult:
+    backend: str
     batching: bool
     api: str
     signature: str
@@ -39,24 +47,30 @@ class LoadResult:
 
     def row(self) -> str:
         mbs = "-" if self.mean_batch_size is None else f"{self.mean_batch_size:.2f}"
-        return (f"{'on' if self.batching else 'off':8s} {self.api:5s} {self.signature:20s} {self.clients:7d} "
-                f"{self.requests:8d} {self.errors:6d} {self.throughput_rps:9.1f} {self.p50_ms:8.1f} "
-                f"{self.p99_ms:8.1f} {mbs:>10s}")
+        return (f"{self.backend:10s} {'on' if self.batching else 'off':8s} {self.api:5s} {self.signature:20s} "
+                f"{self.clients:7d} {self.requests:8d} {self.errors:6d} {self.throughput_rps:9.1f} "
+                f"{self.p50_ms:8.1f} {self.p99_ms:8.1f} {mbs:>10s}")
 
 
-HEADER = (f"{'batching':8s} {'api':5s} {'signature':20s} {'clients':>7s} {'requests':>8s} {'errors':>6s} "
-          f"{'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'mean batch':>10s}")
+HEADER = (f"{'backend':10s} {'batching':8s} {'api':5s} {'signature':20s} {'clients':>7s} {'requests':>8s} "
+          f"{'errors':>6s} {'req/s':>9s} {'p50 ms':>8s} {'p99 ms':>8s} {'mean batch':>10s}")
 
 
-def start_local_server(bundle: Path, batching: bool, timeout: float = 300) -> tuple[subprocess.Popen, int, int]:
-    cmd = [sys.executable, "-m", "export.cli", "serve", str(bundle), "--local", "--rest-port", "0", "--grpc-port", "0"]
+def start_local_server(bundle: Path, batching: bool, backend: str = "savedmodel", model: str | None = None,
+                       timeout: float = 300) -> tuple[subprocess.Popen, int, int]:
+    cmd = [sys.executable, "-m", "export.cli", "serve", str(bundle), "--local", "--rest-port", "0", "--grpc-port", "0",
+           "--backend", backend]
+    if model:
+        cmd += ["--model", model]
     if not batching:
         cmd.append("--no-batching")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
     stdout = proc.stdout
     end = time.monotonic() + timeout
+    seen: list[str] = []
     for line in stdout:
+        seen.append(line.strip())
         m = re.match(r"ready: rest_port=(\d+) grpc_port=(\d+)", line)
         if m:
             threading.Thread(target=lambda: [None for _ in stdout], daemon=True).start()  # keep draining
@@ -64,7 +78,17 @@ def start_local_server(bundle: Path, batching: bool, timeout: float = 300) -> tu
         if time.monotonic() > end:
             break
     proc.kill()
-    raise RuntimeError("the local server did not start")
+    last = next((s for s in reversed(seen) if s), "no output")
+    raise RuntimeError(f"the local server ({backend}) did not start: {last}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def batch_counters(rest_url: str) -> tuple[float, float]:
@@ -123,48 +147,148 @@ def drive(rest_url: str, grpc_target: str, model: str, api: str, image_bytes: bo
     return latencies, errors[0], time.perf_counter() - t0
 
 
+def _load_row(rest_url: str, grpc_target: str, model: str, backend: str, batching: bool, api: str,
+              image_bytes: bool, clients: int, seconds: float, warmup_seconds: float) -> LoadResult:
+    drive(rest_url, grpc_target, model, api, image_bytes, clients, min(warmup_seconds, seconds))
+    rows0, batches0 = batch_counters(rest_url)
+    lat, errors, wall = drive(rest_url, grpc_target, model, api, image_bytes, clients, seconds)
+    rows1, batches1 = batch_counters(rest_url)
+    mean_batch = (rows1 - rows0) / (batches1 - batches0) if batches1 > batches0 else None
+    ms = np.asarray(lat) * 1000 if lat else np.zeros(1)
+    return LoadResult(backend, batching, api, "predict_image_bytes" if image_bytes else "serving_default", clients,
+                      round(wall, 2), len(lat), errors, len(lat) / wall, float(np.percentile(ms, 50)),
+                      float(np.percentile(ms, 99)), mean_batch)
+
+
 def run_load(bundle: str | Path, model: str | None = None, clients: int = 8, seconds: float = 10.0,
-             apis: tuple[str, ...] = ("grpc",), image_bytes: bool = False, out=sys.stdout) -> list[LoadResult]:
-    """Batching on, then off: one LoadResult per (batching, api)."""
+             apis: tuple[str, ...] = ("grpc",), image_bytes: bool = False, backends: tuple[str, ...] = BACKENDS,
+             warmup_seconds: float = 2.0, out=sys.stdout, overhead: dict[str, Any] | None = None) -> list[LoadResult]:
+    """For each backend, batching on then off: one LoadResult per (backend, batching, api).
+
+    Both servers of a backend start together (loading overlaps; only one is driven at a time).
+    With `overhead` (a dict), the batch-1 gRPC overhead is measured on the SavedModel server with
+    batching on before its load run, and stored in it.
+    """
     from serving.servables import bundle_models
     bundle = Path(bundle)
     model = model or bundle_models(bundle)[0]["name"]
-    results = []
-    for batching in (True, False):
-        proc, rest_port, grpc_port = start_local_server(bundle, batching)
+    results: list[LoadResult] = []
+    print(HEADER, file=out, flush=True)
+    for backend in backends:
+        servers = {}
         try:
-            rest_url, grpc_target = f"http://127.0.0.1:{rest_port}", f"127.0.0.1:{grpc_port}"
-            for api in apis:
-                drive(rest_url, grpc_target, model, api, image_bytes, clients, min(2.0, seconds))  # warm up
-                rows0, batches0 = batch_counters(rest_url)
-                lat, errors, wall = drive(rest_url, grpc_target, model, api, image_bytes, clients, seconds)
-                rows1, batches1 = batch_counters(rest_url)
-                mean_batch = (rows1 - rows0) / (batches1 - batches0) if batches1 > batches0 else None
-                ms = np.asarray(lat) * 1000 if lat else np.zeros(1)
-                results.append(LoadResult(
-                    batching, api, "predict_image_bytes" if image_bytes else "serving_default", clients,
-                    round(wall, 2), len(lat), errors, len(lat) / wall, float(np.percentile(ms, 50)),
-                    float(np.percentile(ms, 99)), mean_batch))
-                print(results[-1].row() if len(results) > 1 else HEADER + "\n" + results[-1].row(), file=out, flush=True)
+            for batching in (True, False):
+                servers[batching] = start_local_server(bundle, batching, backend, model)
+            for batching in (True, False):
+                _proc, rest_port, grpc_port = servers[batching]
+                if overhead is not None and backend == "savedmodel" and batching:
+                    overhead.update(grpc_overhead(bundle, model, backend, grpc_port=grpc_port))
+                rest_url, grpc_target = f"http://127.0.0.1:{rest_port}", f"127.0.0.1:{grpc_port}"
+                for api in apis:
+                    results.append(_load_row(rest_url, grpc_target, model, backend, batching, api, image_bytes,
+                                              clients, seconds, warmup_seconds))
+                    print(results[-1].row(), file=out, flush=True)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(60)
+            for proc, _rest, _grpc in servers.values():
+                stop_server(proc)
     return results
+
+
+def grpc_overhead(bundle: str | Path, model: str | None = None, backend: str = "savedmodel", rounds: int = 20,
+                  threads: int | None = None, warmup: int = 3, grpc_port: int | None = None) -> dict[str, Any]:
+    """Batch-1 gRPC requests against direct calls of the same artifact's runner, in turn: p50 of
+    each, the percentage gRPC adds, and the client's encoding (array -> PredictRequest) apart.
+    Uses the server at `grpc_port` (batching on), else starts one."""
+    from export import samples
+    from export.runtimes import runner_for
+    from serving.client import GrpcClient
+    from serving.servables import artifact_path, bundle_models
+    bundle = Path(bundle)
+    model = model or bundle_models(bundle)[0]["name"]
+    path = artifact_path(bundle, model, backend, None)
+    image = samples.photos()[:1]
+    proc = None
+    if grpc_port is None:
+        proc, _rest_port, grpc_port = start_local_server(bundle, True, backend, model)
+    runner = runner_for(path, device="CPU", num_threads=threads).load()
+    try:
+        with GrpcClient(f"127.0.0.1:{grpc_port}") as client:
+            raw, grpc, encode = [], [], []
+            for i in range(warmup + rounds):
+                t0 = time.perf_counter()
+                runner.infer({"image": image})
+                t1 = time.perf_counter()
+                request = client.predict_request(model, {"image": image})
+                t2 = time.perf_counter()
+                client.predict_outputs(client.send(request))
+                t3 = time.perf_counter()
+                if i >= warmup:
+                    raw.append(t1 - t0)
+                    encode.append(t2 - t1)
+                    grpc.append(t3 - t2)
+    finally:
+        runner.close()
+        if proc is not None:
+            stop_server(proc)
+    raw_p50, grpc_p50 = float(np.median(raw)) * 1e3, float(np.median(grpc)) * 1e3
+    return {"backend": backend, "model": model, "rounds": rounds, "raw_p50_ms": round(raw_p50, 2),
+            "grpc_p50_ms": round(grpc_p50, 2), "encode_p50_ms": round(float(np.median(encode)) * 1e3, 3),
+            "added_pct": round(100 * (grpc_p50 / raw_p50 - 1), 1),
+            "note": "gRPC time = send, server (decode, batch queue, run, encode), client decode; "
+                    "the client's encoding of the request is measured apart"}
+
+
+def bench_probe(bundle: str | Path, threads: int | None = None, seconds: float = 3.0,
+                backends: tuple[str, ...] = BACKENDS) -> dict[str, Any]:
+    """What `make bench` reports of the server: the gRPC overhead (SavedModel) and, per backend,
+    8 gRPC clients with batching on and off, and the throughput gain batching gives."""
+    import io
+    overhead: dict[str, Any] = {}
+    rows = run_load(bundle, clients=8, seconds=seconds, backends=backends, warmup_seconds=1.0, out=io.StringIO(),
+                    overhead=overhead if "savedmodel" in backends else None)
+    if not overhead:
+        overhead = grpc_overhead(bundle, threads=threads)
+    gains = []
+    for b in backends:
+        on = next((r for r in rows if r.backend == b and r.batching), None)
+        off = next((r for r in rows if r.backend == b and not r.batching), None)
+        gain = round(on.throughput_rps / off.throughput_rps, 3) if on and off and off.throughput_rps else None
+        gains.append({"backend": b, "on_rps": on and round(on.throughput_rps, 2),
+                      "off_rps": off and round(off.throughput_rps, 2), "gain": gain})
+    return {"grpc_overhead": overhead, "load": [asdict(r) for r in rows], "batching": gains,
+            "target_backend": "savedmodel", "clients": 8, "seconds": seconds}
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m serving.loadtest", description=__doc__.splitlines()[0])
     p.add_argument("bundle")
-    p.add_argument("--model")
+    p.add_argument("--model", help="the model (variant) to load and drive (default: the bundle's first)")
+    p.add_argument("--backend", action="append", choices=BACKENDS, help="repeatable (default: all three)")
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--api", action="append", choices=["grpc", "rest"], help="repeatable (default grpc)")
     p.add_argument("--bytes", action="store_true", help="send PNG bytes to predict_image_bytes instead of pixels")
+    p.add_argument("--overhead", action="store_true", help="also time batch-1 gRPC against the raw runner")
+    p.add_argument("--threads", type=int, default=None, help="runner threads for --overhead")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.add_argument("--bench-json", metavar="FILE", help="run make bench's probe (short) and write it as JSON")
     args = p.parse_args(argv)
-    results = run_load(args.bundle, args.model, args.clients, args.seconds, tuple(args.api or ["grpc"]), args.bytes)
+    backends = tuple(args.backend or BACKENDS)
+    if args.bench_json:
+        probe = bench_probe(args.bundle, args.threads, backends=backends)
+        Path(args.bench_json).write_text(json.dumps(probe, indent=2))
+        return 0
+    overhead: dict[str, Any] | None = {} if args.overhead else None
+    results = run_load(args.bundle, args.model, args.clients, args.seconds, tuple(args.api or ["grpc"]), args.bytes,
+                       backends, overhead=overhead)
+    doc: dict[str, Any] = {"load": [asdict(r) for r in results]}
+    if overhead is not None:
+        o = overhead or grpc_overhead(args.bundle, args.model, threads=args.threads)
+        doc["grpc_overhead"] = o
+        print(f"gRPC batch 1 ({o['backend']} {o['model']}): p50 {o['grpc_p50_ms']:.1f} ms vs raw runner "
+              f"{o['raw_p50_ms']:.1f} ms (+{o['added_pct']:.1f} %); client encoding {o['encode_p50_ms']:.2f} ms apart")
     if args.json:
-        Path(args.json).write_text(json.dumps([asdict(r) for r in results], indent=2))
+        Path(args.json).write_text(json.dumps(doc, indent=2))
     return 0 if all(r.errors == 0 for r in results) else 1
 
 

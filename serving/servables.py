@@ -270,14 +270,23 @@ class ModelRegistry:
         self.models = {m.name: m for m in models}
 
     @classmethod
-    def from_bundle(cls, bundle: str | Path, backend: str = "savedmodel") -> ModelRegistry:
-        """Load every model (all configured versions) of the bundle directory `bundle`."""
+    def from_bundle(cls, bundle: str | Path, backend: str = "savedmodel",
+                    only: list[str] | None = None) -> ModelRegistry:
+        """Load every model (all configured versions) of the bundle directory `bundle`, or only
+        the models named in `only` (BundleError for a name the bundle lacks)."""
         bundle = Path(bundle)
         backend, _, precision = backend.partition(":")
         if backend not in BACKENDS:
             raise BundleError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
         models = []
-        for m in bundle_models(bundle):
+        listed = bundle_models(bundle)
+        unknown = sorted(set(only or []) - {m["name"] for m in listed})
+        if unknown:
+            raise BundleError(f"--model {', '.join(unknown)}: not in {bundle} (it has "
+                              f"{', '.join(m['name'] for m in listed)})")
+        for m in listed:
+            if only and m["name"] not in only:
+                continue
             versions: dict[int, Servable] = {}
             for v in m["versions"]:
                 if backend == "savedmodel":

@@ -175,12 +175,14 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def load_core(bundle: str | Path, backend: str = "savedmodel", batching: bool = True) -> ServingCore:
-    """The bundle's models behind `backend`, with the bundle's batching.config (or our defaults)."""
+def load_core(bundle: str | Path, backend: str = "savedmodel", batching: bool = True,
+              models: list[str] | None = None) -> ServingCore:
+    """The bundle's models (or only `models`) behind `backend`, with the bundle's batching.config
+    (or our defaults)."""
     bundle = Path(bundle)
     cfg = bundle / "batching.config"
     settings = config_mod.batching_settings(cfg.read_text()) if cfg.is_file() else dict(config_mod.BATCHING_DEFAULTS)
-    registry = ModelRegistry.from_bundle(bundle, backend)
+    registry = ModelRegistry.from_bundle(bundle, backend, models)
     return ServingCore(registry, BatchingOptions.from_settings(settings, enabled=batching))
 
 
@@ -234,8 +236,9 @@ def _replay_warmup(servable: Servable, path: Path, logs: list, limit: int) -> in
 
 def serve(bundle: str | Path, rest_port: int = 8501, grpc_port: int = 8500, host: str = "127.0.0.1",
           backend: str = "savedmodel", batching: bool = True, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-          grace_seconds: float = SHUTDOWN_GRACE_SECONDS, out=sys.stdout) -> int:
-    """Serve `bundle` until SIGTERM/SIGINT; in-flight requests finish before it returns 0.
+          grace_seconds: float = SHUTDOWN_GRACE_SECONDS, out=sys.stdout, models: list[str] | None = None) -> int:
+    """Serve `bundle` (every model, or only `models`) until SIGTERM/SIGINT; in-flight requests
+    finish before it returns 0.
 
     Port 0 picks a free port; the `ready:` line says which were bound.
     """
@@ -244,7 +247,7 @@ def serve(bundle: str | Path, rest_port: int = 8501, grpc_port: int = 8500, host
     bundle = Path(bundle)
     if not bundle.is_dir():
         raise BundleError(f"{bundle} is not a bundle directory")
-    core = load_core(bundle, backend, batching)
+    core = load_core(bundle, backend, batching, models)
     replayed = warm_up(core)
     # Everything loaded so far (TF, the models) is long-lived: keep it out of the cyclic GC's
     # scans, which otherwise make parsing a pixel JSON body (~1M objects) several times slower.
@@ -271,13 +274,13 @@ def serve(bundle: str | Path, rest_port: int = 8501, grpc_port: int = 8500, host
             threading.Thread(target=lambda: (grpc_server.stop(grace_seconds).wait(), grpc_stopped.set()),  # type: ignore[func-returns-value]
                              daemon=True).start()
 
-    models = ", ".join(f"{m.name} v{','.join(map(str, sorted(m.versions)))}" for m in core.registry.models.values())
+    served = ", ".join(f"{m.name} v{','.join(map(str, sorted(m.versions)))}" for m in core.registry.models.values())
     b = core.batching
     batching_text = (f"batching max_batch_size={b.max_batch_size} batch_timeout_micros={b.batch_timeout_micros} "
                      f"num_batch_threads={b.num_batch_threads}" if b.enabled else "batching off")
 
     def ready() -> None:
-        print(f"local TF Serving-compatible server: {models} ({backend}); {batching_text}", file=out)
+        print(f"local TF Serving-compatible server: {served} ({backend}); {batching_text}", file=out)
         if replayed:
             print(f"warmup: replayed {replayed} requests from assets.extra/tf_serving_warmup_requests", file=out)
         print(f"REST http://{host}:{rest_port}/v1/models/<name>  gRPC {host}:{bound}", file=out)

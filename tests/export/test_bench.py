@@ -22,7 +22,7 @@ KEEP = ("dense/savedmodel_fp32", "dense/tflite_fp32", "dense/tflite_int8", "dens
 LABELS = (*KEEP[:-1], "dense/openvino_fp16@f32", "dense/openvino_fp16@bf16")
 
 
-BENCH_ARGS = ("--threads", "1", "--warmup", "0", "--runs", "2", "--batch-sizes", "1,2")
+BENCH_ARGS = ("--threads", "1", "--warmup", "0", "--runs", "2", "--batch-sizes", "1,2", "--no-serving")
 
 
 def _link_tree(src: Path, dst: Path) -> None:
@@ -198,6 +198,17 @@ def test_ratios_and_percentages_come_from_the_measured_numbers(small_bundle):
 def test_markdown_chart_manifest_and_verify(small_bundle):
     root, doc, r = small_bundle
     md = (root / "bench" / "bench.md").read_text()
+    assert md.splitlines()[2] == "## Targets", "bench.md opens with the targets table"
+    targets = {t["key"]: t for t in doc["targets"]}
+    assert targets["onnx_int8"]["value"] == doc["paired"]["dense"]["speedups"]["onnx_int8_vs_onnx_fp32"]
+    assert targets["grpc_overhead"]["passed"] is None and "--no-serving" in targets["grpc_overhead"]["detail"]
+    assert targets["export_wall"]["passed"] is None  # this bundle was not made by make export
+    paired = doc["paired"]["dense"]
+    assert set(paired["p50_ms"]) == {"dense/savedmodel_fp32", "dense/tflite_fp32", "dense/tflite_int8",
+                                     "dense/onnx_fp32", "dense/onnx_int8"}
+    assert paired["fastest_fp32"] == min((k for k in paired["p50_ms"] if k.endswith("fp32")),
+                                         key=lambda k: paired["p50_ms"][k])
+    assert "## Batch 1, artifacts in turn" in md
     assert md.strip() in r.stdout and "wrote bench/bench.json, bench/bench.md, bench/bench.png" in r.stdout
     assert "**1 threads**" in md and doc["environment"]["cpu_model"] in md and "tensorflow 2." in md
     assert "## Machine ceiling" in md and "| numpy | " in md and "| tensorflow | " in md

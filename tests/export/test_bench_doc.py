@@ -20,13 +20,13 @@ def _report() -> BenchReport:
                    path="tflite/dense/model_int8.tflite", bytes=24_000_000, gflop_per_image=7.73, error="cannot load")
     return BenchReport(bundle="heads-1", created_at="2026-11-30T00:00:00+00:00", environment={"cpu_model": "x"},
                        settings={"threads": 2}, ceiling={"gflops": 400.0}, flops={"dense": {"total": 7.73}},
-                       artifacts=[ok, bad], files=["bench/bench.json"], extra={"targets": [{"name": "t", "met": True}]})
+                       artifacts=[ok, bad], files=["bench/bench.json"], extra={"notes": [{"name": "t", "met": True}]})
 
 
 def test_round_trip_and_statuses():
     r = _report()
     d = json.loads(json.dumps(r.to_dict()))
-    assert d["format_version"] == 1 and d["targets"] == [{"name": "t", "met": True}]
+    assert d["format_version"] == 1 and d["notes"] == [{"name": "t", "met": True}]
     assert d["artifacts"][0]["threads_1_p50_ms"] == 38.0
     back = BenchReport.from_dict(d)
     assert back == r

@@ -71,6 +71,10 @@ def test_bundle_layout(published):
     assert "--mixed_precision=bfloat16" in readme
     config = readme.split("```json\n", 1)[1].split("```", 1)[0]
     assert json.loads(config)["model_config_list"][0]["config"]["base_path"] == "/models/openvino/dense"
+    run = json.loads(root.with_name("smoke-3.export.json").read_text())  # what the export cost, beside it
+    assert run["wall_s"] > 0 and run["cpu_s"] > 0 and run["peak_total_rss_mb"] > 0 and run["workers"] >= 1
+    assert set(run["pool"]["tasks"]) == {"dense:keras", "dense:tflite", "dense:onnx", "dense:openvino"}
+    assert {t["stage"] for t in run["stages"]} >= {"build", "parity", "bundle", "pack"}
     assert (root / "tflite/dense/labels.txt").read_text().split() == [f"c{i}" for i in range(10)]
     # no storage_uri in the config: the manifests carry the marked placeholder
     assert "PLACEHOLDER storage URI" in (root / "deploy/kubernetes/deployment.yaml").read_text()
@@ -96,7 +100,8 @@ def test_manifest_checksums_match_files(published):
     assert ir["bytes"] == sum(manifest["files"][f"openvino/dense/3/{n}"]["bytes"] for n in ("model.xml", "model.bin"))
     assert set(manifest["tool_versions"]) >= {"tensorflow", "keras", "tf2onnx", "onnxruntime", "openvino"}
     assert len(manifest["git"]["commit"]) in (40, 7) or manifest["git"]["commit"] == "unknown"
-    assert {t["stage"] for t in manifest["export_timings"]} >= {"build", "export", "golden", "parity"}
+    assert {t["stage"] for t in manifest["export_timings"]} >= {"build", "savedmodel", "golden", "tflite", "onnx",
+                                                                 "parity", "bundle"}
     volatile = manifest["reproducibility"]
     assert set(volatile) == {"tfserving/dense/3/fingerprint.pb", "artifacts.json", "parity.json", "parity.md",
                              "README.md"}

@@ -1,0 +1,118 @@
+"""The bundle tarball, compressed only where compression pays: a `.tar.gz` that any gzip reads.
+
+Model weights are near-random bytes: measured on a ResNet50 bundle, deflate level 1 leaves float
+weights at 91-93 % of their size and int8 weights at 98 %, at 30-50 MB/s on one core, so
+compressing 1.2 GB of them cost ~90 s (level 6) to save ~8 %. The graph protos, configs, README,
+JSON and warmup records shrink to 7-40 % instead. So each file is sampled first and written into
+its own gzip member: deflate level 6 when the sample compresses below STORE_ABOVE, stored
+(level 0: framing and CRC only) otherwise. A gzip file may hold several members one after the
+other (RFC 1952 §2.2); gzip, GNU/busybox tar, Python's tarfile and TF Serving's users' tools read
+it as one stream, so the name and format stay `<bundle>.tar.gz`.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import tarfile
+import zlib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import BinaryIO
+
+#: A file whose samples deflate (level 1) to more than this fraction of their size is stored.
+STORE_ABOVE = 0.85
+#: Deflate level for the files that do compress.
+COMPRESS_LEVEL = 6
+#: Bytes sampled at the start, middle and end of a file to decide.
+SAMPLE_BYTES = 256 * 1024
+
+
+def compress_level(path: Path) -> int:
+    """COMPRESS_LEVEL if the file's samples deflate below STORE_ABOVE, else 0 (store)."""
+    size = path.stat().st_size
+    if size <= 3 * SAMPLE_BYTES:
+        data = path.read_bytes()
+    else:
+        with open(path, "rb") as f:
+            chunks = []
+            for offset in (0, size // 2, size - SAMPLE_BYTES):
+                f.seek(offset)
+                chunks.append(f.read(SAMPLE_BYTES))
+        data = b"".join(chunks)
+    if not data:
+        return COMPRESS_LEVEL
+    return COMPRESS_LEVEL if len(zlib.compress(data, 1)) < STORE_ABOVE * len(data) else 0
+
+
+class _HashingFile:
+    """Writes to `raw` and feeds a sha256 on the way, so the tarball is hashed as it is written."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.sha256 = hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        return self.raw.write(data)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+
+class GzipMembers:
+    """A write-only stream that gzips what it is given, one gzip member per `level(n)` change."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self._raw = raw
+        self._member: gzip.GzipFile | None = None
+        self._level: int | None = None
+        self._offset = 0
+
+    def level(self, level: int) -> None:
+        """Compress what follows at `level`: a new member when it differs from the current one."""
+        if level == self._level and self._member is not None:
+            return
+        self._close_member()
+        self._member = gzip.GzipFile(filename="", fileobj=self._raw, mode="wb", compresslevel=level, mtime=0)
+        self._level = level
+
+    def write(self, data) -> int:
+        if self._member is None:
+            self.level(COMPRESS_LEVEL)
+        assert self._member is not None
+        n = self._member.write(data)
+        self._offset += n
+        return n
+
+    def tell(self) -> int:
+        return self._offset
+
+    def _close_member(self) -> None:
+        if self._member is not None:
+            self._member.close()  # writes the member's CRC and size; leaves `raw` open
+            self._member = None
+
+    def close(self) -> None:
+        self._close_member()
+
+
+def write_tar_gz(path: Path, members: Iterable[tuple[Path, str]],
+                 normalise: Callable[[tarfile.TarInfo], tarfile.TarInfo] | None = None) -> tuple[str, dict[str, int]]:
+    """Write `(file, arcname)` members into the .tar.gz at `path`; returns its sha256 and how many
+    members were stored and compressed."""
+    counts = {"stored": 0, "compressed": 0}
+    with open(path, "wb") as raw:
+        hashing = _HashingFile(raw)
+        stream = GzipMembers(hashing)  # type: ignore[arg-type]
+        with tarfile.open(fileobj=stream, mode="w", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+            for file, arcname in members:
+                level = compress_level(file) if file.is_file() else COMPRESS_LEVEL
+                counts["stored" if level == 0 else "compressed"] += file.is_file()
+                stream.level(level)
+                tar.add(file, arcname=arcname, recursive=False, filter=normalise)
+            stream.level(COMPRESS_LEVEL)  # the end-of-archive blocks compress to nothing
+        stream.close()
+        raw.flush()
+        os.fsync(raw.fileno())
+    return hashing.sha256.hexdigest(), counts

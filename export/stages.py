@@ -1,0 +1,118 @@
+"""The per-variant work of `make export`, as functions that export.workers runs in worker processes.
+
+Three tasks per variant, so two cores stay busy and no process holds more than one converter:
+- `keras_task`: build the model, write the SavedModel (TF Serving's layout, with warmup), compute
+  and save the golden outputs, check the SavedModel against them;
+- `convert_task(fmt="tflite")`: every TFLite precision from that SavedModel, each checked;
+- `convert_task(fmt="onnx")`: ONNX fp32 from the same SavedModel, int8 quantized from it, checked.
+Each returns plain data (artifacts relative to the staging root, parity results, stage seconds)
+that the parent merges into one ParityReport and one manifest.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+#: Where a SavedModel that the bundle does not ship (precisions without fp32) is written for the
+#: converters, inside the staging directory; removed before the bundle is laid out.
+WORK_DIR = ".work"
+
+
+class _Clock:
+    """Stage timings of one task: [{"variant", "stage", "seconds"}], summed per stage name."""
+
+    def __init__(self, variant: str) -> None:
+        self.variant = variant
+        self.seconds: dict[str, float] = {}
+
+    def run(self, stage: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+    def timings(self) -> list[dict[str, Any]]:
+        return [{"variant": self.variant, "stage": s, "seconds": round(v, 2)} for s, v in self.seconds.items()]
+
+
+def _setup_threads(threads: int) -> None:
+    """TensorFlow's process-wide pools, before its first op (the pool gives each task `threads`)."""
+    from export.runtimes.tensorflow import TensorFlowRunner
+    TensorFlowRunner.preload(threads)
+
+
+def saved_model_dir(staging: str | Path, variant: str, version: int, ships_savedmodel: bool) -> Path:
+    """The SavedModel the converters read: the bundle's own, or a scratch one under WORK_DIR."""
+    from export.registry import FORMATS
+    if ships_savedmodel:
+        return FORMATS["savedmodel"].target_path(staging, variant, "fp32", version)
+    return Path(staging) / WORK_DIR / variant / "savedmodel"
+
+
+def keras_task(*, variant: str, build_args: dict[str, Any], staging: str, version: int,
+               ships_savedmodel: bool, threads: int, batch_sizes: tuple[int, ...]) -> dict[str, Any]:
+    """Build, SavedModel, golden, SavedModel parity; returns what the manifest says of the variant."""
+    _setup_threads(threads)
+    from export import golden, parity
+    from export.build import build, io_spec, param_counts
+    from export.deploy.warmup import write_warmup_requests
+    from export.formats import savedmodel
+    from export.variants import get_variant
+    clock = _Clock(variant)
+    root = Path(staging)
+    built = clock.run("build", build, get_variant(variant), **build_args)
+    artifacts = []
+    if ships_savedmodel:
+        sm = clock.run("savedmodel", savedmodel.export, built, root, version=version,
+                       assets_writer=write_warmup_requests)
+        artifacts.append(sm.relative_to(root))
+    else:
+        clock.run("savedmodel", savedmodel.write_saved_model, built.model,
+                  saved_model_dir(root, variant, version, False), built.input_size)
+    ref = clock.run("golden", golden.make, built)
+    golden.save(root, ref)
+    meta = {"spec": built.spec.to_dict(), "num_classes": built.num_classes, "labels": built.labels,
+            "params": param_counts(built.model), **io_spec(built.model), "weights": built.weights}
+    source = {"input_size": built.input_size, "labels": built.labels, "num_classes": built.num_classes,
+              "weights": built.weights}
+    del built
+    reference = parity.reference_info(ref, "golden", list(batch_sizes))
+    _, results = clock.run("parity", parity.check_artifacts, ref, artifacts, root, source="golden",
+                           batch_sizes=batch_sizes, num_threads=threads)
+    return {"variant": variant, "task": "keras", "artifacts": artifacts, "meta": meta, "source": source, "reference": reference,
+            "results": results, "environment": parity.environment(), "timings": clock.timings()}
+
+
+def convert_task(*, variant: str, fmt: str, precisions: list[str], staging: str, version: int,
+                 ships_savedmodel: bool, threads: int, batch_sizes: tuple[int, ...],
+                 keras: dict[str, Any], options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every `precisions` of `fmt` from the variant's SavedModel, then their parity against golden;
+    `options` go to the exporter (e.g. the TFLite metadata's card)."""
+    _setup_threads(threads)
+    from export import golden, parity
+    from export.build import BuiltModel
+    from export.registry import FORMATS
+    from export.variants import get_variant
+    clock = _Clock(variant)
+    root = Path(staging)
+    src = keras["source"]
+    # The exporters read the graph from the SavedModel; they need only the name, size and labels.
+    built = BuiltModel(None, get_variant(variant), src["num_classes"], src["input_size"],
+                       src["weights"], src["labels"])
+    sm_dir = saved_model_dir(root, variant, version, ships_savedmodel)
+    exporter = FORMATS[fmt].exporter_module()
+    artifacts = []
+    options = {**(options or {}), "saved_model_dir": sm_dir}
+    for precision in sorted(precisions, key=lambda p: p != "fp32"):
+        art = clock.run(fmt, exporter.export, built, root, precision, **options)
+        if fmt == "onnx" and precision == "fp32":
+            options["fp32_path"] = Path(art.path)  # int8 quantizes the fp32 file just written
+        artifacts.append(art.relative_to(root))
+    ref = golden.load(root, variant)
+    _, results = clock.run("parity", parity.check_artifacts, ref, artifacts, root, source="golden",
+                           batch_sizes=batch_sizes, num_threads=threads)
+    return {"variant": variant, "task": fmt, "artifacts": artifacts, "results": results, "timings": clock.timings()}

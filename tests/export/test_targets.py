@@ -1,0 +1,87 @@
+"""The targets table: every target judged from a bench document, pass / FAIL / not measured,
+and bench.md opens with it."""
+from __future__ import annotations
+
+import pytest
+
+from export.targets import TARGETS, evaluate, render_markdown
+
+pytestmark = pytest.mark.unit
+
+
+def _doc(**changes):
+    doc = {
+        "seconds": 250.0,
+        "export_run": {"wall_s": 200.0, "cpu_s": 340.0, "cpu_per_wall": 1.7, "peak_total_rss_mb": 5800.0,
+                       "workers": 2, "load_average_start": [0.4], "pool": {"tasks": {"dense:onnx": {"peak_rss_mb": 2900}}}},
+        "paired": {"dense": {"speedups": {"onnx_int8_vs_onnx_fp32": 2.9, "tflite_int8_vs_fastest_fp32": 3.7},
+                             "fastest_fp32": "dense/onnx_fp32"},
+                   "conv": {"speedups": {"onnx_int8_vs_onnx_fp32": 2.4, "tflite_int8_vs_fastest_fp32": 3.6},
+                            "fastest_fp32": "conv/onnx_fp32"}},
+        "ceiling": {"gflops": 200.0},
+        "artifacts": [{"variant": "dense", "format": "onnx", "precision": "fp32", "pct_of_ceiling": 90.0},
+                      {"variant": "dense", "format": "tflite", "precision": "fp32", "pct_of_ceiling": 70.0},
+                      {"variant": "conv", "format": "onnx", "precision": "fp32", "pct_of_ceiling": 86.0}],
+        "serving": {"grpc_overhead": {"added_pct": 9.0, "backend": "savedmodel", "model": "dense",
+                                      "grpc_p50_ms": 76.3, "raw_p50_ms": 70.0, "encode_p50_ms": 0.4},
+                    "batching": [{"backend": "savedmodel", "gain": 1.45}, {"backend": "onnx", "gain": 1.1}],
+                    "target_backend": "savedmodel"},
+    }
+    doc.update(changes)
+    return doc
+
+
+def test_every_target_judged():
+    results = {r.target.key: r for r in evaluate(_doc())}
+    assert set(results) == {t.key for t in TARGETS}
+    assert results["export_wall"].passed and results["export_cpu"].passed and results["export_rss"].passed
+    assert results["onnx_int8"].value == 2.4 and results["onnx_int8"].passed is False  # worst variant
+    assert "conv 2.40, dense 2.90" in results["onnx_int8"].detail
+    assert results["tflite_int8"].value == 3.6 and results["tflite_int8"].passed
+    assert results["fp32_ceiling"].value == 86.0 and "dense onnx 90 %" in results["fp32_ceiling"].detail
+    assert results["grpc_overhead"].passed and "encoding 0.40 ms" in results["grpc_overhead"].detail
+    assert results["batching_gain"].value == 1.45 and results["batching_gain"].passed
+    assert results["bench_wall"].passed
+
+
+def test_missing_measurements_are_not_measured_not_passed():
+    results = {r.target.key: r for r in evaluate(_doc(export_run=None, serving={"error": "server did not start"},
+                                                      paired={}))}
+    for key in ("export_wall", "onnx_int8", "grpc_overhead", "batching_gain"):
+        assert results[key].passed is None and results[key].value is None
+    assert "run make export" in results["export_wall"].detail
+    assert "server did not start" in results["grpc_overhead"].detail
+
+
+def test_table_rows_and_verdicts():
+    lines = render_markdown(evaluate(_doc()))
+    assert lines[0] == "## Targets"
+    table = [ln for ln in lines if ln.startswith("| ") and "---" not in ln][1:]
+    assert len(table) == len(TARGETS)
+    assert any("ONNX int8" in ln and "**FAIL**" in ln and "2.40x" in ln for ln in table)
+    assert any("`make export` wall time" in ln and "**pass**" in ln and "200 s" in ln for ln in table)
+    assert lines[-2] == "8 of 9 targets met (judged from the numbers of this run; see below)."
+
+
+def test_paired_plan_takes_fp32_and_full_int8_per_variant():
+    from export.bench_paired import plan
+    from export.formats import Artifact
+
+    def art(variant, fmt, precision):
+        return Artifact(path=f"{fmt}/{variant}/{precision}", format=fmt, precision=precision, variant=variant,
+                        sha256="", bytes=0, inputs=[], outputs=[], tool_versions={}, seconds=0.0)
+    arts = [art("dense", f, p) for f, p in (("savedmodel", "fp32"), ("tflite", "fp32"), ("tflite", "fp16"),
+                                            ("tflite", "dynamic"), ("tflite", "int8"), ("onnx", "fp32"),
+                                            ("onnx", "int8"))] + [art("conv", "tflite", "fp32")]
+    chosen = plan(arts)
+    assert list(chosen) == ["dense"], "a variant without an int8 artifact has no speed-up to measure"
+    assert [a.key for a in chosen["dense"]] == ["dense/savedmodel_fp32", "dense/tflite_fp32", "dense/tflite_int8",
+                                                 "dense/onnx_fp32", "dense/onnx_int8"]
+
+
+def test_batching_target_shows_the_runners_own_bound():
+    doc = _doc()
+    doc["serving"]["grpc_overhead"]["model"] = "dense"
+    doc["artifacts"][0]["latency_ms"] = {"1": {"images_per_s": 10.0}, "8": {"images_per_s": 11.4}}
+    (result,) = [r for r in evaluate(doc) if r.target.key == "batching_gain"]
+    assert "upper bound, the runner's own batch-8 / batch-1 images/s: onnx 1.14x" in result.detail
