@@ -331,6 +331,8 @@ def _run_bundle(cfg: dict, targets: dict, out: str | Path, quiet: bool, signer, 
                                   results=[x for r in done for x in r["results"]],
                                   tolerances={k: asdict(t) for k, t in parity.TOLERANCES.items()})
             report.save(staging)
+            write_index(staging, [Artifact.from_dict({**a.to_dict(), "path": str(staging / a.path)})
+                                  for a in artifacts])
             run = {"workers": workers, "threads_per_task": threads, "memory_budget_gb": budget,
                    "pool": {"wall_s": pool.wall_s, "cpu_s": pool.cpu_s, "peak_total_rss_mb": pool.peak_total_rss_mb,
                             "peak_total_pss_mb": pool.peak_total_pss_mb, "rss_at_peak_mb": pool.rss_at_peak,

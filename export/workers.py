@@ -27,6 +27,8 @@ from export.errors import ExportError
 
 #: Seconds between two samples of the pool's total RSS.
 SAMPLE_EVERY_S = 0.2
+#: The pool's pid, given to each task so that it can tell whether its parent already died.
+PARENT_ENV = "RESNET_DEPLOY_POOL_PARENT"
 
 
 @dataclass
@@ -124,7 +126,8 @@ def run_tasks(tasks: list[Task], *, workers: int | None = None, memory_budget_gb
                 job.with_suffix(".in").write_bytes(pickle.dumps((t.fn, kwargs)))
                 with open(job.with_suffix(".log"), "wb") as log:  # converters' chatter; its tail on a crash
                     proc = subprocess.Popen([sys.executable, "-m", "export.workers", str(job)],
-                                            env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
+                                            env={**os.environ, **(env or {}), PARENT_ENV: str(os.getpid())},
+                                            stdin=subprocess.DEVNULL,
                                             stdout=log, stderr=subprocess.STDOUT)
                 sampler.add(proc.pid, t.key)
                 running[t.key] = (t, proc, job, time.perf_counter())
@@ -265,9 +268,24 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this task when the pool's process dies (even by SIGKILL), so no task
+    goes on writing into a staging directory nobody owns; exit at once if it is already gone."""
+    import ctypes
+    import signal
+    parent = int(os.environ.get(PARENT_ENV, "0"))
+    try:
+        ctypes.CDLL(None).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux: the parent's finally-block still stops its tasks on a normal exit
+    if parent and os.getppid() != parent:
+        os._exit(1)
+
+
 def _child(job: str) -> int:
     """Entry point of a task process: run the pickled call, pickle back the result and costs."""
     import resource
+    _die_with_parent()
     path = Path(job)
     fn_name, kwargs = pickle.loads(path.with_suffix(".in").read_bytes())
     module, _, name = fn_name.partition(":")

@@ -28,3 +28,10 @@ def fail(message: str) -> None:
 def crash(code: int) -> None:
     print("converter says: segfault ahead", flush=True)
     os._exit(code)
+
+
+def orphan_check(seconds: float, marker: str) -> None:
+    """Run `seconds`, then write `marker`: a task whose pool died must never get there."""
+    time.sleep(seconds)
+    with open(marker, "w") as f:
+        f.write("still running after the pool died")

@@ -58,3 +58,19 @@ def test_a_killed_task_names_itself():
 def test_unknown_dependency_is_refused():
     with pytest.raises(ValueError, match="waits for unknown task"):
         run_tasks([Task("x", "tests.pool_tasks:value", {"v": 1}, after=("nope",))], env=ENV)
+
+
+def test_tasks_die_with_a_killed_pool(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    marker = tmp_path / "orphan-wrote-this"
+    code = ("from export.workers import Task, run_tasks\n"
+            f"run_tasks([Task('t', 'tests.pool_tasks:orphan_check', {{'seconds': 3, 'marker': {str(marker)!r}}})])\n")
+    pool = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **ENV})
+    time.sleep(1.5)  # the task is running
+    pool.send_signal(signal.SIGKILL)
+    pool.wait(10)
+    time.sleep(3)
+    assert not marker.exists(), "the task outlived its killed pool"
