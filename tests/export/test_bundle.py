@@ -101,7 +101,7 @@ def test_manifest_checksums_match_files(published):
     assert set(manifest["tool_versions"]) >= {"tensorflow", "keras", "tf2onnx", "onnxruntime", "openvino"}
     assert len(manifest["git"]["commit"]) in (40, 7) or manifest["git"]["commit"] == "unknown"
     assert {t["stage"] for t in manifest["export_timings"]} >= {"build", "savedmodel", "golden", "tflite", "onnx",
-                                                                 "parity", "bundle"}
+                                                                 "openvino", "parity"}
     volatile = manifest["reproducibility"]
     assert set(volatile) == {"tfserving/dense/3/fingerprint.pb", "artifacts.json", "parity.json", "parity.md",
                              "README.md"}
