@@ -19,11 +19,12 @@ CA_CHAIN ?=
 SIGN_ARGS = $(if $(SIGNING_CERT),--certificate $(SIGNING_CERT)) $(if $(SIGNING_CHAIN),--certificate-chain $(SIGNING_CHAIN))
 CONFIG ?= configs/variants.toml
 OUT ?= dist
+RUNS ?= runs
 # The newest bundle directory in $(OUT)/ (highest <name>-<version> holding a manifest.json).
 BUNDLE ?= $(shell ls -d $(OUT)/*/manifest.json 2>/dev/null | sort -V | tail -n 1 | xargs -r dirname)
 PYTEST_ARGS ?=
 
-.PHONY: help setup setup-gpu export verify test test-fast lint bench serve parity-gpu lock clean
+.PHONY: help setup setup-gpu train export verify test test-fast lint bench serve parity-gpu lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -48,8 +49,11 @@ setup-gpu: setup ## swap in the GPU builds (tensorflow[and-cuda], onnxruntime-gp
 	  sys.exit(0 if 'CUDAExecutionProvider' in p else f'error: onnxruntime-gpu offers no CUDAExecutionProvider ({p}); reinstall it: make setup-gpu')"
 	@rm -f $(STAMP)  # the next `make setup` puts the CPU onnxruntime back
 
-export: setup ## build, export, check parity and bundle every variant into $(OUT)/
-	$(VENV)/bin/resnet-deploy bundle --config $(CONFIG) --out $(OUT) $(if $(WEIGHTS),--weights $(WEIGHTS)) \
+train: setup ## train every configured variant that has `data` (cached runs in $(RUNS)/)
+	$(VENV)/bin/resnet-deploy train --config $(CONFIG) --runs $(RUNS) $(if $(WEIGHTS),--weights $(WEIGHTS)) $(if $(WAIT),--wait)
+
+export: setup ## train (or reuse the cached runs), build, export, check parity and bundle every variant into $(OUT)/
+	$(VENV)/bin/resnet-deploy bundle --config $(CONFIG) --out $(OUT) --runs $(RUNS) $(if $(WEIGHTS),--weights $(WEIGHTS)) \
 	  $(if $(SIGNING_KEY),--signing-key $(SIGNING_KEY) $(SIGN_ARGS)) $(if $(WAIT),--wait)
 
 verify: setup ## check the newest bundle: signature (PUBLIC_KEY= or CA_CHAIN=), checksums, parity

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import keras
+import numpy as np
 from keras import layers, ops, regularizers
 
 from export import weights as weights_mod
@@ -22,17 +23,25 @@ RESNET50_STAGES = ("conv5", "conv4", "conv3", "conv2", "conv1")
 CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 
 
-@keras.saving.register_keras_serializable(package="resnet_deploy")
-class ResNetPreprocess(layers.Layer):
-    """RGB [0, 255] -> BGR minus the ImageNet means: resnet50.preprocess_input as a layer.
+def preprocess_layer(name: str = "preprocess") -> layers.Conv2D:
+    """RGB [0, 255] -> BGR minus the ImageNet means (resnet50.preprocess_input, "caffe" mode) as a
+    frozen 1x1 Conv2D: the kernel permutes the channels, the bias subtracts the means.
 
-    Written with slices and a concat (no Lambda, no reverse op) so it serialises with
-    safe_mode on and converts to TFLite builtins and ONNX unchanged.
+    A built-in layer, so a saved .keras file loads with plain `keras.models.load_model` (safe
+    mode) in a Python that never imported this project; exact in float32 (x*1 + 0*y + b), and
+    a plain convolution in TFLite and ONNX. Zeros initialisers draw nothing from the seeded
+    random stream, so `random:SEED` weights of the rest of the model are unchanged by it.
     """
+    return layers.Conv2D(3, 1, name=name, trainable=False, kernel_initializer="zeros",
+                         bias_initializer="zeros")
 
-    def call(self, x):
-        bgr = ops.concatenate([x[..., 2:3], x[..., 1:2], x[..., 0:1]], axis=-1)
-        return bgr - ops.convert_to_tensor(CAFFE_BGR_MEAN, dtype=x.dtype)
+
+def preprocess_weights() -> list[np.ndarray]:
+    """The kernel [1, 1, 3 (RGB in), 3 (BGR out)] and bias (-BGR means) of `preprocess_layer`."""
+    kernel = np.zeros((1, 1, 3, 3), dtype=np.float32)
+    for out_channel, in_channel in enumerate((2, 1, 0)):
+        kernel[0, 0, in_channel, out_channel] = 1.0
+    return [kernel, -np.asarray(CAFFE_BGR_MEAN, dtype=np.float32)]
 
 
 def _head_layer(layer: HeadLayer, name: str) -> layers.Layer:
@@ -81,7 +90,9 @@ def build_architecture(
         raise UsageError(f"input size must be >= 32 pixels, got {size}")
 
     image = keras.Input((size, size, 3), dtype="float32", name="image")
-    x = ResNetPreprocess(name="preprocess")(image)
+    pre = preprocess_layer()
+    x = pre(image)
+    pre.set_weights(preprocess_weights())
     backbone = keras.applications.ResNet50(
         include_top=False, weights=backbone_weights, input_shape=(size, size, 3), name="resnet50")
     set_trainable_stages(backbone, unfreeze_stages)

@@ -167,6 +167,17 @@ def open_bundle(path: Path, scratch: Path) -> Path:
     raise BundleError(f"{path} is neither a bundle directory nor a .tar.gz; give dist/<name>-<version>[.tar.gz]")
 
 
+def _weights_note(variant: dict[str, Any]) -> str:
+    """`weights random:0, head not trained`, or for a trained variant where it started and how it scores."""
+    training = variant.get("training")
+    if not training:
+        untrained = ", head not trained" if variant["weights"].get("kind") in ("random", "imagenet") else ""
+        return f"weights `{variant['weights']['source']}`{untrained}"
+    images = sum(training["images_per_class"].values())
+    return (f"trained from `{training['weights']}` on `{training['data']}` ({images} images): "
+            f"**val accuracy {training['val_accuracy']:.3f}** ({training['val_images']} images)")
+
+
 def render_readme(bundle_name: str, model_prefix: str, version: int, variants: dict[str, Any],
                   artifacts: list, parity_markdown: str) -> str:
     """The bundle's README: what is inside, how to serve it, how to run it on a device."""
@@ -177,7 +188,7 @@ def render_readme(bundle_name: str, model_prefix: str, version: int, variants: d
         for a in sorted(artifacts, key=lambda a: (a.variant, a.format, a.precision)))
     labels = "\n".join(f"- `{v}`: {variants[v]['num_classes']} classes "
                        f"({', '.join(variants[v]['labels'][:5])}{', …' if len(variants[v]['labels']) > 5 else ''}); "
-                       f"weights `{variants[v]['weights']['source']}`" for v in names)
+                       f"{_weights_note(variants[v])}" for v in names)
     from export.deploy.ondevice import readme_section
     device_section = readme_section(first, sorted(a.precision for a in artifacts
                                                   if a.variant == first and a.format == "tflite"))

@@ -18,7 +18,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 #: importing it); every other command imports it first, quietly (see import_tensorflow_quietly).
 #: `bundle` and `bench` run their TensorFlow work in worker processes: TensorFlow in the parent
 #: would hold ~650 MB for nothing (measured: 665 MB of make export's 6.1 GiB peak).
-WITHOUT_TENSORFLOW = {"variants", "predict", "status", "metadata", "k8s", "sign", "bundle", "bench"}
+WITHOUT_TENSORFLOW = {"variants", "predict", "status", "metadata", "k8s", "sign", "bundle", "bench", "demo-data"}
 
 
 def command(name: str):
@@ -151,7 +151,7 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     from export.bundle_commands import signing_key
     from export.pipeline import run_bundle
     result = run_bundle(args.config, args.out, weights=args.weights, quiet=args.json, signer=signing_key(args),
-                        wait=args.wait)
+                        wait=args.wait, runs=args.runs)
     if args.json:
         _print_json({k: v for k, v in result.items() if k not in ("report", "artifacts")})
         return 0 if result["published"] else 1
@@ -270,6 +270,8 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", default="configs/variants.toml")
     s.add_argument("--out", default="dist")
     s.add_argument("--weights", default=None, help="override the config's weights for every variant")
+    s.add_argument("--runs", default="runs", metavar="DIR",
+                   help="training runs of variants with `data` (reused while data, settings and weights match)")
     s.add_argument("--json", action="store_true")
     s.add_argument("--wait", action="store_true", help="wait for another run on the same --out instead of refusing")
     add_signing_arguments(s, required=False)
@@ -319,6 +321,8 @@ def make_parser() -> argparse.ArgumentParser:
     add_score_parsers(sub, COMMANDS)
     from export.deploy.k8s_command import add_parsers as add_k8s_parsers  # k8s
     add_k8s_parsers(sub, COMMANDS)
+    from export.train_commands import add_parsers as add_train_parsers  # train, demo-data
+    add_train_parsers(sub, COMMANDS)
     add_bundle_parsers(sub, COMMANDS)
     return p
 

@@ -19,6 +19,10 @@ class WeightsError(ResnetDeployError):
     """A weights source that cannot be resolved or loaded."""
 
 
+class DataError(ResnetDeployError):
+    """An image folder or data set that cannot be used: missing, empty, one class, unreadable images."""
+
+
 class ExportError(ResnetDeployError):
     """An export that could not be written (or would overwrite something)."""
 

@@ -60,6 +60,7 @@ class VariantRecord:
     inputs: dict[str, Any]
     outputs: dict[str, Any]
     weights: dict[str, Any]
+    training: dict[str, Any] | None = None  # export.train_runs.Run.provenance() of a trained variant
     extra: dict[str, Any] = field(default_factory=dict)
 
 

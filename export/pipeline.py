@@ -11,6 +11,7 @@ from export.errors import UsageError
 from export.formats import Artifact, write_index
 from export.registry import FORMATS
 from export.stages import WORK_DIR
+from export.train_settings import check_training_keys
 
 
 def resolve_targets(fmt: str = "all", precisions: list[str] | None = None) -> list[tuple[str, str]]:
@@ -113,7 +114,7 @@ def _refuse_existing(out: Path, variant: str, targets, version: int) -> None:
 
 # -- make export: the bundle pipeline -----------------------------------------------------------
 
-_VARIANT_KEYS = {"name", "num_classes", "labels", "weights", "precisions", "description"}
+_VARIANT_KEYS = {"name", "num_classes", "labels", "weights", "precisions", "description", "data", "train"}
 _TOP_KEYS = {"name", "version", "weights", "variants", "author", "license", "storage_uri"}
 #: Free-text keys (TFLite metadata) and their defaults.
 _TEXT_KEYS = {"author": "resnet-deploy", "license": "unspecified"}
@@ -159,6 +160,7 @@ def load_config(path: str | Path, weights_override: str | None = None) -> dict:
             raise UsageError(f"{path}: variant {v['name']!r} is listed twice")
         seen.add(v["name"])
         v["weights"] = weights_override or v.get("weights") or cfg.get("weights", "random:0")
+        check_training_keys(v, f"{path}: variant {v['name']!r}")
     from export.deploy.fetch import PLACEHOLDER_STORAGE_URI, parse_storage_uri
     storage_uri = cfg.get("storage_uri", PLACEHOLDER_STORAGE_URI)
     if not isinstance(storage_uri, str):
@@ -185,12 +187,14 @@ def _git_commit() -> dict[str, object]:
 #: 1 thread (keras 2.8, TFLite 2.4, ONNX 3.3, OpenVINO 0.95 for the conv heads), plus a little
 #: headroom. The pool runs two at once only while their sum fits the budget: never two ONNX
 #: conversions (the TensorFlow grappler pass in tf2onnx is the peak), nor ONNX beside a Keras build.
-TASK_MEMORY_GB = {"keras": 2.9, "tflite": 2.5, "onnx": 3.45, "openvino": 1.1}
+TASK_MEMORY_GB = {"train": 3.0, "keras": 2.9, "tflite": 2.5, "onnx": 3.45, "openvino": 1.1}
 #: The memory (GiB) all export processes together may use (`make export`'s target on a 24 GiB
 #: machine shared with other work); EXPORT_MEMORY_GB overrides it.
 DEFAULT_MEMORY_BUDGET_GB = 6.0
 #: The formats converted from the SavedModel, one worker task each per variant.
 CONVERTED = ("tflite", "onnx", "openvino")
+#: The key of the one training task (see export_tasks).
+TRAIN_TASK = "all:train"
 
 
 def _build_args(v: dict) -> dict:
@@ -199,11 +203,20 @@ def _build_args(v: dict) -> dict:
 
 
 def export_tasks(cfg: dict, staging: Path, targets: dict[str, list[tuple[str, str]]], threads: int,
-                 batch_sizes: tuple[int, ...] = (1, 4)) -> list:
-    """The worker tasks of `make export`: per variant a Keras task (build, SavedModel, golden), then
-    one task per converted format (TFLite, ONNX) reading that SavedModel; each checks its parity."""
+                 batch_sizes: tuple[int, ...] = (1, 4), runs: str | Path = "runs") -> list:
+    """The worker tasks of `make export`: one training task for the variants with `data` (run or
+    reused from `runs`), then per variant a Keras task (build, SavedModel, golden), then one task
+    per converted format (TFLite, ONNX, OpenVINO) reading that SavedModel; each checks its parity.
+
+    Training is one task, not one per variant: the variants share the frozen backbone, so the
+    first computes the cached backbone features and the others train their heads on them."""
     from export.workers import Task
     tasks, converts = [], []
+    trained = [v for v in cfg["variants"] if v.get("data")]
+    if trained:
+        tasks.append(Task(TRAIN_TASK, "export.stages:train_task", {"variants": trained, "runs": str(runs),
+                          "threads": threads}, memory_gb=TASK_MEMORY_GB["train"],
+                          label=f"train {', '.join(v['name'] for v in trained)} (or reuse runs)"))
     for v in cfg["variants"]:
         name = v["name"]
         ships_sm = ("savedmodel", "fp32") in targets[name]
@@ -213,6 +226,7 @@ def export_tasks(cfg: dict, staging: Path, targets: dict[str, list[tuple[str, st
                 "license": cfg["license"], **({"description": v["description"]} if "description" in v else {})}
         keras_key = f"{name}:keras"
         tasks.append(Task(keras_key, "export.stages:keras_task", {**common, "build_args": _build_args(v)},
+                          inputs={"train": TRAIN_TASK} if v.get("data") else {},
                           memory_gb=TASK_MEMORY_GB["keras"], label=f"{name} build, savedmodel, golden"))
         for fmt in CONVERTED:
             precisions = [p for f, p in targets[name] if f == fmt]
@@ -259,7 +273,7 @@ class _TaskProgress:
 
 def run_bundle(config_path: str | Path, out: str | Path = "dist", weights: str | None = None,
                quiet: bool = False, *, signer=None, wait: bool = False, workers: int | None = None,
-               memory_budget_gb: float | None = None) -> dict:
+               memory_budget_gb: float | None = None, runs: str | Path = "runs") -> dict:
     """`make export`: build -> export -> golden -> parity for every variant, in parallel worker
     processes (export.workers, export.stages), then lay out, checksum, sign (with `signer`, an
     export.signing.SigningKey) and publish `<out>/<name>-<version>/` plus its .tar.gz and .sha256,
@@ -279,11 +293,11 @@ def run_bundle(config_path: str | Path, out: str | Path = "dist", weights: str |
         get_variant(v["name"])  # an unknown variant fails before any process starts
     targets = {v["name"]: resolve_targets("all", v.get("precisions")) for v in cfg["variants"]}
     with exclusive_output(out, command=f"resnet-deploy bundle --config {config_path}", wait=wait):
-        return _run_bundle(cfg, targets, out, quiet, signer, workers, memory_budget_gb)
+        return _run_bundle(cfg, targets, out, quiet, signer, workers, memory_budget_gb, runs)
 
 
 def _run_bundle(cfg: dict, targets: dict, out: str | Path, quiet: bool, signer, workers: int | None,
-                memory_budget_gb: float | None) -> dict:
+                memory_budget_gb: float | None, runs: str | Path) -> dict:
     import json
     import os
     import shutil
@@ -315,14 +329,16 @@ def _run_bundle(cfg: dict, targets: dict, out: str | Path, quiet: bool, signer, 
     threads = threads_per_task(workers)
     try:
         with _TaskProgress(quiet) as progress:
-            tasks = export_tasks(cfg, staging, targets, threads)
+            tasks = export_tasks(cfg, staging, targets, threads, runs=runs)
             pool = run_tasks(tasks, workers=workers, memory_budget_gb=budget,
                              on_start=lambda t: progress.start(t.key, t.label),
                              on_done=lambda t, cost: progress.done(t.key, f"{t.label} ({cost.wall_s:.0f} s)"))
             shutil.rmtree(staging / WORK_DIR, ignore_errors=True)
             order = {v["name"]: i for i, v in enumerate(cfg["variants"])}
             kinds = ("keras", *CONVERTED)
-            done = sorted(pool.results.values(), key=lambda r: (order[r["variant"]], kinds.index(r["task"])))
+            trained = pool.results.get(TRAIN_TASK, {}).get("runs", {})
+            done = sorted((r for k, r in pool.results.items() if k != TRAIN_TASK),
+                          key=lambda r: (order[r["variant"]], kinds.index(r["task"])))
             artifacts = [a for r in done for a in r["artifacts"]]
             keras = {r["variant"]: r for r in done if r["task"] == "keras"}
             timings = _sum_timings(t for r in done for t in r["timings"])
@@ -357,10 +373,17 @@ def _run_bundle(cfg: dict, targets: dict, out: str | Path, quiet: bool, signer, 
         cpu1 = os.times()
         wall = time.perf_counter() - started
         cpu = pool.cpu_s + (cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)
+        # Training runs alone (every Keras task waits for it), so the export's own cost is the
+        # run's less the training task's; training is reported apart.
+        train_cost = pool.costs.get(TRAIN_TASK)
+        if train_cost is not None:
+            wall, cpu = wall - train_cost.wall_s, cpu - train_cost.cpu_s
         run.update({"wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "cpu_per_wall": round(cpu / wall, 2),
                     "peak_total_rss_mb": pool.peak_total_rss_mb, "peak_total_pss_mb": pool.peak_total_pss_mb,
                     "stages": timings, "load_average_end": [round(x, 2) for x in os.getloadavg()],
                     "excluded": "training (timed separately)", "bundle": bundle_name,
+                    "training": {"wall_s": round(train_cost.wall_s, 1) if train_cost else 0.0,
+                                 "runs": {name: r["summary"] for name, r in trained.items()}},
                     "measured_at": _created_at()})
         write_text(out / f"{bundle_name}{EXPORT_RUN_SUFFIX}", json.dumps(run, indent=2) + "\n")
         return {"published": True, "bundle": str(final), "tarball": str(tar_path), "sha256": digest,

@@ -58,6 +58,9 @@ def _drop_parity_timing(doc: dict) -> dict:
 def _drop_manifest_volatile(doc: dict) -> dict:
     for key in ("created_at", "export_timings", "bench", "reproducibility"):
         doc.pop(key, None)
+    for variant in doc.get("variants", {}).values():  # a trained variant: was its run reused, where, how long
+        for key in ("cached", "run", "seconds"):
+            (variant.get("training") or {}).pop(key, None)
     _drop_artifact_volatile(doc)
     for name in ("parity.json", "parity.md", "README.md", "artifacts.json"):
         doc.get("files", {}).pop(name, None)
@@ -93,8 +96,8 @@ VOLATILE: tuple[Volatile, ...] = (
     Volatile(r"parity\.md", "renders parity.json, with its time and latencies", "see parity.json"),
     Volatile(r"README\.md", "embeds parity.md", "see parity.json"),
     Volatile(r"bench/.*", "benchmark measurements of the machine it ran on", "nothing (measurements)"),
-    Volatile(r"manifest\.json", "created_at, export_timings, each artifact's seconds and the SavedModel "
-                                "directory digest",
+    Volatile(r"manifest\.json", "created_at, export_timings, each artifact's seconds, the SavedModel "
+                                "directory digest, and whether a trained variant's run was reused (its path, seconds)",
              "the file table of every reproducible file, variants, configs and tool versions",
              _json_without(_drop_manifest_volatile)),
     Volatile(r"signature\.sig", "ECDSA signatures use a random nonce, and the signed statement lists "

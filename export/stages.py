@@ -1,6 +1,7 @@
 """The per-variant work of `make export`, as functions that export.workers runs in worker processes.
 
-Three tasks per variant, so two cores stay busy and no process holds more than one converter:
+Before them, `train_task` trains (or reuses the cached runs of) the variants that have `data`.
+Then three or four tasks per variant, so two cores stay busy and no process holds more than one converter:
 - `keras_task`: build the model, write the SavedModel (TF Serving's layout, with warmup), compute
   and save the golden outputs, check the SavedModel against them;
 - `convert_task(fmt="tflite")`: every TFLite precision from that SavedModel, each checked;
@@ -53,10 +54,34 @@ def saved_model_dir(staging: str | Path, variant: str, version: int, ships_saved
     return Path(staging) / WORK_DIR / variant / "savedmodel"
 
 
+def train_task(*, variants: list[dict[str, Any]], runs: str, threads: int) -> dict[str, Any]:
+    """Train each configured variant that has `data`, or reuse its cached run in `runs`
+    (export.train_runs), one after the other: they share the backbone's cached features.
+    Returns per variant what its Keras task builds from and what the manifest records."""
+    import os
+    _setup_threads(max(threads, os.cpu_count() or 1))  # nothing else runs while training does
+    from export.train_runs import ensure_run
+    out, timings = {}, []
+    for v in variants:
+        clock = _Clock(v["name"])
+        run = clock.run("train", ensure_run, v, runs, wait=True)
+        timings += clock.timings()
+        out[v["name"]] = {"model_path": str(run.model_path), "labels": run.class_names,
+                          "input_size": run.config["input_size"], "provenance": run.provenance(),
+                          "summary": run.summary()}
+    return {"task": "train", "runs": out, "timings": timings}
+
+
 def keras_task(*, variant: str, build_args: dict[str, Any], staging: str, version: int,
-               ships_savedmodel: bool, threads: int, batch_sizes: tuple[int, ...]) -> dict[str, Any]:
-    """Build, SavedModel, golden, SavedModel parity; returns what the manifest says of the variant."""
+               ships_savedmodel: bool, threads: int, batch_sizes: tuple[int, ...],
+               train: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Build, SavedModel, golden, SavedModel parity; returns what the manifest says of the variant.
+    With `train` (train_task's result) the variant's trained model is what is built."""
     _setup_threads(threads)
+    run = train["runs"][variant] if train else None
+    if run is not None:
+        build_args = {**build_args, "weights": run["model_path"], "num_classes": len(run["labels"]),
+                      "labels": run["labels"], "input_size": run["input_size"]}
     from export import golden, parity
     from export.build import build, io_spec, param_counts
     from export.deploy.warmup import write_warmup_requests
@@ -76,7 +101,8 @@ def keras_task(*, variant: str, build_args: dict[str, Any], staging: str, versio
     ref = clock.run("golden", golden.make, built)
     golden.save(root, ref)
     meta = {"spec": built.spec.to_dict(), "num_classes": built.num_classes, "labels": built.labels,
-            "params": param_counts(built.model), **io_spec(built.model), "weights": built.weights}
+            "params": param_counts(built.model), **io_spec(built.model), "weights": built.weights,
+            "training": run["provenance"] if run else None}
     source = {"input_size": built.input_size, "labels": built.labels, "num_classes": built.num_classes,
               "weights": built.weights}
     del built

@@ -80,16 +80,18 @@ TINY_TFLITE_LABELS = [f"kind_{i}" for i in range(TINY_CLASSES)]
 
 
 def tiny_built(resnet_preprocess: bool = False, name: str = "tiny"):
-    """A BuiltModel around a tiny model: with ResNet50's in-graph preprocessing (slices, concat,
-    minus the means) when asked, which is what gives a full-integer input a non-pixel scale."""
+    """A BuiltModel around a tiny model: with ResNet50's in-graph preprocessing (export.build's frozen
+    1x1 conv: RGB -> BGR minus the means) when asked, as the full-integer TFLite input sees it."""
     import keras
 
-    from export.build import BuiltModel, ResNetPreprocess
+    from export.build import BuiltModel, preprocess_layer, preprocess_weights
     from export.variants import VariantSpec
     if resnet_preprocess:
         keras.utils.set_random_seed(0)
         image = keras.Input((TINY_SIZE, TINY_SIZE, 3), dtype="float32", name="image")
-        x = ResNetPreprocess()(image)
+        pre = preprocess_layer()
+        x = pre(image)
+        pre.set_weights(preprocess_weights())
         x = keras.layers.Conv2D(8, 3, activation="relu")(x)
         x = keras.layers.GlobalAveragePooling2D()(x)
         logits = keras.layers.Dense(TINY_CLASSES, name="logits")(x)

@@ -64,14 +64,15 @@ def convert(built, precision: str, saved_model_dir: str | Path | None = None,
 def raw_pixel_input(model: bytes) -> bytes:
     """A full-integer model whose uint8 `image` takes raw pixels: input scale 1, zero point 0.
 
-    The converter gives the uint8 input the quantization of the first int8 tensor, and the
-    in-graph preprocessing (channel slices + concat, then minus the means) makes that range
-    the union of the pixels and the mean-subtracted values: e.g. scale 1.485, zero point 83
-    for ResNet50, so an app (or MediaPipe, which feeds raw pixels to a uint8 input) would have
-    to quantize every pixel first. The input only feeds QUANTIZE ops, which requantize from
-    any input scale, so relabelling it (1, 0) moves that step inside the model; the outputs
-    are bit-identical for integer pixels (checked on ResNet50 dense). TFLite's own
-    flatbuffer_utils reads and writes the model.
+    The converter gives the uint8 input the quantization of the first int8 tensor; with
+    preprocessing made of channel slices + concat, then minus the means (this project's until the
+    1x1 conv of export.build, which comes out at (1, 0) already) that range is the union of the
+    pixels and the mean-subtracted values: e.g. scale 1.485, zero point 83, so an app (or
+    MediaPipe, which feeds raw pixels to a uint8 input) would have to quantize every pixel first.
+    The input only feeds QUANTIZE ops, which requantize from any input scale, so relabelling it
+    (1, 0) moves that step inside the model; the outputs are bit-identical for integer pixels
+    (checked on ResNet50 dense, and on the tiny model in tests/export/test_tflite_metadata.py).
+    TFLite's own flatbuffer_utils reads and writes the model.
     """
     import numpy as np
     from tensorflow.lite.python import schema_py_generated as schema

@@ -9,7 +9,8 @@ from export.variants import HeadLayer, VariantSpec, get_variant, list_variants, 
 
 pytestmark = pytest.mark.e2e
 
-NON_TRAINABLE = 23_587_712
+#: ResNet50 notop's 23,587,712 frozen parameters + the frozen 1x1 preprocessing conv (9 + 3).
+NON_TRAINABLE = 23_587_712 + 12
 EXPECTED = {"dense": (10, 20_490), "conv": (5, 5_014_533), "dropout": (2, 5_014_146)}
 
 

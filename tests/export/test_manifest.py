@@ -24,7 +24,7 @@ def _manifest() -> Manifest:
         variants={"dense": VariantRecord(spec={"name": "dense", "head": []}, num_classes=10,
                                          labels=[f"c{i}" for i in range(10)], params={"trainable": 20490},
                                          inputs={"image": {}}, outputs={"logits": {}}, weights={"source": "random:0"},
-                                         extra={"training": {"val_accuracy": 0.9}})},
+                                         training={"val_accuracy": 0.9}, extra={"future": {"kept": True}})},
         artifacts=[art], parity=ParitySummary(passed=False, counts={"passed": 1, "failed": 1}, failures=["x"]),
         export_timings=[StageTiming("dense", "export", 12.5)], git={"commit": "abc", "dirty": False},
         files={"README.md": FileEntry("cd" * 32, 10)}, extra={"signature": {"kind": "key"}})
@@ -39,6 +39,7 @@ def test_round_trip_through_json():
     d = json.loads(text)
     assert d["format_version"] == 1 and list(d)[-1] == "files"
     assert d["signature"] == {"kind": "key"} and d["variants"]["dense"]["training"] == {"val_accuracy": 0.9}
+    assert d["variants"]["dense"]["future"] == {"kept": True} and back.variants["dense"].extra == {"future": {"kept": True}}
 
 
 def test_other_format_version_and_malformed_are_refused():

@@ -58,16 +58,34 @@ def test_recorded_sha256_is_the_final_file(tiny_tflite):
         assert b"TFLITE_METADATA" in data  # the hashed bytes are the ones carrying the metadata
 
 
+def _slices_concat_preprocess_model():
+    """A tiny model with the in-graph preprocessing this project had before the 1x1 conv (channel
+    slices + concat, minus the means), for which the converter gives the uint8 input a non-pixel scale."""
+    import keras
+    from keras import ops
+
+    from export.build import CAFFE_BGR_MEAN
+    keras.utils.set_random_seed(0)
+    image = keras.Input((TINY_SIZE, TINY_SIZE, 3), dtype="float32", name="image")
+    x = ops.concatenate([image[..., 2:3], image[..., 1:2], image[..., 0:1]], axis=-1) - np.array(CAFFE_BGR_MEAN, np.float32)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(8, 3, activation="relu")(x))
+    logits = keras.layers.Dense(10, name="logits")(x)
+    return keras.Model(image, {"logits": logits, "probabilities": keras.layers.Softmax(name="probabilities")(logits)})
+
+
 def test_int8_input_takes_raw_pixels(tiny_tflite):
-    """With ResNet50's preprocessing the converter gives the uint8 input scale ~1.485, zero
-    point 83; the exporter relabels it (1, 0) and the outputs stay bit-identical."""
+    """With slices + concat in front, the converter gives the uint8 input scale ~1.485, zero point 83;
+    raw_pixel_input relabels it (1, 0) and the outputs stay bit-identical. The project's own
+    preprocessing (a 1x1 conv) already comes out of the converter at (1, 0)."""
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
     from export import samples
     from export.formats import tflite
-    built, _, arts = tiny_tflite
-    conv = tf.lite.TFLiteConverter.from_keras_model(built.model)
+    _, _, arts = tiny_tflite
+    assert Interpreter(model_path=arts["int8"].path).get_signature_runner().get_input_details()["image"][
+        "quantization"] == (1.0, 0)
+    conv = tf.lite.TFLiteConverter.from_keras_model(_slices_concat_preprocess_model())
     photos = samples.photos(TINY_SIZE)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = lambda: ([photos[i:i + 1]] for i in range(len(photos)))
@@ -77,7 +95,7 @@ def test_int8_input_takes_raw_pixels(tiny_tflite):
     before = Interpreter(model_content=raw).get_signature_runner()
     scale, zero = before.get_input_details()["image"]["quantization"]
     assert (round(scale, 3), zero) == (1.485, 83)  # the problem being fixed is real
-    after = Interpreter(model_path=arts["int8"].path).get_signature_runner()
+    after = Interpreter(model_content=tflite.raw_pixel_input(raw)).get_signature_runner()
     assert after.get_input_details()["image"]["quantization"] == (1.0, 0)
     assert tflite.raw_pixel_input(tflite.raw_pixel_input(raw)) == tflite.raw_pixel_input(raw)
     for image in photos[:4].astype(np.uint8):
@@ -106,7 +124,7 @@ def test_write_metadata_refuses_what_it_cannot_describe(tiny_tflite):
     card = ModelCard.for_model(built, "fp32")
     with pytest.raises(ExportError, match="output 'logits' has 10 classes but 3 labels were given"):
         write_metadata(plain, card, LABELS[:3])
-    conv = tf.lite.TFLiteConverter.from_keras_model(built.model)
+    conv = tf.lite.TFLiteConverter.from_keras_model(_slices_concat_preprocess_model())
     photos = samples.photos(TINY_SIZE)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = lambda: ([photos[i:i + 1]] for i in range(len(photos)))
