@@ -341,7 +341,8 @@ def _run_bundle(cfg: dict, targets: dict, out: str | Path, quiet: bool, signer, 
                           key=lambda r: (order[r["variant"]], kinds.index(r["task"])))
             artifacts = [a for r in done for a in r["artifacts"]]
             keras = {r["variant"]: r for r in done if r["task"] == "keras"}
-            timings = _sum_timings(t for r in done for t in r["timings"])
+            train_timings = pool.results.get(TRAIN_TASK, {}).get("timings", [])
+            timings = _sum_timings([*train_timings, *(t for r in done for t in r["timings"])])
             report = ParityReport(environment=keras[cfg["variants"][0]["name"]]["environment"],
                                   references=[keras[v["name"]]["reference"] for v in cfg["variants"]],
                                   results=[x for r in done for x in r["results"]],

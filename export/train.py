@@ -38,19 +38,22 @@ class Batches(keras.utils.PyDataset):
     """(x, y) batches from arrays (uint8 images or float features), cast to float32 one batch at a
     time; shuffled per epoch by a seeded permutation when `seed` is given (deterministic).
 
-    Under MirroredStrategy each batch is split across `replicas`: a last batch too small to give
-    every replica an example joins the batch before it (an empty replica batch breaks TF's conv).
+    Under MirroredStrategy (`replicas` > 1) every batch must split evenly across the replicas (TF
+    sums per-replica tensors of one shape), so a short last batch is padded by repeating its last
+    example: with labels the batches carry sample weights, 0 on the padding, so no example counts
+    twice; without labels (predict) `n_out` says how many leading outputs are real.
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray | None, batch_size: int, seed: int | None = None,
                  replicas: int = 1):
         super().__init__()
-        self.x, self.y, self.seed, self.epoch = x, y, seed, 0
-        starts = list(range(0, len(x), batch_size))
-        if len(starts) > 1 and len(x) - starts[-1] < replicas:
-            starts.pop()
-        self.bounds = [*starts, len(x)]
+        self.x, self.y, self.seed, self.epoch, self.replicas = x, y, seed, 0, replicas
+        self.bounds = [*range(0, len(x), batch_size), len(x)]
         self.order = self._order()
+
+    @property
+    def n_out(self) -> int:
+        return len(self.x)
 
     def _order(self) -> np.ndarray:
         n = len(self.x)
@@ -61,8 +64,18 @@ class Batches(keras.utils.PyDataset):
 
     def __getitem__(self, i: int):
         idx = self.order[self.bounds[i]:self.bounds[i + 1]]
+        real = len(idx)
+        pad = (-real) % self.replicas
+        if pad:
+            idx = np.concatenate([idx, np.repeat(idx[-1:], pad)])
         x = self.x[idx].astype(np.float32)
-        return x if self.y is None else (x, self.y[idx])
+        if self.y is None:
+            return x
+        if self.replicas == 1:
+            return x, self.y[idx]
+        weights = np.ones(len(idx), np.float32)
+        weights[real:] = 0.0
+        return x, self.y[idx], weights
 
     def on_epoch_end(self) -> None:
         self.epoch += 1
@@ -156,7 +169,7 @@ def cached_features(model: keras.Model, folder: data_mod.ImageFolder, cache_dir:
             return features, {"key": key, "hit": True, "path": str(path)}
     extractor = feature_extractor(model)
     batches = Batches(folder.images, None, batch_size, replicas=replicas)
-    features = np.asarray(extractor.predict(batches, verbose=0), dtype=np.float32)
+    features = np.asarray(extractor.predict(batches, verbose=0), dtype=np.float32)[:batches.n_out]
     ensure_writable_dir(cache_dir)
     with replacing(path, suffix=".npy") as tmp, open(tmp, "wb") as f:
         np.save(f, features)
@@ -184,8 +197,9 @@ def _fit(trainer: keras.Model, train: Batches, val: Batches, *, epochs: int, ini
 
 
 def _logits(model: keras.Model, x: np.ndarray, batch_size: int, replicas: int = 1) -> np.ndarray:
-    out = model.predict(Batches(x, None, batch_size, replicas=replicas), verbose=0)
-    return np.asarray(out["logits"] if isinstance(out, dict) else out)
+    batches = Batches(x, None, batch_size, replicas=replicas)
+    out = model.predict(batches, verbose=0)
+    return np.asarray(out["logits"] if isinstance(out, dict) else out)[:batches.n_out]
 
 
 def tool_versions() -> dict[str, str]:

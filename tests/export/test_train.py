@@ -211,9 +211,14 @@ def test_mirrored_strategy_on_two_logical_cpus_with_a_validation_folder(colours,
 def test_batches_never_leave_a_replica_without_examples():
     from export.train import Batches
     x = np.arange(10, dtype=np.uint8)[:, None]
-    assert len(Batches(x[:9], None, 8, replicas=2)[0]) == 9  # 8 + 1: the 1 would leave a replica empty
+    odd = Batches(x[:9], None, 8, replicas=2)  # 8 + 1: the 1 is padded to 2, one per replica
+    assert [odd[i][:, 0].tolist() for i in range(len(odd))] == [list(range(8)), [8, 8]] and odd.n_out == 9
+    labelled = Batches(x[:9], np.arange(9), 8, replicas=2)
+    _, y, w = labelled[1]
+    assert y.tolist() == [8, 8] and w.tolist() == [1.0, 0.0]  # the padding weighs nothing
+    assert labelled[0][2].tolist() == [1.0] * 8
     assert [len(Batches(x, None, 8, replicas=2)[i]) for i in range(2)] == [8, 2]
-    assert len(Batches(x, None, 4)) == 3 and len(Batches(x[:9], None, 8, replicas=2)) == 1
+    assert len(Batches(x, None, 4)) == 3 and len(Batches(x, np.arange(10), 4)[0]) == 2  # (x, y) on one device
     shuffled = Batches(x, np.arange(10), 4, seed=0)
     first = np.concatenate([shuffled[i][1] for i in range(len(shuffled))])
     shuffled.on_epoch_end()
