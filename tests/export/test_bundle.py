@@ -252,7 +252,7 @@ def test_killed_pipeline_leaves_previous_bundle_intact(published):
             proc.kill()
     assert bundle.file_table(root) == before
     visible = sorted(p.name for p in root.parent.iterdir() if not p.name.startswith("."))
-    assert visible == ["smoke-3", "smoke-3.tar.gz", "smoke-3.tar.gz.sha256"]
+    assert visible == ["smoke-3", "smoke-3.export.json", "smoke-3.tar.gz", "smoke-3.tar.gz.sha256"]
     (partial,) = root.parent.glob(".smoke-3.*.partial")
     assert not (partial / "smoke-3" / "manifest.json").exists()
     # The next run on the same --out removes it, says so in one line, then works as usual (stopped here).
