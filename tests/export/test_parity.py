@@ -212,6 +212,33 @@ def test_saturated_reference_is_a_failure(tmp_path):
     assert "Reference check: **FAIL**" in report.to_markdown()
 
 
+@pytest.mark.unit
+def test_a_trained_head_is_not_judged_on_the_photos_classes(tmp_path):
+    """A fine-tuned head (a training run's model.keras) may be sure of itself, and give one class,
+    on photos outside its classes; a seeded head may not. NaN is a failure either way."""
+    from export import parity
+    from export.samples import PHOTO_NAMES
+    names = list(PHOTO_NAMES)
+    logits = np.tile([8.0, -8.0], (len(names), 1))
+    probs = np.tile([0.9999, 0.0001], (len(names), 1))
+    outputs = {"logits": logits, "probabilities": probs}
+    failures, classes, saturated = parity.check_reference(outputs, names)
+    assert len(failures) == 2 and saturated == len(names) and set(classes) == {0}
+    assert parity.check_reference(outputs, names, trained=True)[0] == []
+    nan = {"logits": logits * np.nan, "probabilities": probs}
+    assert parity.check_reference(nan, names, trained=True)[0] == ["logits: reference has NaN/Inf"]
+
+    run = tmp_path / "dense-123"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"")
+    meta = {"weights": {"kind": "file", "path": str(run / "model.keras")}}
+    assert not parity.is_trained(meta)  # no metrics.json: not a training run
+    (run / "metrics.json").write_text("{}")
+    assert parity.is_trained(meta)
+    assert not parity.is_trained({"weights": {"kind": "file", "path": str(run / "other.weights.h5")}})
+    assert not parity.is_trained({"weights": {"kind": "random", "seed": 0}})
+
+
 @pytest.mark.integration
 def test_one_class_reference_is_a_failure(tmp_path):
     bias = np.zeros(10)
