@@ -27,14 +27,43 @@ def _json_without(drop: Callable[[Any], Any]) -> Callable[[Path], str]:
     return digest
 
 
+#: FingerprintDef's `uuid` field (tensorflow/core/protobuf/fingerprint.proto): random per save.
+_FINGERPRINT_UUID_FIELD = 7
+
+
 def _fingerprint_digest(path: Path) -> str:
     """sha256 of the SavedModel fingerprint without its uuid: TensorFlow's hashes of saved_model.pb,
-    the graph, the signatures, the object graph and the checkpoint (the weights)."""
-    from tensorflow.core.protobuf import fingerprint_pb2
-    fp = fingerprint_pb2.FingerprintDef()
-    fp.ParseFromString(path.read_bytes())
-    fp.ClearField("uuid")
-    return hashlib.sha256(fp.SerializeToString(deterministic=True)).hexdigest()
+    the graph, the signatures, the object graph and the checkpoint (the weights).
+
+    Read from the protobuf wire format directly (top-level fields, in file order), so that
+    `make export`'s parent process never imports TensorFlow (~650 MB) for one small proto."""
+    data, kept, i = path.read_bytes(), bytearray(), 0
+    while i < len(data):
+        start = i
+        key, i = _varint(data, i)
+        wire = key & 7
+        if wire == 0:
+            _, i = _varint(data, i)
+        elif wire == 2:
+            size, i = _varint(data, i)
+            i += size
+        elif wire in (1, 5):
+            i += 8 if wire == 1 else 4
+        else:
+            raise ValueError(f"{path}: unexpected protobuf wire type {wire}")
+        if key >> 3 != _FINGERPRINT_UUID_FIELD:
+            kept += data[start:i]
+    return hashlib.sha256(bytes(kept)).hexdigest()
+
+
+def _varint(data: bytes, i: int) -> tuple[int, int]:
+    value, shift = 0, 0
+    while True:
+        b = data[i]
+        value |= (b & 0x7F) << shift
+        i, shift = i + 1, shift + 7
+        if not b & 0x80:
+            return value, i
 
 
 def _drop_artifact_volatile(doc: dict) -> dict:

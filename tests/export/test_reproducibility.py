@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,3 +100,31 @@ def test_golden_npz_bytes_depend_only_on_the_arrays(monkeypatch):
     assert _npz_bytes(arrays) == first
     with np.load(io.BytesIO(first)) as f:
         assert f.files == ["image", "names"] and np.array_equal(f["image"], arrays["image"])
+
+
+def test_fingerprint_digest_ignores_only_the_uuid_and_needs_no_tensorflow(tmp_path):
+    """fingerprint.pb read from the wire format: the same hashes with another uuid digest alike,
+    another checkpoint hash does not; and TensorFlow stays unimported (the unit marker's guard)."""
+    from export.reproducibility import _fingerprint_digest
+
+    def varint(n: int) -> bytes:
+        out = bytearray()
+        while True:
+            out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+            n >>= 7
+            if not n:
+                return bytes(out)
+
+    def fingerprint(checkpoint_hash: int, uuid: str) -> Path:
+        fields = [(1, 504993242524791617), (2, 17), (3, 2**63 + 5), (4, 9), (5, checkpoint_hash)]
+        body = b"".join(varint(f << 3) + varint(v) for f, v in fields)
+        body += varint(6 << 3 | 2) + varint(2) + varint(1 << 3) + varint(1)  # version {producer: 1}
+        body += varint(7 << 3 | 2) + varint(len(uuid)) + uuid.encode()
+        path = tmp_path / f"{checkpoint_hash}-{uuid}.pb"
+        path.write_bytes(body)
+        return path
+
+    a, b = fingerprint(42, "1234567890"), fingerprint(42, "987654321")
+    assert a.read_bytes() != b.read_bytes()
+    assert _fingerprint_digest(a) == _fingerprint_digest(b)
+    assert _fingerprint_digest(fingerprint(43, "1234567890")) != _fingerprint_digest(a)
