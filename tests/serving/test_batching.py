@@ -114,3 +114,13 @@ def test_batching_off_runs_each_request_alone():
     futures = submit_all(b, [np.ones((1, 1))] * 4)
     assert [f.result(10)["n"].tolist() for f in futures] == [[1]] * 4
     assert list(b.batch_sizes) == [1, 1, 1, 1] and b.rows_run == 4
+
+
+def test_local_server_runs_at_most_one_batch_per_two_cores():
+    """Each run uses every core, so side-by-side batches only split them: the bundle's
+    num_batch_threads (sized for a TF Serving pod) is capped on a smaller machine."""
+    from serving.server import local_batch_threads
+    assert local_batch_threads(4, cpus=2) == 1
+    assert local_batch_threads(4, cpus=1) == 1
+    assert local_batch_threads(4, cpus=6) == 3
+    assert local_batch_threads(4, cpus=64) == 4  # never more than the config asks for
