@@ -113,7 +113,7 @@ def paired_drop_interval(worse: int, better: int, n: int, confidence: float = CO
     The drop is d * (2p - 1), d the share of images the two disagree on and p the share of those
     the artifact gets wrong; each gets an exact (Clopper-Pearson) interval at the split confidence
     and the interval spans every combination. With no disagreement at all it is +-100*d_upper
-    (e.g. +-8.8 points for 40 images), not a falsely certain 0.
+    (+-10.4 points for 40 images), not a falsely certain 0.
     """
     if n == 0:
         return -100.0, 100.0

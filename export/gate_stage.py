@@ -36,8 +36,9 @@ def prepare(built, staging: str | Path, gate: dict[str, Any], run_dir: str | Non
     val: labeled_sets.LabeledSet | None = None
     if run_dir:
         train, val = labeled_sets.run_split(run_dir, size)
-    evalset: labeled_sets.LabeledSet | None = (labeled_sets.eval_set(gate["eval_data"], size, labels, what=f"variant {name!r} eval_data")
-               if gate.get("eval_data") else val)
+    evalset: labeled_sets.LabeledSet | None = val
+    if gate.get("eval_data"):
+        evalset = labeled_sets.eval_set(gate["eval_data"], size, labels, what=f"variant {name!r} eval_data")
     count = gate.get("calibration_count", labeled_sets.DEFAULT_CALIBRATION_COUNT)
     calib: labeled_sets.LabeledSet | None = None
     if gate.get("calibration"):
@@ -60,8 +61,10 @@ def prepare(built, staging: str | Path, gate: dict[str, Any], run_dir: str | Non
         out["eval_set"] = evalset.record
         out["reference"] = accuracy.score(logits, evalset.labels, labels)
         from export.atomic import write_text
+        from export.eval_command import pixels_sha256
         write_text(golden.golden_dir(staging, name) / EVAL_REFERENCE, json.dumps(
-            {"eval_set": evalset.record, "files": evalset.files, "class_names": labels,
+            {"eval_set": evalset.record, "pixels_sha256": pixels_sha256(evalset.images), "files": evalset.files,
+             "class_names": labels,
              "labels": evalset.labels.tolist(), "logits": np.asarray(logits).round(6).tolist()}, indent=1))
     path = _scratch(staging, name)
     path.parent.mkdir(parents=True, exist_ok=True)

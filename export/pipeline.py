@@ -29,9 +29,11 @@ def resolve_targets(fmt: str = "all", precisions: list[str] | None = None) -> li
 
 def export_artifacts(built, out_dir: str | Path, targets: list[tuple[str, str]], *, version: int = 1,
                      opset: int = 17, overwrite: bool = False, progress=None,
-                     card: dict | None = None, wait: bool = False, lock: bool = True) -> list[Artifact]:
+                     card: dict | None = None, wait: bool = False, lock: bool = True,
+                     calibration: dict | None = None) -> list[Artifact]:
     """Export `built` to every (format, precision) in `targets`, in dependency order; `card`
-    overrides the TFLite metadata's name/version/author/license/description.
+    overrides the TFLite metadata's name/version/author/license/description; `calibration`
+    ({"calibration": images, "calibration_record": ...}) is what int8 is calibrated on.
 
     TFLite, ONNX and OpenVINO are converted from the SavedModel's serving_default, so a
     SavedModel is always written first (kept when asked for, else in a scratch dir removed
@@ -40,12 +42,13 @@ def export_artifacts(built, out_dir: str | Path, targets: list[tuple[str, str]],
     """
     from export.locks import exclusive_output
     if not lock:
-        return _export_artifacts(built, out_dir, targets, version, opset, overwrite, progress, card)
+        return _export_artifacts(built, out_dir, targets, version, opset, overwrite, progress, card, calibration)
     with exclusive_output(out_dir, command=f"resnet-deploy export {built.spec.name}", wait=wait):
-        return _export_artifacts(built, out_dir, targets, version, opset, overwrite, progress, card)
+        return _export_artifacts(built, out_dir, targets, version, opset, overwrite, progress, card, calibration)
 
 
-def _export_artifacts(built, out_dir, targets, version, opset, overwrite, progress, card) -> list[Artifact]:
+def _export_artifacts(built, out_dir, targets, version, opset, overwrite, progress, card,
+                      calibration=None) -> list[Artifact]:
     import shutil
     import tempfile
 
@@ -71,12 +74,14 @@ def _export_artifacts(built, out_dir, targets, version, opset, overwrite, progre
             if fmt == "tflite":
                 note(built.spec.name, fmt, precision)
                 done.append(tflite.export(built, out, precision, saved_model_dir=sm_dir, overwrite=overwrite,
-                                          card={"version": version, **(card or {})}))
+                                          card={"version": version, **(card or {})},
+                                          **((calibration or {}) if precision == "int8" else {})))
         fp32_onnx = None
         for fmt, precision in sorted((t for t in targets if t[0] == "onnx"), key=lambda t: t[1] != "fp32"):
             note(built.spec.name, fmt, precision)
             art = onnx.export(built, out, precision, saved_model_dir=sm_dir, opset=opset,
-                              overwrite=overwrite, fp32_path=fp32_onnx)
+                              overwrite=overwrite, fp32_path=fp32_onnx,
+                              **((calibration or {}) if precision == "int8" else {}))
             fp32_onnx = Path(art.path) if precision == "fp32" else fp32_onnx
             done.append(art)
         for fmt, precision in targets:
