@@ -156,5 +156,5 @@ def test_config_gate_keys(tmp_path):
         with pytest.raises(UsageError, match=message):
             load_config(cfg)
     cfg.write_text('[[variants]]\nname = "dense"\neval_data = "demo:digits"\n')
-    with pytest.raises(UsageError, match="eval_data must be a folder .*, not 'demo:digits'"):
+    with pytest.raises(UsageError, match=r"eval_data must be a folder .*, not 'demo:digits'"):
         load_config(cfg)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from export import accuracy, golden, samples
 from export.formats import Artifact, write_index
-from export.quantize import QuantScheme, quantize_int8
+from export.quantize import quantize_int8
 from tests.helpers import TINY_SIZE, TINY_TFLITE_LABELS, run_main
 
 pytestmark = pytest.mark.integration
@@ -91,7 +91,7 @@ def test_an_outlier_in_the_calibration_set_is_repaired_by_percentile_calibration
         quantize_int8(tiny["onnx"], path, calibration, s)
         return _artifact(path)
 
-    art, result, record = repair_onnx(_artifact(path), first, requantize=requantize,
+    _, result, record = repair_onnx(_artifact(path), first, requantize=requantize,
                                       evaluate=lambda a: _judge(a.path, gate_data, max_drop=max_drop),
                                       fp32_path=tiny["onnx"],
                                       root=tmp_path, calibration=calibration, scheme=scheme)
