@@ -158,3 +158,37 @@ def test_config_gate_keys(tmp_path):
     cfg.write_text('[[variants]]\nname = "dense"\neval_data = "demo:digits"\n')
     with pytest.raises(UsageError, match=r"eval_data must be a folder .*, not 'demo:digits'"):
         load_config(cfg)
+
+
+def test_on_accuracy_fail_drop_leaves_the_artifact_out_and_says_why(tmp_path):
+    from export.formats import Artifact
+    from export.gate_bundle import drop_failed, manifest_summary, readme_section
+    from export.parity_report import ArtifactResult, ParityReport, Status
+    labels = np.array([0] * 10 + [1] * 10)
+    ref = _logits(list(labels))
+    bad = ref.copy()
+    bad[:4] = [0.0, 5.0]
+    results = [accuracy.judge(k, k, "v", fmt, "int8", logits, ref, labels, NAMES, accuracy.DEFAULT_MAX_DROP)
+               for k, fmt, logits in (("v/tflite_int8", "tflite", bad), ("v/onnx_int8", "onnx", ref))]
+    section = accuracy.AccuracySection("v", {"count": 20, "source": "test", "path": "x"},
+                                       accuracy.score(ref, labels, NAMES), accuracy.DEFAULT_MAX_DROP, results)
+    rows = [ArtifactResult(k, "v", f, "int8", p, "b", "CPU", "CPU", "int8", Status.PASSED)
+            for k, f, p in (("v/tflite_int8", "tflite", "tflite/v/model_int8.tflite"),
+                            ("v/onnx_int8", "onnx", "onnx/v/model_int8.onnx"))]
+    report = ParityReport({}, [], rows, accuracy=[section])
+    assert not report and report.failures() == [f"v/tflite_int8: {results[0].failure}"]
+    arts = [Artifact(r.path, r.format, "int8", "v", "0", 0, [], [], {}, 0.0) for r in rows]
+    for a in arts:
+        (tmp_path / a.path).parent.mkdir(parents=True)
+        (tmp_path / a.path).write_bytes(b"model")
+    kept, dropped = drop_failed(report, arts, tmp_path)
+    assert [a.key for a in kept] == ["v/onnx_int8"] and [r.key for r in report.results] == ["v/onnx_int8"]
+    assert not (tmp_path / "tflite/v/model_int8.tflite").exists() and (tmp_path / "onnx/v/model_int8.onnx").exists()
+    assert dropped == [{"artifact": "v/tflite_int8", "reason": results[0].failure, "accuracy": 0.8,
+                        "reference_accuracy": 1.0, "drop_points": 20.0, "max_drop": 2.0}]
+    assert report, "what is left passes; the dropped row stays in the accuracy table, marked"
+    assert section.results[0].status == "dropped" and "| **dropped** |" in report.to_markdown()
+    assert manifest_summary(report, dropped)["dropped"] == dropped
+    assert "`v/tflite_int8`: accuracy 0.800 is 20 points below" in readme_section(dropped)
+    again = ParityReport.from_dict(report.to_dict())
+    assert again.accuracy[0].results[0].status == "dropped" and again.to_markdown() == report.to_markdown()
