@@ -305,7 +305,7 @@ def render_accuracy(sections: list[AccuracySection]) -> list[str]:
         ev, ref = s.eval_set, s.reference
         lines += [f"### {s.variant}", "",
                   f"Eval set: {ev.get('count')} images, {ev.get('source')} (`{ev.get('path')}`, sha256 "
-                  f"{str(ev.get('sha256', ''))[:12]}); one image = {100 / max(ref.images, 1):.2g} points. "
+                  f"{str(ev.get('sha256', ''))[:12]}); one image = {100 / max(ref.images, 1):.3g} points. "
                   f"Reference (Keras): accuracy **{ref.accuracy:.3f}** (95% CI {ref.accuracy_ci[0]:.3f}-"
                   f"{ref.accuracy_ci[1]:.3f}); per class: {_per_class_text(ref)}.", "",
                   "| Artifact | accuracy (95% CI) | drop, points (95% CI) | max drop | agreement | to wrong / to right "

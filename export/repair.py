@@ -54,8 +54,8 @@ def onnx_layer_errors(fp32_path: str | Path, int8_path: str | Path, images: np.n
         modify_model_output_intermediate_tensors(str(fp32_path), str(aug_float))
         modify_model_output_intermediate_tensors(str(int8_path), str(aug_qdq))
         feeds = [{"image": feed[i:i + 1]} for i in range(len(feed))]
-        float_acts = collect_activations(str(aug_float), iter(feeds))  # type: ignore[arg-type]  # any iterable
-        qdq_acts = collect_activations(str(aug_qdq), iter(feeds))  # type: ignore[arg-type]
+        float_acts = collect_activations(str(aug_float), iter(feeds))  # any iterable of feeds
+        qdq_acts = collect_activations(str(aug_qdq), iter(feeds))
     matched = create_activation_matching(qdq_acts, float_acts)
     producer = {out: node.name for node in onnx.load(str(int8_path), load_external_data=False).graph.node
                 for out in node.output}
