@@ -214,8 +214,8 @@ def export(built, out_dir: str | Path, precision: str = "fp32", *, saved_model_d
     if precision == "int8":
         assert scheme is not None
         details["quantization"] = {"tool": "onnxruntime.quantization.quantize_static", **scheme.to_dict(),
-                                   "calibration_data": calibration_record or photos_record(built.input_size),
                                    "cpu": cpu_record()}
+        details["calibration_data"] = calibration_record or photos_record(built.input_size)
     return Artifact(path=str(path), format="onnx", precision=precision, variant=built.spec.name,
                     sha256=digest, bytes=size, inputs=inputs, outputs=outputs,
                     tool_versions=tool_versions(), seconds=round(time.perf_counter() - start, 3),
