@@ -21,14 +21,15 @@ from export.formats import Artifact
 EVAL_REFERENCE = "eval.json"
 
 
-def _scratch(staging: str | Path, variant: str) -> Path:
-    from export.stages import WORK_DIR
-    return Path(staging) / WORK_DIR / variant / "gate.npz"
+def _scratch(work: str | Path) -> Path:
+    return Path(work) / "gate.npz"
 
 
-def prepare(built, staging: str | Path, gate: dict[str, Any], run_dir: str | None) -> dict[str, Any] | None:
-    """Eval and calibration sets of the variant and the reference's eval logits; None when the
-    variant has neither an eval set nor calibration data (then int8 uses the sample photos)."""
+def prepare(built, staging: str | Path, gate: dict[str, Any], run_dir: str | None,
+            work: str | Path) -> dict[str, Any] | None:
+    """Eval and calibration sets of the variant and the reference's eval logits (left in the
+    variant's scratch directory `work`); None when the variant has neither an eval set nor
+    calibration data (then int8 uses the sample photos)."""
     from export import golden, labeled_sets
     from export.runtimes.keras import KerasRunner
     size, labels, name = built.input_size, list(built.labels), built.spec.name
@@ -66,29 +67,29 @@ def prepare(built, staging: str | Path, gate: dict[str, Any], run_dir: str | Non
             {"eval_set": evalset.record, "pixels_sha256": pixels_sha256(evalset.images), "files": evalset.files,
              "class_names": labels,
              "labels": evalset.labels.tolist(), "logits": np.asarray(logits).round(6).tolist()}, indent=1))
-    path = _scratch(staging, name)
+    path = _scratch(work)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, allow_pickle=False, **arrays)
     return out
 
 
-def load(staging: str | Path, variant: str) -> dict[str, np.ndarray]:
-    path = _scratch(staging, variant)
+def load(work: str | Path) -> dict[str, np.ndarray]:
+    path = _scratch(work)
     if not path.is_file():
         return {}
     with np.load(path) as f:
         return {k: f[k] for k in f.files}
 
 
-def calibration_options(staging: str | Path, variant: str, prepared: dict[str, Any] | None) -> dict[str, Any]:
+def calibration_options(work: str | Path, prepared: dict[str, Any] | None) -> dict[str, Any]:
     """The exporters' int8 calibration options: the prepared calibration set and its record."""
     if not prepared or prepared.get("calibration") is None:
         return {}
-    return {"calibration": load(staging, variant)["calibration"], "calibration_record": prepared["calibration"]}
+    return {"calibration": load(work)["calibration"], "calibration_record": prepared["calibration"]}
 
 
 def judge(artifacts: list[Artifact], root: str | Path, prepared: dict[str, Any] | None, threads: int,
-          repair_onnx_int8=None) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+          work: str | Path, repair_onnx_int8=None) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """Judge every artifact on the eval set; an ONNX int8 that fails goes through `repair_onnx_int8(art,
     result, evaluate) -> (art, result, record)`. Returns the results (as dicts) and the
     quantization records of the int8 artifacts (for quantization.md)."""
@@ -102,7 +103,7 @@ def judge(artifacts: list[Artifact], root: str | Path, prepared: dict[str, Any] 
         for rec in quant.values():
             rec["gate"] = "not judged (no eval set)"
         return [], quant
-    arrays = load(root, prepared["variant"])
+    arrays = load(work)
     images, labels, ref = arrays["eval_images"], arrays["eval_labels"], arrays["reference_logits"]
 
     def evaluate(art: Artifact) -> accuracy.AccuracyResult:

@@ -102,8 +102,9 @@ def keras_task(*, variant: str, build_args: dict[str, Any], staging: str, versio
     ref = clock.run("golden", golden.make, built)
     golden.save(root, ref)
     from export import gate_stage
+    work = root / WORK_DIR / variant  # the gate's scratch files, read by the converter tasks
     prepared = clock.run("eval", gate_stage.prepare, built, root, gate,
-                         run["provenance"]["run"] if run else None) if gate else None
+                         run["provenance"]["run"] if run else None, work) if gate else None
     meta = {"spec": built.spec.to_dict(), "num_classes": built.num_classes, "labels": built.labels,
             "params": param_counts(built.model), **io_spec(built.model), "weights": built.weights,
             "training": run["provenance"] if run else None}
@@ -113,7 +114,7 @@ def keras_task(*, variant: str, build_args: dict[str, Any], staging: str, versio
     reference = parity.reference_info(ref, "golden", list(batch_sizes))
     _, results = clock.run("parity", parity.check_artifacts, ref, artifacts, root, source="golden",
                            batch_sizes=batch_sizes, num_threads=threads)
-    accuracy, quant = clock.run("eval", gate_stage.judge, artifacts, root, prepared, threads)
+    accuracy, quant = clock.run("eval", gate_stage.judge, artifacts, root, prepared, threads, work)
     return {"variant": variant, "task": "keras", "artifacts": artifacts, "meta": meta, "source": source, "reference": reference,
             "results": results, "environment": parity.environment(), "timings": clock.timings(),
             "gate": prepared, "accuracy": accuracy, "quantization": quant}
@@ -140,7 +141,8 @@ def convert_task(*, variant: str, fmt: str, precisions: list[str], staging: str,
     artifacts = []
     options = {**(options or {}), "saved_model_dir": sm_dir}
     from export import gate_stage
-    calibration = gate_stage.calibration_options(root, variant, keras.get("gate"))
+    work = root / WORK_DIR / variant
+    calibration = gate_stage.calibration_options(work, keras.get("gate"))
     for precision in sorted(precisions, key=lambda p: p != "fp32"):
         art = clock.run(fmt, exporter.export, built, root, precision,
                         **options, **(calibration if precision == "int8" else {}))
@@ -164,7 +166,7 @@ def convert_task(*, variant: str, fmt: str, precisions: list[str], staging: str,
         return repair_mod.repair_onnx(art, result, requantize=requantize, evaluate=evaluate,
                                       fp32_path=options["fp32_path"], root=root, calibration=images, scheme=scheme)
 
-    accuracy, quant = clock.run("eval", gate_stage.judge, artifacts, root, keras.get("gate"), threads,
+    accuracy, quant = clock.run("eval", gate_stage.judge, artifacts, root, keras.get("gate"), threads, work,
                                 repair if fmt == "onnx" and "fp32_path" in options else None)
     ref = golden.load(root, variant)
     _, results = clock.run("parity", parity.check_artifacts, ref, artifacts, root, source="golden",
