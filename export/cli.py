@@ -86,9 +86,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     with exclusive_output(args.out, command=f"resnet-deploy export --variant {spec.name}", wait=args.wait):
         # Bad --out or an artifact in the way is said before minutes of building and calibrating.
         check_destination(args.out, spec.name, targets, version=args.version, overwrite=args.overwrite)
+        calibration = None
+        if args.calibration_data:  # a bad tree is said before minutes of building
+            from export.labeled_sets import calibration_set
+            cal = calibration_set(args.calibration_data, spec.input_size, count=args.calibration_count)
+            calibration = {"calibration": cal.images, "calibration_record": cal.record}
         built = build(spec, weights=args.weights, num_classes=args.num_classes)
         artifacts = export_artifacts(built, args.out, targets, version=args.version, opset=args.opset,
-                                     overwrite=args.overwrite, progress=progress)
+                                     overwrite=args.overwrite, progress=progress, calibration=calibration)
         # The reference outputs go beside the artifacts, so `parity --artifacts OUT` needs nothing else.
         golden.save(args.out, golden.make(built))
     records: list[dict[str, Any]] = [{"path": a.path, "format": a.format, "precision": a.precision, "bytes": a.bytes,
@@ -127,11 +132,18 @@ def cmd_parity(args: argparse.Namespace) -> int:
                       num_classes=classes.pop() if len(classes) == 1 else None)
         return golden.make(built, batch_size=args.batch_size)
 
+    from export.accuracy import parse_max_drop
+    from export.eval_command import evaluate, load_sets
+    max_drop = parse_max_drop(args.max_accuracy_drop)
+    eval_sets = load_sets(root, artifacts, args.eval_data) if args.eval_data else None
     variants = sorted({a.variant for a in artifacts})
     goldens, sources = golden.references(root, variants, rebuild if args.weights else None)
     progress = None if args.json else (lambda what: print(f"checking {what} ...", file=sys.stderr, flush=True))
     report = parity.run_suite(root, artifacts, goldens, sources=sources, batch_sizes=sorted({1, args.batch_size}),
                               require_gpu=args.require_gpu, num_threads=args.threads, progress=progress)
+    if eval_sets:
+        report.accuracy = evaluate(root, artifacts, eval_sets, max_drop, weights=args.weights,
+                                   threads=args.threads, progress=progress)
     if args.report:
         json_path, md_path = report.save(args.report)
     if args.json:
@@ -303,6 +315,10 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace existing artifacts")
     s.add_argument("--json", action="store_true")
     s.add_argument("--wait", action="store_true", help="wait for another run on the same --out instead of refusing")
+    s.add_argument("--calibration-data", metavar="DIR", help="int8 calibration images: a class-per-folder tree or "
+                                                             "demo:NAME (default: the scikit-image sample photos)")
+    s.add_argument("--calibration-count", type=positive_int, default=200,
+                   help="a seeded class-stratified sample of at most this many images (default 200)")
     s = sub.add_parser("parity", help="check every artifact in a directory against the Keras reference")
     s.add_argument("--artifacts", required=True, metavar="DIR", help="directory with artifacts.json (an export or bundle)")
     s.add_argument("--variant", help="check only this variant")
@@ -312,6 +328,10 @@ def make_parser() -> argparse.ArgumentParser:
     s.add_argument("--threads", type=positive_int, default=None, help="CPU threads for LiteRT and ONNX Runtime")
     s.add_argument("--require-gpu", action="store_true", help="fail GPU rows instead of 'skipped: no GPU'")
     s.add_argument("--report", metavar="OUT", help="write parity.json and parity.md into directory OUT")
+    s.add_argument("--eval-data", metavar="DIR", help="labeled tree (one folder per class, the model's labels): "
+                                                      "judge every artifact's top-1 accuracy against the reference's")
+    s.add_argument("--max-accuracy-drop", action="append", metavar="PRECISION=POINTS",
+                   help="accuracy points an artifact may lose (repeatable; default fp32=0 fp16=0.5 dynamic=1 int8=2)")
     s.add_argument("--json", action="store_true", help="print the report as JSON")
     from serving.commands import add_parsers as add_serving_parsers  # serve, predict, status, metadata
     add_serving_parsers(sub, COMMANDS)

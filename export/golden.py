@@ -59,7 +59,8 @@ def make(built, batch_size: int = 4, n_noise: int = N_NOISE, seed: int = NOISE_S
     outputs = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
     from export.formats import tool_versions
     meta = {"variant": built.spec.name, "reference": "keras", "device": device,
-            "weights": built.weights, "num_classes": built.num_classes, "input_size": built.input_size,
+            "weights": built.weights, "num_classes": built.num_classes, "labels": list(built.labels),
+            "input_size": built.input_size,
             "noise": {"count": n_noise, "seed": seed}, "tool_versions": tool_versions()}
     return Golden(built.spec.name, inputs, names, outputs, meta)
 

@@ -77,6 +77,7 @@ class Manifest:
     export_timings: list[StageTiming] = field(default_factory=list)
     git: dict[str, Any] = field(default_factory=dict)
     bench: dict[str, Any] | None = None   # the summary `make bench` adds (bench/bench.json has it all)
+    accuracy: dict[str, Any] | None = None  # the accuracy gate's summary (parity.json has it all)
     # files that differ between two identical exports: why, what stays equal, its digest (reproducibility.py)
     reproducibility: dict[str, dict[str, str]] = field(default_factory=dict)
     files: dict[str, FileEntry] = field(default_factory=dict)
@@ -93,7 +94,7 @@ class Manifest:
                 value = {k: _flatten(asdict(v)) for k, v in value.items()}
             elif f.name == "artifacts":
                 value = [a.to_dict() for a in value]
-            elif (f.name == "bench" and value is None) or (f.name == "reproducibility" and not value):
+            elif (f.name in ("bench", "accuracy") and value is None) or (f.name == "reproducibility" and not value):
                 continue
             elif dataclasses.is_dataclass(value) or isinstance(value, list | dict):
                 value = _plain(value)
@@ -117,7 +118,8 @@ class Manifest:
                 artifacts=[Artifact.from_dict(a) for a in d.get("artifacts", [])],
                 parity=ParitySummary(**d["parity"]) if "parity" in d else ParitySummary(passed=False),
                 export_timings=[StageTiming(**t) for t in d.get("export_timings", [])],
-                git=d.get("git", {}), bench=d.get("bench"), reproducibility=d.get("reproducibility", {}),
+                git=d.get("git", {}), bench=d.get("bench"), accuracy=d.get("accuracy"),
+                reproducibility=d.get("reproducibility", {}),
                 files={k: FileEntry(**v) for k, v in d["files"].items()},
                 extra={k: v for k, v in d.items() if k not in known},
             )

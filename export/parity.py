@@ -101,7 +101,24 @@ TOLERANCES: dict[str, Tolerance] = {
     "int8": Tolerance(None, 0.0, None, 0.8, 1.0, 0.6,
                       "int8 weights+activations (MinMax on the photos): measured mean cosine >= 0.883, "
                       "top-1 changes only at margins <= 0.43"),
+    # Full-integer int8 calibrated on the variant's own images (issue 12: its training data or
+    # --calibration-data): the parity inputs (colour photos, noise with logits ~100, all-black and
+    # all-white) lie outside the ranges it was calibrated for, by design, so their logits are
+    # clipped. Its first line is the accuracy gate on labeled images; here only decisive top-1
+    # classes are held to, with the cosine as a floor. Measured on the lfw_subset heads of the default
+    # config: mean cosine 0.886-0.989 (TFLite and ONNX), top-1 kept on every input; on a weak head
+    # (3 epochs, 16 images) 0.71, worst input noise at 0.05, decisive top-1 still kept.
+    "int8-data": Tolerance(None, 0.0, None, 0.5, 1.0, 0.6,
+                           "int8 calibrated on the variant's data (parity inputs outside its ranges): measured "
+                           "mean cosine 0.886-0.989 (0.71 on a weak head), decisive top-1 kept; judged first by "
+                           "the accuracy gate"),
 }
+
+
+def calibrated_on_photos(art) -> bool:
+    """Whether an int8 artifact was calibrated on the sample photos (the parity inputs' kind)."""
+    source = (art.details.get("calibration_data") or {}).get("source", "the scikit-image sample photos")
+    return "sample photos" in str(source)
 
 
 def tolerance_key(precision: str, device: str, precision_hint: str = "") -> str:
@@ -211,6 +228,7 @@ def run_batches(runner, inputs: np.ndarray, batch_size: int, input_name: str = "
 
 
 def check_runner(runner, reference: dict[str, np.ndarray], inputs: np.ndarray, batch_sizes: Iterable[int], *,
+                 tolerance: str | None = None,
                  key: str, variant: str, fmt: str, precision: str, path: str = "",
                  names: list[str] | None = None, require_gpu: bool = False) -> ArtifactResult:
     """Load `runner`, run it at every batch size and compare; never raises for the artifact's faults.
@@ -222,7 +240,7 @@ def check_runner(runner, reference: dict[str, np.ndarray], inputs: np.ndarray, b
     requested = getattr(runner, "requested_device", "CPU")
     hint = getattr(runner, "precision_hint", "") or ""
     result = ArtifactResult(key, variant, fmt, precision, path, runner.backend, requested, requested,
-                            tolerance_key(precision, requested, hint), Status.FAILED, precision_hint=hint)
+                            tolerance or tolerance_key(precision, requested, hint), Status.FAILED, precision_hint=hint)
     try:
         runner.load()
     except DeviceUnavailable as e:
@@ -237,7 +255,7 @@ def check_runner(runner, reference: dict[str, np.ndarray], inputs: np.ndarray, b
         return result
     try:
         result.device = runner.device
-        result.tolerance = tolerance_key(precision, runner.device, hint)
+        result.tolerance = tolerance or tolerance_key(precision, runner.device, hint)
         tol = TOLERANCES[result.tolerance]
         for b in batch_sizes:
             before = runner.inference_count
@@ -309,7 +327,9 @@ def check_artifacts(golden, artifacts: list, root, *, source: str, batch_sizes=(
                                               device, device, tolerance_key(art.precision, device, hint or ""),
                                               Status.FAILED, failures=[str(e)], precision_hint=hint or ""))
                 continue
+            own_data = art.precision == "int8" and not calibrated_on_photos(art)
             results.append(check_runner(runner, golden.outputs, golden.inputs, batch_sizes, key=art.key,
+                                        tolerance="int8-data" if own_data else None,
                                         variant=art.variant, fmt=art.format, precision=art.precision,
                                         path=str(art.path), names=golden.names, require_gpu=require_gpu))
     return ref, results

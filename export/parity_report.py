@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from export.accuracy import AccuracySection, render_accuracy
 from export.errors import RunnerError
 
 FORMAT_VERSION = 1
@@ -113,6 +114,7 @@ class ParityReport:
     references: list[ReferenceInfo]
     results: list[ArtifactResult]
     tolerances: dict[str, dict[str, Any]] = field(default_factory=dict)  # the table used, by name
+    accuracy: list[AccuracySection] = field(default_factory=list)  # the accuracy gate, per variant with an eval set
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     format_version: int = FORMAT_VERSION
 
@@ -125,11 +127,13 @@ class ParityReport:
     def failures(self) -> list[str]:
         """Every failure, each prefixed with what failed."""
         out = [f"{ref.variant}/reference: {f}" for ref in self.references for f in ref.failures]
-        return out + [f"{r.label}: {f}" for r in self.results for f in r.failures]
+        out += [f"{r.label}: {f}" for r in self.results for f in r.failures]
+        return out + [f for section in self.accuracy for f in section.failures()]
 
     def __bool__(self) -> bool:
         c = self.counts()
-        return c["passed"] > 0 and c["failed"] == 0 and all(ref.ok for ref in self.references)
+        return (c["passed"] > 0 and c["failed"] == 0 and all(ref.ok for ref in self.references)
+                and not any(section.failures() for section in self.accuracy))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -146,6 +150,7 @@ class ParityReport:
                    for r in d["results"]]
         return cls(environment=d["environment"], references=[ReferenceInfo(**r) for r in d["references"]],
                    results=results, tolerances=d["tolerances"], created=d["created"],
+                   accuracy=[AccuracySection.from_dict(a) for a in d.get("accuracy", [])],
                    format_version=d["format_version"])
 
     def save(self, out_dir) -> tuple[Any, Any]:
@@ -219,6 +224,8 @@ def render_markdown(report: ParityReport, full: bool = True) -> str:
                   "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
         lines += ["| " + " | ".join(_row(r)) + " |" for r in report.results if r.variant == ref.variant]
         lines.append("")
+    if report.accuracy:
+        lines += render_accuracy(report.accuracy)
     failures = report.failures()
     lines += ["## Failures", ""] + ([f"- {f}" for f in failures] or ["None."]) + [""]
     if not full:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from export import gate_bundle
 from export.errors import UsageError
 from export.formats import Artifact, write_index
 from export.registry import FORMATS
@@ -28,9 +29,11 @@ def resolve_targets(fmt: str = "all", precisions: list[str] | None = None) -> li
 
 def export_artifacts(built, out_dir: str | Path, targets: list[tuple[str, str]], *, version: int = 1,
                      opset: int = 17, overwrite: bool = False, progress=None,
-                     card: dict | None = None, wait: bool = False, lock: bool = True) -> list[Artifact]:
+                     card: dict | None = None, wait: bool = False, lock: bool = True,
+                     calibration: dict | None = None) -> list[Artifact]:
     """Export `built` to every (format, precision) in `targets`, in dependency order; `card`
-    overrides the TFLite metadata's name/version/author/license/description.
+    overrides the TFLite metadata's name/version/author/license/description; `calibration`
+    ({"calibration": images, "calibration_record": ...}) is what int8 is calibrated on.
 
     TFLite, ONNX and OpenVINO are converted from the SavedModel's serving_default, so a
     SavedModel is always written first (kept when asked for, else in a scratch dir removed
@@ -39,12 +42,13 @@ def export_artifacts(built, out_dir: str | Path, targets: list[tuple[str, str]],
     """
     from export.locks import exclusive_output
     if not lock:
-        return _export_artifacts(built, out_dir, targets, version, opset, overwrite, progress, card)
+        return _export_artifacts(built, out_dir, targets, version, opset, overwrite, progress, card, calibration)
     with exclusive_output(out_dir, command=f"resnet-deploy export {built.spec.name}", wait=wait):
-        return _export_artifacts(built, out_dir, targets, version, opset, overwrite, progress, card)
+        return _export_artifacts(built, out_dir, targets, version, opset, overwrite, progress, card, calibration)
 
 
-def _export_artifacts(built, out_dir, targets, version, opset, overwrite, progress, card) -> list[Artifact]:
+def _export_artifacts(built, out_dir, targets, version, opset, overwrite, progress, card,
+                      calibration=None) -> list[Artifact]:
     import shutil
     import tempfile
 
@@ -70,12 +74,14 @@ def _export_artifacts(built, out_dir, targets, version, opset, overwrite, progre
             if fmt == "tflite":
                 note(built.spec.name, fmt, precision)
                 done.append(tflite.export(built, out, precision, saved_model_dir=sm_dir, overwrite=overwrite,
-                                          card={"version": version, **(card or {})}))
+                                          card={"version": version, **(card or {})},
+                                          **((calibration or {}) if precision == "int8" else {})))
         fp32_onnx = None
         for fmt, precision in sorted((t for t in targets if t[0] == "onnx"), key=lambda t: t[1] != "fp32"):
             note(built.spec.name, fmt, precision)
             art = onnx.export(built, out, precision, saved_model_dir=sm_dir, opset=opset,
-                              overwrite=overwrite, fp32_path=fp32_onnx)
+                              overwrite=overwrite, fp32_path=fp32_onnx,
+                              **((calibration or {}) if precision == "int8" else {}))
             fp32_onnx = Path(art.path) if precision == "fp32" else fp32_onnx
             done.append(art)
         for fmt, precision in targets:
@@ -114,8 +120,9 @@ def _refuse_existing(out: Path, variant: str, targets, version: int) -> None:
 
 # -- make export: the bundle pipeline -----------------------------------------------------------
 
-_VARIANT_KEYS = {"name", "num_classes", "labels", "weights", "precisions", "description", "data", "train"}
-_TOP_KEYS = {"name", "version", "weights", "variants", "author", "license", "storage_uri"}
+_VARIANT_KEYS = {"name", "num_classes", "labels", "weights", "precisions", "description", "data", "train",
+                 *gate_bundle.VARIANT_KEYS}
+_TOP_KEYS = {"name", "version", "weights", "variants", "author", "license", "storage_uri", *gate_bundle.TOP_KEYS}
 #: Free-text keys (TFLite metadata) and their defaults.
 _TEXT_KEYS = {"author": "resnet-deploy", "license": "unspecified"}
 
@@ -167,7 +174,7 @@ def load_config(path: str | Path, weights_override: str | None = None) -> dict:
         raise UsageError(f"{path}: storage_uri must be a string such as 'gs://BUCKET/models', got {storage_uri!r}")
     parse_storage_uri(storage_uri, what=f"{path}: storage_uri")
     return {"name": name, "version": version, "variants": variants, "path": str(path), **text,
-            "storage_uri": storage_uri}
+            "storage_uri": storage_uri, "gate": gate_bundle.check_config(cfg, path)}
 
 
 def _git_commit() -> dict[str, object]:
@@ -225,7 +232,8 @@ def export_tasks(cfg: dict, staging: Path, targets: dict[str, list[tuple[str, st
         card = {"version": cfg["version"], "name": f"{cfg['name']}-{name}", "author": cfg["author"],
                 "license": cfg["license"], **({"description": v["description"]} if "description" in v else {})}
         keras_key = f"{name}:keras"
-        tasks.append(Task(keras_key, "export.stages:keras_task", {**common, "build_args": _build_args(v)},
+        gate = gate_bundle.variant_gate(cfg, v, runs) if "gate" in cfg else None
+        tasks.append(Task(keras_key, "export.stages:keras_task", {**common, "build_args": _build_args(v), "gate": gate},
                           inputs={"train": TRAIN_TASK} if v.get("data") else {},
                           memory_gb=TASK_MEMORY_GB["keras"], label=f"{name} build, savedmodel, golden"))
         for fmt in CONVERTED:
@@ -346,7 +354,15 @@ def _run_bundle(cfg: dict, targets: dict, out: str | Path, quiet: bool, signer, 
             report = ParityReport(environment=keras[cfg["variants"][0]["name"]]["environment"],
                                   references=[keras[v["name"]]["reference"] for v in cfg["variants"]],
                                   results=[x for r in done for x in r["results"]],
-                                  tolerances={k: asdict(t) for k, t in parity.TOLERANCES.items()})
+                                  tolerances={k: asdict(t) for k, t in parity.TOLERANCES.items()},
+                                  accuracy=gate_bundle.sections(cfg, done))
+            dropped: list[dict] = []
+            if cfg.get("gate", {}).get("on_fail") == "drop":
+                artifacts, dropped = gate_bundle.drop_failed(report, artifacts, staging)
+            quantization = gate_bundle.quantization_records(done)
+            if quantization:
+                from export.repair import quantization_markdown
+                write_text(staging / "quantization.md", quantization_markdown(quantization))
             report.save(staging)
             write_index(staging, [Artifact.from_dict({**a.to_dict(), "path": str(staging / a.path)})
                                   for a in artifacts])
@@ -364,7 +380,7 @@ def _run_bundle(cfg: dict, targets: dict, out: str | Path, quiet: bool, signer, 
             variants_meta = {name: keras[name]["meta"] for name in keras}
             _stage(progress, timings, "bundle", "all      bundle (configs, README, manifest)", _lay_out, staging, cfg,
                    variants_meta, artifacts, report, serving_config, bundle_mod, timings, tool_versions(),
-                   _created_at())
+                   _created_at(), dropped)
             if signer is not None:
                 _stage(progress, timings, "sign", "all      sign", signer.sign, staging)
             replace_dir(staging, final)
@@ -445,7 +461,7 @@ def _raise_interrupt(signum, frame):
 
 
 def _lay_out(root: Path, cfg, variants_meta, artifacts, report, serving_config, bundle_mod, timings,
-             versions, created_at) -> None:
+             versions, created_at, dropped=()) -> None:
     """Write the TF Serving configs, the bundle README and, last, manifest.json."""
     from export.atomic import write_text
     version = cfg["version"]
@@ -455,7 +471,8 @@ def _lay_out(root: Path, cfg, variants_meta, artifacts, report, serving_config, 
     write_text(root / "monitoring.config", serving_config.monitoring_config())
     _write_deploy_manifests(root, f"{cfg['name']}-{version}", cfg["storage_uri"], versions.get("tensorflow"))
     write_text(root / "README.md", bundle_mod.render_readme(f"{cfg['name']}-{version}", cfg["name"], version,
-                                                            variants_meta, artifacts, report.to_markdown()))
+                                                            variants_meta, artifacts, report.to_markdown())
+               + gate_bundle.readme_section(list(dropped)))
     from export import reproducibility
     from export.manifest import Manifest, ParitySummary, StageTiming, VariantRecord
     bundle_mod.write_manifest(root, Manifest(
@@ -467,4 +484,5 @@ def _lay_out(root: Path, cfg, variants_meta, artifacts, report, serving_config, 
                              environment=report.environment),
         export_timings=[StageTiming(**t) for t in timings],
         reproducibility=reproducibility.record(root),
+        accuracy=gate_bundle.manifest_summary(report, list(dropped)),
     ))

@@ -47,6 +47,7 @@ class QuantScheme:
     reduce_range: bool = False      # 7-bit weights, for x86 without VNNI
     calibration: str = "MinMax"
     reason: str = ""
+    nodes_to_exclude: tuple[str, ...] = ()  # kept in float (export.repair picks them by per-layer error)
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("format", self.format, FORMATS), ("activations", self.activations, TYPES),
@@ -59,10 +60,12 @@ class QuantScheme:
         """A short label such as `U8S8 QDQ per-channel`."""
         a, w = ("U8" if self.activations == "uint8" else "S8"), ("U8" if self.weights == "uint8" else "S8")
         return (f"{a}{w} {self.format} {'per-channel' if self.per_channel else 'per-tensor'}"
-                + (" reduce_range" if self.reduce_range else ""))
+                + (" reduce_range" if self.reduce_range else "")
+                + (f" {self.calibration}" if self.calibration != "MinMax" else "")
+                + (f", {len(self.nodes_to_exclude)} nodes in float" if self.nodes_to_exclude else ""))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, **asdict(self)}
+        return {"name": self.name, **{**asdict(self), "nodes_to_exclude": list(self.nodes_to_exclude)}}
 
 
 def int8_dot(features: dict[str, bool | None]) -> bool | None:
@@ -131,6 +134,10 @@ def quantize_int8(fp32_path: str | Path, path: str | Path, images: np.ndarray,
                         per_channel=scheme.per_channel, reduce_range=scheme.reduce_range,
                         activation_type=qtype[scheme.activations], weight_type=qtype[scheme.weights],
                         calibrate_method=getattr(CalibrationMethod, scheme.calibration),
-                        extra_options={"CalibStridedMinMax": 1} if scheme.calibration == "MinMax" else {})
+                        nodes_to_exclude=list(scheme.nodes_to_exclude) or None,
+                        # One image at a time for every method: ORT's loop over the reader's ranges
+                        # feeds any calibrator incrementally (histograms merge), so Percentile and
+                        # Entropy do not hold every intermediate tensor of every image at once.
+                        extra_options={"CalibStridedMinMax": 1})
     return scheme
 

@@ -74,9 +74,10 @@ def train_task(*, variants: list[dict[str, Any]], runs: str, threads: int) -> di
 
 def keras_task(*, variant: str, build_args: dict[str, Any], staging: str, version: int,
                ships_savedmodel: bool, threads: int, batch_sizes: tuple[int, ...],
-               train: dict[str, Any] | None = None) -> dict[str, Any]:
+               train: dict[str, Any] | None = None, gate: dict[str, Any] | None = None) -> dict[str, Any]:
     """Build, SavedModel, golden, SavedModel parity; returns what the manifest says of the variant.
-    With `train` (train_task's result) the variant's trained model is what is built."""
+    With `train` (train_task's result) the variant's trained model is what is built; with `gate`
+    (the accuracy gate's settings) its eval and calibration sets are prepared (export.gate_stage)."""
     _setup_threads(threads)
     run = train["runs"][variant] if train else None
     if run is not None:
@@ -100,6 +101,10 @@ def keras_task(*, variant: str, build_args: dict[str, Any], staging: str, versio
                   saved_model_dir(root, variant, version, False), built.input_size)
     ref = clock.run("golden", golden.make, built)
     golden.save(root, ref)
+    from export import gate_stage
+    work = root / WORK_DIR / variant  # the gate's scratch files, read by the converter tasks
+    prepared = clock.run("eval", gate_stage.prepare, built, root, gate,
+                         run["provenance"]["run"] if run else None, work) if gate else None
     meta = {"spec": built.spec.to_dict(), "num_classes": built.num_classes, "labels": built.labels,
             "params": param_counts(built.model), **io_spec(built.model), "weights": built.weights,
             "training": run["provenance"] if run else None}
@@ -109,8 +114,10 @@ def keras_task(*, variant: str, build_args: dict[str, Any], staging: str, versio
     reference = parity.reference_info(ref, "golden", list(batch_sizes))
     _, results = clock.run("parity", parity.check_artifacts, ref, artifacts, root, source="golden",
                            batch_sizes=batch_sizes, num_threads=threads)
+    accuracy, quant = clock.run("eval", gate_stage.judge, artifacts, root, prepared, threads, work)
     return {"variant": variant, "task": "keras", "artifacts": artifacts, "meta": meta, "source": source, "reference": reference,
-            "results": results, "environment": parity.environment(), "timings": clock.timings()}
+            "results": results, "environment": parity.environment(), "timings": clock.timings(),
+            "gate": prepared, "accuracy": accuracy, "quantization": quant}
 
 
 def convert_task(*, variant: str, fmt: str, precisions: list[str], staging: str, version: int,
@@ -133,12 +140,36 @@ def convert_task(*, variant: str, fmt: str, precisions: list[str], staging: str,
     exporter = FORMATS[fmt].exporter_module()
     artifacts = []
     options = {**(options or {}), "saved_model_dir": sm_dir}
+    from export import gate_stage
+    work = root / WORK_DIR / variant
+    calibration = gate_stage.calibration_options(work, keras.get("gate"))
     for precision in sorted(precisions, key=lambda p: p != "fp32"):
-        art = clock.run(fmt, exporter.export, built, root, precision, **options)
+        art = clock.run(fmt, exporter.export, built, root, precision,
+                        **options, **(calibration if precision == "int8" else {}))
         if fmt == "onnx" and precision == "fp32":
             options["fp32_path"] = Path(art.path)  # int8 quantizes the fp32 file just written
         artifacts.append(art.relative_to(root))
+
+    def repair(art, result, evaluate):
+        from export import repair as repair_mod
+        from export.quantize import QuantScheme
+
+        def requantize(scheme):
+            return exporter.export(built, root, "int8", **options, **calibration, scheme=scheme,
+                                   overwrite=True).relative_to(root)
+        images = calibration.get("calibration")
+        if images is None:
+            from export import samples
+            images = samples.photos(built.input_size)
+        scheme = QuantScheme(**{k: v for k, v in art.details["quantization"].items()
+                                if k in QuantScheme.__dataclass_fields__ and k != "nodes_to_exclude"})
+        return repair_mod.repair_onnx(art, result, requantize=requantize, evaluate=evaluate,
+                                      fp32_path=options["fp32_path"], root=root, calibration=images, scheme=scheme)
+
+    accuracy, quant = clock.run("eval", gate_stage.judge, artifacts, root, keras.get("gate"), threads, work,
+                                repair if fmt == "onnx" and "fp32_path" in options else None)
     ref = golden.load(root, variant)
     _, results = clock.run("parity", parity.check_artifacts, ref, artifacts, root, source="golden",
                            batch_sizes=batch_sizes, num_threads=threads)
-    return {"variant": variant, "task": fmt, "artifacts": artifacts, "results": results, "timings": clock.timings()}
+    return {"variant": variant, "task": fmt, "artifacts": artifacts, "results": results, "timings": clock.timings(),
+            "accuracy": accuracy, "quantization": quant}

@@ -16,9 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from export.atomic import replacing
 from export.errors import ExportError, UsageError, first_line
 from export.formats import Artifact, sha256_path, tool_versions
+from export.labeled_sets import photos_record
 from export.quantize import QuantScheme, cpu_record, quantize_int8
 from export.registry import FORMATS
 
@@ -172,11 +175,13 @@ def target_path(out_dir: str | Path, variant: str, precision: str, version: int 
 
 def export(built, out_dir: str | Path, precision: str = "fp32", *, saved_model_dir: str | Path | None = None,
            opset: int = DEFAULT_OPSET, overwrite: bool = False, fp32_path: str | Path | None = None,
-           calibration=None, scheme: QuantScheme | None = None) -> Artifact:
+           calibration=None, scheme: QuantScheme | None = None,
+           calibration_record: dict | None = None) -> Artifact:
     """Write `<out_dir>/onnx/<variant>/model.onnx` (fp32) or `model_int8.onnx` (int8).
 
     int8 quantizes `fp32_path` when given (the fp32 artifact), else converts a fresh fp32 first,
-    with `scheme` (default: export.quantize.scheme_for this CPU).
+    with `scheme` (default: export.quantize.scheme_for this CPU), calibrated on `calibration`
+    (images [N, H, W, 3]; default the sample photos) that `calibration_record` describes.
     """
     from export import samples
     FORMATS["onnx"].check_precision(precision)
@@ -192,7 +197,8 @@ def export(built, out_dir: str | Path, precision: str = "fp32", *, saved_model_d
         if precision == "fp32":
             convert_fp32(built, tmp, opset, saved_model_dir)
         else:
-            images = calibration if calibration is not None else samples.photos(built.input_size)
+            images = (samples.photos(built.input_size) if calibration is None
+                      else np.asarray(calibration, dtype=np.float32))
             with contextlib.ExitStack() as stack:
                 source = Path(fp32_path) if fp32_path else None
                 if source is None:
@@ -208,8 +214,8 @@ def export(built, out_dir: str | Path, precision: str = "fp32", *, saved_model_d
     if precision == "int8":
         assert scheme is not None
         details["quantization"] = {"tool": "onnxruntime.quantization.quantize_static", **scheme.to_dict(),
-                                   "calibration_data": "the scikit-image sample photos",
                                    "cpu": cpu_record()}
+        details["calibration_data"] = calibration_record or photos_record(built.input_size)
     return Artifact(path=str(path), format="onnx", precision=precision, variant=built.spec.name,
                     sha256=digest, bytes=size, inputs=inputs, outputs=outputs,
                     tool_versions=tool_versions(), seconds=round(time.perf_counter() - start, 3),

@@ -35,7 +35,9 @@ def _converter(built, saved_model_dir: str | Path | None):
 
 def convert(built, precision: str, saved_model_dir: str | Path | None = None,
             calibration=None) -> bytes:
-    """The .tflite flatbuffer of `built` at `precision` (builtin ops only)."""
+    """The .tflite flatbuffer of `built` at `precision` (builtin ops only); int8 is calibrated on
+    `calibration` (images [N, H, W, 3]; default the sample photos)."""
+    import numpy as np
     import tensorflow as tf
 
     from export import samples
@@ -48,7 +50,7 @@ def convert(built, precision: str, saved_model_dir: str | Path | None = None,
     elif precision == "dynamic":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
     elif precision == "int8":
-        images = calibration if calibration is not None else samples.photos(built.input_size)
+        images = samples.photos(built.input_size) if calibration is None else np.asarray(calibration, np.float32)
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.representative_dataset = lambda: ([images[i:i + 1]] for i in range(len(images)))
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
@@ -170,7 +172,8 @@ def target_path(out_dir: str | Path, variant: str, precision: str, version: int 
 
 
 def export(built, out_dir: str | Path, precision: str = "fp32", *, saved_model_dir: str | Path | None = None,
-           overwrite: bool = False, calibration=None, card: dict | None = None) -> Artifact:
+           overwrite: bool = False, calibration=None, card: dict | None = None,
+           calibration_record: dict | None = None) -> Artifact:
     """Write `<out_dir>/tflite/<variant>/model_<precision>.tflite` (with its metadata) and labels.txt
     beside it. `card`: name/version/author/license/description overrides for ModelCard.for_model."""
     from export.deploy.tflite_metadata import ModelCard, read_metadata, write_metadata
@@ -194,6 +197,8 @@ def export(built, out_dir: str | Path, precision: str = "fp32", *, saved_model_d
     if precision == "int8":
         details["quantization"] = {t["name"]: t["quantization"] for t in inputs + outputs if "quantization" in t}
         details["quantization_note"] = "uint8 tensors: real = scale * (q - zero_point)"
+        from export.labeled_sets import photos_record
+        details["calibration_data"] = calibration_record or photos_record(built.input_size)
     return Artifact(path=str(path), format="tflite", precision=precision, variant=built.spec.name,
                     sha256=digest, bytes=size, inputs=inputs, outputs=outputs,
                     tool_versions=tool_versions(), seconds=round(time.perf_counter() - start, 3),

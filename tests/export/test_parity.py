@@ -119,7 +119,8 @@ def test_report_from_another_format_version_is_refused():
 def test_tolerance_table_covers_every_precision():
     from export.parity import TOLERANCES
     from export.registry import FORMATS
-    assert {p for spec in FORMATS.values() for p in spec.precisions} | {"fp32-gpu", "openvino-bf16"} == set(TOLERANCES)
+    extra = {"fp32-gpu", "openvino-bf16", "int8-data"}
+    assert {p for spec in FORMATS.values() for p in spec.precisions} | extra == set(TOLERANCES)
     assert all(t.source for t in TOLERANCES.values())
     assert TOLERANCES["fp32"].logits_atol < TOLERANCES["fp16"].logits_atol < TOLERANCES["fp32-gpu"].logits_atol
 

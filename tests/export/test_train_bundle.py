@@ -51,6 +51,18 @@ def test_bundle_ships_the_trained_model_with_real_labels(tmp_path):
     assert f"trained from `random:0` on `demo:lfw_subset` (20 images): **val accuracy {metrics['val']['accuracy']:.3f}**" \
         in readme
 
+    # The accuracy gate: the run's validation split is the eval set of every artifact (issue 12).
+    parity_doc = json.loads((root / "parity.json").read_text())
+    (section,) = parity_doc["accuracy"]
+    assert section["eval_set"]["count"] == metrics["val"]["images"] == 4
+    assert section["eval_set"]["source"] == f"validation split of training run {run.name}"
+    assert section["reference"]["accuracy"] == pytest.approx(metrics["val"]["accuracy"], abs=1e-4)
+    assert {r["label"]: r["status"] for r in section["results"]} == {
+        "dense/savedmodel_fp32": "passed", "dense/tflite_fp32": "passed", "dense/onnx_fp32": "passed"}
+    assert manifest["accuracy"]["passed"] is True and manifest["accuracy"]["dropped"] == []
+    assert "## Accuracy on labeled images" in (root / "parity.md").read_text()
+    assert json.loads((root / "golden/dense/eval.json").read_text())["eval_set"]["count"] == 4
+
     again = run_cli("train", "--config", str(cfg), "--runs", str(runs), "--json")
     assert again.returncode == 0, again.stderr[-2000:]
     (summary,) = json.loads(again.stdout)
