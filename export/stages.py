@@ -167,18 +167,9 @@ def convert_task(*, variant: str, fmt: str, precisions: list[str], staging: str,
                                       fp32_path=options["fp32_path"], root=root, calibration=images, scheme=scheme)
 
     def repair_tflite(art, result, evaluate):
-        from export import samples, tflite_repair
-        from export.formats import tflite
-        images = calibration.get("calibration")
-        if images is None:
-            images = samples.photos(built.input_size)
-        calibrated = tflite.calibrated_int8(built, sm_dir, images)
-        errors = tflite_repair.layer_errors(calibrated, images)
-
-        def requantize(keep_float):
-            return exporter.export(built, root, "int8", **options, **calibration, keep_float=keep_float,
-                                   calibrated=calibrated, overwrite=True).relative_to(root)
-        return tflite_repair.repair_tflite(art, result, requantize=requantize, evaluate=evaluate, errors=errors)
+        from export import tflite_repair
+        return tflite_repair.repair_exported(art, result, evaluate, built=built, root=root, export_options=options,
+                                             calibration=calibration)
 
     repairer = repair if fmt == "onnx" and "fp32_path" in options else repair_tflite if fmt == "tflite" else None
     accuracy, quant = clock.run("eval", gate_stage.judge, artifacts, root, keras.get("gate"), threads, work, repairer)

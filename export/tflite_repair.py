@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -118,3 +119,24 @@ def repair_tflite(art: Artifact, result: AccuracyResult, *, requantize: Callable
         if len(chosen) < k:
             break
     return art, result, record
+
+
+def repair_exported(art: Artifact, result: AccuracyResult, evaluate: Callable[[Artifact], AccuracyResult], *,
+                    built, root: str | Path, export_options: dict[str, Any],
+                    calibration: dict[str, Any]) -> tuple[Artifact, AccuracyResult, dict[str, Any]]:
+    """`repair_tflite` for an artifact export.formats.tflite.export wrote under `root` (paths relative
+    to it): calibrates once, measures the layers, rewrites model_int8.tflite with its metadata.
+    `export_options` and `calibration` are the exporter's keyword arguments (saved_model_dir, card;
+    calibration, calibration_record)."""
+    from export import samples
+    from export.formats import tflite
+    images = calibration.get("calibration")
+    if images is None:
+        images = samples.photos(built.input_size)
+    calibrated = tflite.calibrated_int8(built, export_options.get("saved_model_dir"), images)
+    errors = layer_errors(calibrated, images)
+
+    def requantize(keep_float: tuple[str, ...]) -> Artifact:
+        return tflite.export(built, root, "int8", **export_options, **calibration, keep_float=keep_float,
+                             calibrated=calibrated, overwrite=True).relative_to(root)
+    return repair_tflite(art, result, requantize=requantize, evaluate=evaluate, errors=errors)

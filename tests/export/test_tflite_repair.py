@@ -44,45 +44,53 @@ def _judge(art, decided) -> accuracy.AccuracyResult:
 
 def test_an_outlier_in_the_calibration_set_is_repaired_by_layers_kept_in_float(decided, tmp_path):
     """One hot pixel in 101 calibration images stretches the ranges of the conv and the pooling that
-    follows it; int8 fails by > 10 points; the debugger ranks those layers worst, and keeping them in
-    float passes the default 2-point gate."""
-    from export import tflite_repair
+    follows it; int8 fails by > 10 points; the gate (export.gate_stage.judge, with the repair make
+    export wires in) ranks those layers worst with the debugger, and keeping them in float passes
+    the default 2-point gate."""
+    from functools import partial
+
+    from export import gate_stage, tflite_repair
     from export.deploy.tflite_metadata import read_metadata
-    from export.formats import tflite
+    from export.formats import Artifact, tflite
     from export.repair import quantization_markdown
-    built = decided[0]
+    built, images, ref = decided
     hot = np.zeros((1, TINY_SIZE, TINY_SIZE, 3), np.float32)
     hot[0, 0, 0] = 3e4
-    calibration = np.concatenate([_images(100, 2), hot])
-    art = tflite.export(built, tmp_path, "int8", calibration=calibration)
-    first = _judge(art, decided)
+    calibration = {"calibration": np.concatenate([_images(100, 2), hot]),
+                   "calibration_record": {"count": 101, "source": "test", "path": "-", "sha256": "0"}}
+    art = tflite.export(built, tmp_path, "int8", **calibration).relative_to(tmp_path)
+    first = _judge(Artifact.from_dict({**art.to_dict(), "path": str(tmp_path / art.path)}), decided)
     assert first.status == "failed" and first.drop_points > 10
 
-    calibrated = tflite.calibrated_int8(built, None, calibration)
-    errors = tflite_repair.layer_errors(calibrated, calibration)
+    work = tmp_path / "work"
+    work.mkdir()
+    np.savez(gate_stage._scratch(work), eval_images=images, eval_labels=ref.argmax(1), reference_logits=ref)
+    prepared = {"eval_set": {"count": len(images)}, "class_names": TINY_TFLITE_LABELS,
+                "max_drop": accuracy.DEFAULT_MAX_DROP}
+    repair = partial(tflite_repair.repair_exported, built=built, root=tmp_path,
+                     export_options={"saved_model_dir": None}, calibration=calibration)
+    artifacts = [art]
+    results, quant = gate_stage.judge(artifacts, tmp_path, prepared, 1, work, repair)
+    (result,), (art,) = results, artifacts
+    record = quant[art.key]["repair"]
+    assert result["status"] == "passed" and result["remedy"] == record["fired"], record["tried"]
+    assert record["fired"] == "2 most sensitive layer(s) kept in float"  # 1 was not enough; 4 capped at the 2 inner ones
+    assert [t["passed"] for t in record["tried"]] == [False, False, True]
+    assert art.details["repair"]["fired"] == record["fired"] and "layer_errors" not in art.details["repair"]
+    assert art.details["keep_float"] == record["excluded"] and len(record["excluded"]) == 2
+    assert quant[art.key]["scheme"].endswith("; 2 layer(s) kept in float") and quant[art.key]["gate"] == "passed"
+    errors = record["layer_errors"]
     assert [e["rmse_scale"] for e in errors] == sorted((e["rmse_scale"] for e in errors), reverse=True)
     assert {e["op"] for e in errors if not e["output"]} >= {"CONV_2D", "MEAN"}
     assert {e["op"] for e in errors if e["output"]} == {"FULLY_CONNECTED", "SOFTMAX"}
-
-    def requantize(keep_float):
-        return tflite.export(built, tmp_path, "int8", calibration=calibration, keep_float=keep_float,
-                             calibrated=calibrated, overwrite=True)
-
-    art, result, record = tflite_repair.repair_tflite(art, first, requantize=requantize,
-                                                      evaluate=lambda a: _judge(a, decided), errors=errors)
-    assert result.status == "passed" and record["fired"] == result.remedy, record["tried"]
-    assert record["fired"] == "2 most sensitive layer(s) kept in float"  # 1 was not enough; 4 capped at the 2 inner ones
-    assert [t["passed"] for t in record["tried"]] == [False, False, True]
-    assert art.details["keep_float"] == record["excluded"] and len(record["excluded"]) == 2
     # The contract of the int8 file stands: uint8 raw pixels in, uint8 out, metadata inside.
     (image,) = art.inputs
     assert image["name"] == "image" and image["dtype"] == "uint8"
     assert image["quantization"] == {"scale": 1.0, "zero_point": 0}
     assert {o["name"]: o["dtype"] for o in art.outputs} == {"logits": "uint8", "probabilities": "uint8"}
-    model = open(art.path, "rb").read()
+    model = (tmp_path / art.path).read_bytes()
     assert read_metadata(model).input_name == "image" and "DEQUANTIZE" in tflite.op_names(model)
-    md = quantization_markdown({"tiny/tflite_int8": {"calibration_data": {"count": 101, "source": "test"},
-                                                     "repair": record}})
+    md = quantization_markdown(quant)
     assert "Remedy that fired: **2 most sensitive layer(s) kept in float**" in md
     assert "| calibration MinMax (TFLite converter default) | " in md and "| rmse/scale |" in md
 
