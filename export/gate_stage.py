@@ -5,7 +5,8 @@ training run's validation split), its calibration set (`calibration`, else a see
 sample of the run's training split, else the sample photos), and the reference's logits on the
 eval set. It leaves them in the staging's scratch directory for the converter tasks, and the
 reference's eval logits in golden/<variant>/eval.json (so `parity --eval-data` can reuse them).
-Each task then `judge`s its artifacts; an ONNX int8 that fails goes through export.repair.
+Each task then `judge`s its artifacts; an int8 that fails goes through export.repair (ONNX) or
+export.tflite_repair (TFLite).
 """
 from __future__ import annotations
 
@@ -90,8 +91,8 @@ def calibration_options(work: str | Path, prepared: dict[str, Any] | None) -> di
 
 def judge(artifacts: list[Artifact], root: str | Path, prepared: dict[str, Any] | None, threads: int,
           work: str | Path, repair_onnx_int8=None) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Judge every artifact on the eval set; an ONNX int8 that fails goes through `repair_onnx_int8(art,
-    result, evaluate) -> (art, result, record)`. Returns the results (as dicts) and the
+    """Judge every artifact on the eval set; an int8 (ONNX or TFLite: the task's format) that fails goes
+    through `repair_onnx_int8(art, result, evaluate) -> (art, result, record)`. Returns the results (as dicts) and the
     quantization records of the int8 artifacts (for quantization.md)."""
     quant: dict[str, dict[str, Any]] = {}
     for art in artifacts:
@@ -114,14 +115,16 @@ def judge(artifacts: list[Artifact], root: str | Path, prepared: dict[str, Any] 
     results = []
     for i, art in enumerate(artifacts):
         result = evaluate(art)
-        if not result.passed and art.format == "onnx" and art.precision == "int8" and repair_onnx_int8:
+        if not result.passed and art.format in ("onnx", "tflite") and art.precision == "int8" and repair_onnx_int8:
             art, result, record = repair_onnx_int8(art, result, evaluate)
             artifacts[i] = art
-            quant[art.key].update(repair=record, scheme=art.details["quantization"]["name"])
+            quant[art.key].update(repair=record)
+            if art.format == "onnx":
+                quant[art.key]["scheme"] = art.details["quantization"]["name"]
+            elif art.details.get("keep_float"):
+                quant[art.key]["scheme"] += f"; {len(art.details['keep_float'])} layer(s) kept in float"
             art.details["repair"] = {k: v for k, v in record.items() if k != "layer_errors"}
         if art.key in quant:
             quant[art.key]["gate"] = str(result.status)
-            if art.format == "tflite" and not result.passed:
-                quant[art.key]["note"] = "TFLite int8 is not repaired automatically"
         results.append(accuracy.asdict_result(result))
     return results, quant

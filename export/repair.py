@@ -13,8 +13,8 @@ in order, stopping at the first that passes:
    as `nodes_to_exclude`, 1, then 4, then 16 of them.
 
 What was tried and what fired goes into the artifact's details (`repair`); the per-layer errors
-go into the bundle's quantization.md. TFLite int8 is not repaired here (its converter has one
-calibration method; see the note in quantization.md), only measured.
+go into the bundle's quantization.md. TFLite int8 is repaired by export.tflite_repair (layers kept in
+float only: its converter has one calibration method); quantization_markdown renders both.
 """
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ def quantization_markdown(records: dict[str, dict[str, Any]], top: int = 15) -> 
     lines = ["# Quantization", "",
              "How each int8 artifact was calibrated, whether the accuracy gate sent it through the repair "
              "remedies (another calibration method, then the most sensitive layers kept in float), and the "
-             "per-layer quantization errors that chose those layers (SQNR in dB: lower is worse).", ""]
+             "per-layer quantization errors that chose those layers.", ""]
     for key, rec in sorted(records.items()):
         cal = rec.get("calibration_data") or {}
         lines += [f"## {key}", "",
@@ -141,7 +141,16 @@ def quantization_markdown(records: dict[str, dict[str, Any]], top: int = 15) -> 
                   "| remedy | accuracy | drop (points) | passed |", "|---|---|---|---|"]
         lines += [f"| {t['remedy']} | {t['accuracy']:.3f} | {t['drop_points']:g} | {'yes' if t['passed'] else 'no'} |"
                   for t in repair["tried"]]
-        if repair.get("layer_errors"):
+        if repair.get("note"):
+            lines += ["", f"Note: {repair['note']}."]
+        if repair.get("layer_errors") and "rmse_scale" in repair["layer_errors"][0]:
+            lines += ["", f"Worst {min(top, len(repair['layer_errors']))} layers by quantization error "
+                      "(tf.lite.experimental.QuantizationDebugger; RMS error in quantization steps: higher is worse; "
+                      "model outputs are never kept in float):", "",
+                      "| tensor | op | rmse/scale | elements | model output |", "|---|---|---|---|---|"]
+            lines += [f"| `{e['tensor']}` | {e['op']} | {e['rmse_scale']} | {e['num_elements']} | "
+                      f"{'yes' if e['output'] else 'no'} |" for e in repair["layer_errors"][:top]]
+        elif repair.get("layer_errors"):
             lines += ["", f"Worst {min(top, len(repair['layer_errors']))} activations by quantization error:", "",
                       "| tensor | produced by | quantization SQNR dB | vs float SQNR dB |", "|---|---|---|---|"]
             lines += [f"| `{e['tensor']}` | `{e['node']}` | {e['qdq_sqnr_db']} | {e.get('float_sqnr_db', '-')} |"

@@ -166,8 +166,13 @@ def convert_task(*, variant: str, fmt: str, precisions: list[str], staging: str,
         return repair_mod.repair_onnx(art, result, requantize=requantize, evaluate=evaluate,
                                       fp32_path=options["fp32_path"], root=root, calibration=images, scheme=scheme)
 
-    accuracy, quant = clock.run("eval", gate_stage.judge, artifacts, root, keras.get("gate"), threads, work,
-                                repair if fmt == "onnx" and "fp32_path" in options else None)
+    def repair_tflite(art, result, evaluate):
+        from export import tflite_repair
+        return tflite_repair.repair_exported(art, result, evaluate, built=built, root=root, export_options=options,
+                                             calibration=calibration)
+
+    repairer = repair if fmt == "onnx" and "fp32_path" in options else repair_tflite if fmt == "tflite" else None
+    accuracy, quant = clock.run("eval", gate_stage.judge, artifacts, root, keras.get("gate"), threads, work, repairer)
     ref = golden.load(root, variant)
     _, results = clock.run("parity", parity.check_artifacts, ref, artifacts, root, source="golden",
                            batch_sizes=batch_sizes, num_threads=threads)

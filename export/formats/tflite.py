@@ -34,13 +34,11 @@ def _converter(built, saved_model_dir: str | Path | None):
 
 
 def convert(built, precision: str, saved_model_dir: str | Path | None = None,
-            calibration=None) -> bytes:
+            calibration=None, keep_float: tuple[str, ...] = (), calibrated: bytes | None = None) -> bytes:
     """The .tflite flatbuffer of `built` at `precision` (builtin ops only); int8 is calibrated on
-    `calibration` (images [N, H, W, 3]; default the sample photos)."""
-    import numpy as np
+    `calibration` (images [N, H, W, 3]; default the sample photos). `keep_float`: int8 layers (tensor
+    names, export.tflite_repair) left in float, quantized from `calibrated` (else calibrated here)."""
     import tensorflow as tf
-
-    from export import samples
     FORMATS["tflite"].check_precision(precision)
     conv = _converter(built, saved_model_dir)
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
@@ -50,17 +48,47 @@ def convert(built, precision: str, saved_model_dir: str | Path | None = None,
     elif precision == "dynamic":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
     elif precision == "int8":
-        images = samples.photos(built.input_size) if calibration is None else np.asarray(calibration, np.float32)
-        conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = lambda: ([images[i:i + 1]] for i in range(len(images)))
-        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = tf.uint8
-        conv.inference_output_type = tf.uint8
+        images = _int8_setup(conv, built, calibration)
+        if keep_float:
+            from export import tflite_repair
+            try:
+                return tflite_repair.quantize(calibrated or tflite_repair.calibrate(conv, images), keep_float)
+            except ExportError:
+                raise
+            except Exception as e:  # noqa: BLE001 -- as below
+                raise ExportError(f"TFLite int8 with {len(keep_float)} layer(s) in float failed: {first_line(e)}") from None
     try:
         model = conv.convert()
     except Exception as e:  # noqa: BLE001 -- the converter/runtime raises many types; each becomes one user-facing line
         raise ExportError(f"TFLite conversion ({precision}) failed: {first_line(e)}") from None
     return raw_pixel_input(model) if precision == "int8" else model
+
+
+def _int8_setup(conv, built, calibration):
+    """Set `conv` up for full-integer quantization with uint8 I/O; returns the calibration images."""
+    import numpy as np
+    import tensorflow as tf
+
+    from export import samples
+    images = samples.photos(built.input_size) if calibration is None else np.asarray(calibration, np.float32)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([images[i:i + 1]] for i in range(len(images)))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.uint8
+    conv.inference_output_type = tf.uint8
+    return images
+
+
+def calibrated_int8(built, saved_model_dir: str | Path | None = None, calibration=None) -> bytes:
+    """The float model with int8 calibration statistics (export.tflite_repair measures per-layer
+    errors on it and quantizes it with layers kept in float)."""
+    from export import tflite_repair
+    conv = _converter(built, saved_model_dir)
+    images = _int8_setup(conv, built, calibration)
+    try:
+        return tflite_repair.calibrate(conv, images)
+    except Exception as e:  # noqa: BLE001 -- as in convert
+        raise ExportError(f"TFLite int8 calibration failed: {first_line(e)}") from None
 
 
 def raw_pixel_input(model: bytes) -> bytes:
@@ -72,7 +100,8 @@ def raw_pixel_input(model: bytes) -> bytes:
     pixels and the mean-subtracted values: e.g. scale 1.485, zero point 83, so an app (or
     MediaPipe, which feeds raw pixels to a uint8 input) would have to quantize every pixel first.
     The input only feeds QUANTIZE ops, which requantize from any input scale, so relabelling it
-    (1, 0) moves that step inside the model; the outputs are bit-identical for integer pixels
+    (1, 0) moves that step inside the model (or DEQUANTIZE ops, where a first layer is kept in float
+    by export.tflite_repair: with (1, 0) they give the pixels exactly); the outputs are bit-identical for integer pixels
     (checked on ResNet50 dense, and on the tiny model in tests/export/test_tflite_metadata.py).
     TFLite's own flatbuffer_utils reads and writes the model.
     """
@@ -90,7 +119,7 @@ def raw_pixel_input(model: bytes) -> bytes:
     if float(q.scale[0]) == 1.0 and int(q.zeroPoint[0]) == 0:
         return model
     codes = [m.operatorCodes[op.opcodeIndex].builtinCode for op in sub.operators if sub.inputs[0] in op.inputs]
-    if not codes or any(c != schema.BuiltinOperator.QUANTIZE for c in codes):
+    if not codes or any(c not in (schema.BuiltinOperator.QUANTIZE, schema.BuiltinOperator.DEQUANTIZE) for c in codes):
         raise ExportError(f"int8 TFLite model's input feeds ops {codes}, not only QUANTIZE: cannot make it take "
                           f"raw pixels (its quantization is scale {q.scale[0]}, zero point {q.zeroPoint[0]})")
     q.scale = np.array([1.0], np.float32)
@@ -173,16 +202,18 @@ def target_path(out_dir: str | Path, variant: str, precision: str, version: int 
 
 def export(built, out_dir: str | Path, precision: str = "fp32", *, saved_model_dir: str | Path | None = None,
            overwrite: bool = False, calibration=None, card: dict | None = None,
-           calibration_record: dict | None = None) -> Artifact:
+           calibration_record: dict | None = None, keep_float: tuple[str, ...] = (),
+           calibrated: bytes | None = None) -> Artifact:
     """Write `<out_dir>/tflite/<variant>/model_<precision>.tflite` (with its metadata) and labels.txt
-    beside it. `card`: name/version/author/license/description overrides for ModelCard.for_model."""
+    beside it. `card`: name/version/author/license/description overrides for ModelCard.for_model;
+    `keep_float`/`calibrated`: int8 layers left in float (see convert)."""
     from export.deploy.tflite_metadata import ModelCard, read_metadata, write_metadata
     start = time.perf_counter()
     path = target_path(out_dir, built.spec.name, precision)
     folder = path.parent
     if path.exists() and not overwrite:
         raise ExportError(f"{path} already exists; pass --overwrite to replace it")
-    model = convert(built, precision, saved_model_dir, calibration)
+    model = convert(built, precision, saved_model_dir, calibration, keep_float, calibrated)
     ops = assert_builtin_only(model)
     model_card = ModelCard.for_model(built, precision, **(card or {}))
     model = write_metadata(model, model_card, built.labels)
@@ -199,6 +230,8 @@ def export(built, out_dir: str | Path, precision: str = "fp32", *, saved_model_d
         details["quantization_note"] = "uint8 tensors: real = scale * (q - zero_point)"
         from export.labeled_sets import photos_record
         details["calibration_data"] = calibration_record or photos_record(built.input_size)
+        if keep_float:
+            details["keep_float"] = list(keep_float)
     return Artifact(path=str(path), format="tflite", precision=precision, variant=built.spec.name,
                     sha256=digest, bytes=size, inputs=inputs, outputs=outputs,
                     tool_versions=tool_versions(), seconds=round(time.perf_counter() - start, 3),
