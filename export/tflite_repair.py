@@ -35,28 +35,6 @@ EXCLUDE_STEPS = (1, 4, 16)
 LAYER_ERROR_IMAGES = 8
 
 
-def calibrate(converter, images: np.ndarray) -> bytes:
-    """The float model with calibration statistics recorded on `images` ([N, H, W, 3]), from a
-    tf.lite.TFLiteConverter set up for full-integer quantization."""
-    images = np.asarray(images, np.float32)
-    converter.representative_dataset = lambda: ([images[i:i + 1]] for i in range(len(images)))
-    converter.experimental_mlir_quantizer = True
-    converter._experimental_calibrate_only = True  # the debugger's own way to calibrate once
-    return bytes(converter.convert())
-
-
-def quantize(calibrated: bytes, keep_float: tuple[str, ...] = ()) -> bytes:
-    """The full-integer model (uint8 raw-pixel `image`, uint8 outputs) with the ops that produce
-    `keep_float` (tensor names from `layer_errors`) left in float."""
-    import tensorflow as tf
-    from tensorflow.lite.python import convert
-
-    from export.formats.tflite import raw_pixel_input
-    model = convert.mlir_quantize(calibrated, input_data_type=tf.uint8, output_data_type=tf.uint8,
-                                  denylisted_nodes=list(keep_float) or None)
-    return raw_pixel_input(bytes(model))
-
-
 def layer_errors(calibrated: bytes, images: np.ndarray, max_images: int = LAYER_ERROR_IMAGES) -> list[dict[str, Any]]:
     """Per quantized op output, from tf.lite.experimental.QuantizationDebugger: the op, the tensor,
     its RMS error in quantization steps (`rmse_scale`), elements, scale, and whether it is a model

@@ -50,9 +50,8 @@ def convert(built, precision: str, saved_model_dir: str | Path | None = None,
     elif precision == "int8":
         images = _int8_setup(conv, built, calibration)
         if keep_float:
-            from export import tflite_repair
             try:
-                return tflite_repair.quantize(calibrated or tflite_repair.calibrate(conv, images), keep_float)
+                return quantize_int8(calibrated or calibrate(conv, images), keep_float)
             except ExportError:
                 raise
             except Exception as e:  # noqa: BLE001 -- as below
@@ -82,13 +81,35 @@ def _int8_setup(conv, built, calibration):
 def calibrated_int8(built, saved_model_dir: str | Path | None = None, calibration=None) -> bytes:
     """The float model with int8 calibration statistics (export.tflite_repair measures per-layer
     errors on it and quantizes it with layers kept in float)."""
-    from export import tflite_repair
     conv = _converter(built, saved_model_dir)
     images = _int8_setup(conv, built, calibration)
     try:
-        return tflite_repair.calibrate(conv, images)
+        return calibrate(conv, images)
     except Exception as e:  # noqa: BLE001 -- as in convert
         raise ExportError(f"TFLite int8 calibration failed: {first_line(e)}") from None
+
+
+def calibrate(converter, images) -> bytes:
+    """The float model with calibration statistics recorded on `images` ([N, H, W, 3]), from a
+    tf.lite.TFLiteConverter set up for full-integer quantization (once: export.tflite_repair
+    measures per-layer errors on it and quantizes it again with layers kept in float)."""
+    import numpy as np
+    images = np.asarray(images, np.float32)
+    converter.representative_dataset = lambda: ([images[i:i + 1]] for i in range(len(images)))
+    converter.experimental_mlir_quantizer = True
+    converter._experimental_calibrate_only = True  # the debugger's own way to calibrate once
+    return bytes(converter.convert())
+
+
+def quantize_int8(calibrated: bytes, keep_float: tuple[str, ...] = ()) -> bytes:
+    """The full-integer model (uint8 raw-pixel `image`, uint8 outputs) with the ops that produce
+    `keep_float` (tensor names from `layer_errors`) left in float."""
+    import tensorflow as tf
+    from tensorflow.lite.python import convert
+
+    model = convert.mlir_quantize(calibrated, input_data_type=tf.uint8, output_data_type=tf.uint8,
+                                  denylisted_nodes=list(keep_float) or None)
+    return raw_pixel_input(bytes(model))
 
 
 def raw_pixel_input(model: bytes) -> bytes:
