@@ -44,6 +44,10 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
     arts = [Artifact.from_dict(a) for a in job["artifacts"]]
     for fmt in {a.format for a in arts}:
         get_format(fmt).runner_class().preload(threads)
+    from export.runtimes.onnxruntime import OnnxRuntimeRunner
+    # Two ORT sessions (fp32, int8) share this process: without this, the one that just ran spins
+    # its threads through the other's run (measured: int8 2x slower here than in its own process).
+    OnnxRuntimeRunner.session_config = {"session.intra_op.allow_spinning": "0"}
     ref = golden.load(root, arts[0].variant)
     rows = [i for i, name in enumerate(ref.names) if name in samples.PHOTO_NAMES]
     feed = {"image": np.ascontiguousarray(ref.inputs[rows[:1]], dtype=np.float32)}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -23,6 +23,10 @@ class OnnxRuntimeRunner(Runner):
     """An onnxruntime.InferenceSession over one .onnx file."""
 
     backend = "onnxruntime"
+    #: Session config entries for every session this process opens (ORT's add_session_config_entry).
+    #: The paired bench sets `session.intra_op.allow_spinning = 0`: with several sessions in one
+    #: process, one session's worker threads spinning after its run steal the next one's cores.
+    session_config: ClassVar[dict[str, str]] = {}
 
     def __init__(self, path: str | Path, name: str | None = None, device: str = "auto",
                  num_threads: int | None = None) -> None:
@@ -53,6 +57,8 @@ class OnnxRuntimeRunner(Runner):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = self.num_threads
         opts.log_severity_level = 3
+        for key, value in self.session_config.items():
+            opts.add_session_config_entry(key, value)
         try:
             self._session = ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
         except Exception as e:  # noqa: BLE001 -- the converter/runtime raises many types; each becomes one user-facing line
