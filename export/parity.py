@@ -90,14 +90,15 @@ TOLERANCES: dict[str, Tolerance] = {
     # and weights rounded to bf16 (8-bit mantissa, 2^-9 relative), accumulation in fp32. Measured on
     # the three variants (fp16-weight IR, OpenVINO 2026.4, AMD EPYC with AVX512-BF16, batch 1 and 4):
     # logits <= 0.19 on photos and <= 0.89 on noise (logits ~100: <= 0.9 % of the row's largest);
-    # probabilities <= 0.028; mean cosine >= 0.9964; top-1 kept on every photo; one flip over all
-    # 48 inputs (dense all_black, reference margin 0.007). atol/rtol ~2.5x, probabilities ~3x.
-    # Probabilities: a logit error e moves a softmax output by at most e/4 (its derivative is at
-    # most 1/4), so they get logits_atol/4. Measured on the trained 2-class heads of make export:
-    # 0.084 (dropout, 'all_white', 0.187 -> 0.271), over the 0.08 set from the random heads.
-    "openvino-bf16": Tolerance(0.5, 0.02, 0.125, 0.99, 0.4, 0.85,
-                               "OpenVINO bf16 hint: measured logits <= 0.19 (photos), <= 0.89 (noise, ~0.9 %), "
-                               "mean cosine >= 0.9964, top-1 flips only at margins <= 0.007"),
+    # mean cosine >= 0.9939; top-1 kept on every photo; one flip over all 48 inputs (dense
+    # all_black, reference margin 0.007). Since the preprocessing is a 1x1 Conv2D (computed in bf16
+    # too), a small logit moves as much as a large one: 0.669 at |ref| 6.2 (conv, 'noise_0_1'), so
+    # logits_atol is the largest error measured, 0.89, rounded up to 0.9. Probabilities: measured
+    # 0.028 on random heads, 0.084 on the trained 2-class heads of make export ('all_white',
+    # 0.187 -> 0.271): 0.125, ~1.5x that.
+    "openvino-bf16": Tolerance(0.9, 0.02, 0.125, 0.99, 0.4, 0.85,
+                               "OpenVINO bf16 hint: measured logits <= 0.19 (photos), <= 0.89 (noise), "
+                               "probabilities <= 0.084, mean cosine >= 0.9939, top-1 flips only at margins <= 0.007"),
     "int8": Tolerance(None, 0.0, None, 0.8, 1.0, 0.6,
                       "int8 weights+activations (MinMax on the photos): measured mean cosine >= 0.883, "
                       "top-1 changes only at margins <= 0.43"),

@@ -21,7 +21,8 @@ def test_build_json():
     assert r.returncode == 0, r.stderr
     rec = json.loads(r.stdout)
     assert rec["variant"] == "conv" and rec["num_classes"] == 5
-    assert rec["params"] == {"trainable": 5_014_533, "non_trainable": 23_587_712, "total": 28_602_245}
+    # ResNet50 notop's 23,587,712 frozen parameters + the frozen 1x1 preprocessing conv's 12
+    assert rec["params"] == {"trainable": 5_014_533, "non_trainable": 23_587_724, "total": 28_602_257}
     assert rec["inputs"] == {"image": {"dtype": "float32", "shape": [None, 224, 224, 3]}}
     assert set(rec["outputs"]) == {"logits", "probabilities"}
     assert rec["weights"]["source"] == "random:0"
