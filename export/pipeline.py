@@ -344,13 +344,13 @@ def _run_bundle(cfg: dict, targets: dict, out: str | Path, quiet: bool, signer, 
             shutil.rmtree(staging / WORK_DIR, ignore_errors=True)
             order = {v["name"]: i for i, v in enumerate(cfg["variants"])}
             kinds = ("keras", *CONVERTED)
-            trained = pool.results.get(TRAIN_TASK, {}).get("runs", {})
+            train_result = pool.results.get(TRAIN_TASK, {})
+            trained = train_result.get("runs", {})
             done = sorted((r for k, r in pool.results.items() if k != TRAIN_TASK),
                           key=lambda r: (order[r["variant"]], kinds.index(r["task"])))
             artifacts = [a for r in done for a in r["artifacts"]]
             keras = {r["variant"]: r for r in done if r["task"] == "keras"}
-            train_timings = pool.results.get(TRAIN_TASK, {}).get("timings", [])
-            timings = _sum_timings([*train_timings, *(t for r in done for t in r["timings"])])
+            timings = _sum_timings([*train_result.get("timings", []), *(t for r in done for t in r["timings"])])
             report = ParityReport(environment=keras[cfg["variants"][0]["name"]]["environment"],
                                   references=[keras[v["name"]]["reference"] for v in cfg["variants"]],
                                   results=[x for r in done for x in r["results"]],
