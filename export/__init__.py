@@ -1,6 +1,6 @@
 """resnet-deploy, the model side: build extended ResNet50 variants and export them.
 
-Nothing under `export/` imports `serving/` except `export.cli`, the console entry point
+Nothing under `export/` imports `serving/` except `export.cli.app`, the console entry point
 (tests/export/test_layering.py checks it). Files a deployment reads (TF Serving configs,
 warmup records) are written here, in `export.deploy`.
 """

@@ -15,10 +15,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from export.argtypes import int_at_least
+from export.core.argtypes import int_at_least
+from export.core.errors import BundleError, ServingError, UsageError
+from export.core.registry import FORMATS
 from export.deploy.tfserving_flags import GRPC_PORT, REST_PORT
-from export.errors import BundleError, ServingError, UsageError
-from export.registry import FORMATS
 
 #: The TF Serving image and the ports it listens on inside the container.
 TF_SERVING_IMAGE = "tensorflow/serving"
@@ -101,7 +101,7 @@ def add_parsers(sub, commands: dict[str, Callable[[argparse.Namespace], int]]) -
 
 def bundle_dir(path: str | Path, workdir: Path | None = None) -> Path:
     """The bundle directory for `path`: itself, the directory beside a `.tar.gz` it was packed
-    from, or the archive unpacked (with export.bundle's checks) into `workdir`."""
+    from, or the archive unpacked (with export.bundle.layout's checks) into `workdir`."""
     p = Path(path)
     if p.is_dir():
         if not ((p / "models.config").is_file() or (p / "tfserving").is_dir()):
@@ -116,7 +116,7 @@ def bundle_dir(path: str | Path, workdir: Path | None = None) -> Path:
         return beside.resolve()
     if workdir is None:
         raise BundleError(f"{p} must be unpacked first")
-    from export.bundle import (
+    from export.bundle.layout import (
         unpack,  # refuses absolute paths, `..`, outside links, devices
     )
     root = unpack(p, workdir)
@@ -179,9 +179,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("  " + shlex.join(docker_command(bundle, args.rest_port, args.grpc_port, args.host)))
         reason = "--local given" if args.local else (
             f"--backend {args.backend}" if args.backend != "savedmodel" else "tensorflow_model_server is not installed here")
-        print(f"{reason}: starting the local TF Serving-compatible server (serving/server.py) on the same "
+        print(f"{reason}: starting the local TF Serving-compatible server (serving/frontends/server.py) on the same "
               f"ports instead; Ctrl-C or SIGTERM stops it.", flush=True)
-        from serving.server import serve
+        from serving.frontends.server import serve
         return serve(bundle, rest_port=args.rest_port, grpc_port=args.grpc_port, host=args.host,
                      backend=args.backend, batching=not args.no_batching, max_body_bytes=args.max_body_bytes,
                      models=args.model)
@@ -190,7 +190,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # -- clients ----------------------------------------------------------------------------------
 
 def _client(args: argparse.Namespace):
-    from serving.client import GrpcClient, RestClient
+    from serving.client.clients import GrpcClient, RestClient
     if args.rest:
         return RestClient(args.rest, timeout=args.timeout)
     if ":" not in args.grpc:
@@ -237,7 +237,7 @@ def cmd_metadata(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from serving import client as cl
+    from serving.client import clients as cl
     labels = cl.read_labels(args.labels)
     results = []
     with _client(args) as c:

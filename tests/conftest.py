@@ -41,8 +41,8 @@ def built_model():
 
     def get(variant: str, weights: str = "random:0"):
         if (variant, weights) not in cache:
-            from export.build import build
-            from export.variants import get_variant
+            from export.model.build import build
+            from export.model.variants import get_variant
             cache[variant, weights] = build(get_variant(variant), weights=weights)
         return cache[variant, weights]
     return get
@@ -50,7 +50,7 @@ def built_model():
 
 @pytest.fixture(scope="session")
 def photos():
-    from export import samples
+    from export.model import samples
     return samples.photos()
 
 
@@ -63,7 +63,7 @@ def exported(tmp_path_factory, built_model):
 
     def get(variant: str):
         if variant not in cache:
-            from export.pipeline import export_artifacts, resolve_targets
+            from export.pipeline.run import export_artifacts, resolve_targets
             built = built_model(variant)
             out = root / f"exported-{variant}"
             arts = export_artifacts(built, out, resolve_targets("all"))
@@ -79,7 +79,7 @@ def tiny(tmp_path_factory):
     import tensorflow as tf
     import tf2onnx
 
-    from export import samples
+    from export.model import samples
     root = tmp_path_factory.mktemp("tiny")
     model = tiny_model()
     model.export(str(root / "savedmodel"), format="tf_saved_model", verbose=False)

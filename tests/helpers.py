@@ -30,9 +30,9 @@ class CliResult:
 
 
 def run_main(*args: str) -> CliResult:
-    """Run `resnet-deploy ARGS` in this process through `export.cli.main(argv)`: the same parser,
+    """Run `resnet-deploy ARGS` in this process through `export.cli.app.main(argv)`: the same parser,
     dispatch and one-line error handling, without a Python start-up per call."""
-    from export.cli import main
+    from export.cli.app import main
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
@@ -80,12 +80,12 @@ TINY_TFLITE_LABELS = [f"kind_{i}" for i in range(TINY_CLASSES)]
 
 
 def tiny_built(resnet_preprocess: bool = False, name: str = "tiny"):
-    """A BuiltModel around a tiny model: with ResNet50's in-graph preprocessing (export.build's frozen
+    """A BuiltModel around a tiny model: with ResNet50's in-graph preprocessing (export.model.build's frozen
     1x1 conv: RGB -> BGR minus the means) when asked, as the full-integer TFLite input sees it."""
     import keras
 
-    from export.build import BuiltModel, preprocess_layer, preprocess_weights
-    from export.variants import VariantSpec
+    from export.model.build import BuiltModel, preprocess_layer, preprocess_weights
+    from export.model.variants import VariantSpec
     if resnet_preprocess:
         keras.utils.set_random_seed(0)
         image = keras.Input((TINY_SIZE, TINY_SIZE, 3), dtype="float32", name="image")
@@ -106,5 +106,5 @@ def tiny_built(resnet_preprocess: bool = False, name: str = "tiny"):
 
 def has_bf16() -> bool:
     """Whether this CPU has bf16 units (AMX-BF16 or AVX512-BF16) for OpenVINO's bf16 hint."""
-    from export.cpu_features import bf16_unit, cpu_flags
+    from export.core.cpu_features import bf16_unit, cpu_flags
     return bf16_unit(cpu_flags()) is not None

@@ -21,7 +21,7 @@ def value(v: int) -> dict:
 
 
 def fail(message: str) -> None:
-    from export.errors import ExportError
+    from export.core.errors import ExportError
     raise ExportError(message)
 
 

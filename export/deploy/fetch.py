@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from export.errors import UsageError
+from export.core.errors import UsageError
 
 #: Storage URI schemes KServe reads: its default storage initializer's prefixes (gs, s3,
 #: hdfs, webhdfs, hf, http(s) incl. Azure) plus pvc:// and oci:// handled by the controller.

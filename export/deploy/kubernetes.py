@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from export.core.errors import BundleError, ExportError, UsageError
 from export.deploy import fetch
 from export.deploy.tfserving_flags import GRPC_PORT, REST_PORT, model_server_flags
-from export.errors import BundleError, ExportError, UsageError
 
 if TYPE_CHECKING:
-    from export.bench_doc import BenchReport
+    from export.bench.document import BenchReport
 
 #: The Kubernetes version the built-in kinds are validated for (named in the README).
 KUBERNETES_VERSION = "1.33.0"
@@ -68,7 +68,7 @@ class BundleInfo:
         if not cfg.is_file():
             raise BundleError(f"{root} has no models.config: not a bundle made by `make export` "
                               "(the Deployment serves what models.config lists)")
-        from export.bench_doc import BenchReport
+        from export.bench.document import BenchReport
         manifest = _read_json(root / "manifest.json") or {}
         bench_doc = _read_json(root / "bench" / "bench.json")
         bench = BenchReport.from_dict(bench_doc, source=str(root / "bench" / "bench.json")) if bench_doc else None
@@ -357,7 +357,7 @@ def write(out: Path, files: dict[str, str]) -> list[Path]:
     staged beside its final place and swapped in whole, so a reader never sees a mix."""
     import tempfile
 
-    from export.atomic import ensure_writable_dir, replace_dir
+    from export.core.atomic import ensure_writable_dir, replace_dir
     out = ensure_writable_dir(out)
     written = []
     for top in sorted({p.split("/")[0] for p in files}):

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from export.errors import ExportError
+from export.core.errors import ExportError
 
 LABELS_FILE = "labels.txt"
 #: What each output means, written as its TensorMetadata description.

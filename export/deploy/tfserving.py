@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from export.errors import BundleError
+from export.core.errors import BundleError
 
 #: Where the bundle directory is mounted in the TF Serving container.
 DEFAULT_BASE_PREFIX = "/models"

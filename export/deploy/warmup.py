@@ -39,7 +39,7 @@ def write_warmup_requests(version_dir: Path, built, count: int = 3) -> Path:
     """Write `count` pixel and `count` JPEG warmup requests for `built` into version_dir."""
     import tensorflow as tf
 
-    from export import samples
+    from export.model import samples
     images = samples.photos(built.input_size)[:count]
     jpegs = [samples.encode_jpeg(img) for img in images]
     path = Path(version_dir) / "assets.extra" / WARMUP_FILE

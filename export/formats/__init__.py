@@ -3,7 +3,7 @@
     export(built: BuiltModel, out_dir: Path, precision: str, **options) -> Artifact
 
 The modules never import each other; what they share (the Artifact record, hashing, tool
-versions) lives here. Which formats exist, and their precisions, is said in export.registry.
+versions) lives here. Which formats exist, and their precisions, is said in export.core.registry.
 """
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def tool_versions() -> dict[str, str]:
 
 def write_index(out_dir: str | os.PathLike, artifacts: list[Artifact]) -> Path:
     """Write (merge into) `out_dir/artifacts.json`, with paths relative to out_dir."""
-    from export.atomic import write_text
+    from export.core.atomic import write_text
     out_dir = Path(out_dir)
     index = read_index(out_dir) if (out_dir / INDEX_NAME).exists() else []
     by_key = {a.key: a for a in index}
@@ -98,7 +98,7 @@ def write_index(out_dir: str | os.PathLike, artifacts: list[Artifact]) -> Path:
 
 def read_index(out_dir: str | os.PathLike) -> list[Artifact]:
     """The artifacts listed in `out_dir/artifacts.json` (paths relative to out_dir)."""
-    from export.errors import ExportError
+    from export.core.errors import ExportError
     path = Path(out_dir) / INDEX_NAME
     try:
         doc = json.loads(path.read_text())

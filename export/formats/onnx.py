@@ -3,7 +3,7 @@
 - `fp32`: opset 17 by default, dynamic batch (`N`), input `image`, outputs `logits` and
   `probabilities`, checked with onnx.checker (full check, with shape inference).
 - `int8`: ONNX Runtime static quantization of the fp32 model, calibrated (MinMax) on the sample
-  photos, in the scheme export.quantize chooses for this CPU (U8S8 QDQ per-channel: uint8
+  photos, in the scheme export.formats.quantize chooses for this CPU (U8S8 QDQ per-channel: uint8
   activations, int8 weights); the scheme and the CPU features are in the Artifact's details.
   I/O stays float32.
 """
@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from export.atomic import replacing
-from export.errors import ExportError, UsageError, first_line
+from export.core.atomic import replacing
+from export.core.errors import ExportError, UsageError, first_line
+from export.core.registry import FORMATS
 from export.formats import Artifact, sha256_path, tool_versions
-from export.labeled_sets import photos_record
-from export.quantize import QuantScheme, cpu_record, quantize_int8
-from export.registry import FORMATS
+from export.formats.quantize import QuantScheme, cpu_record, quantize_int8
+from export.training.labeled_sets import photos_record
 
 DEFAULT_OPSET = 17
 BATCH_DIM = "N"
@@ -180,10 +180,10 @@ def export(built, out_dir: str | Path, precision: str = "fp32", *, saved_model_d
     """Write `<out_dir>/onnx/<variant>/model.onnx` (fp32) or `model_int8.onnx` (int8).
 
     int8 quantizes `fp32_path` when given (the fp32 artifact), else converts a fresh fp32 first,
-    with `scheme` (default: export.quantize.scheme_for this CPU), calibrated on `calibration`
+    with `scheme` (default: export.formats.quantize.scheme_for this CPU), calibrated on `calibration`
     (images [N, H, W, 3]; default the sample photos) that `calibration_record` describes.
     """
-    from export import samples
+    from export.model import samples
     FORMATS["onnx"].check_precision(precision)
     if not 13 <= opset <= 21:
         raise UsageError(f"opset {opset} is outside what tf2onnx 1.17 supports here (13..21)")

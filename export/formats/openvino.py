@@ -21,10 +21,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from export.atomic import sha256_file, staged_dir
-from export.errors import ExportError, UsageError, first_line
+from export.core.atomic import sha256_file, staged_dir
+from export.core.errors import ExportError, UsageError, first_line
+from export.core.registry import get_format
 from export.formats import Artifact, sha256_path, tool_versions
-from export.registry import get_format
 
 INPUT = "image"
 OUTPUTS = ("logits", "probabilities")

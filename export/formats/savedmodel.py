@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from export.atomic import staged_dir
+from export.core.atomic import staged_dir
 from export.formats import Artifact, sha256_path, tool_versions
 
 #: Hook that writes extra files into the staged version dir (e.g. TF Serving warmup requests).
@@ -89,7 +89,7 @@ def target_path(out_dir: str | Path, variant: str, precision: str = "fp32", vers
 def export(built, out_dir: str | Path, precision: str = "fp32", *, version: int = 1,
            overwrite: bool = False, assets_writer: AssetsWriter | None = None) -> Artifact:
     """Export `built` (a BuiltModel) to `<out_dir>/tfserving/<variant>/<version>/`."""
-    from export.errors import UsageError
+    from export.core.errors import UsageError
     if precision != "fp32":
         raise UsageError(f"savedmodel has precision fp32 only, got {precision!r}")
     if not isinstance(version, int) or version < 1:

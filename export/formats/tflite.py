@@ -20,10 +20,10 @@ import io
 import time
 from pathlib import Path
 
-from export.atomic import write_bytes, write_text
-from export.errors import ExportError, first_line
+from export.core.atomic import write_bytes, write_text
+from export.core.errors import ExportError, first_line
+from export.core.registry import FORMATS
 from export.formats import Artifact, sha256_path, tool_versions
-from export.registry import FORMATS
 
 
 def _converter(built, saved_model_dir: str | Path | None):
@@ -37,7 +37,7 @@ def convert(built, precision: str, saved_model_dir: str | Path | None = None,
             calibration=None, keep_float: tuple[str, ...] = (), calibrated: bytes | None = None) -> bytes:
     """The .tflite flatbuffer of `built` at `precision` (builtin ops only); int8 is calibrated on
     `calibration` (images [N, H, W, 3]; default the sample photos). `keep_float`: int8 layers (tensor
-    names, export.tflite_repair) left in float, quantized from `calibrated` (else calibrated here)."""
+    names, export.quality.repair_tflite) left in float, quantized from `calibrated` (else calibrated here)."""
     import tensorflow as tf
     FORMATS["tflite"].check_precision(precision)
     conv = _converter(built, saved_model_dir)
@@ -68,7 +68,7 @@ def _int8_setup(conv, built, calibration):
     import numpy as np
     import tensorflow as tf
 
-    from export import samples
+    from export.model import samples
     images = samples.photos(built.input_size) if calibration is None else np.asarray(calibration, np.float32)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = lambda: ([images[i:i + 1]] for i in range(len(images)))
@@ -79,7 +79,7 @@ def _int8_setup(conv, built, calibration):
 
 
 def calibrated_int8(built, saved_model_dir: str | Path | None = None, calibration=None) -> bytes:
-    """The float model with int8 calibration statistics (export.tflite_repair measures per-layer
+    """The float model with int8 calibration statistics (export.quality.repair_tflite measures per-layer
     errors on it and quantizes it with layers kept in float)."""
     conv = _converter(built, saved_model_dir)
     images = _int8_setup(conv, built, calibration)
@@ -91,7 +91,7 @@ def calibrated_int8(built, saved_model_dir: str | Path | None = None, calibratio
 
 def calibrate(converter, images) -> bytes:
     """The float model with calibration statistics recorded on `images` ([N, H, W, 3]), from a
-    tf.lite.TFLiteConverter set up for full-integer quantization (once: export.tflite_repair
+    tf.lite.TFLiteConverter set up for full-integer quantization (once: export.quality.repair_tflite
     measures per-layer errors on it and quantizes it again with layers kept in float)."""
     import numpy as np
     images = np.asarray(images, np.float32)
@@ -117,12 +117,12 @@ def raw_pixel_input(model: bytes) -> bytes:
 
     The converter gives the uint8 input the quantization of the first int8 tensor; with
     preprocessing made of channel slices + concat, then minus the means (this project's until the
-    1x1 conv of export.build, which comes out at (1, 0) already) that range is the union of the
+    1x1 conv of export.model.build, which comes out at (1, 0) already) that range is the union of the
     pixels and the mean-subtracted values: e.g. scale 1.485, zero point 83, so an app (or
     MediaPipe, which feeds raw pixels to a uint8 input) would have to quantize every pixel first.
     The input only feeds QUANTIZE ops, which requantize from any input scale, so relabelling it
     (1, 0) moves that step inside the model (or DEQUANTIZE ops, where a first layer is kept in float
-    by export.tflite_repair: with (1, 0) they give the pixels exactly); the outputs are bit-identical for integer pixels
+    by export.quality.repair_tflite: with (1, 0) they give the pixels exactly); the outputs are bit-identical for integer pixels
     (checked on ResNet50 dense, and on the tiny model in tests/export/test_tflite_metadata.py).
     TFLite's own flatbuffer_utils reads and writes the model.
     """
@@ -249,7 +249,7 @@ def export(built, out_dir: str | Path, precision: str = "fp32", *, saved_model_d
     if precision == "int8":
         details["quantization"] = {t["name"]: t["quantization"] for t in inputs + outputs if "quantization" in t}
         details["quantization_note"] = "uint8 tensors: real = scale * (q - zero_point)"
-        from export.labeled_sets import photos_record
+        from export.training.labeled_sets import photos_record
         details["calibration_data"] = calibration_record or photos_record(built.input_size)
         if keep_float:
             details["keep_float"] = list(keep_float)

@@ -1,7 +1,7 @@
 """One Runner per backend behind one interface (see base.py), and `runner_for` to pick one.
 
 A runner loads a file, whatever wrote it: nothing here imports export.formats' exporters. Which
-runner runs which format is said once, in export.registry.
+runner runs which format is said once, in export.core.registry.
 """
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from export.errors import RunnerError, UsageError
-from export.registry import FORMATS, detect_format, get_format
+from export.core.errors import RunnerError, UsageError
+from export.core.registry import FORMATS, detect_format, get_format
 from export.runtimes.base import DeviceUnavailable, PrecisionUnavailable, Runner, TensorSpec
 
 __all__ = ["DeviceUnavailable", "PrecisionUnavailable", "Runner", "TensorSpec", "detect_format", "runner_for"]

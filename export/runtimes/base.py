@@ -14,7 +14,7 @@ from typing import Any, Self
 
 import numpy as np
 
-from export.errors import RunnerError
+from export.core.errors import RunnerError
 
 
 class DeviceUnavailable(RunnerError):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from export.errors import RunnerError
+from export.core.errors import RunnerError
 from export.runtimes.base import Runner, TensorSpec, gpu_index, wants_gpu
 
 

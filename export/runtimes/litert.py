@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from export.errors import RunnerError, first_line
+from export.core.errors import RunnerError, first_line
 from export.runtimes.base import Runner, TensorSpec, wants_gpu
 
 _QUANTIZED = (np.uint8, np.int8, np.int16)

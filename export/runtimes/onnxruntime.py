@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from export.errors import RunnerError, first_line
+from export.core.errors import RunnerError, first_line
 from export.runtimes.base import DeviceUnavailable, Runner, TensorSpec, gpu_index, wants_gpu
 
 _ONNX_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",

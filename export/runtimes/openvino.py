@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from export import cpu_features
-from export.errors import RunnerError, first_line
+from export.core import cpu_features
+from export.core.errors import RunnerError, first_line
 from export.runtimes.base import DeviceUnavailable, PrecisionUnavailable, Runner, TensorSpec, wants_gpu
 
 #: The precision hints this runner accepts, and the OpenVINO element type each asks for.

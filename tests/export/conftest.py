@@ -14,7 +14,7 @@ def variant_parity(exported):
 
     def get(variant: str):
         if variant not in reports:
-            from export import golden, parity
+            from export.quality import golden, parity
             built, out, arts = exported(variant)
             if not golden.exists(out, variant):
                 golden.save(out, golden.make(built))

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from export import accuracy, labeled_sets
-from export.errors import DataError, UsageError
+from export.core.errors import DataError, UsageError
+from export.quality import accuracy
+from export.training import labeled_sets
 
 pytestmark = pytest.mark.unit
 
@@ -82,7 +83,7 @@ def test_the_drop_is_paired_and_ties_are_not_charged():
 
 def test_flips_within_the_precisions_noise_are_not_charged():
     """One borderline image of 40 is 2.5 points: over int8's 2, but inside int8's measured noise."""
-    from export.parity import TOLERANCES
+    from export.quality.parity import TOLERANCES
     assert accuracy.NOISE_MARGIN == {p: TOLERANCES[p].top1_margin for p in ("fp32", "fp16", "dynamic", "int8")}
     labels = np.array([0] * 20 + [1] * 20)
     ref = _logits(list(labels))
@@ -153,14 +154,14 @@ def test_calibration_sample_is_seeded_stratified_and_recorded(tmp_path):
 
 
 def test_config_gate_keys(tmp_path):
-    from export.pipeline import load_config
+    from export.pipeline.run import load_config
     cfg = tmp_path / "v.toml"
     cfg.write_text('max_accuracy_drop = { int8 = 3 }\non_accuracy_fail = "drop"\ncalibration_count = 50\n'
                    '[[variants]]\nname = "dense"\ncalibration = "demo:digits"\neval_data = "held-out"\n')
     c = load_config(cfg)
     assert c["gate"] == {"max_drop": {"fp32": 0.0, "fp16": 0.5, "dynamic": 1.0, "int8": 3.0}, "on_fail": "drop",
                          "calibration_count": 50}
-    from export.gate_bundle import variant_gate
+    from export.pipeline.gate import variant_gate
     gate = variant_gate(c, c["variants"][0], tmp_path / "runs")
     assert gate is not None
     assert gate["calibration"] == "demo:digits" and gate["eval_data"] == "held-out" and gate["calibration_count"] == 50
@@ -177,8 +178,8 @@ def test_config_gate_keys(tmp_path):
 
 def test_on_accuracy_fail_drop_leaves_the_artifact_out_and_says_why(tmp_path):
     from export.formats import Artifact
-    from export.gate_bundle import drop_failed, manifest_summary, readme_section
-    from export.parity_report import ArtifactResult, ParityReport, Status
+    from export.pipeline.gate import drop_failed, manifest_summary, readme_section
+    from export.quality.report import ArtifactResult, ParityReport, Status
     labels = np.array([0] * 10 + [1] * 10)
     ref = _logits(list(labels))
     bad = ref.copy()

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from export import accuracy, golden, samples
 from export.formats import Artifact, write_index
-from export.quantize import quantize_int8
+from export.formats.quantize import quantize_int8
+from export.model import samples
+from export.quality import accuracy, golden
 from tests.helpers import TINY_SIZE, TINY_TFLITE_LABELS, run_main
 
 pytestmark = pytest.mark.integration
@@ -35,7 +36,7 @@ def _artifact(path, fmt: str = "onnx", precision: str = "int8", variant: str = "
 def decided(tmp_path_factory):
     """The tiny model with logits x100 as ONNX: its answers are the tiny model's, but decided by
     median 4 logits (instead of 0.04), as a trained head's are, so int8's 1-logit noise margin
-    (export.accuracy.NOISE_MARGIN) leaves most images charged."""
+    (export.quality.accuracy.NOISE_MARGIN) leaves most images charged."""
     import tensorflow as tf
     import tf2onnx
 
@@ -94,7 +95,7 @@ def test_an_outlier_in_the_calibration_set_is_repaired_by_percentile_calibration
     """One hot pixel in 101 calibration images stretches MinMax's input range ~100x; the first remedy,
     Percentile calibration, clips it, and the repair stops there. (Percentile clipping alone may flip
     an image or two of 80, so this gate allows 5 points.)"""
-    from export.repair import quantization_markdown, repair_onnx
+    from export.quality.repair_onnx import quantization_markdown, repair_onnx
     hot = np.zeros((1, TINY_SIZE, TINY_SIZE, 3), np.float32)
     hot[0, 0, 0] = 3e4
     calibration = np.concatenate([gate_data[3], hot])
@@ -121,7 +122,7 @@ def test_an_outlier_in_the_calibration_set_is_repaired_by_percentile_calibration
 
 
 def test_per_layer_errors_rank_the_quantized_activations(tiny, gate_data, tmp_path):
-    from export.repair import onnx_layer_errors
+    from export.quality.repair_onnx import onnx_layer_errors
     path = tmp_path / "int8.onnx"
     quantize_int8(tiny["onnx"], path, gate_data[3])
     errors = onnx_layer_errors(tiny["onnx"], path, gate_data[3])
@@ -133,8 +134,8 @@ def test_per_layer_errors_rank_the_quantized_activations(tiny, gate_data, tmp_pa
 def tiny_export(tiny, gate_data, tmp_path_factory):
     """An export directory of the tiny model: SavedModel, ONNX fp32 and int8, golden files, and a
     labeled eval tree (PNG) with a folder per label."""
-    from export.build import BuiltModel
-    from export.variants import VariantSpec
+    from export.model.build import BuiltModel
+    from export.model.variants import VariantSpec
     root = tmp_path_factory.mktemp("tiny-export")
     shutil.copytree(tiny["savedmodel"], root / "savedmodel")
     shutil.copy(tiny["onnx"], root / "model.onnx")

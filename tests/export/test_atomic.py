@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from export import atomic
+from export.core import atomic
 
 pytestmark = pytest.mark.unit
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from export import bench, bundle
-from export.bench_doc import BenchReport
-from export.errors import BundleError, UsageError
+from export.bench import run as bench
+from export.bench.document import BenchReport
+from export.bundle import layout as bundle
+from export.core.errors import BundleError, UsageError
 from tests.helpers import has_bf16, run_cli, run_main
 
 #: The artifacts of the small bundle: dense, fp32 and int8 of every format, and the OpenVINO IR
@@ -39,10 +40,10 @@ def _link_tree(src: Path, dst: Path) -> None:
 def small_bundle(tmp_path_factory, exported):
     """A bundle `bench-smoke-1/` in the pipeline's layout (manifest, golden files, README, tarball)
     made of the session's shared dense export, then benchmarked once by the CLI."""
-    from export import golden
-    from export.build import io_spec, param_counts
+    from export.bundle.manifest import Manifest, ParitySummary, StageTiming, VariantRecord
     from export.formats import Artifact, tool_versions
-    from export.manifest import Manifest, ParitySummary, StageTiming, VariantRecord
+    from export.model.build import io_spec, param_counts
+    from export.quality import golden
     built, out, arts = exported("dense")
     out = Path(out)
     if not golden.exists(out, "dense"):
@@ -240,7 +241,7 @@ def test_markdown_chart_manifest_and_verify(small_bundle):
 
 @pytest.mark.e2e
 def test_busy_machine_is_flagged(small_bundle):
-    from export.bench_report import render_markdown
+    from export.bench.report import render_markdown
     _, doc, _ = small_bundle
     quiet = json.loads(json.dumps(doc))
     quiet["environment"].update(load_average_start=[0.1, 0, 0], load_average_end=[0.2, 0, 0], logical_cpus=2)
@@ -264,7 +265,7 @@ def test_out_elsewhere_leaves_the_bundle_untouched(small_bundle, tmp_path):
 
 @pytest.mark.unit
 def test_flops_of_the_heads():
-    from export.variants import get_variant
+    from export.model.variants import get_variant
     macs, h, cin = bench.resnet50_macs(224)
     assert (macs, h, cin) == (3_855_925_248, 7, 2048)  # 2 x 3.86 G = 7.7 GFLOP, Keras ResNet50 v1
     conv = get_variant("conv").to_dict()
@@ -290,7 +291,7 @@ def _row(key: str, p50: dict[str, float] | None, hint: str = "", skipped: str | 
 def test_hint_rows_get_the_speedup_over_the_fastest_other_fp32_and_skips_render():
     """Synthetic rows (the numbers are made up): per batch, the baseline is the fastest fp32
     artifact of another format; a skipped bf16 row is derived from nothing and says why."""
-    from export.bench_report import render_markdown
+    from export.bench.report import render_markdown
     rows = [_row("dense/savedmodel_fp32", {"1": 50.0, "8": 300.0}), _row("dense/onnx_fp32", {"1": 40.0, "8": 320.0}),
             _row("dense/onnx_int8", {"1": 20.0, "8": 100.0}),
             _row("dense/openvino_fp16", {"1": 35.0, "8": 280.0}, hint="f32"),

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from export.bench_doc import BenchReport, BenchRow, RowStatus
-from export.errors import BundleError
+from export.bench.document import BenchReport, BenchRow, RowStatus
+from export.core.errors import BundleError
 
 pytestmark = pytest.mark.unit
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from export.build import build_architecture, param_counts, set_trainable_stages
-from export.variants import HeadLayer, VariantSpec, get_variant, list_variants, register_variant
+from export.model.build import build_architecture, param_counts, set_trainable_stages
+from export.model.variants import HeadLayer, VariantSpec, get_variant, list_variants, register_variant
 
 pytestmark = pytest.mark.e2e
 
@@ -79,5 +79,5 @@ def test_registry_refuses_duplicates_and_takes_a_fourth_head():
         assert param_counts(model)["trainable"] == 2048 * 64 + 64 + 64 * 4 + 4
         assert "mlp_test" in [s.name for s in list_variants()]
     finally:
-        from export import variants
+        from export.model import variants
         variants._REGISTRY.pop("mlp_test")

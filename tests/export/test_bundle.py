@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from export import bundle
-from export.errors import BundleError
+from export.bundle import layout as bundle
+from export.core.errors import BundleError
 from tests.helpers import ROOT, run_cli, run_main
 
 CONFIG = """
@@ -322,8 +322,8 @@ def test_concurrent_run_on_the_same_out_is_refused(published, tmp_path):
 @pytest.mark.e2e
 def test_failed_parity_is_not_published(published, tmp_path):
     """A saturated model fails the parity check: no bundle, the old one stays, the report is kept."""
-    from export.build import build
-    from export.variants import get_variant
+    from export.model.build import build
+    from export.model.variants import get_variant
     _work, root, _ = published
     built = build(get_variant("dense"))
     logits = built.model.get_layer("logits")

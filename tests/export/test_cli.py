@@ -101,11 +101,11 @@ def test_debug_prints_the_chained_traceback(tmp_path):
 @pytest.mark.integration
 def test_export_checks_out_and_conflicts_before_building(tmp_path, monkeypatch):
     """A bad --out or an artifact in the way is reported before the model is built."""
-    import export.build
+    import export.model.build
 
     def no_build(*args, **kwargs):
         raise AssertionError("built the model before checking --out")
-    monkeypatch.setattr(export.build, "build", no_build)
+    monkeypatch.setattr(export.model.build, "build", no_build)
     existing = tmp_path / "out" / "tflite" / "dense" / "model_fp32.tflite"
     existing.parent.mkdir(parents=True)
     existing.write_bytes(b"keep me")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from export.errors import UsageError
-from export.pipeline import load_config
+from export.core.errors import UsageError
+from export.pipeline.run import load_config
 
 pytestmark = pytest.mark.unit
 

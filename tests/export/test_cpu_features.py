@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from export import cpu_features
+from export.core import cpu_features
 
 pytestmark = pytest.mark.unit
 

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from export import data, train_report
-from export.errors import DataError, ExportError, UsageError
-from export.train_settings import TrainSettings, check_training_keys, settings_from_table
+from export.core.errors import DataError, ExportError, UsageError
+from export.training import data
+from export.training import report as train_report
+from export.training.settings import TrainSettings, check_training_keys, settings_from_table
 
 pytestmark = pytest.mark.unit
 
@@ -227,7 +228,7 @@ def test_training_config_becomes_settings():
 
 def test_no_tensorflow_imported():
     import subprocess
-    code = ("import sys, export.data, export.train_report, export.train_settings, export.train_runs;"
+    code = ("import sys, export.training.data, export.training.report, export.training.settings, export.training.runs;"
             "print('tensorflow' in sys.modules or 'keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", "data / train_report / train_settings / train_runs must not import TensorFlow"

@@ -87,7 +87,7 @@ def test_artifact_matches_keras(exported, photos, key, batch):
 def test_savedmodel_layout_signatures_and_image_bytes(exported, photos):
     import tensorflow as tf
 
-    from export import samples
+    from export.model import samples
     built, out, arts = exported(VARIANT)
     version_dir = out / arts[f"{VARIANT}/savedmodel_fp32"].path
     assert version_dir.parts[-3:] == ("tfserving", VARIANT, "1")

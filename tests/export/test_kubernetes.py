@@ -14,9 +14,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from export.core.errors import BundleError, ExportError, UsageError
 from export.deploy import fetch, kubernetes, safe_unpack
 from export.deploy.tfserving_flags import model_server_flags
-from export.errors import BundleError, ExportError, UsageError
 from tests.helpers import ROOT, run_main
 
 pytestmark = pytest.mark.unit
@@ -35,7 +35,7 @@ def write_bundle(root: Path, bench: dict | None = None) -> Path:
     (root / "manifest.json").write_text(json.dumps({"format_version": 1, "name": root.name,
                                                     "tool_versions": {"tensorflow": "2.21.0"}, "files": {}}))
     if bench is not None:
-        from export.bench_doc import BENCH_FORMAT_VERSION
+        from export.bench.document import BENCH_FORMAT_VERSION
         (root / "bench").mkdir()
         (root / "bench" / "bench.json").write_text(json.dumps({
             "format_version": BENCH_FORMAT_VERSION, "bundle": root.name, "created_at": "2026-01-01T00:00:00+00:00",
@@ -262,7 +262,7 @@ def test_k8s_cli_without_models_config(tmp_path):
 # -- the initContainer's safe-unpack script -------------------------------------------------------
 
 def _pack(bundle: Path) -> tuple[Path, str]:
-    from export.bundle import pack
+    from export.bundle.layout import pack
     return pack(bundle)
 
 
@@ -312,7 +312,7 @@ def test_placeholder_uri_renders_marked_manifests(bundle):
     ("3", "storage_uri must be a string such as 'gs://BUCKET/models', got 3"),
 ])
 def test_config_storage_uri_is_checked_when_the_config_is_read(tmp_path, value, message):
-    from export.pipeline import load_config
+    from export.pipeline.run import load_config
     cfg = tmp_path / "v.toml"
     cfg.write_text(f"name = 'x'\nstorage_uri = {value}\n[[variants]]\nname = 'dense'\n")
     with pytest.raises(UsageError, match=f"{cfg}: {message}"):

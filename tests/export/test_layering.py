@@ -106,24 +106,75 @@ def test_no_import_cycles():
     assert cycles(import_graph()) == []
 
 
+def _rooms(graph: dict[str, set[str]], prefix: str) -> set[str]:
+    return {m for m in graph if m == prefix or m.startswith(prefix + ".")}
+
+
+def _violations(graph: dict[str, set[str]], rules: list[tuple[str, str, str]]) -> list[str]:
+    """Every import that breaks a rule: (importer room, forbidden room, why)."""
+    out = []
+    for src, dst, why in rules:
+        for m in sorted(_rooms(graph, src)):
+            # "pkg." names the package's modules only; "pkg" the package itself as well.
+            bad = sorted(t for t in graph[m] if t.startswith(dst) if dst.endswith(".") or t == dst or t.startswith(dst + "."))
+            if bad:
+                out.append(f"{m} imports {', '.join(bad)}: {why}")
+    return out
+
+
+#: The doors between rooms (design.md, Layout). Each line: importer, forbidden target, reason.
+RULES = [
+    ("export.formats", "export.quality", "exporters write files; judging them is quality's job"),
+    ("export.formats", "export.pipeline", "exporters are called by the pipeline, not the reverse"),
+    ("export.runtimes", "export.formats.", "runtimes run files, they never make them (the Artifact record is shared)"),
+    ("export.quality", "export.pipeline", "quality judges artifacts; the pipeline calls it"),
+    ("export.quality", "export.bench", "quality never depends on timings"),
+    ("export.core", "export.model", "core is the bottom layer"),
+    ("export.model", "export.formats", "the model is built before any format exists"),
+    ("export.bundle", "export.pipeline", "the bundle is written by the pipeline, not the reverse"),
+    ("export.deploy", "export.pipeline", "deployment files are written for the pipeline"),
+] + [(room, "export.cli", "only the entry point sits on top") for room in (
+    "export.core", "export.model", "export.images", "export.training", "export.formats", "export.runtimes",
+    "export.quality", "export.bundle", "export.pipeline", "export.bench", "export.deploy")]
+
+
 def test_export_never_imports_serving():
+    """Only export.cli (the console entry point) imports both sides."""
     wrong = {m: sorted(t for t in deps if t.split(".")[0] == "serving")
-             for m, deps in import_graph().items() if m.startswith("export") and m != ENTRY_POINT}
+             for m, deps in import_graph().items() if m.startswith("export") and not m.startswith(ENTRY_POINT)}
     assert {m: d for m, d in wrong.items() if d} == {}
 
 
-def test_formats_and_runtimes_rooms():
+def test_rooms_keep_their_doors():
+    assert _violations(import_graph(), RULES) == []
+
+
+def test_exporters_never_import_each_other():
+    """One module per format; what they share lives in export/formats/__init__.py (and the ONNX
+    quantizer, which only the ONNX exporter uses)."""
     graph = import_graph()
-    formats = {m for m in graph if m.startswith("export.formats.")}
-    for m in formats:
-        assert not (graph[m] & formats), f"{m} imports another format module: {graph[m] & formats}"
-    for m in (m for m in graph if m.startswith("export.runtimes")):
-        assert not (graph[m] & formats), f"{m} imports an exporter: {graph[m] & formats}"
+    exporters = {f"export.formats.{f}" for f in ("savedmodel", "tflite", "onnx", "openvino")}
+    for m in exporters:
+        assert not (graph[m] & exporters), f"{m} imports another format module: {graph[m] & exporters}"
+
+
+def test_images_imports_only_core():
+    """The image contract is the bottom of every path: clients and Beam workers load it without
+    the rest of the project."""
+    graph = import_graph()
+    wrong = {m: sorted(t for t in graph[m] if not (t.startswith("export.images") or t.startswith("export.core")
+                                                     or t == "export"))
+             for m in _rooms(graph, "export.images")}
+    assert {m: d for m, d in wrong.items() if d} == {}
 
 
 def test_the_checks_can_fail(tmp_path):
-    """The cycle finder sees a planted cycle, so an empty answer above means something."""
+    """The cycle finder sees a planted cycle and the door check a planted import, so an empty
+    answer above means something."""
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    planted = {"export.quality.parity": {"export.pipeline.run"}, "export.pipeline.run": set()}
+    assert _violations(planted, RULES) == [
+        "export.quality.parity imports export.pipeline.run: quality judges artifacts; the pipeline calls it"]
     src = tmp_path / "m.py"
     src.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import serving.core\n"
                    "def f():\n    from serving import tensors\n")

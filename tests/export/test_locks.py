@@ -1,4 +1,4 @@
-"""One writer per output directory (export/locks.py), with real processes: a second run refuses or
+"""One writer per output directory (export/core/locks.py), with real processes: a second run refuses or
 waits, a run killed with SIGKILL leaves staging that the next run removes with one line, and
 nothing but staging leftovers is ever removed."""
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from export.locks import LOCK_NAME, OutputBusy, exclusive_output, holds_lock, stale_entries
+from export.core.locks import LOCK_NAME, OutputBusy, exclusive_output, holds_lock, stale_entries
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.unit
@@ -21,8 +21,8 @@ pytestmark = pytest.mark.unit
 #: a line on stdin (finish: publish) or to be killed.
 WRITER = """
 import sys, tempfile, pathlib
-from export.atomic import staged_dir
-from export.locks import exclusive_output
+from export.core.atomic import staged_dir
+from export.core.locks import exclusive_output
 out = pathlib.Path(sys.argv[1])
 with exclusive_output(out, command="resnet-deploy bundle --config test.toml"):
     with staged_dir(out / "demo-1", overwrite=True) as staging:
@@ -149,7 +149,7 @@ def test_nested_lock_in_one_process_is_reentrant(tmp_path):
 
 
 def test_unwritable_out_is_a_one_line_error(tmp_path):
-    from export.errors import ExportError
+    from export.core.errors import ExportError
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(ExportError, match=r"cannot create output directory .*/file/dist: Not a directory; "
@@ -165,7 +165,7 @@ def test_unwritable_out_is_a_one_line_error(tmp_path):
 
 
 def test_staged_output_publishes_whole_or_nothing(tmp_path):
-    from export.locks import staged_output
+    from export.core.locks import staged_output
     runs = tmp_path / "runs"
     with staged_output(runs / "dense-001", command="resnet-deploy train") as tmp:
         (tmp / "model.keras").write_text("weights")

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from export.errors import BundleError
+from export.bundle.manifest import FileEntry, Manifest, ParitySummary, ParityVerdict, StageTiming, VariantRecord
+from export.core.errors import BundleError
 from export.formats import Artifact
-from export.manifest import FileEntry, Manifest, ParitySummary, ParityVerdict, StageTiming, VariantRecord
 
 pytestmark = pytest.mark.unit
 

@@ -16,14 +16,14 @@ PRECISIONS = ("fp32", "fp16", "dynamic", "int8")
 
 
 def photos_uint8(size: int) -> tuple[np.ndarray, list[str]]:
-    from export import samples
+    from export.model import samples
     return np.stack([samples.load_photo(n, size) for n in samples.PHOTO_NAMES]), list(samples.PHOTO_NAMES)
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_mediapipe_agrees_with_litert_tiny(tiny_tflite, precision):
-    from export import mediapipe_check
+    from export.quality import mediapipe as mediapipe_check
     images, names = photos_uint8(TINY_SIZE)
     check = mediapipe_check.check(tiny_tflite[2][precision].path, images, names, LABELS, precision)
     assert check, check.failures
@@ -37,7 +37,7 @@ def test_mediapipe_agrees_with_litert_tiny(tiny_tflite, precision):
 def test_mediapipe_scores_are_the_raw_outputs(tiny_tflite):
     """The probabilities head is the model's softmax as is (sums to 1, not re-softmaxed) and the
     logits head the raw logits (negative values kept)."""
-    from export import mediapipe_check
+    from export.quality import mediapipe as mediapipe_check
     images, _ = photos_uint8(TINY_SIZE)
     heads = mediapipe_check.classify(tiny_tflite[2]["fp32"].path, images[:3])
     for h in heads:
@@ -53,8 +53,8 @@ def test_the_check_fails_when_it_should(tiny_tflite, tmp_path):
     each caught (so a passing check means something)."""
     import tensorflow as tf
 
-    from export import mediapipe_check
-    from export.errors import RunnerError
+    from export.core.errors import RunnerError
+    from export.quality import mediapipe as mediapipe_check
     images, names = photos_uint8(TINY_SIZE)
     path = tiny_tflite[2]["fp32"].path
     wrong = mediapipe_check.check(path, images, names, LABELS[::-1], "fp32")
@@ -71,7 +71,7 @@ def test_the_check_fails_when_it_should(tiny_tflite, tmp_path):
 @pytest.mark.e2e
 def test_mediapipe_agrees_with_litert_resnet50(exported, capsys):
     """A real variant's four TFLite files from the session's export (ResNet50 dense, random:0)."""
-    from export import mediapipe_check
+    from export.quality import mediapipe as mediapipe_check
     built, out, arts = exported("dense")
     images, names = photos_uint8(built.input_size)
     checks = []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from export.errors import ExportError, RunnerError, UsageError
+from export.core.errors import ExportError, RunnerError, UsageError
 from tests.helpers import TINY_CLASSES, TINY_SIZE, has_bf16, tiny_model
 
 pytestmark = pytest.mark.integration
@@ -18,7 +18,7 @@ BF16_ATOL = 0.05
 
 
 def _photos(n: int = 4) -> np.ndarray:
-    from export import samples
+    from export.model import samples
     return samples.photos(TINY_SIZE)[:n]
 
 
@@ -29,8 +29,8 @@ def _keras(model):
 
 @pytest.fixture(scope="module")
 def tiny_built():
-    from export.build import BuiltModel
-    from export.variants import get_variant
+    from export.model.build import BuiltModel
+    from export.model.variants import get_variant
     return BuiltModel(model=tiny_model(), spec=get_variant("dense"), num_classes=TINY_CLASSES, input_size=TINY_SIZE)
 
 
@@ -97,7 +97,7 @@ def test_failed_conversion_leaves_nothing(tiny_built, tmp_path):
 
 def test_pipeline_exports_openvino_and_refuses_an_existing_version(tiny_built, tmp_path):
     from export.formats import read_index
-    from export.pipeline import export_artifacts, resolve_targets
+    from export.pipeline.run import export_artifacts, resolve_targets
     assert ("openvino", "fp16") in resolve_targets("all")
     arts = export_artifacts(tiny_built, tmp_path, resolve_targets("openvino"), version=2)
     assert [a.key for a in arts] == ["dense/openvino_fp16"]
@@ -138,7 +138,7 @@ def test_bf16_hint_runs_on_bf16_units_or_says_there_are_none(tiny):
 
 def test_no_bf16_hardware_is_a_skip_never_a_pass(tiny):
     """A CPU whose flags lack amx_bf16 and avx512_bf16 (given, so this runs on every machine)."""
-    from export.parity import check_runner
+    from export.quality.parity import check_runner
     from export.runtimes import PrecisionUnavailable
     from export.runtimes.openvino import OpenVINORunner
     runner = OpenVINORunner(tiny["openvino"], precision_hint="bf16", cpu_flags=NO_BF16_CPU, name="tiny/openvino")

@@ -10,7 +10,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from export.packing import COMPRESS_LEVEL, compress_level, write_tar_gz
+from export.bundle.packing import COMPRESS_LEVEL, compress_level, write_tar_gz
 
 pytestmark = pytest.mark.unit
 

@@ -87,7 +87,7 @@ def test_reference_is_informative_and_verdict_passes(variant_parity, variant):
 
 @pytest.mark.e2e
 def test_report_round_trip_and_files(variant_parity, tmp_path):
-    from export.parity import FORMAT_VERSION, ParityReport
+    from export.quality.parity import FORMAT_VERSION, ParityReport
     _, _, report = variant_parity("dense")
     json_path, md_path = report.save(tmp_path)
     doc = json.loads(json_path.read_text())
@@ -109,16 +109,16 @@ def test_report_round_trip_and_files(variant_parity, tmp_path):
 
 @pytest.mark.unit
 def test_report_from_another_format_version_is_refused():
-    from export.errors import RunnerError
-    from export.parity import ParityReport
+    from export.core.errors import RunnerError
+    from export.quality.parity import ParityReport
     with pytest.raises(RunnerError, match="format_version 99 is not 1"):
         ParityReport.from_dict({"format_version": 99})
 
 
 @pytest.mark.unit
 def test_tolerance_table_covers_every_precision():
-    from export.parity import TOLERANCES
-    from export.registry import FORMATS
+    from export.core.registry import FORMATS
+    from export.quality.parity import TOLERANCES
     extra = {"fp32-gpu", "openvino-bf16", "int8-data"}
     assert {p for spec in FORMATS.values() for p in spec.precisions} | extra == set(TOLERANCES)
     assert all(t.source for t in TOLERANCES.values())
@@ -127,7 +127,7 @@ def test_tolerance_table_covers_every_precision():
 
 @pytest.mark.unit
 def test_top_k_depends_on_the_number_of_classes():
-    from export.parity import top_k
+    from export.quality.parity import top_k
     assert (top_k(10), top_k(5), top_k(3), top_k(2)) == (5, 4, 2, None)
 
 
@@ -160,8 +160,8 @@ def _bundle_dir(tmp_path: Path, out: Path, variant: str, artifacts: list, golden
 
 @pytest.mark.e2e
 def test_corrupted_artifact_fails_and_is_named(variant_parity, exported, tmp_path):
-    from export import golden, parity
     from export.formats import Artifact
+    from export.quality import golden, parity
     out, _, _ = variant_parity("dense")
     _, _, arts = exported("dense")
     good = arts["dense/onnx_fp32"]
@@ -189,8 +189,9 @@ def test_corrupted_artifact_fails_and_is_named(variant_parity, exported, tmp_pat
 # -- degenerate references ---------------------------------------------------------------------
 def _tiny_suite(tmp_path: Path, model):
     """The parity suite on a tiny model's own .tflite against the model itself."""
-    from export import golden, parity, samples
     from export.formats import Artifact
+    from export.model import samples
+    from export.quality import golden, parity
     from export.runtimes.keras import KerasRunner
     inputs, names = samples.parity_inputs(TINY_SIZE)
     with KerasRunner(model) as r:
@@ -217,8 +218,8 @@ def test_saturated_reference_is_a_failure(tmp_path):
 def test_a_trained_head_is_not_judged_on_the_photos_classes(tmp_path):
     """A fine-tuned head (a training run's model.keras) may be sure of itself, and give one class,
     on photos outside its classes; a seeded head may not. NaN is a failure either way."""
-    from export import parity
-    from export.samples import PHOTO_NAMES
+    from export.model.samples import PHOTO_NAMES
+    from export.quality import parity
     names = list(PHOTO_NAMES)
     logits = np.tile([8.0, -8.0], (len(names), 1))
     probs = np.tile([0.9999, 0.0001], (len(names), 1))
@@ -252,7 +253,7 @@ def test_one_class_reference_is_a_failure(tmp_path):
 
 @pytest.mark.integration
 def test_nan_in_an_output_fails():
-    from export.parity import TOLERANCES, compare_output
+    from export.quality.parity import TOLERANCES, compare_output
     ref = np.array([[1.0, 2.0, 0.5], [0.1, 0.0, 3.0]], np.float32)
     got = ref.copy()
     got[1, 2] = np.nan
@@ -306,8 +307,8 @@ def test_a_runtime_raising_an_empty_error_is_a_named_failure_not_a_crash():
     """A backend that raises a bare RuntimeError() (no message) fails its row; the suite goes on."""
     import numpy as np
 
-    from export.errors import first_line
-    from export.parity import check_runner
+    from export.core.errors import first_line
+    from export.quality.parity import check_runner
     from export.runtimes.base import Runner, TensorSpec
 
     class Broken(Runner):

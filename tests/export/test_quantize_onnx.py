@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from export.quantize import QuantScheme, quantize_int8
+from export.formats.quantize import QuantScheme, quantize_int8
 from tests.helpers import TINY_SIZE
 
 pytestmark = pytest.mark.integration
@@ -23,7 +23,7 @@ def _zero_point_types(path) -> set[str]:
 def test_default_scheme_is_u8s8_qdq(tiny, tmp_path):
     import onnxruntime as ort
 
-    from export import samples
+    from export.model import samples
     photos = samples.photos(TINY_SIZE)
     out = tmp_path / "int8.onnx"
     scheme = quantize_int8(tiny["onnx"], out, photos)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from export.errors import UsageError
-from export.quantize import QuantScheme, cpu_record, scheme_for
+from export.core.errors import UsageError
+from export.formats.quantize import QuantScheme, cpu_record, scheme_for
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""`verify --against`'s per-file comparison (export/reproducibility.py) on small bundles: identical
+"""`verify --against`'s per-file comparison (export/bundle/reproducibility.py) on small bundles: identical
 files, files that differ for a recorded reason with their stable part equal, and files that
 differ where they must not. Deterministic writers: golden npz files and the ONNX constant names."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export import reproducibility
+from export.bundle import reproducibility
 
 pytestmark = pytest.mark.unit
 
@@ -92,7 +92,7 @@ def test_golden_npz_bytes_depend_only_on_the_arrays(monkeypatch):
     import io
     import time
 
-    from export.golden import _npz_bytes
+    from export.quality.golden import _npz_bytes
     arrays = {"image": np.arange(12, dtype=np.float32).reshape(3, 4), "names": np.array(["a", "bb"])}
     first = _npz_bytes(arrays)
     monkeypatch.setattr(time, "time", lambda: 2_000_000_000.0)  # what zipfile stamps members with
@@ -105,7 +105,7 @@ def test_golden_npz_bytes_depend_only_on_the_arrays(monkeypatch):
 def test_fingerprint_digest_ignores_only_the_uuid_and_needs_no_tensorflow(tmp_path):
     """fingerprint.pb read from the wire format: the same hashes with another uuid digest alike,
     another checkpoint hash does not; and TensorFlow stays unimported (the unit marker's guard)."""
-    from export.reproducibility import _fingerprint_digest
+    from export.bundle.reproducibility import _fingerprint_digest
 
     def varint(n: int) -> bytes:
         out = bytearray()

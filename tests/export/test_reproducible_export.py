@@ -1,7 +1,7 @@
 """Two exports of the same model in two processes write byte-identical artifacts (every format and
 precision, on the tiny model with ResNet50's preprocessing): what varies from run to run in a
 process (capture order of variables, tf2onnx's constant names, the time in zip entries) must not
-reach the files. The rest differs only as export/reproducibility.py records."""
+reach the files. The rest differs only as export/bundle/reproducibility.py records."""
 from __future__ import annotations
 
 import subprocess
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from export import reproducibility
-from export.atomic import sha256_file
+from export.bundle import reproducibility
+from export.core.atomic import sha256_file
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.integration
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 EXPORT = """
 import sys, pathlib
 from tests.helpers import tiny_built
-from export.pipeline import export_artifacts, resolve_targets
+from export.pipeline.run import export_artifacts, resolve_targets
 export_artifacts(tiny_built(resnet_preprocess=True), pathlib.Path(sys.argv[1]), resolve_targets("all"))
 """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from export.errors import RunnerError
+from export.core.errors import RunnerError
 from tests.helpers import TINY_CLASSES, TINY_SIZE, tiny_runner
 
 pytestmark = pytest.mark.integration
@@ -14,7 +14,7 @@ KINDS = ("keras", "savedmodel", "tflite", "tflite_int8", "onnx", "openvino")
 
 
 def _batch(n: int = 2) -> np.ndarray:
-    from export import samples
+    from export.model import samples
     return samples.photos(TINY_SIZE)[:n]
 
 

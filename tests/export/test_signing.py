@@ -1,7 +1,7 @@
 """Bundle signatures with model-signing, offline: key and certificate signing, and every way a check
 fails (unsigned, tampered, wrong key, wrong CA, corrupt, signed the other way), by message.
 
-The bundles here are small directories with a real manifest.json (export.bundle.write_manifest);
+The bundles here are small directories with a real manifest.json (export.bundle.layout.write_manifest);
 signing hashes files whatever they hold, so no model is needed."""
 from __future__ import annotations
 
@@ -12,10 +12,11 @@ import tarfile
 
 import pytest
 
-from export import bundle, signing
-from export.errors import SigningError
-from export.manifest import Manifest, ParitySummary
-from export.signing import Verdict
+from export.bundle import layout as bundle
+from export.bundle import signing
+from export.bundle.manifest import Manifest, ParitySummary
+from export.bundle.signing import Verdict
+from export.core.errors import SigningError
 from tests.export import pki
 
 pytestmark = pytest.mark.unit

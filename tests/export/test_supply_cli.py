@@ -6,8 +6,8 @@ import tarfile
 
 import pytest
 
-from export import bundle
-from export.manifest import Manifest, ParitySummary
+from export.bundle import layout as bundle
+from export.bundle.manifest import Manifest, ParitySummary
 from tests.export import pki
 from tests.helpers import run_cli
 
@@ -84,7 +84,7 @@ def test_bad_arguments_are_one_line_errors(signed, args, message):
 def test_export_refuses_an_out_in_use_before_building(tmp_path):
     import os
 
-    from export.locks import exclusive_output
+    from export.core.locks import exclusive_output
     out = tmp_path / "exported"
     with exclusive_output(out, command="resnet-deploy export --variant conv"):
         r = run_cli("export", "--variant", "dense", "--out", str(out), "--format", "onnx")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from export.targets import TARGETS, evaluate, render_markdown
+from export.bench.targets import TARGETS, evaluate, render_markdown
 
 pytestmark = pytest.mark.unit
 
@@ -64,7 +64,7 @@ def test_table_rows_and_verdicts():
 
 
 def test_paired_plan_takes_fp32_and_full_int8_per_variant():
-    from export.bench_paired import plan
+    from export.bench.paired import plan
     from export.formats import Artifact
 
     def art(variant, fmt, precision):

@@ -64,7 +64,7 @@ def _slices_concat_preprocess_model():
     import keras
     from keras import ops
 
-    from export.build import CAFFE_BGR_MEAN
+    from export.model.build import CAFFE_BGR_MEAN
     keras.utils.set_random_seed(0)
     image = keras.Input((TINY_SIZE, TINY_SIZE, 3), dtype="float32", name="image")
     x = ops.concatenate([image[..., 2:3], image[..., 1:2], image[..., 0:1]], axis=-1) - np.array(CAFFE_BGR_MEAN, np.float32)
@@ -80,8 +80,8 @@ def test_int8_input_takes_raw_pixels(tiny_tflite):
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
-    from export import samples
     from export.formats import tflite
+    from export.model import samples
     _, _, arts = tiny_tflite
     assert Interpreter(model_path=arts["int8"].path).get_signature_runner().get_input_details()["image"][
         "quantization"] == (1.0, 0)
@@ -116,9 +116,9 @@ def test_model_without_metadata_reads_none(tiny_tflite):
 def test_write_metadata_refuses_what_it_cannot_describe(tiny_tflite):
     import tensorflow as tf
 
-    from export import samples
+    from export.core.errors import ExportError
     from export.deploy.tflite_metadata import ModelCard, write_metadata
-    from export.errors import ExportError
+    from export.model import samples
     built = tiny_tflite[0]
     plain = tf.lite.TFLiteConverter.from_keras_model(built.model).convert()
     card = ModelCard.for_model(built, "fp32")

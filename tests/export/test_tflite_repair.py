@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from export import accuracy
+from export.quality import accuracy
 from tests.helpers import TINY_CLASSES, TINY_SIZE, TINY_TFLITE_LABELS
 
 pytestmark = pytest.mark.integration
@@ -24,8 +24,8 @@ def _images(n: int, seed: int) -> np.ndarray:
 def decided():
     """The tiny model with logits x100 (decided by a margin, as a trained head's are), its eval set
     labeled by its own answers, and its logits."""
-    from export.build import BuiltModel
-    from export.variants import VariantSpec
+    from export.model.build import BuiltModel
+    from export.model.variants import VariantSpec
     from tests.helpers import tiny_model
     model = tiny_model(logit_scale=100.0)
     spec = VariantSpec(name="tiny", head=(), num_classes=TINY_CLASSES, input_size=TINY_SIZE, description="tiny")
@@ -44,15 +44,16 @@ def _judge(art, decided) -> accuracy.AccuracyResult:
 
 def test_an_outlier_in_the_calibration_set_is_repaired_by_layers_kept_in_float(decided, tmp_path):
     """One hot pixel in 101 calibration images stretches the ranges of the conv and the pooling that
-    follows it; int8 fails by > 10 points; the gate (export.gate_stage.judge, with the repair make
+    follows it; int8 fails by > 10 points; the gate (export.pipeline.gate_stage.judge, with the repair make
     export wires in) ranks those layers worst with the debugger, and keeping them in float passes
     the default 2-point gate."""
     from functools import partial
 
-    from export import gate_stage, tflite_repair
     from export.deploy.tflite_metadata import read_metadata
     from export.formats import Artifact, tflite
-    from export.repair import quantization_markdown
+    from export.pipeline import gate_stage
+    from export.quality import repair_tflite as tflite_repair
+    from export.quality.repair_onnx import quantization_markdown
     built, images, ref = decided
     hot = np.zeros((1, TINY_SIZE, TINY_SIZE, 3), np.float32)
     hot[0, 0, 0] = 3e4

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 from google.protobuf import text_format
 
+from export.core.errors import BundleError
 from export.deploy import tfserving as config
-from export.errors import BundleError
 
 pytestmark = pytest.mark.unit
 

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from export.cli import main
-from export.locks import LOCK_NAME
-from export.train import train
-from export.train_settings import RUN_FILES, TrainSettings
+from export.cli.app import main
+from export.core.locks import LOCK_NAME
+from export.training.settings import RUN_FILES, TrainSettings
+from export.training.train import train
 from tests.helpers import ROOT, run_cli
 
 # Tests that build a ResNet50 (at 32x32) and train it are e2e; the bad-input tests stop before any model is
@@ -84,7 +84,7 @@ def test_run_dir_contents(fast_run, colours):
     assert d["images_per_class"] == {"blue": 12, "green": 12, "red": 12}
     assert d["val_images_per_class"] == {"blue": 2, "green": 2, "red": 2}
     assert d["corrupt"] == ["red/broken.png"] and d["corrupt_files"] == 1 and d["ignored_files"] == 1
-    from export.data import data_sha256
+    from export.training.data import data_sha256
     assert d["sha256"] == data_sha256(colours)
     assert metrics["feature_cache"]["hit"] is False and Path(metrics["feature_cache"]["path"]).is_file()
     assert metrics["fast_path_max_abs_logit_diff"] < 1e-4
@@ -128,8 +128,8 @@ def test_fast_path_matches_training_through_the_full_graph(fast_run, colours):
 def test_fine_tuning_unfreezes_the_last_stage_only(fast_run, colours):
     import keras
 
-    from export.build import build
-    from export.variants import get_variant
+    from export.model.build import build
+    from export.model.variants import get_variant
     work, _, _ = fast_run
     metrics = train("dense", colours, work / "tuned", cache_dir=work / "cache", verbose=0,
                     settings=_settings(epochs=2, unfreeze_stages=1, fine_tune_epochs=2))
@@ -156,9 +156,9 @@ def test_keras_files_load_with_plain_keras_in_a_fresh_interpreter(fast_run, tmp_
     """A colleague with Keras and not resnet-deploy can load RUN_DIR/model.keras and `build --save` files."""
     import keras
 
-    from export.atomic import save_keras_atomic
-    from export.build import build
-    from export.variants import get_variant
+    from export.core.atomic import save_keras_atomic
+    from export.model.build import build
+    from export.model.variants import get_variant
     _, run, _ = fast_run
     saved = tmp_path / "built.keras"
     save_keras_atomic(build(get_variant("conv"), input_size=SIZE).model, saved)
@@ -187,7 +187,7 @@ def test_mirrored_strategy_on_two_logical_cpus_with_a_validation_folder(colours,
         import sys, tensorflow as tf
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-        from export.cli import main
+        from export.cli.app import main
         assert main([*sys.argv[1:], "--batch-size", "1"]) == 2  # one example cannot feed two replicas
         sys.exit(main(sys.argv[1:]))
     """)
@@ -209,7 +209,7 @@ def test_mirrored_strategy_on_two_logical_cpus_with_a_validation_folder(colours,
 
 @pytest.mark.integration
 def test_batches_never_leave_a_replica_without_examples():
-    from export.train import Batches
+    from export.training.train import Batches
     x = np.arange(10, dtype=np.uint8)[:, None]
     odd = Batches(x[:9], None, 8, replicas=2)  # 8 + 1: the 1 is padded to 2, one per replica
     assert [odd[i][:, 0].tolist() for i in range(len(odd))] == [list(range(8)), [8, 8]] and odd.n_out == 9
@@ -324,9 +324,9 @@ def test_demo_data_command(tmp_path):
 
 @pytest.mark.e2e
 def test_configured_run_is_trained_once_and_reused(colours, tmp_path):
-    from export.errors import UsageError
-    from export.train_runs import ensure_run, run_key
-    from export.variants import get_variant
+    from export.core.errors import UsageError
+    from export.model.variants import get_variant
+    from export.training.runs import ensure_run, run_key
     variant = {"name": "dense", "data": str(colours), "weights": "random:0", "settings": _settings(epochs=2)}
     first = ensure_run(variant, tmp_path / "runs")
     assert not first.cached and first.model_path.is_file() and first.class_names == ["blue", "green", "red"]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from export.atomic import sha256_file
+from export.core.atomic import sha256_file
 from tests.helpers import run_cli
 
 pytestmark = pytest.mark.e2e

@@ -7,10 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-from export.build import build
-from export.errors import WeightsError
-from export.variants import get_variant
-from export.weights import parse_weights
+from export.core.errors import WeightsError
+from export.model.build import build
+from export.model.variants import get_variant
+from export.model.weights import parse_weights
 from tests.helpers import ROOT, VARIANTS
 
 pytestmark = pytest.mark.e2e
@@ -23,7 +23,7 @@ def test_random_seed_is_bit_identical_in_process_and_across_runs(built_model):
     c = build(get_variant("dense"), weights="random:1").model.get_weights()
     assert not np.array_equal(a[-2], c[-2])
     # A fresh process gives the same bytes.
-    code = ("import hashlib, numpy as np; from export.build import build; from export.variants import get_variant;"
+    code = ("import hashlib, numpy as np; from export.model.build import build; from export.model.variants import get_variant;"
             "m = build(get_variant('dense'), weights='random:0').model;"
             "print(hashlib.sha256(b''.join(np.ascontiguousarray(w).tobytes() for w in m.get_weights())).hexdigest())")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from export.errors import ExportError
-from export.workers import Task, run_tasks
+from export.core.errors import ExportError
+from export.pipeline.workers import Task, run_tasks
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.unit
@@ -66,7 +66,7 @@ def test_tasks_die_with_a_killed_pool(tmp_path):
     import sys
     import time
     marker = tmp_path / "orphan-wrote-this"
-    code = ("from export.workers import Task, run_tasks\n"
+    code = ("from export.pipeline.workers import Task, run_tasks\n"
             f"run_tasks([Task('t', 'tests.pool_tasks:orphan_check', {{'seconds': 3, 'marker': {str(marker)!r}}})])\n")
     pool = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, **ENV})
     time.sleep(1.5)  # the task is running

@@ -51,7 +51,7 @@ def bundle(built, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def photos4():
-    from export import samples
+    from export.model import samples
     return samples.photos()[:4]
 
 
@@ -129,14 +129,14 @@ def server(bundle):
 
 @pytest.fixture(scope="session")
 def rest(server):
-    from serving.client import RestClient
+    from serving.client.clients import RestClient
     with RestClient(server.rest, timeout=120) as c:
         yield c
 
 
 @pytest.fixture(scope="session")
 def grpc_client(server):
-    from serving.client import GrpcClient
+    from serving.client.clients import GrpcClient
     with GrpcClient(server.grpc, timeout=120) as c:
         yield c
 

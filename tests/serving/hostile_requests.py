@@ -10,7 +10,7 @@ import json
 import numpy as np
 from hypothesis import strategies as st
 
-from serving.client import encode_png
+from serving.client.clients import encode_png
 from tests.serving.conftest import TINY_VARIANT
 
 SIZE = 32  # the tiny model's input size

@@ -15,13 +15,13 @@ MAX_BATCH = 4
 
 
 def make_bundle(root: Path) -> Path:
-    from export import bundle as bundle_mod
-    from export.build import BuiltModel, io_spec, param_counts
+    from export.bundle import layout as bundle_mod
+    from export.bundle.manifest import Manifest, ParitySummary, VariantRecord
     from export.deploy import tfserving as config
     from export.formats import tool_versions
-    from export.manifest import Manifest, ParitySummary, VariantRecord
-    from export.pipeline import export_artifacts
-    from export.variants import VariantSpec
+    from export.model.build import BuiltModel, io_spec, param_counts
+    from export.model.variants import VariantSpec
+    from export.pipeline.run import export_artifacts
     from tests.helpers import TINY_CLASSES, TINY_SIZE, tiny_model
     out = root / "tiny-bundle-1"
     spec = VariantSpec(name=MODEL, head=(), num_classes=TINY_CLASSES, input_size=TINY_SIZE)
@@ -46,7 +46,7 @@ def make_images(root: Path) -> tuple[Path, list[Path], list[Path]]:
     different sizes (2 in a subfolder), a truncated JPEG and a text file."""
     from PIL import Image
 
-    from export import samples
+    from export.model import samples
     folder = root / "images"
     (folder / "more").mkdir(parents=True)
     good = []

@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
-from serving.client import GrpcClient, RestClient, encode_png
+from serving.client.clients import GrpcClient, RestClient, encode_png
 from tests.serving.conftest import start_server
 
 pytestmark = pytest.mark.e2e
@@ -89,9 +89,9 @@ def test_a_failing_warmup_record_fails_the_load_like_tf_serving(bundle):
     import tensorflow as tf
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-    from export.errors import BundleError
-    from serving.servables import SavedModelServable
-    from serving.server import _replay_warmup
+    from export.core.errors import BundleError
+    from serving.backends.servables import SavedModelServable
+    from serving.frontends.server import _replay_warmup
     servable = SavedModelServable("dense", 1, bundle / "tfserving" / "dense" / "1")
     request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name="dense"))
     request.inputs["image"].CopyFrom(tf.make_tensor_proto(np.zeros((1, 10, 10, 3), np.float32)))

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from serving.batching import Batcher, BatchingOptions
-from serving.status import ServingStatus
+from serving.api.status import ServingStatus
+from serving.backends.batching import Batcher, BatchingOptions
 
 pytestmark = pytest.mark.unit
 
@@ -119,7 +119,7 @@ def test_batching_off_runs_each_request_alone():
 def test_local_server_runs_at_most_one_batch_per_two_cores():
     """Each run uses every core, so side-by-side batches only split them: the bundle's
     num_batch_threads (sized for a TF Serving pod) is capped on a smaller machine."""
-    from serving.server import local_batch_threads
+    from serving.frontends.server import local_batch_threads
     assert local_batch_threads(4, cpus=2) == 1
     assert local_batch_threads(4, cpus=1) == 1
     assert local_batch_threads(4, cpus=6) == 3

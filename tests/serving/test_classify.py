@@ -23,8 +23,8 @@ def files(tiny_tflite, tmp_path_factory):
     import tensorflow as tf
     from PIL import Image
 
-    from export import samples
     from export.formats import savedmodel
+    from export.model import samples
     built, _, arts = tiny_tflite
     root = tmp_path_factory.mktemp("classify")
     savedmodel.write_saved_model(built.model, root / "sm", TINY_SIZE)

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="session")
 def image_files(tmp_path_factory, photos4):
-    from export import samples
+    from export.model import samples
     d = tmp_path_factory.mktemp("images")
     paths = []
     for name in ("chelsea", "rocket"):
@@ -102,7 +102,7 @@ def test_rest_client_commands_do_not_import_tensorflow(server, image_files):
 
     from tests.helpers import ROOT
     paths, _ = image_files
-    code = ("import sys\nfrom export.cli import main\n"
+    code = ("import sys\nfrom export.cli.app import main\n"
             "rcs = [main(a) for a in sys.argv[1:2] and [\n"
             f"    ['status', '--rest', {server.rest!r}, '--model', 'dense'],\n"
             f"    ['metadata', '--rest', {server.rest!r}, '--model', 'dense'],\n"

@@ -6,8 +6,8 @@ import tarfile
 
 import pytest
 
+from export.core.errors import BundleError
 from export.deploy import tfserving as config
-from export.errors import BundleError
 from serving.commands import bundle_dir, docker_command, model_server_command
 
 pytestmark = pytest.mark.unit

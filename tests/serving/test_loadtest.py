@@ -1,4 +1,4 @@
-"""The loopback load run (python -m serving.loadtest): every backend given, batching on and off,
+"""The loopback load run (python -m serving.tools.loadtest): every backend given, batching on and off,
 the batch-1 gRPC overhead against the raw runner with the client's encoding apart, `--model`
 serving one model. Numbers are reported, never asserted."""
 from __future__ import annotations
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.e2e
 
 def test_load_run_reports_each_backend_and_the_overhead(bundle, tmp_path):
     out = tmp_path / "load.json"
-    r = subprocess.run([sys.executable, "-m", "serving.loadtest", str(bundle), "--backend", "onnx",
+    r = subprocess.run([sys.executable, "-m", "serving.tools.loadtest", str(bundle), "--backend", "onnx",
                         "--backend", "tflite", "--clients", "2", "--seconds", "1", "--overhead", "--threads", "1",
                         "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from serving.client import GrpcClient, RestClient, encode_png
+from serving.client.clients import GrpcClient, RestClient, encode_png
 from tests.helpers import has_bf16, run_cli
 from tests.serving.conftest import start_server
 
@@ -62,9 +62,9 @@ def test_bad_openvino_hint_is_a_usage_error(tmp_path):
 def tiny_ir_bundle(tmp_path_factory):
     """A bundle with only what `serve --backend openvino` reads: models.config and the exporter's
     IR of a tiny model (32 px) at openvino/tiny/1/, plus the Keras answers for four photos."""
-    from export import samples
     from export.deploy import tfserving
     from export.formats import openvino
+    from export.model import samples
     from tests.helpers import tiny_built
     built = tiny_built()
     root = tmp_path_factory.mktemp("tiny-ir-bundle")

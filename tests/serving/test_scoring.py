@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from export.errors import BundleError, UsageError
-from export.registry import FORMATS
+from export.core.errors import BundleError, UsageError
+from export.core.registry import FORMATS
 from tests.helpers import run_cli, run_main
 from tests.serving.scoring_bundle import LABELS, MODEL, make_bundle, make_images, rows_by_path, top_k_arrays
 
@@ -52,7 +52,7 @@ def test_score_cli_writes_rows_for_images_and_dead_letters_for_the_rest(tiny_bun
 @pytest.mark.parametrize("fmt,precision", [("onnx", None), ("tflite", None), ("tflite", "int8"),
                                            ("openvino", "fp16")])
 def test_every_format_scores_the_folder_and_agrees_with_the_savedmodel(tiny_bundle, images, tmp_path, fmt, precision):
-    from serving import scoring
+    from serving.scoring import pipeline as scoring
     folder, good, bad = images
     reference = scoring.run(scoring.plan(str(tiny_bundle), MODEL, str(folder), str(tmp_path / "sm"), top_k=10))
     job = scoring.plan(str(tiny_bundle), MODEL, str(folder), str(tmp_path / fmt), fmt, precision, top_k=10,
@@ -76,7 +76,7 @@ def test_every_format_scores_the_folder_and_agrees_with_the_savedmodel(tiny_bund
 def test_a_batch_that_fails_inference_goes_to_the_dead_letter_output(tiny_bundle, images, tmp_path):
     """Beam's ONNX Runtime handler refuses 16x16 pixels for a 32x32 model: every image lands in
     the dead-letter output with ONNX Runtime's reason, and the pipeline still succeeds."""
-    from serving import scoring
+    from serving.scoring import pipeline as scoring
     folder, good, bad = images
     job = scoring.plan(str(tiny_bundle), MODEL, str(folder), str(tmp_path / "scores"), "onnx")
     summary = scoring.run(dataclasses.replace(job, input_size=16))
@@ -89,7 +89,7 @@ def test_a_batch_that_fails_inference_goes_to_the_dead_letter_output(tiny_bundle
 
 
 def test_output_folder_means_prefix_scores_and_a_glob_selects_files(tiny_bundle, images, tmp_path):
-    from serving import scoring
+    from serving.scoring import pipeline as scoring
     folder, good, _ = images
     out = tmp_path / "results"
     out.mkdir()
@@ -111,7 +111,7 @@ def test_output_folder_means_prefix_scores_and_a_glob_selects_files(tiny_bundle,
     ({"bundle": "{folder}"}, BundleError, "manifest.json"),
 ])
 def test_bad_input_is_one_clear_error(tiny_bundle, images, tmp_path, kwargs, error, message):
-    from serving import scoring
+    from serving.scoring import pipeline as scoring
     folder, good, _ = images
     subst = {"folder": str(folder), "file": str(good[0]), "bundle": str(tiny_bundle)}
     args = {"bundle": str(tiny_bundle), "model": MODEL, "inputs": str(folder), "output": str(tmp_path / "s"),

@@ -28,7 +28,7 @@ def images(tmp_path_factory):
 @pytest.mark.parametrize("fmt,precision", [("savedmodel", None), ("onnx", None), ("tflite", None),
                                            ("tflite", "int8"), ("openvino", "fp16")])
 def test_score_equals_predict(tiny_bundle, images, tmp_path, fmt, precision):
-    from serving import scoring
+    from serving.scoring import pipeline as scoring
     folder, good, _ = images
     backend = fmt + (f":{precision}" if precision and fmt != "openvino" else "")  # openvino's is its one precision
     server = start_server(tiny_bundle, "--backend", backend)

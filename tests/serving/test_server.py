@@ -12,8 +12,8 @@ import httpx
 import numpy as np
 import pytest
 
-from export.errors import ServingError
-from serving.client import encode_png
+from export.core.errors import ServingError
+from serving.client.clients import encode_png
 
 pytestmark = pytest.mark.e2e
 
@@ -103,7 +103,7 @@ def test_predict_grpc_pixels_and_bytes(grpc_client, photos4, reference):
 
 
 def test_jpeg_bytes_are_decoded_by_the_graph(rest, built):
-    from export import samples
+    from export.model import samples
     jpeg = samples.encode_jpeg(samples.load_photo("rocket", 300))
     out = rest.predict_json("dense", {"signature_name": "predict_image_bytes",
                                       "instances": [{"b64": base64.b64encode(jpeg).decode()}]})
@@ -231,7 +231,7 @@ def test_grpc_metadata_needs_signature_def_field(grpc_client):
 def test_concurrent_burst_matches_sequential_answers(server, photos4):
     """8 clients for ~3 s (REST pixels, REST b64, gRPC), with one more sending bad images all the
     while: zero errors, and each answer equal to the same request sent alone."""
-    from serving.client import GrpcClient, RestClient
+    from serving.client.clients import GrpcClient, RestClient
     blobs = pngs(photos4)
     with RestClient(server.rest) as r, GrpcClient(server.grpc) as g:
         calls = [lambda i: r.predict("dense", {"image": photos4[i:i + 1]}),

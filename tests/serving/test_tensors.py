@@ -6,10 +6,10 @@ import base64
 import numpy as np
 import pytest
 
-from serving import tensors
-from serving.client import make_ndarray, make_tensor_proto
-from serving.servables import Signature, TensorInfo
-from serving.status import ServingStatus
+from serving.api import tensors
+from serving.api.status import ServingStatus
+from serving.backends.servables import Signature, TensorInfo
+from serving.client.clients import make_ndarray, make_tensor_proto
 
 pytestmark = pytest.mark.integration
 

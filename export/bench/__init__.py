@@ -1,0 +1,1 @@
+"""Benchmarks of a bundle on this machine: measuring, targets, the bench document and its report."""

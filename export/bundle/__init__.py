@@ -1,0 +1,1 @@
+"""The deployment bundle: layout and README, manifest, packing, signing, reproducibility."""

@@ -1,0 +1,130 @@
+"""`resnet-deploy sign | verify`: who made a bundle, that nothing changed since, and how it compares
+with another export of the same commit.
+
+`sign` writes the bundle's signature.sig with an offline model-signing signer (EC key, or key +
+certificate + CA chain) and re-packs its .tar.gz so the tarball carries it. `verify` checks, in
+this order, the signature (when given --public-key or --certificate-chain; a failing signature
+stops there, so no possibly altered SavedModel is loaded), the files against manifest.json, the
+parity from the golden files, and with --against the per-file difference to another bundle.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+
+def add_parsers(sub, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
+    """Add `sign` and `verify` to the `resnet-deploy` subparsers and the `commands` table."""
+    s = sub.add_parser("sign", help="sign every file of a bundle (model-signing, offline: EC key or certificate)")
+    s.add_argument("bundle", metavar="BUNDLE",
+                   help="dist/<name>-<version> (its .tar.gz, if any, is re-packed with the signature)")
+    add_signing_arguments(s, required=True)
+    commands["sign"] = cmd_sign
+
+    s = sub.add_parser("verify", help="check a bundle: signature, checksums against its manifest, parity "
+                                      "from its golden files; --against: per-file difference to another bundle")
+    s.add_argument("bundle", metavar="BUNDLE", help="dist/<name>-<version> or its .tar.gz")
+    trust = s.add_mutually_exclusive_group()
+    trust.add_argument("--public-key", metavar="PUB.pem", type=Path,
+                       help="check the signature with the publisher's EC public key")
+    trust.add_argument("--certificate-chain", metavar="CA.pem", type=Path, action="append",
+                       help="check the signature's certificate against these CA certificates (repeatable)")
+    s.add_argument("--against", metavar="OTHER", help="compare every file with another bundle (dir or .tar.gz) "
+                                                      "of the same commit, config and weights")
+    s.add_argument("--skip-parity", action="store_true", help="check signature and checksums only")
+    commands["verify"] = cmd_verify
+
+
+def add_signing_arguments(p: argparse.ArgumentParser, required: bool) -> None:
+    """--private-key (or --signing-key), --certificate, --certificate-chain: shared by sign and bundle."""
+    names = ["--private-key"] if required else ["--signing-key", "--private-key"]
+    p.add_argument(*names, dest="private_key", metavar="KEY.pem", type=Path, required=required,
+                   help="EC private key (PEM) to sign with" + ("" if required else " on publish"))
+    p.add_argument("--certificate", metavar="LEAF.pem", type=Path,
+                   help="the key's signing certificate (with --certificate-chain: sign with the certificate)")
+    p.add_argument("--certificate-chain", dest="chain", metavar="CA.pem", type=Path, action="append", default=[],
+                   help="intermediate/root CA certificates that issued --certificate (repeatable)")
+
+
+def signing_key(args: argparse.Namespace):
+    """The checked SigningKey of --private-key/--certificate/--certificate-chain, or None without a key."""
+    from export.bundle.signing import SigningKey
+    from export.core.errors import SigningError
+    if args.private_key is None:
+        if args.certificate or args.chain:
+            raise SigningError("--certificate and --certificate-chain need --signing-key KEY.pem")
+        return None
+    return SigningKey(args.private_key, args.certificate, tuple(args.chain)).check()
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    """Sign a bundle directory under its parent's lock, then re-pack its tarball if it has one."""
+    from export.bundle import layout as bundle
+    from export.bundle import signing
+    from export.core.errors import BundleError
+    from export.core.locks import exclusive_output
+    root = Path(args.bundle)
+    if not root.is_dir():
+        raise BundleError(f"{root} is not a bundle directory; sign dist/<name>-<version> (its .tar.gz is re-packed)")
+    key = signing_key(args)
+    with exclusive_output(root.resolve().parent, command=f"resnet-deploy sign {root.name}"):
+        path = key.sign(root)
+        print(f"signed {root} ({signing.describe(root)}): {path}")
+        tar = root.with_name(root.name + ".tar.gz")
+        if tar.is_file():
+            tar, digest = bundle.pack(root)
+            print(f"re-packed {tar} with the signature (sha256 {digest})")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Signature (if asked), files, parity (unless skipped or the signature failed), --against; 0 or 1."""
+    from export.bundle import layout as bundle
+    from export.bundle import signing
+    from export.quality import golden, parity
+    with tempfile.TemporaryDirectory(prefix="resnet-deploy-verify.") as scratch:
+        root = bundle.open_bundle(Path(args.bundle), Path(scratch) / "this")
+        signature_ok = True
+        if args.public_key or args.certificate_chain:
+            check = signing.verify_signature(root, args.public_key, args.certificate_chain or ())
+            signature_ok = bool(check)
+            print(f"signature: {check.message}" if check
+                  else f"FAIL signature ({check.verdict.value}): {check.message}")
+        else:
+            who = signing.describe(root)
+            print(f"signature: {who} (not checked: pass --public-key or --certificate-chain)" if who
+                  else "signature: none (unsigned bundle)")
+        files, manifest = bundle.verify_dir(root)
+        for problem in files.problems():
+            print(f"FAIL {problem}")
+        print(f"files: {files.checked} in manifest, {len(files.changed)} changed, {len(files.missing)} missing, "
+              f"{len(files.extra)} extra")
+        ok = signature_ok and bool(files)
+        if args.skip_parity:
+            pass
+        elif not signature_ok:
+            print("parity: skipped: the signature failed, so the artifacts are not loaded")
+        else:
+            present = [a for a in manifest.artifacts if (root / a.path).exists()]
+            goldens = {v: golden.load(root, v) for v in sorted({a.variant for a in present})}
+            report = parity.run_suite(root, present, goldens)
+            print(report.to_markdown())
+            ok = ok and bool(report)
+        if args.against:
+            ok = _against(root, args.against, Path(scratch) / "other") and ok
+        print("verified" if ok else "verification FAILED")
+    return 0 if ok else 1
+
+
+def _against(root: Path, other_arg: str, scratch: Path) -> bool:
+    """Print the per-file comparison with OTHER; True when every difference is an expected one."""
+    from export.bundle import layout as bundle
+    from export.bundle import reproducibility
+    other = bundle.open_bundle(Path(other_arg), scratch)
+    bundle.read_manifest(other)  # a clear error when OTHER is no bundle
+    diffs = reproducibility.compare(root, other)
+    print(reproducibility.render(diffs, other_arg))
+    return all(d.ok for d in diffs)
+

@@ -1,0 +1,1 @@
+"""The model: variants (the VariantSpec registry), build, weights and the sample photos."""

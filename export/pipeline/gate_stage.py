@@ -1,0 +1,131 @@
+"""The accuracy gate inside `make export`'s worker tasks (export.pipeline.stages).
+
+The Keras task `prepare`s a variant's gate: its eval set (the variant's `eval_data`, else its
+training run's validation split), its calibration set (`calibration`, else a seeded stratified
+sample of the run's training split, else the sample photos), and the reference's logits on the
+eval set. It leaves them in the staging's scratch directory for the converter tasks, and the
+reference's eval logits in golden/<variant>/eval.json (so `parity --eval-data` can reuse them).
+Each task then `judge`s its artifacts; an int8 that fails goes through export.quality.repair_onnx (ONNX) or
+export.quality.repair_tflite (TFLite).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export.formats import Artifact
+from export.quality import accuracy
+
+EVAL_REFERENCE = "eval.json"
+
+
+def _scratch(work: str | Path) -> Path:
+    return Path(work) / "gate.npz"
+
+
+def prepare(built, staging: str | Path, gate: dict[str, Any], run_dir: str | None,
+            work: str | Path) -> dict[str, Any] | None:
+    """Eval and calibration sets of the variant and the reference's eval logits (left in the
+    variant's scratch directory `work`); None when the variant has neither an eval set nor
+    calibration data (then int8 uses the sample photos)."""
+    from export.quality import golden
+    from export.runtimes.keras import KerasRunner
+    from export.training import labeled_sets
+    size, labels, name = built.input_size, list(built.labels), built.spec.name
+    train: labeled_sets.LabeledSet | None = None
+    val: labeled_sets.LabeledSet | None = None
+    if run_dir:
+        train, val = labeled_sets.run_split(run_dir, size)
+    evalset: labeled_sets.LabeledSet | None = val
+    if gate.get("eval_data"):
+        evalset = labeled_sets.eval_set(gate["eval_data"], size, labels, what=f"variant {name!r} eval_data")
+    count = gate.get("calibration_count", labeled_sets.DEFAULT_CALIBRATION_COUNT)
+    calib: labeled_sets.LabeledSet | None = None
+    if gate.get("calibration"):
+        calib = labeled_sets.calibration_set(gate["calibration"], size, count=count, demo_root=gate["demo_root"],
+                                             what=f"variant {name!r} calibration")
+    elif train is not None:
+        calib = labeled_sets.sample(train, count)
+    if evalset is None and calib is None:
+        return None
+    arrays: dict[str, np.ndarray] = {}
+    out: dict[str, Any] = {"variant": name, "class_names": labels, "max_drop": gate["max_drop"],
+                           "eval_set": None, "calibration": None}
+    if calib is not None:
+        arrays["calibration"] = calib.images
+        out["calibration"] = calib.record
+    if evalset is not None:
+        with KerasRunner(built.model, name=f"{name}/keras") as runner:
+            logits = accuracy.logits_of(runner, evalset.images)
+        arrays.update(eval_images=evalset.images, eval_labels=evalset.labels, reference_logits=logits)
+        out["eval_set"] = evalset.record
+        out["reference"] = accuracy.score(logits, evalset.labels, labels)
+        from export.core.atomic import write_text
+        from export.quality.evaluation import pixels_sha256
+        write_text(golden.golden_dir(staging, name) / EVAL_REFERENCE, json.dumps(
+            {"eval_set": evalset.record, "pixels_sha256": pixels_sha256(evalset.images), "files": evalset.files,
+             "class_names": labels,
+             "labels": evalset.labels.tolist(), "logits": np.asarray(logits).round(6).tolist()}, indent=1))
+    path = _scratch(work)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, allow_pickle=False, **arrays)
+    return out
+
+
+def load(work: str | Path) -> dict[str, np.ndarray]:
+    path = _scratch(work)
+    if not path.is_file():
+        return {}
+    with np.load(path) as f:
+        return {k: f[k] for k in f.files}
+
+
+def calibration_options(work: str | Path, prepared: dict[str, Any] | None) -> dict[str, Any]:
+    """The exporters' int8 calibration options: the prepared calibration set and its record."""
+    if not prepared or prepared.get("calibration") is None:
+        return {}
+    return {"calibration": load(work)["calibration"], "calibration_record": prepared["calibration"]}
+
+
+def judge(artifacts: list[Artifact], root: str | Path, prepared: dict[str, Any] | None, threads: int,
+          work: str | Path, repair_onnx_int8=None) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Judge every artifact on the eval set; an int8 (ONNX or TFLite: the task's format) that fails goes
+    through `repair_onnx_int8(art, result, evaluate) -> (art, result, record)`. Returns the results (as dicts) and the
+    quantization records of the int8 artifacts (for quantization.md)."""
+    quant: dict[str, dict[str, Any]] = {}
+    for art in artifacts:
+        if art.precision == "int8":
+            quant[art.key] = {"calibration_data": art.details.get("calibration_data"),
+                              "scheme": (art.details.get("quantization") or {}).get("name", "TFLite converter "
+                                                                                    "(MinMax, per-channel)")}
+    if not prepared or prepared.get("eval_set") is None:
+        for rec in quant.values():
+            rec["gate"] = "not judged (no eval set)"
+        return [], quant
+    arrays = load(work)
+    images, labels, ref = arrays["eval_images"], arrays["eval_labels"], arrays["reference_logits"]
+
+    def evaluate(art: Artifact) -> accuracy.AccuracyResult:
+        (r,) = accuracy.evaluate_artifacts([art], root, images, labels, prepared["class_names"], ref,
+                                           prepared["max_drop"], num_threads=threads)
+        return r
+
+    results = []
+    for i, art in enumerate(artifacts):
+        result = evaluate(art)
+        if not result.passed and art.format in ("onnx", "tflite") and art.precision == "int8" and repair_onnx_int8:
+            art, result, record = repair_onnx_int8(art, result, evaluate)
+            artifacts[i] = art
+            quant[art.key].update(repair=record)
+            if art.format == "onnx":
+                quant[art.key]["scheme"] = art.details["quantization"]["name"]
+            elif art.details.get("keep_float"):
+                quant[art.key]["scheme"] += f"; {len(art.details['keep_float'])} layer(s) kept in float"
+            art.details["repair"] = {k: v for k, v in record.items() if k != "layer_errors"}
+        if art.key in quant:
+            quant[art.key]["gate"] = str(result.status)
+        results.append(accuracy.asdict_result(result))
+    return results, quant

@@ -1,0 +1,180 @@
+"""The per-variant work of `make export`, as functions that export.pipeline.workers runs in worker processes.
+
+Before them, `train_task` trains (or reuses the cached runs of) the variants that have `data`.
+Then three or four tasks per variant, so two cores stay busy and no process holds more than one converter:
+- `keras_task`: build the model, write the SavedModel (TF Serving's layout, with warmup), compute
+  and save the golden outputs, check the SavedModel against them;
+- `convert_task(fmt="tflite")`: every TFLite precision from that SavedModel, each checked;
+- `convert_task(fmt="onnx")`: ONNX fp32 from the same SavedModel, int8 quantized from it, checked.
+Each returns plain data (artifacts relative to the staging root, parity results, stage seconds)
+that the parent merges into one ParityReport and one manifest.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+#: Where a SavedModel that the bundle does not ship (precisions without fp32) is written for the
+#: converters, inside the staging directory; removed before the bundle is laid out.
+WORK_DIR = ".work"
+
+
+class _Clock:
+    """Stage timings of one task: [{"variant", "stage", "seconds"}], summed per stage name."""
+
+    def __init__(self, variant: str) -> None:
+        self.variant = variant
+        self.seconds: dict[str, float] = {}
+
+    def run(self, stage: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+    def timings(self) -> list[dict[str, Any]]:
+        return [{"variant": self.variant, "stage": s, "seconds": round(v, 2)} for s, v in self.seconds.items()]
+
+
+def _setup_threads(threads: int) -> None:
+    """TensorFlow's process-wide pools, before its first op (the pool gives each task `threads`)."""
+    from export.runtimes.tensorflow import TensorFlowRunner
+    TensorFlowRunner.preload(threads)
+
+
+def saved_model_dir(staging: str | Path, variant: str, version: int, ships_savedmodel: bool) -> Path:
+    """The SavedModel the converters read: the bundle's own, or a scratch one under WORK_DIR."""
+    from export.core.registry import FORMATS
+    if ships_savedmodel:
+        return FORMATS["savedmodel"].target_path(staging, variant, "fp32", version)
+    return Path(staging) / WORK_DIR / variant / "savedmodel"
+
+
+def train_task(*, variants: list[dict[str, Any]], runs: str, threads: int) -> dict[str, Any]:
+    """Train each configured variant that has `data`, or reuse its cached run in `runs`
+    (export.training.runs), one after the other: they share the backbone's cached features.
+    Returns per variant what its Keras task builds from and what the manifest records."""
+    import os
+    _setup_threads(max(threads, os.cpu_count() or 1))  # nothing else runs while training does
+    from export.training.runs import ensure_run
+    out, timings = {}, []
+    for v in variants:
+        clock = _Clock(v["name"])
+        run = clock.run("train", ensure_run, v, runs, wait=True)
+        timings += clock.timings()
+        out[v["name"]] = {"model_path": str(run.model_path), "labels": run.class_names,
+                          "input_size": run.config["input_size"], "provenance": run.provenance(),
+                          "summary": run.summary()}
+    return {"task": "train", "runs": out, "timings": timings}
+
+
+def keras_task(*, variant: str, build_args: dict[str, Any], staging: str, version: int,
+               ships_savedmodel: bool, threads: int, batch_sizes: tuple[int, ...],
+               train: dict[str, Any] | None = None, gate: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Build, SavedModel, golden, SavedModel parity; returns what the manifest says of the variant.
+    With `train` (train_task's result) the variant's trained model is what is built; with `gate`
+    (the accuracy gate's settings) its eval and calibration sets are prepared (export.pipeline.gate_stage)."""
+    _setup_threads(threads)
+    run = train["runs"][variant] if train else None
+    if run is not None:
+        build_args = {**build_args, "weights": run["model_path"], "num_classes": len(run["labels"]),
+                      "labels": run["labels"], "input_size": run["input_size"]}
+    from export.deploy.warmup import write_warmup_requests
+    from export.formats import savedmodel
+    from export.model.build import build, io_spec, param_counts
+    from export.model.variants import get_variant
+    from export.quality import golden, parity
+    clock = _Clock(variant)
+    root = Path(staging)
+    built = clock.run("build", build, get_variant(variant), **build_args)
+    artifacts = []
+    if ships_savedmodel:
+        sm = clock.run("savedmodel", savedmodel.export, built, root, version=version,
+                       assets_writer=write_warmup_requests)
+        artifacts.append(sm.relative_to(root))
+    else:
+        clock.run("savedmodel", savedmodel.write_saved_model, built.model,
+                  saved_model_dir(root, variant, version, False), built.input_size)
+    ref = clock.run("golden", golden.make, built)
+    golden.save(root, ref)
+    from export.pipeline import gate_stage
+    work = root / WORK_DIR / variant  # the gate's scratch files, read by the converter tasks
+    prepared = clock.run("eval", gate_stage.prepare, built, root, gate,
+                         run["provenance"]["run"] if run else None, work) if gate else None
+    meta = {"spec": built.spec.to_dict(), "num_classes": built.num_classes, "labels": built.labels,
+            "params": param_counts(built.model), **io_spec(built.model), "weights": built.weights,
+            "training": run["provenance"] if run else None}
+    source = {"input_size": built.input_size, "labels": built.labels, "num_classes": built.num_classes,
+              "weights": built.weights}
+    del built
+    reference = parity.reference_info(ref, "golden", list(batch_sizes))
+    _, results = clock.run("parity", parity.check_artifacts, ref, artifacts, root, source="golden",
+                           batch_sizes=batch_sizes, num_threads=threads)
+    accuracy, quant = clock.run("eval", gate_stage.judge, artifacts, root, prepared, threads, work)
+    return {"variant": variant, "task": "keras", "artifacts": artifacts, "meta": meta, "source": source, "reference": reference,
+            "results": results, "environment": parity.environment(), "timings": clock.timings(),
+            "gate": prepared, "accuracy": accuracy, "quantization": quant}
+
+
+def convert_task(*, variant: str, fmt: str, precisions: list[str], staging: str, version: int,
+                 ships_savedmodel: bool, threads: int, batch_sizes: tuple[int, ...],
+                 keras: dict[str, Any], options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every `precisions` of `fmt` from the variant's SavedModel, then their parity against golden;
+    `options` go to the exporter (e.g. the TFLite metadata's card)."""
+    _setup_threads(threads)
+    from export.core.registry import FORMATS
+    from export.model.build import BuiltModel
+    from export.model.variants import get_variant
+    from export.quality import golden, parity
+    clock = _Clock(variant)
+    root = Path(staging)
+    src = keras["source"]
+    # The exporters read the graph from the SavedModel; they need only the name, size and labels.
+    built = BuiltModel(None, get_variant(variant), src["num_classes"], src["input_size"],
+                       src["weights"], src["labels"])
+    sm_dir = saved_model_dir(root, variant, version, ships_savedmodel)
+    exporter = FORMATS[fmt].exporter_module()
+    artifacts = []
+    options = {**(options or {}), "saved_model_dir": sm_dir}
+    from export.pipeline import gate_stage
+    work = root / WORK_DIR / variant
+    calibration = gate_stage.calibration_options(work, keras.get("gate"))
+    for precision in sorted(precisions, key=lambda p: p != "fp32"):
+        art = clock.run(fmt, exporter.export, built, root, precision,
+                        **options, **(calibration if precision == "int8" else {}))
+        if fmt == "onnx" and precision == "fp32":
+            options["fp32_path"] = Path(art.path)  # int8 quantizes the fp32 file just written
+        artifacts.append(art.relative_to(root))
+
+    def repair(art, result, evaluate):
+        from export.formats.quantize import QuantScheme
+        from export.quality import repair_onnx as repair_mod
+
+        def requantize(scheme):
+            return exporter.export(built, root, "int8", **options, **calibration, scheme=scheme,
+                                   overwrite=True).relative_to(root)
+        images = calibration.get("calibration")
+        if images is None:
+            from export.model import samples
+            images = samples.photos(built.input_size)
+        scheme = QuantScheme(**{k: v for k, v in art.details["quantization"].items()
+                                if k in QuantScheme.__dataclass_fields__ and k != "nodes_to_exclude"})
+        return repair_mod.repair_onnx(art, result, requantize=requantize, evaluate=evaluate,
+                                      fp32_path=options["fp32_path"], root=root, calibration=images, scheme=scheme)
+
+    def repair_tflite(art, result, evaluate):
+        from export.quality import repair_tflite as tflite_repair
+        return tflite_repair.repair_exported(art, result, evaluate, built=built, root=root, export_options=options,
+                                             calibration=calibration)
+
+    repairer = repair if fmt == "onnx" and "fp32_path" in options else repair_tflite if fmt == "tflite" else None
+    accuracy, quant = clock.run("eval", gate_stage.judge, artifacts, root, keras.get("gate"), threads, work, repairer)
+    ref = golden.load(root, variant)
+    _, results = clock.run("parity", parity.check_artifacts, ref, artifacts, root, source="golden",
+                           batch_sizes=batch_sizes, num_threads=threads)
+    return {"variant": variant, "task": fmt, "artifacts": artifacts, "results": results, "timings": clock.timings(),
+            "accuracy": accuracy, "quantization": quant}

@@ -1,0 +1,319 @@
+"""A small process pool for `make export`: tasks with dependencies, each in a fresh Python process,
+as many at once as there are cores and as the memory budget allows.
+
+Each task names a module-level function (`"module:function"`) and its keyword arguments; it runs
+in a new interpreter (`python -m export.pipeline.workers`), so TensorFlow's thread pools and heap never
+outlive it and the memory a converter leaves behind is returned to the system. The pool reports
+what every task cost (wall and CPU seconds, its own peak RSS) and samples the summed RSS of all
+its processes, so `make export` can say what it used. A failing task stops the others and its
+exception is raised in the parent (export.core.errors classes keep their class and message).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from export.core.errors import ExportError
+
+#: Seconds between two samples of the pool's total RSS.
+SAMPLE_EVERY_S = 0.2
+#: PSS (smaps_rollup walks every mapping of a ~6 GB TensorFlow process) is read once every this
+#: many samples: read every time it cost the parent ~25 % of a core, taken from the export.
+PSS_EVERY = 10
+#: The pool's pid, given to each task so that it can tell whether its parent already died.
+PARENT_ENV = "RESNET_DEPLOY_POOL_PARENT"
+
+
+@dataclass
+class Task:
+    """One unit of work: `fn(**kwargs)` in a fresh process once every task in `after` is done.
+
+    `memory_gb` is the peak this task is expected to reach (measured: see export.pipeline.run); the
+    pool starts a task only while the estimates of the running ones plus its own fit the budget.
+    `inputs` names earlier tasks whose results are passed in as `kwargs[name] = result`.
+    """
+
+    key: str
+    fn: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    after: tuple[str, ...] = ()
+    memory_gb: float = 1.0
+    inputs: dict[str, str] = field(default_factory=dict)   # kwarg name -> task key
+    label: str = ""
+
+
+@dataclass
+class TaskCost:
+    """What one task took: wall and CPU seconds (user + system, its threads and children) and
+    its own peak resident set (VmHWM)."""
+
+    key: str
+    started_s: float
+    wall_s: float
+    cpu_s: float
+    peak_rss_mb: float
+
+
+@dataclass
+class PoolReport:
+    """The pool's results and costs: per task, and the peak of all its processes' RSS summed."""
+
+    results: dict[str, Any]
+    costs: dict[str, TaskCost]
+    wall_s: float
+    cpu_s: float
+    peak_total_rss_mb: float
+    workers: int
+    memory_budget_gb: float
+    peak_total_pss_mb: float = 0.0
+    rss_at_peak: dict[str, float] = field(default_factory=dict)
+
+
+def default_workers() -> int:
+    """One worker per core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+def threads_per_task(workers: int) -> int:
+    """Intra-op threads for each task, so that the workers together use every core once."""
+    return max(1, default_workers() // max(1, workers))
+
+
+def run_tasks(tasks: list[Task], *, workers: int | None = None, memory_budget_gb: float = 6.0,
+              on_start: Callable[[Task], None] | None = None,
+              on_done: Callable[[Task, TaskCost], None] | None = None,
+              env: dict[str, str] | None = None) -> PoolReport:
+    """Run `tasks` respecting `after`, at most `workers` at once and within `memory_budget_gb`
+    (a task larger than the budget still runs, alone). Returns every result and cost; raises
+    the first failure after stopping the tasks still running."""
+    workers = workers or default_workers()
+    by_key = {t.key: t for t in tasks}
+    for t in tasks:
+        missing = [d for d in (*t.after, *t.inputs.values()) if d not in by_key]
+        if missing:
+            raise ValueError(f"task {t.key!r} waits for unknown task(s) {missing}")
+    pending = list(tasks)
+    running: dict[str, tuple[Task, subprocess.Popen, Path, float]] = {}
+    results: dict[str, Any] = {}
+    costs: dict[str, TaskCost] = {}
+    sampler = _RssSampler()
+    started = time.perf_counter()
+    cpu0 = _cpu_self()
+    scratch = Path(tempfile.mkdtemp(prefix="resnet-deploy-pool."))
+    sampler.start()
+    try:
+        while pending or running:
+            for t in list(pending):
+                if len(running) >= workers:
+                    break
+                ready = all(d in results for d in (*t.after, *t.inputs.values()))
+                in_use = sum(r[0].memory_gb for r in running.values())
+                if not ready or (running and in_use + t.memory_gb > memory_budget_gb):
+                    continue
+                pending.remove(t)
+                kwargs = {**t.kwargs, **{name: results[key] for name, key in t.inputs.items()}}
+                job = scratch / f"{len(results) + len(running)}.{_safe(t.key)}"
+                job.with_suffix(".in").write_bytes(pickle.dumps((t.fn, kwargs)))
+                with open(job.with_suffix(".log"), "wb") as log:  # converters' chatter; its tail on a crash
+                    proc = subprocess.Popen([sys.executable, "-m", "export.pipeline.workers", str(job)],
+                                            env={**os.environ, **(env or {}), PARENT_ENV: str(os.getpid())},
+                                            stdin=subprocess.DEVNULL,
+                                            stdout=log, stderr=subprocess.STDOUT)
+                sampler.add(proc.pid, t.key)
+                running[t.key] = (t, proc, job, time.perf_counter())
+                if on_start:
+                    on_start(t)
+            if pending and not running:
+                waiting = {t.key: [d for d in t.after if d not in results] for t in pending}
+                raise ExportError(f"export tasks cannot start (unmet dependencies): {waiting}")
+            time.sleep(0.1)
+            for key, (t, proc, job, t0) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[key]
+                sampler.remove(proc.pid)
+                outcome = _read_outcome(job, proc.returncode, t)
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                value, cpu_s, peak_mb = outcome
+                results[key] = value
+                costs[key] = TaskCost(key, round(t0 - started, 2), round(time.perf_counter() - t0, 2),
+                                      round(cpu_s, 2), round(peak_mb, 1))
+                if on_done:
+                    on_done(t, costs[key])
+    finally:
+        for _t, proc, _job, _t0 in running.values():
+            proc.terminate()
+        for _t, proc, _job, _t0 in running.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        sampler.stop()
+        import shutil
+        shutil.rmtree(scratch, ignore_errors=True)
+    wall = time.perf_counter() - started
+    cpu = _cpu_self() - cpu0 + sum(c.cpu_s for c in costs.values())
+    return PoolReport(results, costs, round(wall, 2), round(cpu, 2), round(sampler.peak_mb, 1), workers,
+                      memory_budget_gb, round(sampler.peak_pss_mb, 1), sampler.at_peak)
+
+
+def _safe(key: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in key)
+
+
+def _cpu_self() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def _read_outcome(job: Path, returncode: int, task: Task) -> tuple[Any, float, float] | BaseException:
+    out = job.with_suffix(".out")
+    try:
+        status, payload, cpu_s, peak_mb = pickle.loads(out.read_bytes())
+    except (OSError, EOFError, pickle.UnpicklingError):
+        how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
+        hint = " (out of memory?)" if returncode in (-9, 137) else ""
+        try:
+            lines = [ln for ln in job.with_suffix(".log").read_text(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            lines = []
+        last = f"; its last line: {lines[-1].strip()[:200]}" if lines else ""
+        return ExportError(f"export task {task.label or task.key} {how}{hint} without a result{last}")
+    if status == "ok":
+        return payload, cpu_s, peak_mb
+    return payload if isinstance(payload, BaseException) else ExportError(str(payload))
+
+
+class _RssSampler(threading.Thread):
+    """Samples this process and its live task processes: the peak of their summed RSS (which
+    counts the shared library pages both map, e.g. TensorFlow's, once per process), the peak of
+    their summed PSS (shared pages split between the processes mapping them: what they really
+    hold together), and who held what at the RSS peak."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True, name="rss-sampler")
+        self._pids: dict[int, str] = {os.getpid(): "pool (parent)"}
+        self._lock = threading.Lock()
+        self._stop_event = threading.Event()
+        self.peak_mb = 0.0
+        self.peak_pss_mb = 0.0
+        self.at_peak: dict[str, float] = {}
+        self._samples = 0
+
+    def add(self, pid: int, label: str = "") -> None:
+        with self._lock:
+            self._pids[pid] = label or str(pid)
+
+    def remove(self, pid: int) -> None:
+        with self._lock:
+            self._pids.pop(pid, None)
+
+    def run(self) -> None:
+        while not self._stop_event.wait(SAMPLE_EVERY_S):
+            self.sample()
+
+    def sample(self) -> None:
+        with self._lock:
+            pids = dict(self._pids)
+        rss = {label: _status_kb(pid, "VmRSS:") / 1024 for pid, label in pids.items()}
+        total = sum(rss.values())
+        if total > self.peak_mb:
+            self.peak_mb, self.at_peak = total, {k: round(v, 1) for k, v in rss.items()}
+        if self._samples % PSS_EVERY == 0:
+            self.peak_pss_mb = max(self.peak_pss_mb, sum(_pss_kb(pid) for pid in pids) / 1024)
+        self._samples += 1
+
+    def stop(self) -> None:
+        self._samples = 0  # the last sample reads PSS too
+        self.sample()
+        self._stop_event.set()
+
+
+def _status_kb(pid: int, field_name: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field_name):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _pss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set (VmHWM), MB; ru_maxrss where /proc is absent."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this task when the pool's process dies (even by SIGKILL), so no task
+    goes on writing into a staging directory nobody owns; exit at once if it is already gone."""
+    import ctypes
+    import signal
+    parent = int(os.environ.get(PARENT_ENV, "0"))
+    try:
+        ctypes.CDLL(None).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return  # not Linux: the parent's finally-block still stops its tasks on a normal exit
+    if parent and os.getppid() != parent:
+        os._exit(1)
+
+
+def _child(job: str) -> int:
+    """Entry point of a task process: run the pickled call, pickle back the result and costs."""
+    import resource
+    _die_with_parent()
+    path = Path(job)
+    fn_name, kwargs = pickle.loads(path.with_suffix(".in").read_bytes())
+    module, _, name = fn_name.partition(":")
+    try:
+        value = getattr(importlib.import_module(module), name)(**kwargs)
+        status, payload = "ok", value
+    except BaseException as e:  # noqa: BLE001 -- every failure goes back to the parent, which raises it
+        status, payload = "error", e
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+    try:
+        data = pickle.dumps((status, payload, cpu, peak_rss_mb()))
+    except Exception as e:  # noqa: BLE001 -- an unpicklable result or exception still reports a message
+        from export.core.errors import first_line
+        what = payload if isinstance(payload, BaseException) else e
+        data = pickle.dumps(("error", f"{type(what).__name__}: {first_line(what)}", cpu, peak_rss_mb()))
+    tmp = path.with_suffix(".out.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path.with_suffix(".out"))
+    return 0 if status == "ok" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1]))

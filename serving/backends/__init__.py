@@ -1,0 +1,1 @@
+"""What the local server runs: servables, the model registry, batching."""

@@ -1,0 +1,377 @@
+"""What the local server serves: a bundle's models, one backend per model, resolved as TF Serving does.
+
+A `Servable` is one model version behind one backend: the SavedModel itself (its signatures,
+through `tf.saved_model.load`), or an ONNX / TFLite / OpenVINO artifact of the same variant
+through the parity suite's runners (OpenVINO at the precision hint `openvino:f32|bf16`), with
+the image-bytes signature decoded in Python by the same TF ops the SavedModel graph uses.
+`ModelRegistry` reads the bundle's models.config and answers lookups by name, version or label
+with TF Serving's error codes and messages.
+"""
+from __future__ import annotations
+
+import abc
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from export.core.errors import BundleError
+from export.core.registry import FORMATS
+from export.deploy import tfserving as config_mod
+from serving.api.status import ServingStatus
+
+BACKENDS = tuple(FORMATS)
+PREDICT_METHOD = "tensorflow/serving/predict"
+IMAGE_BYTES_SIGNATURE = "predict_image_bytes"
+DEFAULT_SIGNATURE = "serving_default"
+#: Image formats tf.io.decode_image accepts, by their magic bytes.
+_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
+_UNKNOWN_IMAGE = "Unknown image file format. One of JPEG, PNG, GIF, BMP required."
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """An input or output of a signature: NumPy dtype (object = DT_STRING) and shape (None = any)."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int | None, ...]
+
+    @property
+    def tf_dtype_name(self) -> str:
+        return "DT_STRING" if self.dtype == np.dtype(object) else f"DT_{_TF_NAMES.get(self.dtype.name, self.dtype.name).upper()}"
+
+    def shape_text(self) -> str:
+        return "[" + ",".join("-1" if d is None else str(d) for d in self.shape) + "]"
+
+
+_TF_NAMES = {"float32": "float", "float64": "double"}
+
+
+@dataclass(frozen=True)
+class Signature:
+    name: str
+    inputs: dict[str, TensorInfo]
+    outputs: dict[str, TensorInfo]
+
+
+def tf_error_message(e: Exception) -> str:
+    """The first line of a TensorFlow error without its function-node and op decorations."""
+    text = getattr(e, "message", None) or str(e)
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text).strip()
+    text = text.splitlines()[0] if text else type(e).__name__
+    return re.sub(r"\s*\[Op:[^\]]*\]\s*$", "", text)
+
+
+def decode_images(blobs: np.ndarray, size: int) -> np.ndarray:
+    """Encoded images -> float32 [N, size, size, 3] in [0, 255], with the SavedModel graph's ops
+    (tf.io.decode_image RGB, bilinear resize with antialias), for backends without that graph."""
+    import tensorflow as tf
+
+    from export.formats.savedmodel import decode_image
+    out = []
+    for blob in blobs.reshape(-1):
+        try:
+            out.append(decode_image(blob, size))
+        except tf.errors.OpError as e:
+            raise ServingStatus.invalid(tf_error_message(e)) from None
+    return np.stack([t.numpy() for t in out]).astype(np.float32)
+
+
+#: The largest image (width x height) the image-bytes signature decodes: a few KB of PNG can
+#: declare 50,000 x 50,000 pixels, which tf.io.decode_image would allocate (7.5 GB) before resizing.
+MAX_IMAGE_PIXELS = 50_000_000
+
+
+def _declared_pixels(blob: bytes) -> int | None:
+    """Width x height from the image's header (Pillow reads only the header), None if Pillow can't tell."""
+    import io
+
+    from PIL import Image
+    try:
+        with Image.open(io.BytesIO(blob)) as image:
+            width, height = image.size
+            return width * height
+    except Image.DecompressionBombError as e:  # "Image size (N pixels) exceeds limit of ..."
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        return int(found[1]) if found else MAX_IMAGE_PIXELS + 1
+    except Exception:  # noqa: BLE001 - a header Pillow can't read: TensorFlow's decoder decides
+        return None
+
+
+def check_image_blobs(blobs: np.ndarray) -> None:
+    """INVALID_ARGUMENT for a blob that is no image TF can decode, or that declares more than
+    MAX_IMAGE_PIXELS (checked before batching, from the header, before anything is decoded)."""
+    for i, blob in enumerate(blobs.reshape(-1)):
+        if not isinstance(blob, bytes) or not blob.startswith(_IMAGE_MAGIC):
+            raise ServingStatus.invalid(f"image {i}: {_UNKNOWN_IMAGE}")
+        pixels = _declared_pixels(blob)
+        if pixels is not None and pixels > MAX_IMAGE_PIXELS:
+            raise ServingStatus.invalid(f"image {i} declares {pixels} pixels, more than the {MAX_IMAGE_PIXELS} "
+                                        "this server decodes; resize it before sending")
+
+
+class Servable(abc.ABC):
+    """One model version behind one backend."""
+
+    backend = "base"
+
+    def __init__(self, name: str, version: int, path: Path) -> None:
+        self.name, self.version, self.path = name, version, Path(path)
+        self.signatures: dict[str, Signature] = {}
+
+    def signature_def_map(self):
+        """A tensorflow.serving SignatureDefMap for GetModelMetadata."""
+        from tensorflow_serving.apis import get_model_metadata_pb2
+        out = get_model_metadata_pb2.SignatureDefMap()
+        for sig in self.signatures.values():
+            sd = out.signature_def[sig.name]
+            sd.method_name = PREDICT_METHOD
+            for group, infos in ((sd.inputs, sig.inputs), (sd.outputs, sig.outputs)):
+                for info in infos.values():
+                    ti = group[info.name]
+                    ti.name = f"{info.name}:0"
+                    ti.dtype = _tf_enum(info.tf_dtype_name)
+                    for d in info.shape:
+                        ti.tensor_shape.dim.add(size=-1 if d is None else d)
+        return out
+
+    @abc.abstractmethod
+    def run(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run `signature` on validated inputs; every output by name."""
+
+    def close(self) -> None:  # noqa: B027 -- optional hook: a servable may hold nothing to free
+        pass
+
+
+def _tf_enum(name: str) -> int:
+    from tensorflow.core.framework import types_pb2
+    return types_pb2.DataType.Value(name)
+
+
+class SavedModelServable(Servable):
+    """The SavedModel's own signatures, run with tf.saved_model.load (TF Serving's graph)."""
+
+    backend = "savedmodel"
+
+    def __init__(self, name: str, version: int, path: Path) -> None:
+        super().__init__(name, version, path)
+        import tensorflow as tf
+        from tensorflow.core.framework import types_pb2
+        from tensorflow.core.protobuf import saved_model_pb2
+        proto = saved_model_pb2.SavedModel()
+        try:
+            proto.ParseFromString((self.path / "saved_model.pb").read_bytes())
+            self._loaded = tf.saved_model.load(str(self.path))
+        except (OSError, tf.errors.OpError, ValueError) as e:
+            raise BundleError(f"cannot load the SavedModel of {name} version {version} at {path}: "
+                              f"{tf_error_message(e)}") from None
+        self._defs = proto.meta_graphs[0].signature_def
+        self._fns = {}
+        for sig_name, sd in self._defs.items():
+            if sd.method_name != PREDICT_METHOD or sig_name not in self._loaded.signatures:
+                continue
+            self._fns[sig_name] = self._loaded.signatures[sig_name]
+
+            def infos(group):
+                return {k: TensorInfo(k, np.dtype(object) if v.dtype == types_pb2.DT_STRING
+                                      else np.dtype(tf.as_dtype(v.dtype).as_numpy_dtype),
+                                      tuple(None if d.size < 0 else d.size for d in v.tensor_shape.dim))
+                        for k, v in group.items()}
+            self.signatures[sig_name] = Signature(sig_name, infos(sd.inputs), infos(sd.outputs))
+
+    def signature_def_map(self):
+        from tensorflow_serving.apis import get_model_metadata_pb2
+        out = get_model_metadata_pb2.SignatureDefMap()
+        for k, sd in self._defs.items():
+            out.signature_def[k].CopyFrom(sd)
+        return out
+
+    def run(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import tensorflow as tf
+        try:
+            result = self._fns[signature](**{k: tf.constant(v) for k, v in inputs.items()})
+        except (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError, ValueError, TypeError) as e:
+            raise ServingStatus.invalid(tf_error_message(e)) from None
+        return {k: v.numpy() for k, v in result.items()}
+
+
+class RunnerServable(Servable):
+    """An ONNX, TFLite or OpenVINO artifact through a parity-suite Runner, with TF Serving's two
+    signatures. `precision_hint` is OpenVINO's (f32, bf16)."""
+
+    def __init__(self, name: str, version: int, path: Path, backend: str,
+                 precision_hint: str | None = None) -> None:
+        super().__init__(name, version, path)
+        self.backend = backend
+        self._runner = make_runner(backend, path, precision_hint)
+        self._lock = threading.Lock()  # LiteRT interpreters are not thread-safe; keep it uniform
+        (image,) = self._runner.inputs.values()
+        self._input_name, self._input_dtype = image.name, np.dtype(image.dtype)
+        self.size = int(image.shape[1])
+        shape = (None, self.size, self.size, 3)
+        outs = {n: TensorInfo(n, np.dtype(np.float32), (None, None)) for n in self._runner.outputs}
+        self.signatures = {
+            DEFAULT_SIGNATURE: Signature(DEFAULT_SIGNATURE, {"image": TensorInfo("image", np.dtype(np.float32), shape)}, outs),
+            IMAGE_BYTES_SIGNATURE: Signature(IMAGE_BYTES_SIGNATURE,
+                                             {"image_bytes": TensorInfo("image_bytes", np.dtype(object), (None,))}, outs),
+        }
+
+    def run(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        pixels = decode_images(inputs["image_bytes"], self.size) if signature == IMAGE_BYTES_SIGNATURE else inputs["image"]
+        if self._input_dtype == np.uint8:  # full-integer TFLite takes uint8 pixels
+            pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+        from export.core.errors import RunnerError
+        try:
+            with self._lock:
+                out = self._runner.infer({self._input_name: pixels.astype(self._input_dtype, copy=False)})
+        except RunnerError as e:
+            raise ServingStatus.invalid(str(e)) from None
+        return {k: np.asarray(v, dtype=np.float32) for k, v in out.items()}
+
+    def close(self) -> None:
+        self._runner.close()
+
+
+def make_runner(backend: str, path: Path, precision_hint: str | None = None):
+    """A loaded CPU Runner for `path` from export.runtimes (the parity suite's runners)."""
+    from export.runtimes import runner_for
+    name = f"{backend}:{Path(path).name}" + (f"@{precision_hint}" if precision_hint else "")
+    return runner_for(path, device="CPU", name=name, precision_hint=precision_hint).load()
+
+
+def artifact_path(bundle: Path, variant: str, backend: str, precision: str | None, version: int = 1) -> Path:
+    """Where a bundle keeps `variant`'s artifact of format `backend` at `precision` (default: the
+    format's first), as the format's exporter lays it out (export.core.registry)."""
+    spec = FORMATS[backend]
+    precision = precision or spec.precisions[0]
+    if precision not in spec.precisions:
+        raise BundleError(f"--backend {backend}:{precision}: {backend} has precisions {', '.join(spec.precisions)}")
+    path = spec.target_path(bundle, variant, precision, version)
+    if not path.exists():
+        raise BundleError(f"--backend {backend}{':' + precision if precision != spec.precisions[0] else ''}: "
+                          f"{path} is not in the bundle")
+    return path
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    versions: dict[int, Servable]
+    labels: dict[str, int]
+
+
+class ModelRegistry:
+    """The served models, looked up as TF Serving's ServerCore does."""
+
+    def __init__(self, models: list[ModelEntry]) -> None:
+        self.models = {m.name: m for m in models}
+
+    @classmethod
+    def from_bundle(cls, bundle: str | Path, backend: str = "savedmodel",
+                    only: list[str] | None = None) -> ModelRegistry:
+        """Load every model (all configured versions) of the bundle directory `bundle`, or only
+        the models named in `only` (BundleError for a name the bundle lacks)."""
+        bundle = Path(bundle)
+        backend, _, precision = backend.partition(":")
+        if backend not in BACKENDS:
+            raise BundleError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+        models = []
+        listed = bundle_models(bundle)
+        unknown = sorted(set(only or []) - {m["name"] for m in listed})
+        if unknown:
+            raise BundleError(f"--model {', '.join(unknown)}: not in {bundle} (it has "
+                              f"{', '.join(m['name'] for m in listed)})")
+        for m in listed:
+            if only and m["name"] not in only:
+                continue
+            versions: dict[int, Servable] = {}
+            for v in m["versions"]:
+                if backend == "savedmodel":
+                    versions[v] = SavedModelServable(m["name"], v, Path(m["local_path"]) / str(v))
+                else:
+                    hints = FORMATS[backend].precision_hints  # openvino:bf16 picks the runner's hint
+                    hint = (precision or hints[0]) if hints else None
+                    path = artifact_path(bundle, m["name"], backend, None if hints else precision or None, v)
+                    versions[v] = RunnerServable(m["name"], v, path, backend, hint)
+            models.append(ModelEntry(m["name"], versions, m["labels"]))
+        return cls(models)
+
+    def close(self) -> None:
+        for m in self.models.values():
+            for s in m.versions.values():
+                s.close()
+
+    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
+        """The servable a request names (latest version when neither version nor label)."""
+        model = self.models.get(name)
+        if label is not None:
+            if model is None or label not in model.labels:
+                raise ServingStatus.invalid(f"Unrecognized servable version label: {label}")
+            version = model.labels[label]
+        if model is None:
+            raise ServingStatus.not_found(
+                f"Servable not found for request: {'Latest' if version is None else 'Specific'}"
+                f"({name}{'' if version is None else f', {version}'})")
+        if version is None:
+            return model.versions[max(model.versions)]
+        if version not in model.versions:
+            raise ServingStatus.not_found(f"Servable not found for request: Specific({name}, {version})")
+        return model.versions[version]
+
+    def status(self, name: str, version: int | None = None, label: str | None = None) -> list[int]:
+        """The versions GetModelStatus reports (all AVAILABLE here), TF Serving's messages."""
+        model = self.models.get(name)
+        if label is not None:
+            return [self.resolve(name, label=label).version]
+        if model is None:
+            raise ServingStatus.not_found(f"Could not find any versions of model {name}")
+        if version is None:
+            return sorted(model.versions)
+        if version not in model.versions:
+            raise ServingStatus.not_found(f"Could not find version {version} of model {name}")
+        return [version]
+
+
+def bundle_models(bundle: Path) -> list[dict]:
+    """The bundle's models from its models.config (base paths mapped into `bundle`), or, without
+    one, every `tfserving/<name>/<version>/` with a `stable` label on the newest version."""
+    cfg = bundle / "models.config"
+    if not bundle.is_dir():
+        raise BundleError(f"{bundle} is not a bundle directory (no such directory)")
+    if cfg.is_file():
+        models = config_mod.served_models(cfg.read_text())
+        for m in models:
+            base = m["base_path"]
+            prefix = config_mod.DEFAULT_BASE_PREFIX
+            if base == prefix or base.startswith(prefix + "/"):
+                local = bundle / base[len(prefix):].lstrip("/")
+            else:
+                local = bundle / base if not Path(base).is_absolute() else Path(base)
+            m["local_path"] = str(local)
+            if not m["versions"]:  # latest policy: the newest version on disk
+                found = _versions_on_disk(local)
+                m["versions"] = found[-1:]
+            if not m["versions"]:
+                raise BundleError(f"model {m['name']}: no version directory under {local}")
+        return models
+    root = bundle / "tfserving"
+    names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    models = []
+    for name in names:
+        versions = _versions_on_disk(root / name)
+        if versions:
+            models.append({"name": name, "local_path": str(root / name), "versions": versions,
+                           "labels": {"stable": versions[-1]}})
+    if not models:
+        raise BundleError(f"{bundle} has no models.config and no tfserving/<model>/<version>/ SavedModel")
+    return models
+
+
+def _versions_on_disk(path: Path) -> list[int]:
+    if not path.is_dir():
+        return []
+    return sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit()
+                  and (p / "saved_model.pb").is_file())

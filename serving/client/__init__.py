@@ -1,0 +1,1 @@
+"""Clients for TF Serving's REST and gRPC APIs."""

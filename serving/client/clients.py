@@ -1,0 +1,305 @@
+"""REST and gRPC clients for TF Serving's API (the real server or the local one).
+
+Both clients answer with the same plain shapes: `status()` and `metadata()` return TF Serving's
+REST JSON (gRPC answers are converted to it), `predict()` returns each output as a NumPy array.
+Any failure raises ServingError with the server's code and message. The REST client needs no
+TensorFlow; the gRPC protos import it (tensorflow-serving-api depends on its protos).
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from export.core.errors import ServingError
+
+DEFAULT_SIGNATURE = "serving_default"
+IMAGE_BYTES_SIGNATURE = "predict_image_bytes"
+
+
+def _spec_path(model: str, version: int | None, label: str | None) -> str:
+    if version is not None and label is not None:
+        raise ServingError("give a model version or a label, not both")
+    path = f"/v1/models/{model}"
+    if version is not None:
+        path += f"/versions/{version}"
+    elif label is not None:
+        path += f"/labels/{label}"
+    return path
+
+
+class RestClient:
+    """TF Serving's REST API at `url` (e.g. http://127.0.0.1:8501)."""
+
+    def __init__(self, url: str, timeout: float = 60.0) -> None:
+        import httpx
+        if not url.startswith(("http://", "https://")):
+            url = "http://" + url
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> RestClient:  # noqa: PYI034
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, body: dict | None = None) -> dict:
+        import httpx
+        try:
+            r = self._http.request(method, path, content=None if body is None else json.dumps(body),
+                                   headers={"Content-Type": "application/json"})
+        except httpx.HTTPError as e:
+            raise ServingError(f"cannot reach the REST API at {self.url} ({type(e).__name__}: {e}); "
+                               "is the server running (resnet-deploy serve BUNDLE)?") from None
+        try:
+            doc = r.json()
+        except ValueError:
+            raise ServingError(f"{method} {self.url}{path}: HTTP {r.status_code}, not JSON: {r.text[:200]!r}") from None
+        if r.status_code != 200:
+            raise ServingError(f"{method} {path}: HTTP {r.status_code}: {doc.get('error', doc)}")
+        return doc
+
+    def status(self, model: str, version: int | None = None, label: str | None = None) -> dict:
+        return self._call("GET", _spec_path(model, version, label))
+
+    def metadata(self, model: str, version: int | None = None, label: str | None = None) -> dict:
+        return self._call("GET", _spec_path(model, version, label) + "/metadata")
+
+    def predict_json(self, model: str, body: dict, version: int | None = None, label: str | None = None) -> dict:
+        """POST a ready-made request body to `:predict`; the response JSON as is."""
+        return self._call("POST", _spec_path(model, version, label) + ":predict", body)
+
+    def predict(self, model: str, inputs: dict[str, np.ndarray], signature: str = DEFAULT_SIGNATURE,
+                version: int | None = None, label: str | None = None, form: str = "columnar") -> dict[str, np.ndarray]:
+        """Predict with named input arrays (object arrays of bytes go as `{"b64"}`), in `form`
+        "columnar" (`inputs`) or "row" (`instances`); every output as float32."""
+        enc = {k: _to_json(v) for k, v in inputs.items()}
+        if form == "columnar":
+            body = {"signature_name": signature,
+                    "inputs": next(iter(enc.values())) if len(enc) == 1 else enc}
+        else:
+            n = len(next(iter(inputs.values())))
+            rows = next(iter(enc.values())) if len(enc) == 1 else [{k: v[i] for k, v in enc.items()} for i in range(n)]
+            body = {"signature_name": signature, "instances": rows}
+        doc = self.predict_json(model, body, version, label)
+        if "outputs" in doc:
+            out = doc["outputs"]
+            return {k: np.asarray(v, np.float32) for k, v in out.items()} if isinstance(out, dict) \
+                else {"output": np.asarray(out, np.float32)}
+        preds = doc["predictions"]
+        if preds and isinstance(preds[0], dict):
+            return {k: np.asarray([p[k] for p in preds], np.float32) for k in preds[0]}
+        return {"output": np.asarray(preds, np.float32)}
+
+
+def _to_json(a: np.ndarray):
+    if a.dtype == np.dtype(object) or a.dtype.kind == "S":
+        return [{"b64": base64.b64encode(bytes(b)).decode("ascii")} for b in a.reshape(-1)]
+    return a.tolist()
+
+
+class GrpcClient:
+    """TF Serving's gRPC API at `target` (HOST:PORT)."""
+
+    def __init__(self, target: str, timeout: float = 60.0, max_message_bytes: int = 64 << 20) -> None:
+        import grpc
+        from tensorflow_serving.apis import (
+            model_service_pb2_grpc,
+            prediction_service_pb2_grpc,
+        )
+        self.target, self.timeout = target, timeout
+        self._channel = grpc.insecure_channel(target, options=[
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes)])
+        self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
+        self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> GrpcClient:  # noqa: PYI034
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _call(self, rpc, request):
+        import grpc
+        try:
+            return rpc(request, timeout=self.timeout)
+        except grpc.RpcError as e:
+            unreachable = e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+            if unreachable and "connect" in str(e.details()).lower():
+                raise ServingError(f"cannot reach the gRPC API at {self.target} ({e.details()}); "
+                                   "is the server running (resnet-deploy serve BUNDLE)?") from None
+            raise ServingError(f"gRPC {e.code().name}: {e.details()}") from None
+
+    @staticmethod
+    def _spec(spec, model: str, version: int | None, label: str | None, signature: str = "") -> None:
+        if version is not None and label is not None:
+            raise ServingError("give a model version or a label, not both")
+        spec.name = model
+        if version is not None:
+            spec.version.value = version
+        elif label is not None:
+            spec.version_label = label
+        if signature:
+            spec.signature_name = signature
+
+    def status(self, model: str, version: int | None = None, label: str | None = None) -> dict:
+        from tensorflow_serving.apis import get_model_status_pb2
+        request = get_model_status_pb2.GetModelStatusRequest()
+        self._spec(request.model_spec, model, version, label)
+        return _to_dict(self._call(self._models.GetModelStatus, request))
+
+    def metadata(self, model: str, version: int | None = None, label: str | None = None) -> dict:
+        from tensorflow_serving.apis import get_model_metadata_pb2
+        request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
+        self._spec(request.model_spec, model, version, label)
+        response = self._call(self._predict.GetModelMetadata, request)
+        sig_map = get_model_metadata_pb2.SignatureDefMap()
+        response.metadata["signature_def"].Unpack(sig_map)
+        spec = _to_dict(response.model_spec)
+        return {"model_spec": {"name": spec["name"], "signature_name": spec.get("signature_name", ""),
+                               "version": spec.get("version", "")},
+                "metadata": {"signature_def": _to_dict(sig_map)}}
+
+    def predict_request(self, model: str, inputs: dict[str, np.ndarray], signature: str = DEFAULT_SIGNATURE,
+                        version: int | None = None, label: str | None = None, output_filter: Sequence[str] = ()):
+        """The PredictRequest proto for `inputs` (the client's encoding step, timed apart by the load run)."""
+        from tensorflow_serving.apis import predict_pb2
+        request = predict_pb2.PredictRequest(output_filter=list(output_filter))
+        self._spec(request.model_spec, model, version, label, signature)
+        for k, v in inputs.items():
+            request.inputs[k].CopyFrom(make_tensor_proto(v))
+        return request
+
+    def send(self, request):
+        """Send a PredictRequest; the raw PredictResponse proto."""
+        return self._call(self._predict.Predict, request)
+
+    @staticmethod
+    def predict_outputs(response) -> dict[str, np.ndarray]:
+        """Every output of a PredictResponse as a NumPy array."""
+        return {k: make_ndarray(v) for k, v in response.outputs.items()}
+
+    def predict_response(self, model: str, inputs: dict[str, np.ndarray], signature: str = DEFAULT_SIGNATURE,
+                         version: int | None = None, label: str | None = None, output_filter: Sequence[str] = ()):
+        """The raw PredictResponse proto."""
+        return self.send(self.predict_request(model, inputs, signature, version, label, output_filter))
+
+    def predict(self, model: str, inputs: dict[str, np.ndarray], signature: str = DEFAULT_SIGNATURE,
+                version: int | None = None, label: str | None = None, form: str = "") -> dict[str, np.ndarray]:
+        return self.predict_outputs(self.predict_response(model, inputs, signature, version, label))
+
+
+def _to_dict(message) -> dict:
+    from google.protobuf import json_format
+    return json_format.MessageToDict(message, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True)
+
+
+# TensorProto without TensorFlow: float32 / int / string tensors are all this API needs.
+_DTYPES = {np.dtype(np.float32): 1, np.dtype(np.float64): 2, np.dtype(np.int32): 3, np.dtype(np.uint8): 4,
+           np.dtype(np.int64): 9}
+
+
+def make_tensor_proto(a: np.ndarray):
+    """A TensorProto of `a` (float/int as tensor_content, object/bytes arrays as DT_STRING)."""
+    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
+    a = np.asarray(a)
+    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in a.shape])
+    if a.dtype == np.dtype(object) or a.dtype.kind == "S":
+        return tensor_pb2.TensorProto(dtype=7, tensor_shape=shape, string_val=[bytes(b) for b in a.reshape(-1)])
+    if a.dtype not in _DTYPES:
+        raise ServingError(f"cannot send a {a.dtype} tensor; use float32, int32, int64, uint8 or bytes")
+    return tensor_pb2.TensorProto(dtype=_DTYPES[a.dtype], tensor_shape=shape,
+                                  tensor_content=np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes())
+
+
+def make_ndarray(proto) -> np.ndarray:
+    """The NumPy array of a float/int/string TensorProto."""
+    shape = tuple(d.size for d in proto.tensor_shape.dim)
+    if proto.dtype == 7:
+        return np.asarray(list(proto.string_val), dtype=object).reshape(shape)
+    dtype: Any = {v: k for k, v in _DTYPES.items()}.get(proto.dtype)
+    if dtype is None:
+        raise ServingError(f"unsupported output dtype enum {proto.dtype}")
+    if proto.tensor_content:
+        return np.frombuffer(proto.tensor_content, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
+    values = {1: proto.float_val, 2: proto.double_val, 9: proto.int64_val}.get(proto.dtype, proto.int_val)
+    n = int(np.prod(shape)) if shape else 1
+    arr = np.asarray(values, dtype=dtype)
+    if arr.size != n:  # TF semantics: the last value repeats
+        arr = np.concatenate([arr, np.repeat(arr[-1:] if arr.size else np.zeros(1, dtype), n - arr.size)])
+    return arr.reshape(shape)
+
+
+# -- images, labels, top-k --------------------------------------------------------------------
+
+def read_image_bytes(paths: Sequence[str | Path]) -> np.ndarray:
+    """The files' bytes as an object array, for `predict_image_bytes`."""
+    out = []
+    for p in paths:
+        try:
+            out.append(Path(p).read_bytes())
+        except OSError as e:
+            raise ServingError(f"cannot read image {p}: {e.strerror}") from None
+    arr = np.empty(len(out), dtype=object)
+    arr[:] = out
+    return arr
+
+
+def load_pixels(paths: Sequence[str | Path], size: int = 224) -> np.ndarray:
+    """Decoded RGB float32 [N, size, size, 3] in [0, 255] (PIL bilinear resize), for `serving_default`."""
+    from PIL import Image, UnidentifiedImageError
+    out = []
+    for p in paths:
+        try:
+            with Image.open(p) as img:
+                out.append(np.asarray(img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32))
+        except (OSError, UnidentifiedImageError) as e:
+            raise ServingError(f"cannot decode image {p}: {e}") from None
+    return np.stack(out)
+
+
+def read_labels(path: str | Path | None) -> list[str] | None:
+    if path is None:
+        return None
+    try:
+        return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    except OSError as e:
+        raise ServingError(f"cannot read labels file {path}: {e.strerror}") from None
+
+
+def top_k(probabilities: np.ndarray, k: int = 5, labels: list[str] | None = None) -> list[dict]:
+    """The k most probable classes of one row: index, label (or class index) and probability."""
+    order = np.argsort(-probabilities, kind="stable")[:k]
+    return [{"index": int(i), "label": labels[i] if labels and i < len(labels) else str(int(i)),
+             "probability": float(probabilities[i])} for i in order]
+
+
+def input_size(metadata: dict, default: int = 224) -> int:
+    """The image size of serving_default's `image` input in a metadata answer."""
+    try:
+        sig = metadata["metadata"]["signature_def"]["signature_def"][DEFAULT_SIGNATURE]
+        dims = next(iter(sig["inputs"].values()))["tensor_shape"]["dim"]
+        return int(dims[1]["size"])
+    except (KeyError, IndexError, StopIteration, ValueError):
+        return default
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()

@@ -1,0 +1,1 @@
+"""The local server's front ends: the REST app, the gRPC service and the server process."""

@@ -1,0 +1,1 @@
+"""Tools around serving: the loopback load test, and `classify` (LiteRT on a desktop)."""
