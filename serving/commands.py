@@ -116,9 +116,7 @@ def bundle_dir(path: str | Path, workdir: Path | None = None) -> Path:
         return beside.resolve()
     if workdir is None:
         raise BundleError(f"{p} must be unpacked first")
-    from export.bundle.layout import (
-        unpack,  # refuses absolute paths, `..`, outside links, devices
-    )
+    from export.bundle.packing import unpack  # refuses absolute paths, `..`, outside links, devices
     root = unpack(p, workdir)
     if not (root / "models.config").is_file():
         raise BundleError(f"{p} holds no models.config: not a bundle")

@@ -63,7 +63,7 @@ def exported(tmp_path_factory, built_model):
 
     def get(variant: str):
         if variant not in cache:
-            from export.pipeline.run import export_artifacts, resolve_targets
+            from export.pipeline.single import export_artifacts, resolve_targets
             built = built_model(variant)
             out = root / f"exported-{variant}"
             arts = export_artifacts(built, out, resolve_targets("all"))

@@ -1,4 +1,5 @@
-"""The bundle tarball, compressed only where compression pays: a `.tar.gz` that any gzip reads.
+"""The bundle tarball: `pack` and the safe `unpack`, compressed only where compression pays (a
+`.tar.gz` that any gzip reads).
 
 Model weights are near-random bytes: measured on a ResNet50 bundle, deflate level 1 leaves float
 weights at 91-93 % of their size and int8 weights at 98 %, at 30-50 MB/s on one core, so
@@ -17,8 +18,11 @@ import os
 import tarfile
 import zlib
 from collections.abc import Callable, Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO
+
+from export.core.atomic import replacing, write_text
+from export.core.errors import BundleError
 
 #: A file whose samples deflate (level 1) to more than this fraction of their size is stored.
 STORE_ABOVE = 0.85
@@ -116,3 +120,80 @@ def write_tar_gz(path: Path, members: Iterable[tuple[Path, str]],
         raw.flush()
         os.fsync(raw.fileno())
     return hashing.sha256.hexdigest(), counts
+
+
+# -- pack / unpack ------------------------------------------------------------------------------
+
+def pack(bundle_dir: Path) -> tuple[Path, str]:
+    """Write `<bundle>.tar.gz` (members under `<bundle>/`) and `<bundle>.tar.gz.sha256`, atomically.
+
+    Weights that do not compress are stored inside the gzip stream rather than deflated
+    (export/bundle/packing.py has the measurements); any gzip or tar reads the result as usual.
+    """
+    bundle_dir = Path(bundle_dir)
+    tar_path = bundle_dir.with_name(bundle_dir.name + ".tar.gz")
+    # Reproducible as before: gzip members without a timestamp or name, members sorted, owners/modes
+    # normalised (mtimes clamped to SOURCE_DATE_EPOCH when set): equal files give an equal tarball.
+    members = [(p, f"{bundle_dir.name}/{p.relative_to(bundle_dir).as_posix()}")
+               for p in sorted(bundle_dir.rglob("*")) if not p.is_symlink()]
+    with replacing(tar_path) as tmp:
+        digest, _ = write_tar_gz(tmp, members, normalise=_normalise_member)
+    write_text(tar_path.with_name(tar_path.name + ".sha256"), f"{digest}  {tar_path.name}\n")
+    return tar_path, digest
+
+
+def _normalise_member(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mode = 0o755 if info.isdir() else 0o644
+    epoch = source_date_epoch()
+    info.mtime = int(info.mtime) if epoch is None else min(int(info.mtime), epoch)
+    return info
+
+
+def source_date_epoch() -> int | None:
+    """SOURCE_DATE_EPOCH (reproducible-builds.org) as an int, or None when unset or invalid."""
+    text = os.environ.get("SOURCE_DATE_EPOCH", "")
+    return int(text) if text.isdigit() else None
+
+
+def _check_member(member: tarfile.TarInfo, dest: Path) -> None:
+    """The safe-unpack rules (export/deploy/safe_unpack.py, also run by the Kubernetes
+    initContainer): absolute paths, `..`, links leading outside `dest`, devices, FIFOs."""
+    from export.deploy.safe_unpack import UnsafeArchive, check_member
+    try:
+        check_member(member, dest)
+    except UnsafeArchive as e:
+        raise BundleError(str(e)) from None
+
+
+def unpack(tar_path: Path, dest: Path) -> Path:
+    """Safely extract a bundle tarball into `dest`; returns the bundle directory inside it."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(tar_path, "r:*") as tar:
+            members = tar.getmembers()
+            for m in members:
+                _check_member(m, dest)
+            tar.extractall(dest, members=members, filter="data")
+    except tarfile.TarError as e:
+        raise BundleError(f"cannot unpack {tar_path}: {e}") from None
+    except OSError as e:
+        raise BundleError(f"cannot unpack {tar_path}: {e.strerror or e}") from None
+    tops = {PurePosixPath(m.name).parts[0] for m in members if m.name not in ("", ".")}
+    if len(tops) != 1:
+        raise BundleError(f"{tar_path} is not a bundle: expected one top-level directory, found {sorted(tops)}")
+    return dest / tops.pop()
+
+
+
+
+def open_bundle(path: Path, scratch: Path) -> Path:
+    """A bundle directory for `path`: the directory itself, or a .tar.gz unpacked into scratch."""
+    path = Path(path)
+    if path.is_dir():
+        return path
+    if path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
+        return unpack(path, scratch)
+    raise BundleError(f"{path} is neither a bundle directory nor a .tar.gz; give dist/<name>-<version>[.tar.gz]")

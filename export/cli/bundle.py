@@ -1,5 +1,5 @@
-"""`resnet-deploy sign | verify`: who made a bundle, that nothing changed since, and how it compares
-with another export of the same commit.
+"""`resnet-deploy bundle | sign | verify`: `make export`'s bundle run; who made a bundle, that nothing
+changed since, and how it compares with another export of the same commit.
 
 `sign` writes the bundle's signature.sig with an offline model-signing signer (EC key, or key +
 certificate + CA chain) and re-packs its .tar.gz so the tarball carries it. `verify` checks, in
@@ -16,7 +16,18 @@ from pathlib import Path
 
 
 def add_parsers(sub, commands: dict[str, Callable[[argparse.Namespace], int]]) -> None:
-    """Add `sign` and `verify` to the `resnet-deploy` subparsers and the `commands` table."""
+    """Add `bundle`, `sign` and `verify` to the `resnet-deploy` subparsers and the `commands` table."""
+    s = sub.add_parser("bundle", help="build, export, check parity and publish deployment bundles (make export)")
+    s.add_argument("--config", default="configs/variants.toml")
+    s.add_argument("--out", default="dist")
+    s.add_argument("--weights", default=None, help="override the config's weights for every variant")
+    s.add_argument("--runs", default="runs", metavar="DIR",
+                   help="training runs of variants with `data` (reused while data, settings and weights match)")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--wait", action="store_true", help="wait for another run on the same --out instead of refusing")
+    add_signing_arguments(s, required=False)
+    commands["bundle"] = cmd_bundle
+
     s = sub.add_parser("sign", help="sign every file of a bundle (model-signing, offline: EC key or certificate)")
     s.add_argument("bundle", metavar="BUNDLE",
                    help="dist/<name>-<version> (its .tar.gz, if any, is re-packed with the signature)")
@@ -61,8 +72,7 @@ def signing_key(args: argparse.Namespace):
 
 def cmd_sign(args: argparse.Namespace) -> int:
     """Sign a bundle directory under its parent's lock, then re-pack its tarball if it has one."""
-    from export.bundle import layout as bundle
-    from export.bundle import signing
+    from export.bundle import packing, signing
     from export.core.errors import BundleError
     from export.core.locks import exclusive_output
     root = Path(args.bundle)
@@ -74,7 +84,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
         print(f"signed {root} ({signing.describe(root)}): {path}")
         tar = root.with_name(root.name + ".tar.gz")
         if tar.is_file():
-            tar, digest = bundle.pack(root)
+            tar, digest = packing.pack(root)
             print(f"re-packed {tar} with the signature (sha256 {digest})")
     return 0
 
@@ -82,10 +92,10 @@ def cmd_sign(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     """Signature (if asked), files, parity (unless skipped or the signature failed), --against; 0 or 1."""
     from export.bundle import layout as bundle
-    from export.bundle import signing
+    from export.bundle import packing, signing
     from export.quality import golden, parity
     with tempfile.TemporaryDirectory(prefix="resnet-deploy-verify.") as scratch:
-        root = bundle.open_bundle(Path(args.bundle), Path(scratch) / "this")
+        root = packing.open_bundle(Path(args.bundle), Path(scratch) / "this")
         signature_ok = True
         if args.public_key or args.certificate_chain:
             check = signing.verify_signature(root, args.public_key, args.certificate_chain or ())
@@ -121,10 +131,42 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def _against(root: Path, other_arg: str, scratch: Path) -> bool:
     """Print the per-file comparison with OTHER; True when every difference is an expected one."""
     from export.bundle import layout as bundle
-    from export.bundle import reproducibility
-    other = bundle.open_bundle(Path(other_arg), scratch)
+    from export.bundle import packing, reproducibility
+    other = packing.open_bundle(Path(other_arg), scratch)
     bundle.read_manifest(other)  # a clear error when OTHER is no bundle
     diffs = reproducibility.compare(root, other)
     print(reproducibility.render(diffs, other_arg))
     return all(d.ok for d in diffs)
 
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from export.cli.model import print_json
+    from export.pipeline.run import run_bundle
+    result = run_bundle(args.config, args.out, weights=args.weights, quiet=args.json, signer=signing_key(args),
+                        wait=args.wait, runs=args.runs)
+    if args.json:
+        print_json({k: v for k, v in result.items() if k not in ("report", "artifacts")})
+        return 0 if result["published"] else 1
+    console = Console()
+    if not result["published"]:
+        console.print(f"[red]parity failed[/red]: bundle NOT published; report: {result['report']}")
+        for failure in result["failures"][:20]:
+            console.print(f"  - {failure}")
+        return 1
+    table = Table(title=f"bundle {result['bundle']} ({result['seconds']} s)")
+    for col in ("variant", "format", "precision", "size", "export s", "parity"):
+        table.add_column(col, justify="right" if col in ("size", "export s") else "left")
+    verdicts: dict[str, list[str]] = {}
+    for r in result["report"].results:  # the CPU row first, then any GPU row ("GPU skipped") or hint row
+        where = " ".join(w for w in (r.device_requested if r.device_requested != "CPU" else "",
+                                     r.precision_hint) if w)
+        verdicts.setdefault(r.key, []).append(f"{where} {r.status}".strip())
+    for a in result["artifacts"]:
+        table.add_row(a.variant, a.format, a.precision, f"{a.bytes / 1e6:.1f} MB", f"{a.seconds:.1f}",
+                      ", ".join(verdicts.get(a.key, ["n/a"])))
+    console.print(table)
+    console.print(f"tarball {result['tarball']}\nsha256  {result['sha256']}")
+    return 0

@@ -57,7 +57,7 @@ def cmd_k8s(args: argparse.Namespace) -> int:
         if path.is_dir():
             root, digest = path, tarball_digest(path)
         elif path.is_file() and path.name.endswith((".tar.gz", ".tgz")):
-            from export.bundle.layout import unpack
+            from export.bundle.packing import unpack
             from export.core.atomic import sha256_file
             root, digest = unpack(path, Path(scratch)), sha256_file(path)
         else:

@@ -138,7 +138,7 @@ def _train_config(args: argparse.Namespace) -> int:
              if getattr(args, n)]
     if given:
         raise UsageError(f"--config trains what the config lists; drop {', '.join(given)}")
-    from export.pipeline.run import load_config
+    from export.pipeline.config import load_config
     from export.training.runs import ensure_run
     cfg = load_config(args.config, args.weights)
     trained = []

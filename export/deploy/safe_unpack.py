@@ -1,6 +1,6 @@
 """The bundle's safe-unpack rules, standard library only, so the same file runs in a container.
 
-`export.bundle.layout.unpack` uses `check_member` on every tarball it opens, and the Kubernetes
+`export.bundle.packing.unpack` uses `check_member` on every tarball it opens, and the Kubernetes
 initContainer runs this file as a script (shipped in the bundle's ConfigMap):
 
     python3 safe_unpack.py ARCHIVE DEST [--sha256 HEX | --sha256-file FILE] [--remove-archive]

@@ -14,7 +14,8 @@ import numpy as np
 from serving.api import tensors
 from serving.api.status import ServingStatus
 from serving.backends.batching import Batcher, BatchingOptions
-from serving.backends.servables import DEFAULT_SIGNATURE, ModelRegistry, Servable
+from serving.backends.registry import ModelRegistry
+from serving.backends.servables import DEFAULT_SIGNATURE, Servable
 
 
 class ServingCore:

@@ -4,8 +4,7 @@ A `Servable` is one model version behind one backend: the SavedModel itself (its
 through `tf.saved_model.load`), or an ONNX / TFLite / OpenVINO artifact of the same variant
 through the parity suite's runners (OpenVINO at the precision hint `openvino:f32|bf16`), with
 the image-bytes signature decoded in Python by the same TF ops the SavedModel graph uses.
-`ModelRegistry` reads the bundle's models.config and answers lookups by name, version or label
-with TF Serving's error codes and messages.
+The model registry that holds them is serving.backends.registry.
 """
 from __future__ import annotations
 
@@ -19,7 +18,6 @@ import numpy as np
 
 from export.core.errors import BundleError
 from export.core.registry import FORMATS
-from export.deploy import tfserving as config_mod
 from serving.api.status import ServingStatus
 
 BACKENDS = tuple(FORMATS)
@@ -241,137 +239,3 @@ def make_runner(backend: str, path: Path, precision_hint: str | None = None):
     name = f"{backend}:{Path(path).name}" + (f"@{precision_hint}" if precision_hint else "")
     return runner_for(path, device="CPU", name=name, precision_hint=precision_hint).load()
 
-
-def artifact_path(bundle: Path, variant: str, backend: str, precision: str | None, version: int = 1) -> Path:
-    """Where a bundle keeps `variant`'s artifact of format `backend` at `precision` (default: the
-    format's first), as the format's exporter lays it out (export.core.registry)."""
-    spec = FORMATS[backend]
-    precision = precision or spec.precisions[0]
-    if precision not in spec.precisions:
-        raise BundleError(f"--backend {backend}:{precision}: {backend} has precisions {', '.join(spec.precisions)}")
-    path = spec.target_path(bundle, variant, precision, version)
-    if not path.exists():
-        raise BundleError(f"--backend {backend}{':' + precision if precision != spec.precisions[0] else ''}: "
-                          f"{path} is not in the bundle")
-    return path
-
-
-@dataclass
-class ModelEntry:
-    name: str
-    versions: dict[int, Servable]
-    labels: dict[str, int]
-
-
-class ModelRegistry:
-    """The served models, looked up as TF Serving's ServerCore does."""
-
-    def __init__(self, models: list[ModelEntry]) -> None:
-        self.models = {m.name: m for m in models}
-
-    @classmethod
-    def from_bundle(cls, bundle: str | Path, backend: str = "savedmodel",
-                    only: list[str] | None = None) -> ModelRegistry:
-        """Load every model (all configured versions) of the bundle directory `bundle`, or only
-        the models named in `only` (BundleError for a name the bundle lacks)."""
-        bundle = Path(bundle)
-        backend, _, precision = backend.partition(":")
-        if backend not in BACKENDS:
-            raise BundleError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
-        models = []
-        listed = bundle_models(bundle)
-        unknown = sorted(set(only or []) - {m["name"] for m in listed})
-        if unknown:
-            raise BundleError(f"--model {', '.join(unknown)}: not in {bundle} (it has "
-                              f"{', '.join(m['name'] for m in listed)})")
-        for m in listed:
-            if only and m["name"] not in only:
-                continue
-            versions: dict[int, Servable] = {}
-            for v in m["versions"]:
-                if backend == "savedmodel":
-                    versions[v] = SavedModelServable(m["name"], v, Path(m["local_path"]) / str(v))
-                else:
-                    hints = FORMATS[backend].precision_hints  # openvino:bf16 picks the runner's hint
-                    hint = (precision or hints[0]) if hints else None
-                    path = artifact_path(bundle, m["name"], backend, None if hints else precision or None, v)
-                    versions[v] = RunnerServable(m["name"], v, path, backend, hint)
-            models.append(ModelEntry(m["name"], versions, m["labels"]))
-        return cls(models)
-
-    def close(self) -> None:
-        for m in self.models.values():
-            for s in m.versions.values():
-                s.close()
-
-    def resolve(self, name: str, version: int | None = None, label: str | None = None) -> Servable:
-        """The servable a request names (latest version when neither version nor label)."""
-        model = self.models.get(name)
-        if label is not None:
-            if model is None or label not in model.labels:
-                raise ServingStatus.invalid(f"Unrecognized servable version label: {label}")
-            version = model.labels[label]
-        if model is None:
-            raise ServingStatus.not_found(
-                f"Servable not found for request: {'Latest' if version is None else 'Specific'}"
-                f"({name}{'' if version is None else f', {version}'})")
-        if version is None:
-            return model.versions[max(model.versions)]
-        if version not in model.versions:
-            raise ServingStatus.not_found(f"Servable not found for request: Specific({name}, {version})")
-        return model.versions[version]
-
-    def status(self, name: str, version: int | None = None, label: str | None = None) -> list[int]:
-        """The versions GetModelStatus reports (all AVAILABLE here), TF Serving's messages."""
-        model = self.models.get(name)
-        if label is not None:
-            return [self.resolve(name, label=label).version]
-        if model is None:
-            raise ServingStatus.not_found(f"Could not find any versions of model {name}")
-        if version is None:
-            return sorted(model.versions)
-        if version not in model.versions:
-            raise ServingStatus.not_found(f"Could not find version {version} of model {name}")
-        return [version]
-
-
-def bundle_models(bundle: Path) -> list[dict]:
-    """The bundle's models from its models.config (base paths mapped into `bundle`), or, without
-    one, every `tfserving/<name>/<version>/` with a `stable` label on the newest version."""
-    cfg = bundle / "models.config"
-    if not bundle.is_dir():
-        raise BundleError(f"{bundle} is not a bundle directory (no such directory)")
-    if cfg.is_file():
-        models = config_mod.served_models(cfg.read_text())
-        for m in models:
-            base = m["base_path"]
-            prefix = config_mod.DEFAULT_BASE_PREFIX
-            if base == prefix or base.startswith(prefix + "/"):
-                local = bundle / base[len(prefix):].lstrip("/")
-            else:
-                local = bundle / base if not Path(base).is_absolute() else Path(base)
-            m["local_path"] = str(local)
-            if not m["versions"]:  # latest policy: the newest version on disk
-                found = _versions_on_disk(local)
-                m["versions"] = found[-1:]
-            if not m["versions"]:
-                raise BundleError(f"model {m['name']}: no version directory under {local}")
-        return models
-    root = bundle / "tfserving"
-    names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    models = []
-    for name in names:
-        versions = _versions_on_disk(root / name)
-        if versions:
-            models.append({"name": name, "local_path": str(root / name), "versions": versions,
-                           "labels": {"stable": versions[-1]}})
-    if not models:
-        raise BundleError(f"{bundle} has no models.config and no tfserving/<model>/<version>/ SavedModel")
-    return models
-
-
-def _versions_on_disk(path: Path) -> list[int]:
-    if not path.is_dir():
-        return []
-    return sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit()
-                  and (p / "saved_model.pb").is_file())

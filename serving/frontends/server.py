@@ -35,7 +35,8 @@ from serving.api import tensors
 from serving.api.core import ServingCore
 from serving.api.status import ServingStatus
 from serving.backends.batching import BatchingOptions
-from serving.backends.servables import ModelRegistry, Servable
+from serving.backends.registry import ModelRegistry
+from serving.backends.servables import Servable
 from serving.frontends.grpc_service import create_grpc_server
 
 log = logging.getLogger("resnet_deploy.serving")

@@ -169,7 +169,7 @@ def run_load(bundle: str | Path, model: str | None = None, clients: int = 8, sec
     With `overhead` (a dict), the batch-1 gRPC overhead is measured on the SavedModel server with
     batching on before its load run, and stored in it.
     """
-    from serving.backends.servables import bundle_models
+    from serving.backends.registry import bundle_models
     bundle = Path(bundle)
     model = model or bundle_models(bundle)[0]["name"]
     results: list[LoadResult] = []
@@ -201,7 +201,7 @@ def grpc_overhead(bundle: str | Path, model: str | None = None, backend: str = "
     Uses the server at `grpc_port` (batching on), else starts one."""
     from export.model import samples
     from export.runtimes import runner_for
-    from serving.backends.servables import artifact_path, bundle_models
+    from serving.backends.registry import artifact_path, bundle_models
     from serving.client.clients import GrpcClient
     bundle = Path(bundle)
     model = model or bundle_models(bundle)[0]["name"]

@@ -154,7 +154,7 @@ def test_calibration_sample_is_seeded_stratified_and_recorded(tmp_path):
 
 
 def test_config_gate_keys(tmp_path):
-    from export.pipeline.run import load_config
+    from export.pipeline.config import load_config
     cfg = tmp_path / "v.toml"
     cfg.write_text('max_accuracy_drop = { int8 = 3 }\non_accuracy_fail = "drop"\ncalibration_count = 50\n'
                    '[[variants]]\nname = "dense"\ncalibration = "demo:digits"\neval_data = "held-out"\n')

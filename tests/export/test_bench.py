@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from export.bench import flops as flops_mod
+from export.bench import results as bench_results
 from export.bench import run as bench
 from export.bench.document import BenchReport
 from export.bundle import layout as bundle
+from export.bundle import packing
 from export.core.errors import BundleError, UsageError
 from tests.helpers import has_bf16, run_cli, run_main
 
@@ -71,7 +74,7 @@ def small_bundle(tmp_path_factory, exported):
                         StageTiming("all", "pack", 1.5)],
         extra={"provenance_note": "a field this version does not know"},
     ))
-    bundle.pack(root)
+    packing.pack(root)
     r = run_cli("bench", str(root), *BENCH_ARGS, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     doc = json.loads((root / "bench" / "bench.json").read_text())
@@ -257,7 +260,7 @@ def test_out_elsewhere_leaves_the_bundle_untouched(small_bundle, tmp_path):
     root, doc, _ = small_bundle
     before = bundle.file_table(root)
     manifest = (root / bundle.MANIFEST).read_bytes()
-    files = bench.write_results(root, BenchReport.from_dict(doc), tmp_path / "elsewhere")
+    files = bench_results.write_results(root, BenchReport.from_dict(doc), tmp_path / "elsewhere")
     assert files == [str(tmp_path / "elsewhere" / n) for n in ("bench.json", "bench.md", "bench.png")]
     assert all(Path(f).is_file() for f in files)
     assert bundle.file_table(root) == before and (root / bundle.MANIFEST).read_bytes() == manifest
@@ -266,13 +269,13 @@ def test_out_elsewhere_leaves_the_bundle_untouched(small_bundle, tmp_path):
 @pytest.mark.unit
 def test_flops_of_the_heads():
     from export.model.variants import get_variant
-    macs, h, cin = bench.resnet50_macs(224)
+    macs, h, cin = flops_mod.resnet50_macs(224)
     assert (macs, h, cin) == (3_855_925_248, 7, 2048)  # 2 x 3.86 G = 7.7 GFLOP, Keras ResNet50 v1
     conv = get_variant("conv").to_dict()
     head = 7 * 7 * 9 * 2048 * 256 + 7 * 7 * 9 * 256 * 128 + 128 * 5
-    flops = bench.gflop_per_image({"spec": conv, "num_classes": 5})
+    flops = flops_mod.gflop_per_image({"spec": conv, "num_classes": 5})
     assert flops["head"] == pytest.approx(2 * head / 1e9, abs=1e-6) and flops["input_size"] == 224
-    assert bench.resnet50_macs(160)[1] == 5
+    assert flops_mod.resnet50_macs(160)[1] == 5
 
 
 def _row(key: str, p50: dict[str, float] | None, hint: str = "", skipped: str | None = None) -> dict:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from export.bundle import layout as bundle
+from export.bundle import packing
 from export.core.errors import BundleError
 from tests.helpers import ROOT, run_cli, run_main
 
@@ -224,7 +225,7 @@ def test_malicious_tarballs_are_refused(tmp_path, kind, message):
     evil = _tarball(tmp_path / "evil.tar.gz", add)
     dest = tmp_path / "out"
     with pytest.raises(BundleError, match=message):
-        bundle.unpack(evil, dest)
+        packing.unpack(evil, dest)
     assert not (tmp_path / "evil").exists() and not list(dest.rglob("*"))
     r = run_cli("verify", str(evil))
     assert r.returncode == 2 and r.stderr.startswith("error: refusing to unpack")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from export.core.errors import UsageError
-from export.pipeline.run import load_config
+from export.pipeline.config import load_config
 
 pytestmark = pytest.mark.unit
 

@@ -262,7 +262,7 @@ def test_k8s_cli_without_models_config(tmp_path):
 # -- the initContainer's safe-unpack script -------------------------------------------------------
 
 def _pack(bundle: Path) -> tuple[Path, str]:
-    from export.bundle.layout import pack
+    from export.bundle.packing import pack
     return pack(bundle)
 
 
@@ -312,7 +312,7 @@ def test_placeholder_uri_renders_marked_manifests(bundle):
     ("3", "storage_uri must be a string such as 'gs://BUCKET/models', got 3"),
 ])
 def test_config_storage_uri_is_checked_when_the_config_is_read(tmp_path, value, message):
-    from export.pipeline.run import load_config
+    from export.pipeline.config import load_config
     cfg = tmp_path / "v.toml"
     cfg.write_text(f"name = 'x'\nstorage_uri = {value}\n[[variants]]\nname = 'dense'\n")
     with pytest.raises(UsageError, match=f"{cfg}: {message}"):

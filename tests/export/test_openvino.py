@@ -97,7 +97,7 @@ def test_failed_conversion_leaves_nothing(tiny_built, tmp_path):
 
 def test_pipeline_exports_openvino_and_refuses_an_existing_version(tiny_built, tmp_path):
     from export.formats import read_index
-    from export.pipeline.run import export_artifacts, resolve_targets
+    from export.pipeline.single import export_artifacts, resolve_targets
     assert ("openvino", "fp16") in resolve_targets("all")
     arts = export_artifacts(tiny_built, tmp_path, resolve_targets("openvino"), version=2)
     assert [a.key for a in arts] == ["dense/openvino_fp16"]

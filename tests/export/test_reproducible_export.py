@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 EXPORT = """
 import sys, pathlib
 from tests.helpers import tiny_built
-from export.pipeline.run import export_artifacts, resolve_targets
+from export.pipeline.single import export_artifacts, resolve_targets
 export_artifacts(tiny_built(resnet_preprocess=True), pathlib.Path(sys.argv[1]), resolve_targets("all"))
 """
 

@@ -13,7 +13,7 @@ import tarfile
 import pytest
 
 from export.bundle import layout as bundle
-from export.bundle import signing
+from export.bundle import packing, signing
 from export.bundle.manifest import Manifest, ParitySummary
 from export.bundle.signing import Verdict
 from export.core.errors import SigningError
@@ -33,7 +33,7 @@ def small_bundle(tmp_path):
     bundle.write_manifest(root, Manifest(name="demo", version=1, created_at="2026-01-01T00:00:00+00:00",
                                          tool_versions={}, config="test", variants={}, artifacts=[],
                                          parity=ParitySummary(passed=True)))
-    bundle.pack(root)
+    packing.pack(root)
     return root
 
 
@@ -199,10 +199,10 @@ def test_refuses_to_sign_a_bundle_that_fails_its_manifest(small_bundle, keys):
 
 def test_tarball_carries_the_signature_after_repacking(small_bundle, keys):
     signing.sign_bundle(small_bundle, keys["private"])
-    tar_path, _ = bundle.pack(small_bundle)
+    tar_path, _ = packing.pack(small_bundle)
     with tarfile.open(tar_path) as tar:
         assert "demo-1/signature.sig" in tar.getnames()
-    unpacked = bundle.unpack(tar_path, small_bundle.parent.parent / "unpacked")
+    unpacked = packing.unpack(tar_path, small_bundle.parent.parent / "unpacked")
     assert _verify(unpacked, keys)
 
 
@@ -213,10 +213,10 @@ def test_pack_is_deterministic(small_bundle, monkeypatch):
     for p in small_bundle.rglob("*"):
         os.utime(p, (1_600_000_000, 1_600_000_000))
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1500000000")
-    a = bundle.pack(small_bundle)[0].read_bytes()
+    a = packing.pack(small_bundle)[0].read_bytes()
     for p in small_bundle.rglob("*"):
         os.utime(p, (1_700_000_000, 1_700_000_000))
-    b = bundle.pack(small_bundle)[0].read_bytes()
+    b = packing.pack(small_bundle)[0].read_bytes()
     assert a == b and a != first
     with tarfile.open(small_bundle.with_name("demo-1.tar.gz")) as tar:
         assert {m.mtime for m in tar.getmembers()} == {1_500_000_000}

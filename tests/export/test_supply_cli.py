@@ -7,6 +7,7 @@ import tarfile
 import pytest
 
 from export.bundle import layout as bundle
+from export.bundle import packing
 from export.bundle.manifest import Manifest, ParitySummary
 from tests.export import pki
 from tests.helpers import run_cli
@@ -23,7 +24,7 @@ def signed(tmp_path):
     bundle.write_manifest(root, Manifest(name="demo", version=1, created_at="2026-01-01T00:00:00+00:00",
                                          tool_versions={}, config="test", variants={}, artifacts=[],
                                          parity=ParitySummary(passed=True)))
-    bundle.pack(root)
+    packing.pack(root)
     keys = tmp_path / "keys"
     keys.mkdir()
     private, public, key = pki.write_key_pair(keys, "publisher")

@@ -21,7 +21,7 @@ def make_bundle(root: Path) -> Path:
     from export.formats import tool_versions
     from export.model.build import BuiltModel, io_spec, param_counts
     from export.model.variants import VariantSpec
-    from export.pipeline.run import export_artifacts
+    from export.pipeline.single import export_artifacts
     from tests.helpers import TINY_CLASSES, TINY_SIZE, tiny_model
     out = root / "tiny-bundle-1"
     spec = VariantSpec(name=MODEL, head=(), num_classes=TINY_CLASSES, input_size=TINY_SIZE)
