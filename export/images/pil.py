@@ -1,0 +1,127 @@
+"""The NumPy/PIL twin of the image contract: for clients, Beam workers, training, calibration,
+the accuracy gate, warmup and bench inputs. No TensorFlow. Agrees with tf_ops.decode to one
+grey level per pixel (tests/export/test_images.py)."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from export.images import header
+from export.images.contract import DEFAULT_CONTRACT, ImageContract, ImageError, jpeg_scale
+
+#: Orientation 1-8 -> how to make the stored array upright (rows, columns, channels).
+_ORIENT = {
+    1: lambda a: a,
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1, :],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: a.transpose(1, 0, 2)[:, ::-1],
+    7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],
+    8: lambda a: a.transpose(1, 0, 2)[::-1, :],
+}
+
+
+def orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """`pixels` as stored -> upright, for an EXIF orientation 1-8."""
+    return np.ascontiguousarray(_ORIENT[orientation](pixels))
+
+
+def _rgb(img, kind: str) -> np.ndarray:
+    """A loaded PIL image -> uint8 RGB [H, W, 3] by the contract's colour rules."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        grey = (np.asarray(img).astype(np.int64) >> 8).clip(0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if kind == "BMP" and img.mode == "P":  # TF's BMP decoder reads 8 bits as grey levels
+        return np.repeat(np.asarray(img)[..., None], 3, axis=2)
+    rgb = np.asarray(img.convert("RGB"))
+    transparency = img.info.get("transparency")
+    if kind == "GIF" and img.mode == "P" and isinstance(transparency, int):
+        rgb = rgb.copy()
+        rgb[np.asarray(img) == transparency] = 0  # TF's GIF decoder leaves transparent pixels black
+    return rgb
+
+
+def decode_pixels(data: bytes, size: int) -> tuple[np.ndarray, str]:
+    """`data` -> (upright uint8 RGB [H, W, 3] before the resize, kind); JPEGs DCT-downscaled for `size`."""
+    from PIL import Image
+    kind = header.check(data)
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if kind == "JPEG":
+                width, height = img.size
+                r = jpeg_scale(width, height, size)
+                if r > 1:
+                    img.draft(img.mode, (width // r, height // r))
+                    if img.size != (-(-width // r), -(-height // r)):
+                        raise ImageError(f"JPEG decoder gave {img.size} for scale 1/{r} of {width}x{height}")
+            img.load()
+            rgb = _rgb(img, kind)
+    except ImageError:
+        raise
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, Image.DecompressionBombError):
+        raise ImageError(f"corrupt or truncated {kind} data") from None
+    if kind == "JPEG":
+        rgb = orient(rgb, header.exif_orientation(data))
+    return rgb, kind
+
+
+def crop(pixels: np.ndarray, aspect: str) -> np.ndarray:
+    """The aspect policy: the whole image (stretch) or its central square (center_crop)."""
+    if aspect != "center_crop":
+        return pixels
+    h, w = pixels.shape[:2]
+    side = min(h, w)
+    top, left = (h - side) // 2, (w - side) // 2
+    return pixels[top:top + side, left:left + side]
+
+
+def resize(pixels: np.ndarray, size: int) -> np.ndarray:
+    """uint8/float RGB [H, W, 3] -> float32 [size, size, 3]: antialiased bilinear (triangle filter),
+    half-pixel centres, per channel in float32 (PIL mode "F", no rounding between passes)."""
+    from PIL import Image
+    planes = [np.asarray(Image.fromarray(np.ascontiguousarray(pixels[..., c], dtype=np.float32), mode="F")
+                         .resize((size, size), Image.Resampling.BILINEAR)) for c in range(3)]
+    return np.stack(planes, axis=-1)
+
+
+def decode(data: bytes, contract: ImageContract = DEFAULT_CONTRACT) -> np.ndarray:
+    """Encoded image bytes -> float32 RGB [size, size, 3] in [0, 255] by the contract;
+    ImageError (one line) for anything it does not decode."""
+    pixels, _ = decode_pixels(data, contract.size)
+    return resize(crop(pixels, contract.aspect), contract.size)
+
+
+def decode_file(path: str | Path, contract: ImageContract = DEFAULT_CONTRACT) -> np.ndarray:
+    """`decode` of a file's bytes; ImageError names the file."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise ImageError(f"cannot read image {path}: {e.strerror}") from None
+    try:
+        return decode(data, contract)
+    except ImageError as e:
+        raise ImageError(f"cannot decode image {path}: {e}") from None
+
+
+def decode_files(paths, contract: ImageContract = DEFAULT_CONTRACT) -> np.ndarray:
+    """Several files as one float32 batch [N, size, size, 3]."""
+    return np.stack([decode_file(p, contract) for p in paths]) if paths else \
+        np.empty((0, contract.size, contract.size, 3), np.float32)
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
+    """A uint8/float RGB image as JPEG bytes (warmup and image-bytes requests, test corpora)."""
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(np.rint(image), 0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(np.rint(image), 0, 255).astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
