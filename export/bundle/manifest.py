@@ -61,6 +61,7 @@ class VariantRecord:
     outputs: dict[str, Any]
     weights: dict[str, Any]
     training: dict[str, Any] | None = None  # export.training.runs.Run.provenance() of a trained variant
+    image: dict[str, Any] | None = None  # export.images.ImageContract.to_dict(): how a file becomes pixels
     extra: dict[str, Any] = field(default_factory=dict)
 
 

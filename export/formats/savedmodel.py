@@ -19,30 +19,21 @@ from export.formats import Artifact, sha256_path, tool_versions
 AssetsWriter = Callable[[Path, Any], object]
 
 
-def decode_image(data, size: int):
-    """Encoded JPEG/PNG/GIF/BMP bytes -> float32 RGB [size, size, 3] in [0, 255]: the decode and
-    resize of `predict_image_bytes`, also used by `resnet-deploy classify` so both see the same pixels."""
+def signatures_for(model, size: int, aspect: str = "stretch"):
+    """The two serving functions of `model` as tf.functions with fixed input signatures; the
+    bytes signature decodes by the image contract's in-graph twin (export.images.tf_ops)."""
     import tensorflow as tf
-    img = tf.io.decode_image(data, channels=3, expand_animations=False, dtype=tf.uint8)
-    img.set_shape([None, None, 3])
-    return tf.image.resize(tf.cast(img, tf.float32), (size, size), method="bilinear", antialias=True)
 
-
-def signatures_for(model, size: int):
-    """The two serving functions of `model` as tf.functions with fixed input signatures."""
-    import tensorflow as tf
+    from export.images import ImageContract, tf_ops
+    contract = ImageContract(size, aspect)
 
     @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="image")])
     def serving_default(image):
         return model(image, training=False)
 
-    def decode(data):
-        return decode_image(data, size)
-
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
     def predict_image_bytes(image_bytes):
-        images = tf.map_fn(decode, image_bytes, fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
-        return model(images, training=False)
+        return model(tf_ops.decode_batch(image_bytes, contract), training=False)
 
     return serving_default, predict_image_bytes
 
@@ -69,9 +60,9 @@ def _ordered_archive(model):
     return OrderedExportArchive()
 
 
-def write_saved_model(model, path: Path, size: int) -> None:
+def write_saved_model(model, path: Path, size: int, aspect: str = "stretch") -> None:
     """Write `model` with both signatures to `path` (an empty or new directory)."""
-    serving_default, predict_image_bytes = signatures_for(model, size)
+    serving_default, predict_image_bytes = signatures_for(model, size, aspect)
     # No archive.track(model): the endpoints' variables are tracked anyway, and tracking the
     # model too stores every weight twice (Keras 3.15 keeps both the KerasVariables and the
     # tf.Variables they wrap), doubling the SavedModel to ~190 MB.
@@ -97,7 +88,7 @@ def export(built, out_dir: str | Path, precision: str = "fp32", *, version: int 
     start = time.perf_counter()
     final = target_path(out_dir, built.spec.name, precision, version)
     with staged_dir(final, overwrite=overwrite) as tmp:
-        write_saved_model(built.model, tmp, built.input_size)
+        write_saved_model(built.model, tmp, built.input_size, built.spec.aspect)
         if assets_writer is not None:
             assets_writer(tmp, built)
     digest, size = sha256_path(final)
@@ -111,5 +102,6 @@ def export(built, out_dir: str | Path, precision: str = "fp32", *, version: int 
         outputs=outputs, tool_versions=tool_versions(), seconds=round(time.perf_counter() - start, 3),
         details={"version": version, "signatures": ["serving_default", "predict_image_bytes"],
                  "image_bytes_input": {"name": "image_bytes", "dtype": "string", "shape": [None]},
+                 "image_contract": built.spec.image_contract(built.input_size).to_dict(),
                  "warmup": (final / "assets.extra" / "tf_serving_warmup_requests").exists()},
     )

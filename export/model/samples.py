@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from PIL import Image
+
+from export.images import pil
 
 #: Photos bundled in scikit-image (no download needed), in a fixed order.
 PHOTO_NAMES = (
@@ -25,12 +26,13 @@ def _loader(name: str) -> Callable[[], np.ndarray]:
 
 
 def load_photo(name: str, size: int = 224) -> np.ndarray:
-    """One scikit-image photo as uint8 RGB [size, size, 3] (grey images get 3 channels)."""
+    """One scikit-image photo as uint8 RGB [size, size, 3] (grey images get 3 channels), resized
+    by the image contract's resize (export.images.pil) and rounded."""
     img = np.asarray(_loader(name)())
     if img.ndim == 2:
         img = np.stack([img] * 3, axis=-1)
     img = img[..., :3]
-    return np.asarray(Image.fromarray(img.astype(np.uint8)).resize((size, size), Image.Resampling.BILINEAR))
+    return np.clip(np.rint(pil.resize(img.astype(np.uint8), size)), 0, 255).astype(np.uint8)
 
 
 def photos(size: int = 224, names: tuple[str, ...] = PHOTO_NAMES) -> np.ndarray:
@@ -58,7 +60,4 @@ def parity_inputs(size: int = 224, n_noise: int = 2, seed: int = 0) -> tuple[np.
 
 def encode_jpeg(image: np.ndarray, quality: int = 95) -> bytes:
     """A uint8/float RGB image as JPEG bytes (for warmup and image-bytes requests)."""
-    import io
-    buf = io.BytesIO()
-    Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(buf, format="JPEG", quality=quality)
-    return buf.getvalue()
+    return pil.encode_jpeg(image, quality)

@@ -47,6 +47,13 @@ class VariantSpec:
     input_size: int = 224
     description: str = ""
     labels: tuple[str, ...] = field(default=())
+    #: The image contract's aspect policy for this head: "stretch" (the whole image) or "center_crop".
+    aspect: str = "stretch"
+
+    def image_contract(self, input_size: int | None = None):
+        """The image contract (export.images) of this variant at `input_size` (default: its own)."""
+        from export.images import ImageContract
+        return ImageContract(size=input_size or self.input_size, aspect=self.aspect)
 
     def default_labels(self, num_classes: int | None = None) -> list[str]:
         """Class names: the declared labels if they fit, else `class_0 … class_{K-1}`."""
@@ -69,6 +76,8 @@ def register_variant(spec: VariantSpec) -> VariantSpec:
     """Add a variant; a duplicate name or an unknown layer kind/parameter raises ValueError."""
     if spec.name in _REGISTRY:
         raise ValueError(f"variant {spec.name!r} is already registered")
+    if spec.aspect not in ("stretch", "center_crop"):
+        raise ValueError(f"variant {spec.name!r}: aspect must be 'stretch' or 'center_crop', got {spec.aspect!r}")
     if spec.num_classes < 1:
         raise ValueError(f"variant {spec.name!r}: num_classes must be >= 1")
     for layer in spec.head:

@@ -98,7 +98,7 @@ def keras_task(*, variant: str, build_args: dict[str, Any], staging: str, versio
         artifacts.append(sm.relative_to(root))
     else:
         clock.run("savedmodel", savedmodel.write_saved_model, built.model,
-                  saved_model_dir(root, variant, version, False), built.input_size)
+                  saved_model_dir(root, variant, version, False), built.input_size, built.spec.aspect)
     ref = clock.run("golden", golden.make, built)
     golden.save(root, ref)
     from export.pipeline import gate_stage
@@ -107,7 +107,8 @@ def keras_task(*, variant: str, build_args: dict[str, Any], staging: str, versio
                          run["provenance"]["run"] if run else None, work) if gate else None
     meta = {"spec": built.spec.to_dict(), "num_classes": built.num_classes, "labels": built.labels,
             "params": param_counts(built.model), **io_spec(built.model), "weights": built.weights,
-            "training": run["provenance"] if run else None}
+            "training": run["provenance"] if run else None,
+            "image": built.spec.image_contract(built.input_size).to_dict()}
     source = {"input_size": built.input_size, "labels": built.labels, "num_classes": built.num_classes,
               "weights": built.weights}
     del built

@@ -20,11 +20,11 @@ from export.core.atomic import sha256_file, staged_dir
 from export.core.errors import DataError, ExportError
 
 #: File name endings read as images (those of keras.utils.image_dataset_from_directory).
-IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".webp")
 #: More than this share of unreadable image files is an error; fewer are skipped and counted.
 MAX_CORRUPT_SHARE = 0.1
 #: Bumped when decoding or resizing changes, so cached features of the old pixels are not reused.
-DECODE_VERSION = 1
+DECODE_VERSION = 2  # 2: the image contract (export.images): EXIF orientation, DCT scale >= 2 x size
 
 
 @dataclass
@@ -119,24 +119,21 @@ def scan_folder(root: str | Path, what: str = "--data", min_classes: int = 2) ->
     return FolderIndex(root, classes, files, ignored)
 
 
-def decode_image(path: Path, size: int) -> np.ndarray:
-    """One file as uint8 RGB [size, size, 3]: first frame of a GIF, grey/RGBA/palette converted to
-    RGB (alpha dropped), resized bilinearly without keeping the aspect ratio (as Keras does)."""
-    from PIL import Image
-    with Image.open(path) as img:
-        if img.format == "JPEG":
-            img.draft("RGB", (size, size))  # decode a large JPEG at a reduced scale: much faster
-        rgb = img.convert("RGB")
-    if rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(rgb, dtype=np.uint8)
+def decode_image(path: Path, size: int, aspect: str = "stretch") -> np.ndarray:
+    """One file as uint8 RGB [size, size, 3] by the image contract (export.images.pil: what the
+    SavedModel's `predict_image_bytes` does in the graph), rounded to the nearest grey level."""
+    from export.images import ImageContract, pil
+    pixels = pil.decode(Path(path).read_bytes(), ImageContract(size, aspect))
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
 
 
 def load_images(index: FolderIndex, size: int, what: str = "--data",
-                max_corrupt_share: float = MAX_CORRUPT_SHARE) -> ImageFolder:
+                max_corrupt_share: float = MAX_CORRUPT_SHARE, aspect: str = "stretch") -> ImageFolder:
     """Decode every file of `index` at `size` x `size`; skip unreadable ones up to
     `max_corrupt_share` (DataError naming them beyond it, or when a class loses every image)."""
     from PIL import Image
+
+    from export.images import ImageError
     images = np.empty((len(index.files), size, size, 3), dtype=np.uint8)
     labels: list[int] = []
     kept: list[str] = []
@@ -146,8 +143,8 @@ def load_images(index: FolderIndex, size: int, what: str = "--data",
         path = index.root / rel
         digest.update(f"{rel}\0{sha256_file(path)}\n".encode())  # every image file, readable or not
         try:
-            images[len(kept)] = decode_image(path, size)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            images[len(kept)] = decode_image(path, size, aspect)
+        except (ImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
             corrupt.append(rel)
             continue
         kept.append(rel)
@@ -170,14 +167,14 @@ def load_images(index: FolderIndex, size: int, what: str = "--data",
 def read_image_folder(root: str | Path, size: int, *, what: str = "--data", min_classes: int = 2,
                       max_per_class: int | None = None, seed: int = 0,
                       class_names: Sequence[str] | None = None,
-                      max_corrupt_share: float = MAX_CORRUPT_SHARE) -> ImageFolder:
+                      max_corrupt_share: float = MAX_CORRUPT_SHARE, aspect: str = "stretch") -> ImageFolder:
     """Scan, optionally subsample and decode a class-per-folder tree. With `class_names` the
     folders must be exactly those classes (a validation or evaluation set for a trained model)."""
     index = scan_folder(root, what, min_classes)
     if class_names is not None and list(class_names) != index.class_names:
         raise DataError(f"{what} {root} has classes {index.class_names}, the model has {list(class_names)}; "
                         "give the same class folders")
-    return load_images(index.subsample(max_per_class, seed), size, what, max_corrupt_share)
+    return load_images(index.subsample(max_per_class, seed), size, what, max_corrupt_share, aspect)
 
 
 def data_sha256(root: str | Path, max_per_class: int | None = None, seed: int = 0) -> str:

@@ -24,9 +24,6 @@ BACKENDS = tuple(FORMATS)
 PREDICT_METHOD = "tensorflow/serving/predict"
 IMAGE_BYTES_SIGNATURE = "predict_image_bytes"
 DEFAULT_SIGNATURE = "serving_default"
-#: Image formats tf.io.decode_image accepts, by their magic bytes.
-_IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
-_UNKNOWN_IMAGE = "Unknown image file format. One of JPEG, PNG, GIF, BMP required."
 
 
 @dataclass(frozen=True)
@@ -63,52 +60,29 @@ def tf_error_message(e: Exception) -> str:
     return re.sub(r"\s*\[Op:[^\]]*\]\s*$", "", text)
 
 
-def decode_images(blobs: np.ndarray, size: int) -> np.ndarray:
-    """Encoded images -> float32 [N, size, size, 3] in [0, 255], with the SavedModel graph's ops
-    (tf.io.decode_image RGB, bilinear resize with antialias), for backends without that graph."""
-    import tensorflow as tf
-
-    from export.formats.savedmodel import decode_image
+def decode_images(blobs: np.ndarray, size: int, aspect: str = "stretch") -> np.ndarray:
+    """Encoded images -> float32 [N, size, size, 3] in [0, 255] by the image contract's NumPy twin
+    (export.images.pil, within a grey level of the SavedModel graph's), for backends without that graph."""
+    from export.images import ImageContract, ImageError, pil
+    contract = ImageContract(size, aspect)
     out = []
-    for blob in blobs.reshape(-1):
+    for i, blob in enumerate(blobs.reshape(-1)):
         try:
-            out.append(decode_image(blob, size))
-        except tf.errors.OpError as e:
-            raise ServingStatus.invalid(tf_error_message(e)) from None
-    return np.stack([t.numpy() for t in out]).astype(np.float32)
-
-
-#: The largest image (width x height) the image-bytes signature decodes: a few KB of PNG can
-#: declare 50,000 x 50,000 pixels, which tf.io.decode_image would allocate (7.5 GB) before resizing.
-MAX_IMAGE_PIXELS = 50_000_000
-
-
-def _declared_pixels(blob: bytes) -> int | None:
-    """Width x height from the image's header (Pillow reads only the header), None if Pillow can't tell."""
-    import io
-
-    from PIL import Image
-    try:
-        with Image.open(io.BytesIO(blob)) as image:
-            width, height = image.size
-            return width * height
-    except Image.DecompressionBombError as e:  # "Image size (N pixels) exceeds limit of ..."
-        found = re.search(r"\((\d+) pixels\)", str(e))
-        return int(found[1]) if found else MAX_IMAGE_PIXELS + 1
-    except Exception:  # noqa: BLE001 - a header Pillow can't read: TensorFlow's decoder decides
-        return None
+            out.append(pil.decode(blob if isinstance(blob, bytes) else b"", contract))
+        except ImageError as e:
+            raise ServingStatus.invalid(f"image {i}: {e}") from None
+    return np.stack(out).astype(np.float32)
 
 
 def check_image_blobs(blobs: np.ndarray) -> None:
-    """INVALID_ARGUMENT for a blob that is no image TF can decode, or that declares more than
-    MAX_IMAGE_PIXELS (checked before batching, from the header, before anything is decoded)."""
+    """INVALID_ARGUMENT for a blob that is no image the contract decodes, or that declares more than
+    export.images' MAX_IMAGE_PIXELS (checked before batching, from the header, before anything is decoded)."""
+    from export.images import ImageError, header
     for i, blob in enumerate(blobs.reshape(-1)):
-        if not isinstance(blob, bytes) or not blob.startswith(_IMAGE_MAGIC):
-            raise ServingStatus.invalid(f"image {i}: {_UNKNOWN_IMAGE}")
-        pixels = _declared_pixels(blob)
-        if pixels is not None and pixels > MAX_IMAGE_PIXELS:
-            raise ServingStatus.invalid(f"image {i} declares {pixels} pixels, more than the {MAX_IMAGE_PIXELS} "
-                                        "this server decodes; resize it before sending")
+        try:
+            header.check(blob if isinstance(blob, bytes) else b"")
+        except ImageError as e:
+            raise ServingStatus.invalid(f"image {i}: {e}") from None
 
 
 class Servable(abc.ABC):

@@ -259,17 +259,14 @@ def read_image_bytes(paths: Sequence[str | Path]) -> np.ndarray:
     return arr
 
 
-def load_pixels(paths: Sequence[str | Path], size: int = 224) -> np.ndarray:
-    """Decoded RGB float32 [N, size, size, 3] in [0, 255] (PIL bilinear resize), for `serving_default`."""
-    from PIL import Image, UnidentifiedImageError
-    out = []
-    for p in paths:
-        try:
-            with Image.open(p) as img:
-                out.append(np.asarray(img.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32))
-        except (OSError, UnidentifiedImageError) as e:
-            raise ServingError(f"cannot decode image {p}: {e}") from None
-    return np.stack(out)
+def load_pixels(paths: Sequence[str | Path], size: int = 224, aspect: str = "stretch") -> np.ndarray:
+    """Decoded RGB float32 [N, size, size, 3] in [0, 255] by the image contract's NumPy twin
+    (export.images.pil: what `predict_image_bytes` does in the graph), for `serving_default`."""
+    from export.images import ImageContract, ImageError, pil
+    try:
+        return pil.decode_files(list(paths), ImageContract(size, aspect))
+    except ImageError as e:
+        raise ServingError(str(e)) from None
 
 
 def read_labels(path: str | Path | None) -> list[str] | None:

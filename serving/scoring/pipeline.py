@@ -48,6 +48,7 @@ class ScoreJob:
     max_batch_size: int = DEFAULT_MAX_BATCH
     num_shards: int = 0
     num_threads: int | None = None
+    aspect: str = "stretch"  # the variant's image contract aspect policy (manifest variants.<model>.image)
     files_matched: int = 0
 
 
@@ -141,7 +142,8 @@ def plan(bundle: str, model: str, inputs: str, output: str, fmt: str = "savedmod
                     artifact=_join(bundle, artifact.path), input_size=int(artifact.inputs[0]["shape"][1]),
                     labels=tuple(manifest.variants[model].labels), pattern=pattern, output=output,
                     top_k=top_k, max_batch_size=batching, num_shards=num_shards, num_threads=num_threads,
-                    files_matched=len(matched))
+                    files_matched=len(matched),
+                    aspect=str((manifest.variants[model].image or {}).get("aspect", "stretch")))
 
 
 def _bundle_max_batch(bundle: str) -> int:
@@ -165,10 +167,8 @@ def dead_letter(job: ScoreJob, path: str, stage: str, reason: str) -> dict[str, 
 def decode(readable, job: ScoreJob):
     """A fileio ReadableFile -> (path, float32 [size, size, 3]) or a tagged dead letter."""
     import apache_beam as beam
-    import tensorflow as tf
 
-    from export.formats.savedmodel import decode_image
-    from serving.backends.servables import tf_error_message
+    from export.images import ImageContract, ImageError, pil
     path = readable.metadata.path
     try:
         data = readable.read()
@@ -176,9 +176,9 @@ def decode(readable, job: ScoreJob):
         yield beam.pvalue.TaggedOutput("dead", dead_letter(job, path, "read", f"cannot read: {e}"))
         return
     try:
-        pixels = decode_image(data, job.input_size).numpy()
-    except (tf.errors.OpError, ValueError) as e:
-        yield beam.pvalue.TaggedOutput("dead", dead_letter(job, path, "decode", tf_error_message(e)))
+        pixels = pil.decode(data, ImageContract(job.input_size, job.aspect))
+    except ImageError as e:
+        yield beam.pvalue.TaggedOutput("dead", dead_letter(job, path, "decode", str(e)))
         return
     yield path, pixels
 

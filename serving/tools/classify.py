@@ -85,20 +85,14 @@ def _read_labels(path: Path) -> list[str]:
     return labels
 
 
-def load_image(path: Path, size: int) -> np.ndarray:
-    """One image file as float32 [1, size, size, 3] in [0, 255], decoded and resized like the
-    SavedModel's `predict_image_bytes`; UsageError if it cannot be read or decoded."""
-    import tensorflow as tf
-
-    from export.formats.savedmodel import decode_image
+def load_image(path: Path, size: int, aspect: str = "stretch") -> np.ndarray:
+    """One image file as float32 [1, size, size, 3] in [0, 255] by the image contract's NumPy twin
+    (what the SavedModel's `predict_image_bytes` does in the graph); UsageError if it cannot be read or decoded."""
+    from export.images import ImageContract, ImageError, pil
     try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise UsageError(f"cannot read image {path}: {e.strerror}") from None
-    try:
-        return decode_image(tf.constant(data), size).numpy()[None]
-    except (tf.errors.InvalidArgumentError, ValueError):
-        raise UsageError(f"cannot decode image {path}: not a JPEG, PNG, GIF or BMP file") from None
+        return pil.decode_file(path, ImageContract(size, aspect))[None]
+    except ImageError as e:
+        raise UsageError(str(e)) from None
 
 
 def classify(model: str | Path, images: list[str], top_k: int = 5, labels_file: str | None = None,

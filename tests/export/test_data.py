@@ -89,7 +89,7 @@ def test_too_many_corrupt_files_is_an_error_naming_them(tree):
      r"has 1 class folder \(only\); training needs at least 2"),
     (lambda root: (_image(root / "a" / "x.png", (0, 0, 0)), (root / "b").mkdir(),
                    (root / "b" / "x.txt").write_text("")),
-     r"class folder .*/b has no images \(.bmp, .gif, .jpeg, .jpg, .png\); add images or remove the folder"),
+     r"class folder .*/b has no images \(.bmp, .gif, .jpeg, .jpg, .png, .webp\); add images or remove the folder"),
     (lambda root: (root.parent.mkdir(exist_ok=True), root.write_text("")), "is not a directory"),
 ])
 def test_unusable_folders_are_one_line_errors(tmp_path, setup, message):

@@ -91,7 +91,8 @@ def test_model_without_metadata_falls_back_to_labels_txt(files, tmp_path):
     ("missing_model", r"no such model file: .*nope\.tflite"),
     ("directory", r"is a directory; give a \.tflite file"),
     ("missing_image", r"cannot read image .*ghost\.jpg: no such file"),
-    ("not_an_image", r"cannot decode image .*text\.jpg: not a JPEG, PNG, GIF or BMP file"),
+    ("not_an_image", r"cannot decode image .*text\.jpg: not a JPEG, PNG, GIF, BMP or WebP file$"),
+    ("truncated_image", r"cannot decode image .*cut\.jpg: corrupt or truncated JPEG data$"),
     ("label_count", r"has 10 classes but .*three\.txt lists 3 labels"),
 ])
 def test_bad_input_one_line(files, tmp_path, case, message):
@@ -113,6 +114,10 @@ def test_bad_input_one_line(files, tmp_path, case, message):
     elif case == "not_an_image":
         images = [str(tmp_path / "text.jpg")]
         Path(images[0]).write_text("not pixels")
+    elif case == "truncated_image":
+        jpeg = Path(files["images"][0]).read_bytes()
+        images = [str(tmp_path / "cut.jpg")]
+        Path(images[0]).write_bytes(jpeg[: len(jpeg) // 2])
     elif case == "label_count":
         (tmp_path / "three.txt").write_text("a\nb\nc\n")
         extra = ["--labels", str(tmp_path / "three.txt")]

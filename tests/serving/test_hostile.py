@@ -359,6 +359,6 @@ def test_decompression_bomb_is_refused_from_its_header(target, tiny_reference):
     _, http, stub = target
     r = http.post(f"/v1/models/{TINY_VARIANT}:predict", json={
         "signature_name": "predict_image_bytes", "instances": [{"b64": base64.b64encode(bomb).decode()}]})
-    assert (r.status_code, r.json()) == (400, {"error": "image 0 declares 3600000000 pixels, more than the 50000000 "
-                                                        "this server decodes; resize it before sending"})
+    assert (r.status_code, r.json()) == (400, {"error": "image 0: image declares 3,600,000,000 pixels, more than the "
+                                                        "limit of 50,000,000; downscale it before sending"})
     check_still_right(http, stub, tiny_reference)

@@ -44,8 +44,8 @@ def test_score_cli_writes_rows_for_images_and_dead_letters_for_the_rest(tiny_bun
         assert np.all(np.diff(probs) <= 0) and 0 < probs.sum() <= 1 + 1e-6
     dead = rows_by_path(summary["dead_letter_outputs"])
     assert sorted(dead) == sorted(str(p) for p in bad)
-    assert dead[str(bad[0])]["stage"] == "decode" and "Unknown image file format" in dead[str(bad[0])]["reason"]
-    assert "Invalid JPEG data" in dead[str(bad[1])]["reason"]
+    assert dead[str(bad[0])]["stage"] == "decode" and dead[str(bad[0])]["reason"] == "not a JPEG, PNG, GIF, BMP or WebP file"
+    assert dead[str(bad[1])]["reason"] == "corrupt or truncated JPEG data"
     assert all(d["model"] == MODEL and d["version"] == 1 for d in dead.values())
 
 

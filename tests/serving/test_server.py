@@ -138,7 +138,7 @@ BAD_REST = [
     ("Inf pixels", "dense:predict", _pixels_json(value=np.inf).encode(), 400, "input 'image' has NaN or Inf values"),
     ("undecodable image", "dense:predict",
      json.dumps({"signature_name": "predict_image_bytes", "instances": [{"b64": base64.b64encode(b"hello").decode()}]}).encode(),
-     400, "Unknown image file format. One of JPEG, PNG, GIF, BMP required."),
+     400, "image 0: not a JPEG, PNG, GIF, BMP or WebP file"),
     ("bad base64", "dense:predict", b'{"signature_name": "predict_image_bytes", "instances": [{"b64": "%%%"}]}', 400,
      "Unable to base64 decode"),
     ("number for image bytes", "dense:predict", b'{"signature_name": "predict_image_bytes", "instances": [3]}', 400,

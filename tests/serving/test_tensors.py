@@ -85,8 +85,8 @@ def test_checks_before_batching(inputs, message):
 
 def test_image_bytes_must_look_like_an_image():
     with pytest.raises(ServingStatus) as info:
-        tensors.check_inputs(BYTES, {"image_bytes": np.array([PNG, b"RIFF....WEBP"], dtype=object)})
-    assert info.value.message == "image 1: Unknown image file format. One of JPEG, PNG, GIF, BMP required."
+        tensors.check_inputs(BYTES, {"image_bytes": np.array([PNG, b"RIFF....WEBX"], dtype=object)})
+    assert info.value.message == "image 1: not a JPEG, PNG, GIF, BMP or WebP file"
 
 
 def test_parse_errors_name_the_offset():
