@@ -4,7 +4,8 @@ Steps, identical in both twins (`pil.decode`, `tf_ops.decode`):
 1. kind from the magic bytes: JPEG, PNG, GIF, BMP, WebP; anything else is refused;
 2. JPEG: libjpeg's accurate integer IDCT (ISLOW, TF's INTEGER_ACCURATE) with fancy chroma
    upsampling, downscaled in the DCT domain by the largest of 8, 4, 2 that keeps both sides
-   at least 2 x size (PIL `draft`, TF `decode_jpeg(ratio=)`; bit-identical, measured);
+   at least `size` (PIL `draft`, TF `decode_jpeg(ratio=)`; bit-identical, measured). That is
+   today's training decode speed: a margin of 2 x size decoded 1000-px JPEGs 2.8x slower;
    CMYK and grey JPEGs convert to RGB; the EXIF orientation (tag 0x0112 of IFD0 in the
    APP1 segment) is applied, all 8 values; other kinds carry no orientation;
 3. colour: grey is replicated to RGB, palettes expanded, 16-bit samples keep their high
@@ -32,7 +33,7 @@ KINDS = ("JPEG", "PNG", "GIF", "BMP", "WebP")
 MAX_IMAGE_PIXELS = 50_000_000
 #: DCT-domain JPEG downscale factors, largest first, and the margin kept above the model size.
 JPEG_SCALES = (8, 4, 2)
-JPEG_SCALE_MARGIN = 2
+JPEG_SCALE_MARGIN = 1  # 2 was 2.8x slower on 1000-px JPEGs in training; 1 is as fast as draft mode was
 #: The EXIF orientation reader looks this far into a JPEG, at this many segments and IFD entries.
 EXIF_SCAN_BYTES = 131072
 EXIF_MAX_SEGMENTS = 16

@@ -88,7 +88,7 @@ def files(large: bool = True) -> dict[str, bytes]:
     out["chelsea.bmp"] = _save(Image.fromarray(chelsea), "BMP")
     out["camera_grey.bmp"] = _save(Image.fromarray(_photo("camera")[..., 0]), "BMP")
     out["coffee.webp"] = _save(Image.fromarray(coffee), "WEBP", quality=90)
-    upright = _resized(chelsea, 600 if not large else 2000)
+    upright = _resized(chelsea, 400 if not large else 2000)
     for o in range(1, 9):
         out[f"chelsea_exif{o}.jpg"] = oriented_jpeg(upright, o)
     return out

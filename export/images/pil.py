@@ -79,8 +79,10 @@ def crop(pixels: np.ndarray, aspect: str) -> np.ndarray:
 
 
 def resize(pixels: np.ndarray, size: int) -> np.ndarray:
-    """uint8/float RGB [H, W, 3] -> float32 [size, size, 3]: antialiased bilinear (triangle filter),
-    half-pixel centres, per channel in float32 (PIL mode "F", no rounding between passes)."""
+    """uint8/float RGB [H, W, 3] -> float32 [size, size, 3]: antialiased bilinear (triangle filter,
+    support 1 x the downscale factor), half-pixel centres, per channel in float32 with no rounding
+    between the passes (Pillow BILINEAR on mode "F" = tf.image.resize(antialias=True) to ~5e-3;
+    measured faster here than a NumPy gather of the same taps)."""
     from PIL import Image
     planes = [np.asarray(Image.fromarray(np.ascontiguousarray(pixels[..., c], dtype=np.float32), mode="F")
                          .resize((size, size), Image.Resampling.BILINEAR)) for c in range(3)]

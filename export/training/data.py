@@ -129,8 +129,12 @@ def decode_image(path: Path, size: int, aspect: str = "stretch") -> np.ndarray:
 
 def load_images(index: FolderIndex, size: int, what: str = "--data",
                 max_corrupt_share: float = MAX_CORRUPT_SHARE, aspect: str = "stretch") -> ImageFolder:
-    """Decode every file of `index` at `size` x `size`; skip unreadable ones up to
-    `max_corrupt_share` (DataError naming them beyond it, or when a class loses every image)."""
+    """Decode every file of `index` at `size` x `size` (one thread per CPU: Pillow releases the GIL
+    while it decodes and resizes); skip unreadable ones up to `max_corrupt_share` (DataError naming
+    them beyond it, or when a class loses every image)."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
     from PIL import Image
 
     from export.images import ImageError
@@ -139,16 +143,23 @@ def load_images(index: FolderIndex, size: int, what: str = "--data",
     kept: list[str] = []
     corrupt: list[str] = []
     digest = hashlib.sha256(f"decode-v{DECODE_VERSION}\n".encode())
-    for rel, label in index.files:
-        path = index.root / rel
-        digest.update(f"{rel}\0{sha256_file(path)}\n".encode())  # every image file, readable or not
+
+    def one(rel: str) -> np.ndarray | None:
         try:
-            images[len(kept)] = decode_image(path, size, aspect)
+            return decode_image(index.root / rel, size, aspect)
         except (ImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-            corrupt.append(rel)
-            continue
-        kept.append(rel)
-        labels.append(label)
+            return None
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+        decoded = pool.map(one, [rel for rel, _ in index.files])
+        for (rel, label), pixels in zip(index.files, decoded, strict=True):
+            digest.update(f"{rel}\0{sha256_file(index.root / rel)}\n".encode())  # every file, readable or not
+            if pixels is None:
+                corrupt.append(rel)
+                continue
+            images[len(kept)] = pixels
+            kept.append(rel)
+            labels.append(label)
     total = len(index.files)
     if corrupt and len(corrupt) > max_corrupt_share * total:
         shown = ", ".join(corrupt[:5]) + (f" and {len(corrupt) - 5} more" if len(corrupt) > 5 else "")

@@ -31,7 +31,7 @@ def _pillow_upright(data: bytes) -> np.ndarray:
 def test_every_exif_orientation_is_read_and_applied(files, orientation):
     data = files[f"chelsea_exif{orientation}.jpg"]
     assert header.exif_orientation(data) == orientation
-    pixels, kind = pil.decode_pixels(data, 224)  # 600 px wide: no DCT downscale at 224
+    pixels, kind = pil.decode_pixels(data, 224)  # 400 x 266: no DCT downscale at 224
     assert kind == "JPEG"
     np.testing.assert_array_equal(pixels, _pillow_upright(data))
     upright = pil.decode(files["chelsea_exif1.jpg"])
@@ -53,7 +53,7 @@ def test_orientation_is_one_without_exif_or_when_malformed(files):
                                   "coffee.webp", "astronaut_animated.gif", "chelsea_rgb.png"])
 def test_every_kind_decodes_to_pillows_rgb(files, name):
     data = files[name]
-    pixels, _ = pil.decode_pixels(data, 224)
+    pixels, _ = pil.decode_pixels(data, 1024)  # no DCT downscale: compare with a full decode
     with Image.open(io.BytesIO(data)) as img:
         expected = np.asarray(img.convert("RGB"))  # alpha dropped, first frame, grey replicated
     np.testing.assert_array_equal(pixels, expected)
@@ -84,10 +84,11 @@ def test_large_jpeg_is_downscaled_in_the_dct_domain(files):
     with Image.open(io.BytesIO(big)) as img:
         w, h = img.size
     r = jpeg_scale(w, h, 224)
-    assert r == 4  # 3000 x 2000: 1/8 would leave 250 rows, under 2 x 224
+    assert r == 8  # 3000 x 2000 -> 375 x 250, both sides still >= 224
     pixels, _ = pil.decode_pixels(big, 224)
     assert pixels.shape == (-(-h // r), -(-w // r), 3)
-    assert jpeg_scale(w, h, 100) == 8 and jpeg_scale(300, 300, 224) == 1
+    assert jpeg_scale(w, h, 300) == 4 and jpeg_scale(446, 900, 224) == 1
+    assert jpeg_scale(447, 447, 224) == 2 and jpeg_scale(448, 900, 224) == 2
 
 
 def test_center_crop_takes_the_central_square(files):
@@ -126,7 +127,7 @@ def test_bad_files_fail_with_one_line(tmp_path, name, message):
 def test_palette_bmp_is_refused():
     buf = io.BytesIO()
     Image.fromarray(np.zeros((4, 4), np.uint8)).convert("1").save(buf, format="BMP")
-    with pytest.raises(ImageError, match="^BMP with 1 bits per pixel and compression 0: only uncompressed 8-bit"):
+    with pytest.raises(ImageError, match=r"^BMP with 1 bits per pixel and compression 0: only uncompressed 8-bit"):
         pil.decode(buf.getvalue())
 
 
