@@ -39,6 +39,8 @@ class ModelCard:
     version: str
     author: str
     license: str
+    #: The image contract in one line (export.images), written into the input's description.
+    image_contract: str = ""
 
     @classmethod
     def for_model(cls, built, precision: str, *, name: str | None = None, version: str | int = 1,
@@ -49,7 +51,24 @@ class ModelCard:
         return cls(name=name or f"resnet50-{built.spec.name}",
                    description=f"{what}; {built.num_classes} classes; TFLite {precision}. "
                                "Input: RGB pixels 0..255 (ResNet50 preprocessing is inside the model).",
-                   version=str(version), author=author, license=license)
+                   version=str(version), author=author, license=license,
+                   image_contract=contract_line(built.spec.image_contract(built.input_size)))
+
+
+def contract_line(contract) -> str:
+    """An ImageContract as the one line the input tensor's description carries; `aspect_of` reads it back."""
+    d = contract.to_dict()
+    return (f"Image contract v{d['version']} (aspect={contract.aspect}, size={contract.size}): EXIF orientation "
+            "applied; JPEG decoded with the accurate IDCT and downscaled by 1/2, 1/4 or 1/8 while both sides stay "
+            ">= size; grey and palette to RGB, alpha dropped; bilinear resize with antialiasing (half-pixel "
+            "centres, float). A phone app matches it by pre-resizing to exactly size x size this way.")
+
+
+def aspect_of(description: str | None) -> str:
+    """The aspect policy in an input description written by contract_line ("stretch" if none)."""
+    import re
+    found = re.search(r"\(aspect=(\w+)", description or "")
+    return found[1] if found else "stretch"
 
 
 def _mediapipe_metadata() -> tuple[Any, Any, Any]:
@@ -159,12 +178,12 @@ def write_metadata(model: bytes, card: ModelCard, labels: list[str]) -> bytes:
                               "that span 0..255)")
         input_md = info.InputImageTensorMd(
             name="image", description="RGB image, uint8 pixels 0..255 (quantization scale 1, zero point 0: "
-            "real = 1 x (q - 0)); ResNet50 preprocessing is inside the model.",
+            f"real = 1 x (q - 0)); ResNet50 preprocessing is inside the model. {card.image_contract}".strip(),
             color_space_type=schema.ColorSpaceType.RGB, tensor_type=types_.UINT8)
     else:
         input_md = info.InputImageTensorMd(
             name="image", description="RGB image, float32 pixels 0..255 (NormalizationOptions mean 0, std 1 keep "
-            "that range); ResNet50 preprocessing is inside the model.",
+            f"that range); ResNet50 preprocessing is inside the model. {card.image_contract}".strip(),
             norm_mean=[0.0], norm_std=[1.0], color_space_type=schema.ColorSpaceType.RGB, tensor_type=types_.FLOAT32)
     output_mds = []
     for name, d in outputs:
@@ -182,7 +201,11 @@ def write_metadata(model: bytes, card: ModelCard, labels: list[str]) -> bytes:
     model_md = info.GeneralMd(name=card.name, version=card.version, description=card.description,
                               author=card.author, licenses=card.license).create_metadata()
     subgraph = schema.SubGraphMetadataT()
-    subgraph.inputTensorMetadata = [input_md.create_metadata()]
+    image_tensor_md = input_md.create_metadata()
+    props = image_tensor_md.content.contentProperties  # ImageProperties: the schema's default_size
+    props.defaultSize = schema.ImageSizeT()
+    props.defaultSize.width = props.defaultSize.height = int(image["shape"][1])
+    subgraph.inputTensorMetadata = [image_tensor_md]
     subgraph.outputTensorMetadata = [md.create_metadata() for md in output_mds]
     model_md.subgraphMetadata = [subgraph]
     builder = flatbuffers.Builder(0)
@@ -254,6 +277,8 @@ class ModelMetadata:
     norm_std: list[float] | None
     outputs: list[OutputInfo]
     associated_files: list[str]
+    input_description: str | None = None
+    default_size: list[int] | None = None  # ImageProperties.default_size [width, height]
 
     def output(self, name: str) -> OutputInfo | None:
         return next((o for o in self.outputs if o.name == name), None)
@@ -277,7 +302,7 @@ def read_metadata(model: bytes | str | Path) -> ModelMetadata | None:
     text = lambda b: b.decode() if isinstance(b, bytes) else b  # noqa: E731
     sub = (md.subgraphMetadata or [schema.SubGraphMetadataT()])[0]
     inp = (sub.inputTensorMetadata or [None])[0]
-    mean = std = color = None
+    mean = std = color = size = None
     if inp is not None:
         for unit in inp.processUnits or []:
             if unit.optionsType == schema.ProcessUnitOptions.NormalizationOptions:
@@ -286,6 +311,8 @@ def read_metadata(model: bytes | str | Path) -> ModelMetadata | None:
         if isinstance(props, schema.ImagePropertiesT):
             spaces = {v: k for k, v in vars(schema.ColorSpaceType).items() if not k.startswith("_")}
             color = spaces.get(props.colorSpace)
+            if props.defaultSize is not None:
+                size = [int(props.defaultSize.width), int(props.defaultSize.height)]
     outputs = []
     for t in sub.outputTensorMetadata or []:
         axis = [f for f in t.associatedFiles or [] if f.type == schema.AssociatedFileType.TENSOR_AXIS_LABELS]
@@ -295,4 +322,5 @@ def read_metadata(model: bytes | str | Path) -> ModelMetadata | None:
                                   [x.strip() for x in labels if x.strip()]))
     return ModelMetadata(text(md.name), text(md.description), text(md.version), text(md.author), text(md.license),
                          text(md.minParserVersion), text(inp.name) if inp is not None else None, color, mean, std,
-                         outputs, sorted(displayer.get_packed_associated_file_list()))
+                         outputs, sorted(displayer.get_packed_associated_file_list()),
+                         text(inp.description) if inp is not None else None, size)

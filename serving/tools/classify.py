@@ -55,13 +55,13 @@ def resolve_labels(path: Path, data: bytes, labels_file: str | None) -> tuple[li
     """(labels, where they came from, metadata summary): --labels, else the metadata's labels of the
     `probabilities` output, else labels.txt beside the model; UsageError if none is found."""
     from export.core.errors import ExportError
-    from export.deploy.tflite_metadata import PRIMARY_OUTPUT, read_metadata
+    from export.deploy.tflite_metadata import PRIMARY_OUTPUT, aspect_of, read_metadata
     try:
         md = read_metadata(data)
     except ExportError as e:
         raise UsageError(f"{path}: {e}") from None
     summary = None if md is None else {"name": md.name, "version": md.version, "author": md.author,
-                                       "license": md.license}
+                                       "license": md.license, "aspect": aspect_of(md.input_description)}
     if labels_file:
         return _read_labels(Path(labels_file)), labels_file, summary
     out = md.output(PRIMARY_OUTPUT) if md else None
@@ -114,7 +114,8 @@ def classify(model: str | Path, images: list[str], top_k: int = 5, labels_file: 
                              "'probabilities': not a resnet-deploy classifier")
         predictions = []
         for image in images:
-            probs = runner.infer({"image": load_image(Path(image), size)})["probabilities"][0]
+            pixels = load_image(Path(image), size, (summary or {}).get("aspect", "stretch"))
+            probs = runner.infer({"image": pixels})["probabilities"][0]
             if len(probs) != len(labels):
                 raise UsageError(f"{path} has {len(probs)} classes but {source} lists {len(labels)} labels")
             order = np.argsort(-probs, kind="stable")[:top_k]

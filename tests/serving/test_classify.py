@@ -52,7 +52,8 @@ def test_classify_answers_like_predict_image_bytes(files):
     want = sm.signatures["predict_image_bytes"](image_bytes=data)["probabilities"].numpy()
     doc = classify_json(str(files["fp32"]), *files["images"], "--top-k", str(len(LABELS)))
     assert doc["labels_source"] == "metadata (labels.txt)"
-    assert doc["metadata"] == {"name": "tiny-test", "version": "7", "author": "The Tests", "license": "Apache-2.0"}
+    assert doc["metadata"] == {"name": "tiny-test", "version": "7", "author": "The Tests", "license": "Apache-2.0",
+                               "aspect": "stretch"}
     for row, p in zip(want, doc["predictions"], strict=True):
         got = np.zeros(len(LABELS))
         for t in p["top_k"]:
@@ -60,6 +61,32 @@ def test_classify_answers_like_predict_image_bytes(files):
             got[t["index"]] = t["probability"]
         np.testing.assert_allclose(got, row, atol=1e-4)
         assert p["top_k"][0]["label"] == LABELS[int(np.argmax(row))]
+
+
+def test_exif_rotated_photo_answers_like_its_upright_twin(files, tmp_path):
+    """A phone photo stored rotated (EXIF orientation 6, and 3 and 8) gives the answer of the upright
+    file, on LiteRT through `classify` and in the SavedModel graph (`predict_image_bytes`)."""
+    import tensorflow as tf
+
+    from export.images import corpus
+    from export.model import samples
+    upright = samples.load_photo("chelsea", 300)[:, :200]
+    paths = []
+    for o in (1, 3, 6, 8):
+        paths.append(tmp_path / f"exif{o}.jpg")
+        paths[-1].write_bytes(corpus.oriented_jpeg(upright, o, quality=98))
+    sideways = tmp_path / "sideways.jpg"  # the pixels of exif6.jpg without its tag: the model sees the difference
+    sideways.write_bytes(corpus.oriented_jpeg(np.rot90(upright).copy(), 1, quality=98))
+    paths.append(sideways)
+    doc = classify_json(str(files["fp32"]), *map(str, paths), "--top-k", str(len(LABELS)))
+    got = np.array([[t["probability"] for t in sorted(p["top_k"], key=lambda t: t["index"])]
+                    for p in doc["predictions"]])
+    sm = tf.saved_model.load(str(files["root"] / "sm"))
+    want = sm.signatures["predict_image_bytes"](image_bytes=tf.constant([p.read_bytes() for p in paths]))
+    np.testing.assert_allclose(got, want["probabilities"].numpy(), atol=1e-4)
+    logits = want["logits"].numpy()  # the tiny model's probabilities saturate; its logits show the picture
+    rotated = np.abs(logits[1:4] - logits[0]).max()  # re-encoded rotated: close, not bit-equal
+    assert rotated < np.abs(logits[4] - logits[0]).max() / 5, (rotated, np.abs(logits[4] - logits[0]).max())
 
 
 def test_classify_int8_text_output(files):
