@@ -27,6 +27,7 @@ def render_readme(bundle_name: str, model_prefix: str, version: int, variants: d
     rows = "\n".join(
         f"| `{a.variant}` | {a.format} | {a.precision} | `{a.path}` | {a.bytes / 1e6:.1f} MB |"
         for a in sorted(artifacts, key=lambda a: (a.variant, a.format, a.precision)))
+    from export.bundle.image_section import image_section
     from export.deploy.ondevice import readme_section
     device_section = readme_section(first, sorted(a.precision for a in artifacts
                                                   if a.variant == first and a.format == "tflite"))
@@ -41,7 +42,7 @@ proves they answer alike. Every file is listed with its sha256 in `manifest.json
 
 {_models_section(names, variants, rows)}
 
-{_serving_section(bundle_name, first, version)}
+{image_section(variants)}{_serving_section(bundle_name, first, version)}
 
 {_scoring_section(bundle_name, first)}
 
@@ -63,7 +64,7 @@ def _models_section(names: list[str], variants: dict[str, Any], rows: str) -> st
 
 Inputs and outputs (every format): input `image`, float32 NHWC RGB in [0, 255] (ResNet50's
 preprocessing is inside the graph); outputs `logits` and `probabilities`. The SavedModels
-also have the signature `predict_image_bytes` (input `image_bytes`: encoded JPEG/PNG).
+also have the signature `predict_image_bytes` (input `image_bytes`: encoded JPEG/PNG/GIF/BMP/WebP).
 `model_int8.tflite` is full-integer: uint8 `image` (raw pixels) and uint8 outputs, with the
 quantization parameters (real = scale × (q − zero_point)) in `manifest.json`.
 

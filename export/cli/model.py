@@ -54,6 +54,8 @@ def add_parsers(sub, commands: dict[str, Callable[[argparse.Namespace], int]]) -
     s.add_argument("--max-accuracy-drop", action="append", metavar="PRECISION=POINTS",
                    help="accuracy points an artifact may lose (repeatable; default fp32=0 fp16=0.5 dynamic=1 int8=2)")
     s.add_argument("--json", action="store_true", help="print the report as JSON")
+    from export.cli.file_parity import add_arguments as add_file_parity_arguments  # parity --files DIR
+    add_file_parity_arguments(s)
     commands.update(variants=cmd_variants, build=cmd_build, export=cmd_export, parity=cmd_parity)
 
 
@@ -141,6 +143,9 @@ def cmd_parity(args: argparse.Namespace) -> int:
     root = Path(args.artifacts)
     if not root.is_dir():
         raise UsageError(f"--artifacts {root} is not a directory; give the directory holding artifacts.json")
+    if args.files:
+        from export.cli import file_parity
+        return file_parity.run(args)
     artifacts = read_index(root)
     if args.variant:
         artifacts = [a for a in artifacts if a.variant == args.variant]

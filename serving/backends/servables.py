@@ -56,6 +56,10 @@ def tf_error_message(e: Exception) -> str:
     """The first line of a TensorFlow error without its function-node and op decorations."""
     text = getattr(e, "message", None) or str(e)
     text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text).strip()
+    if text.startswith("Graph execution error"):  # then a traceback; the op's own words are the last unindented line
+        said = [ln for ln in text.splitlines()[1:] if ln.strip() and not ln[0].isspace()
+                and not ln.startswith(("Detected at node", "Graph execution error"))]
+        text = said[-1] if said else text
     text = text.splitlines()[0] if text else type(e).__name__
     return re.sub(r"\s*\[Op:[^\]]*\]\s*$", "", text)
 

@@ -1,0 +1,255 @@
+"""`parity --files DIR`: every real path from the encoded file, against the bytes signature.
+
+For each artifact of a bundle (or export directory), the reference is that artifact fed the pixels
+the image contract's in-graph twin decodes (for the SavedModel: `predict_image_bytes` itself).
+Paths: `serving_default` with client-decoded pixels (`predict --pixels`); the local server over
+REST and gRPC with both signatures; every other artifact on contract pixels (the server's runner
+backends); `classify` on each .tflite; MediaPipe's ImageClassifier on each .tflite, fed the file
+(`mp.Image.create_from_file`) and fed the documented pre-resize; `score` (Beam) per artifact.
+The rows and the markdown are export.quality.file_parity's.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from export.images import ImageContract, ImageError, header, pil
+from export.quality.file_parity import (
+    MEDIAPIPE_RAW_ATOL,
+    MEDIAPIPE_RAW_SOURCE,
+    FileParityReport,
+    compare,
+)
+
+Probs = dict[str, np.ndarray]
+
+
+def corpus_files(folder: Path) -> list[Path]:
+    """The regular files directly in `folder`, sorted (bad ones included: each path must refuse them)."""
+    from export.core.errors import UsageError
+    if not folder.is_dir():
+        raise UsageError(f"--files {folder} is not a directory; give a folder of image files")
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    if not files:
+        raise UsageError(f"--files {folder} holds no files")
+    return files
+
+
+def _variant_facts(bundle: Path, variant: str, artifacts: list) -> tuple[ImageContract, list[str] | None, bool]:
+    """(contract, labels, has a manifest) of `variant`: from manifest.json when the folder is a bundle."""
+    size = int(next(a for a in artifacts if a.variant == variant).inputs[0]["shape"][1])
+    path = bundle / "manifest.json"
+    if not path.is_file():
+        return ImageContract(size), None, False
+    from export.bundle.manifest import Manifest
+    record = Manifest.from_dict(json.loads(path.read_text()), source=str(path)).variants[variant]
+    contract = ImageContract.from_dict(record.image) if record.image else ImageContract(size)
+    return contract, list(record.labels), True
+
+
+def _tf_pixels(files: list[Path], contract: ImageContract, bad: dict) -> dict[str, np.ndarray]:
+    """file name -> the in-graph twin's pixels; refusals recorded in `bad` by their message."""
+    import tensorflow as tf
+
+    from export.images import tf_ops
+    from serving.backends.servables import tf_error_message
+    fn = tf.function(lambda d: tf_ops.decode(d, contract), input_signature=[tf.TensorSpec([], tf.string)])
+    out = {}
+    for f in files:
+        try:
+            out[f.name] = fn(tf.constant(f.read_bytes())).numpy()
+        except tf.errors.InvalidArgumentError as e:
+            bad.setdefault(f.name, {})["predict_image_bytes (in graph)"] = tf_error_message(e)
+    return out
+
+
+def _pil_pixels(files: list[Path], contract: ImageContract, bad: dict) -> dict[str, np.ndarray]:
+    out = {}
+    for f in files:
+        try:
+            out[f.name] = pil.decode_file(f, contract)
+        except ImageError as e:
+            bad.setdefault(f.name, {})["contract (PIL twin)"] = str(e)
+    return out
+
+
+def _on_runner(runner, pixels: dict[str, np.ndarray]) -> Probs:
+    spec = runner.inputs["image"]
+    dtype = np.dtype(spec.dtype)
+    out = {}
+    for name, px in pixels.items():
+        feed = np.clip(np.rint(px), 0, 255).astype(np.uint8) if dtype == np.uint8 else px.astype(dtype)
+        out[name] = np.asarray(runner.infer({"image": feed[None]})["probabilities"][0], np.float64)
+    return out
+
+
+def _savedmodel_rows(variant, art, root, files, tf_px, pil_px, rows, progress) -> Probs:
+    import tensorflow as tf
+    sm = tf.saved_model.load(str(root / art.path))
+    ref: Probs = {}
+    for f in files:
+        if f.name in tf_px:
+            out = sm.signatures["predict_image_bytes"](image_bytes=tf.constant([f.read_bytes()]))
+            ref[f.name] = out["probabilities"].numpy()[0]
+    got = {n: sm.signatures["serving_default"](image=tf.constant(p[None]))["probabilities"].numpy()[0]
+           for n, p in pil_px.items()}
+    names = [f.name for f in files]
+    rows.append(compare(variant, "savedmodel fp32", "serving_default on client-decoded pixels (predict --pixels)",
+                        names, ref, got))
+    progress(f"{variant}: savedmodel both signatures")
+    return ref
+
+
+def _runner_rows(variant, art, root, files, tf_px, pil_px, rows, bad, progress,
+                 mediapipe: bool, threads) -> Probs:
+    from export.runtimes import runner_for
+    what = f"{art.format} {art.precision}"
+    names = [f.name for f in files]
+    with runner_for(art, root, device="CPU", num_threads=threads) as runner:
+        ref = _on_runner(runner, tf_px)
+        rows.append(compare(variant, what, "runner on contract pixels (server backend, score handler)",
+                            names, ref, _on_runner(runner, pil_px)))
+    progress(f"{variant}: {what}")
+    if art.format != "tflite":
+        return ref
+    rows.append(compare(variant, what, "classify (LiteRT)", names, ref, _classify(root / art.path, files, bad)))
+    if mediapipe:
+        raw, pre = _mediapipe(root / art.path, files, pil_px, bad)
+        upright = [f.name for f in files if header.exif_orientation(f.read_bytes()) == 1]
+        rows.append(compare(variant, what, "MediaPipe ImageClassifier, raw file (create_from_file)", upright, ref,
+                            raw, tolerance=MEDIAPIPE_RAW_ATOL, source=MEDIAPIPE_RAW_SOURCE, gate=False))
+        rows.append(compare(variant, what, "MediaPipe ImageClassifier, contract pre-resize (on-device README)",
+                            names, ref, pre))
+        progress(f"{variant}: {what} MediaPipe")
+    return ref
+
+
+def _classify(model: Path, files: list[Path], bad: dict) -> Probs:
+    from export.core.errors import UsageError
+    from serving.tools.classify import classify
+    out = {}
+    for f in files:
+        try:
+            doc = classify(model, [str(f)], top_k=10**6)
+        except UsageError as e:
+            bad.setdefault(f.name, {})[f"classify {model.name}"] = str(e)
+            continue
+        top = doc["predictions"][0]["top_k"]
+        probs = np.zeros(len(top))
+        for t in top:
+            probs[t["index"]] = t["probability"]
+        out[f.name] = probs
+    return out
+
+
+def mediapipe_image(image):
+    """An mp.Image MediaPipe's classifier can take: SRGB. A 1-channel (GRAY8) or SRGBA image from
+    create_from_file is converted (a GRAY8 image aborts the classifier's graph, and that classifier
+    then fails on every later image)."""
+    import mediapipe as mp
+    if image.image_format == mp.ImageFormat.SRGB:
+        return image
+    view = np.asarray(image.numpy_view())
+    if view.ndim == 2 or view.shape[-1] == 1:
+        view = np.repeat(view.reshape(view.shape[0], view.shape[1], 1), 3, axis=2)
+    return mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(view[..., :3]).astype(np.uint8))
+
+
+def pre_resize(path: str | Path, contract: ImageContract) -> np.ndarray:
+    """What a phone app hands MediaPipe to match the server: the contract's pixels, rounded to uint8
+    [size, size, 3] (MediaPipe then has nothing left to resize)."""
+    return np.clip(np.rint(pil.decode_file(path, contract)), 0, 255).astype(np.uint8)
+
+
+def _mediapipe(model: Path, files: list[Path], pil_px: dict[str, np.ndarray], bad: dict) -> tuple[Probs, Probs]:
+    import mediapipe as mp
+    from mediapipe.tasks.python import vision
+    from mediapipe.tasks.python.core.base_options import BaseOptions
+    options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(model)))
+    raw: Probs = {}
+    pre: Probs = {}
+
+    def probs(classifier, image) -> np.ndarray:
+        result = classifier.classify(image)
+        head = next(h for h in result.classifications if h.head_name == "probabilities")
+        out = np.zeros(max(c.index for c in head.categories) + 1)
+        for c in head.categories:
+            out[c.index] = c.score
+        return out
+
+    with vision.ImageClassifier.create_from_options(options) as classifier:
+        for f in files:
+            try:
+                image = mediapipe_image(mp.Image.create_from_file(str(f)))
+            except (RuntimeError, ValueError) as e:
+                bad.setdefault(f.name, {})[f"MediaPipe {model.name}"] = str(e).splitlines()[0] if str(e) else "refused"
+                continue
+            raw[f.name] = probs(classifier, image)
+        for name, px in pil_px.items():
+            u8 = np.clip(np.rint(px), 0, 255).astype(np.uint8)
+            pre[name] = probs(classifier, mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(u8)))
+    return raw, pre
+
+
+def _score_rows(bundle, variant, art, files_dir, files, ref, rows, bad, labels, tmp: Path) -> None:
+    from serving.scoring import pipeline as scoring
+    job = scoring.plan(str(bundle), variant, str(files_dir), str(tmp / f"{art.format}-{art.precision}" / "scores"),
+                       art.format, art.precision, top_k=len(labels))
+    summary = scoring.run(job)
+    got: Probs = {}
+    for shard in summary.outputs:
+        for line in Path(shard).read_text().splitlines():
+            row = json.loads(line)
+            probs = np.zeros(len(labels))
+            for t in row["top_k"]:
+                probs[t["index"]] = t["probability"]
+            got[Path(row["path"]).name] = probs
+    for shard in summary.dead_letter_outputs:
+        for line in Path(shard).read_text().splitlines():
+            row = json.loads(line)
+            bad.setdefault(Path(row["path"]).name, {})[f"score {art.format} {art.precision}"] = row["reason"]
+    rows.append(compare(variant, f"{art.format} {art.precision}", "score (Apache Beam, DirectRunner)",
+                        [f.name for f in files], ref, got))
+
+
+def run(bundle: str | Path, files_dir: str | Path, variant: str | None = None, *, server: bool = True,
+        beam: bool = True, mediapipe: bool = True, threads: int | None = None,
+        progress: Callable[[str], None] | None = None) -> FileParityReport:
+    """The end-to-end report for every variant (or `variant`) of `bundle` on the files in `files_dir`."""
+    from export.formats import read_index
+    root, folder = Path(bundle), Path(files_dir)
+    files = corpus_files(folder)
+    say = progress or (lambda _what: None)
+    artifacts = [a for a in read_index(root) if variant is None or a.variant == variant]
+    report = FileParityReport(corpus=[f.name for f in files])
+    server_refs: dict[str, Probs] = {}
+    client_pixels: dict[str, dict[str, np.ndarray]] = {}
+    for name in sorted({a.variant for a in artifacts}):
+        contract, labels, is_bundle = _variant_facts(root, name, artifacts)
+        tf_px = _tf_pixels(files, contract, report.bad_files)
+        pil_px = client_pixels[name] = _pil_pixels(files, contract, report.bad_files)
+        refs: dict[str, Probs] = {}
+        for art in (a for a in artifacts if a.variant == name):
+            if art.format == "savedmodel":
+                refs[art.key] = server_refs[name] = _savedmodel_rows(name, art, root, files, tf_px, pil_px, report.rows, say)
+            else:
+                refs[art.key] = _runner_rows(name, art, root, files, tf_px, pil_px, report.rows, report.bad_files,
+                                         say, mediapipe, threads)
+        if beam and is_bundle and labels:
+            with tempfile.TemporaryDirectory(prefix="resnet-deploy-file-parity.") as tmp:
+                for art in (a for a in artifacts if a.variant == name):
+                    _score_rows(root, name, art, folder, files, refs[art.key], report.rows, report.bad_files,
+                                labels, Path(tmp))
+                    say(f"{name}: score {art.format} {art.precision}")
+        elif beam:
+            report.skipped.append(f"{name}: score needs a bundle (manifest.json), {root} has none")
+    if server and (root / "models.config").is_file() and server_refs:
+        from serving.tools.file_parity_server import server_rows
+        report.rows += server_rows(root, files, server_refs, client_pixels, report.bad_files, say)
+    elif server:
+        report.skipped.append(f"server: {root} has no models.config (not a bundle) or no SavedModel")
+    return report
