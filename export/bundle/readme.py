@@ -29,8 +29,10 @@ def render_readme(bundle_name: str, model_prefix: str, version: int, variants: d
         for a in sorted(artifacts, key=lambda a: (a.variant, a.format, a.precision)))
     from export.bundle.image_section import image_section
     from export.deploy.ondevice import readme_section
+    contract = variants[first].get("image") or {}
     device_section = readme_section(first, sorted(a.precision for a in artifacts
-                                                  if a.variant == first and a.format == "tflite"))
+                                                  if a.variant == first and a.format == "tflite"),
+                                    int(contract.get("size", 224)), str(contract.get("aspect", "stretch")))
     return f"""# {bundle_name}
 
 A resnet-deploy deployment bundle: ResNet50 variants {', '.join(f'`{n}`' for n in names)}, each as a

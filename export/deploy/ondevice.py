@@ -9,8 +9,9 @@ every output tensor is a classification head named by its metadata, so an app pi
 from __future__ import annotations
 
 
-def readme_section(variant: str, precisions: list[str]) -> str:
-    """Markdown for running `tflite/<variant>/model_<precision>.tflite` on a device."""
+def readme_section(variant: str, precisions: list[str], size: int = 224, aspect: str = "stretch") -> str:
+    """Markdown for running `tflite/<variant>/model_<precision>.tflite` on a device; `size` and
+    `aspect` are the variant's image contract (the pre-resize that makes MediaPipe match the server)."""
     prec = "fp32" if "fp32" in precisions or not precisions else precisions[0]
     path = f"tflite/{variant}/model_{prec}.tflite"
     asset = f"model_{prec}"
@@ -83,4 +84,55 @@ MediaPipe resizes camera frames to the model's input size itself. resnet-deploy'
 MediaPipe's ImageClassifier (Python, the same C++ task) on every precision and check it against
 LiteRT: the same top-1 label and scores within the precision's tolerance, on images already at
 the input size.
+
+{pre_resize_section(size, aspect)}"""
+
+
+def pre_resize_code(size: int = 224, aspect: str = "stretch") -> str:
+    """The Python pre-resize of the README (tests run it): the image contract in Pillow alone."""
+    return f'''import numpy as np
+from PIL import Image, ImageOps
+
+
+def contract_pixels(path, size={size}, aspect="{aspect}"):
+    """A photo (JPEG, PNG) as uint8 RGB [size, size, 3], decoded as the server decodes it."""
+    img = Image.open(path)
+    if img.format == "JPEG":
+        w, h = img.size
+        r = next((r for r in (8, 4, 2) if -(-w // r) >= size and -(-h // r) >= size), 1)
+        if r > 1:
+            img.draft(img.mode, (w // r, h // r))  # libjpeg's DCT downscale (TF: decode_jpeg(ratio=r))
+        img = ImageOps.exif_transpose(img)  # the EXIF orientation, upright
+    rgb = np.asarray(img.convert("RGB"))  # grey and palette to RGB, alpha dropped
+    if aspect == "center_crop":
+        h, w = rgb.shape[:2]
+        s = min(h, w)
+        rgb = rgb[(h - s) // 2:(h - s) // 2 + s, (w - s) // 2:(w - s) // 2 + s]
+    planes = [Image.fromarray(np.ascontiguousarray(rgb[..., c], dtype=np.float32), mode="F")
+              .resize((size, size), Image.Resampling.BILINEAR) for c in range(3)]  # antialiased, in float
+    return np.clip(np.rint(np.stack(planes, axis=-1)), 0, 255).astype(np.uint8)
+'''
+
+
+def pre_resize_section(size: int = 224, aspect: str = "stretch") -> str:
+    """How a phone app gets the server's answer from MediaPipe: pre-resize by the image contract."""
+    return f"""### Match the server: pre-resize by the image contract
+
+Fed a whole photo, MediaPipe resizes it with its own resampler (no antialiasing, not
+configurable from the model) and ignores the EXIF orientation, so its answer can differ from
+the server's (`parity.md`, end-to-end section, rows "MediaPipe ... raw file"). Hand it the
+pixels of the image contract instead, already {size} x {size} (aspect policy `{aspect}`), and it
+answers as the server does ("contract pre-resize" rows, within 0.01). In Python:
+
+```python
+{pre_resize_code(size, aspect)}
+import mediapipe as mp
+image = mp.Image(image_format=mp.ImageFormat.SRGB, data=contract_pixels("cat.jpg"))
+result = classifier.classify(image)   # an ImageClassifier on this bundle's .tflite
+```
+
+On Android and iOS, the same steps: decode a JPEG at 1/r of its size (Android:
+`BitmapFactory.Options.inSampleSize = r`, the same libjpeg DCT downscale), rotate it upright by
+its EXIF orientation, crop the central square for `center_crop`, then resize to {size} x {size}
+with an antialiased bilinear (triangle) filter. Only the Python version is measured here.
 """

@@ -22,3 +22,28 @@ def test_snippets_name_the_file_to_copy():
 def test_snippets_follow_the_exported_precisions():
     text = readme_section("dense", ["int8"])
     assert "Copy **`tflite/dense/model_int8.tflite`**" in text and "model_fp32" not in text
+
+
+@pytest.mark.parametrize("aspect", ["stretch", "center_crop"])
+def test_pre_resize_code_in_the_readme_is_the_image_contract(tmp_path, aspect):
+    """The Python pre-resize the README shows phone developers (Pillow alone) gives the contract's
+    pixels, rounded: on JPEGs of every EXIF orientation, a 1000-px progressive JPEG, CMYK, grey and
+    RGBA PNGs and a palette PNG."""
+    import numpy as np
+
+    from export.deploy.ondevice import pre_resize_code, readme_section
+    from export.images import ImageContract, corpus, pil
+    code = pre_resize_code(96, aspect)
+    assert code in readme_section("dense", ["fp32"], 96, aspect)
+    scope: dict = {}
+    exec(compile(code, "README pre-resize", "exec"), scope)
+    files = corpus.files(large=False)
+    names = [n for n in files if n.endswith((".jpg", ".png")) and "16" not in n]
+    assert len(names) >= 15
+    for name in names:
+        path = tmp_path / name
+        path.write_bytes(files[name])
+        want = np.clip(np.rint(pil.decode_file(path, ImageContract(96, aspect))), 0, 255)
+        got = scope["contract_pixels"](path)
+        assert got.shape == (96, 96, 3) and got.dtype == np.uint8, name
+        assert np.abs(got.astype(int) - want.astype(int)).max() <= 1, name

@@ -1,0 +1,106 @@
+"""`parity --files DIR`: a corpus of encoded files (every kind, EXIF orientations, bad files)
+through every real path of a tiny real bundle, compared with `predict_image_bytes`."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from export.quality.file_parity import FileParityReport, compare, render_markdown
+from tests.helpers import run_main
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from export.images import corpus
+    from tests.serving.scoring_bundle import make_bundle
+    root = tmp_path_factory.mktemp("file-parity")
+    bundle = make_bundle(root)
+    corpus.write(root / "files", large=False, bad=True)
+    return bundle, root / "files"
+
+
+def _rows(report: FileParityReport) -> dict[tuple[str, str], object]:
+    return {(r.artifact, r.path): r for r in report.rows}
+
+
+BAD = {"text.jpg": "not a JPEG, PNG, GIF, BMP or WebP file", "empty.png": "not a JPEG, PNG, GIF, BMP or WebP file",
+       "truncated.jpg": "corrupt or truncated JPEG data"}
+
+
+@pytest.mark.integration
+def test_every_in_process_path_answers_like_the_bytes_signature(tiny):
+    from serving.tools.file_parity import run
+    bundle, files = tiny
+    report = run(bundle, files, server=False, beam=False)
+    rows = _rows(report)
+    assert ("savedmodel fp32", "serving_default on client-decoded pixels (predict --pixels)") in rows
+    for art in ("tflite fp32", "tflite int8"):
+        for path in ("classify (LiteRT)", "runner on contract pixels (server backend, score handler)",
+                     "MediaPipe ImageClassifier, contract pre-resize (on-device README)"):
+            row = rows[(art, path)]
+            assert row.passed and row.files == len(report.corpus) - len(BAD), (art, path, row.failures)
+            assert row.max_prob_diff <= 0.01 and row.top1_agreement == 1.0
+        raw = rows[(art, "MediaPipe ImageClassifier, raw file (create_from_file)")]
+        assert not raw.gate  # measured and shown: MediaPipe's own resize is not the contract
+    assert rows[("onnx fp32", "runner on contract pixels (server backend, score handler)")].passed
+    assert report, [r.failures for r in report.rows if not r.passed]
+    for name, message in BAD.items():
+        said = report.bad_files[name]
+        assert said["contract (PIL twin)"].endswith(f"{name}: {message}")
+        assert said["classify model_fp32.tflite"].endswith(f"{name}: {message}")
+    assert "not a JPEG, PNG, GIF, BMP or WebP file" in report.bad_files["text.jpg"]["predict_image_bytes (in graph)"]
+    assert "Invalid JPEG data" in report.bad_files["truncated.jpg"]["predict_image_bytes (in graph)"]
+    assert FileParityReport.from_dict(json.loads(json.dumps(report.to_dict()))).to_dict() == report.to_dict()
+    assert "## End-to-end parity from the file" in render_markdown(report)
+
+
+@pytest.mark.integration
+def test_a_flip_or_a_refusal_fails_the_row():
+    import numpy as np
+    ref = {"a": np.array([0.6, 0.4]), "b": np.array([0.5, 0.5]), "c": np.array([0.1, 0.9])}
+    row = compare("v", "tflite fp32", "p", ["a", "b", "c"], ref, {"a": np.array([0.4, 0.6]), "b": ref["b"]})
+    assert not row.passed and row.refused == ["c"] and row.worst_file == "a"
+    assert row.failures == ["largest probability difference 0.2 > 0.01 (a)", "top-1 differs on a", "refused c"]
+    assert compare("v", "x", "p", ["a"], ref, {"a": ref["a"] + 0.005}).passed
+
+
+@pytest.mark.integration
+def test_parity_files_cli_writes_the_report(tiny, tmp_path):
+    bundle, files = tiny
+    r = run_main("parity", "--artifacts", str(bundle), "--files", str(files), "--no-server", "--no-score",
+                 "--no-mediapipe", "--variant", "tiny", "--report", str(tmp_path / "rep"))
+    assert r.returncode == 0, r.stderr
+    assert "## End-to-end parity from the file" in (tmp_path / "rep" / "file_parity.md").read_text()
+    doc = json.loads((tmp_path / "rep" / "file_parity.json").read_text())
+    assert doc["passed"] and doc["format_version"] == 1 and len(doc["corpus"]) == len(list(Path(files).iterdir()))
+    r = run_main("parity", "--artifacts", str(bundle), "--files", str(tmp_path / "none"))
+    assert r.returncode == 2 and "--files" in r.stderr and "is not a directory" in r.stderr
+
+
+@pytest.mark.e2e
+def test_server_and_score_answer_like_the_bytes_signature(tiny):
+    """The local server (REST and gRPC, both signatures) and Beam `score` of every format; bad
+    files come back as HTTP 400 / INVALID_ARGUMENT and as dead-letter rows, each by its message."""
+    from serving.tools.file_parity import run
+    bundle, files = tiny
+    report = run(bundle, files, mediapipe=False)
+    rows = _rows(report)
+    for api in ("REST", "gRPC"):
+        for sig in ("predict_image_bytes", "serving_default (client pixels)"):
+            row = rows[("savedmodel fp32", f"server {api} {sig}")]
+            assert row.passed and row.files == len(report.corpus) - len(BAD), row.failures
+    for art in ("savedmodel fp32", "tflite fp32", "tflite int8", "onnx fp32", "openvino fp16"):
+        assert rows[(art, "score (Apache Beam, DirectRunner)")].passed
+    assert report, [r.failures for r in report.rows if not r.passed]
+    for name, message in BAD.items():
+        said = report.bad_files[name]
+        assert said["score tflite fp32"] == message
+        assert ": HTTP 400: " in said["server REST predict_image_bytes"]
+        assert said["server gRPC predict_image_bytes"].startswith("gRPC INVALID_ARGUMENT: ")
+    for name in ("text.jpg", "empty.png"):  # refused from the header, before batching
+        assert report.bad_files[name]["server REST predict_image_bytes"].endswith(f"HTTP 400: image 0: {BAD[name]}")
+    truncated = report.bad_files["truncated.jpg"]  # refused by the graph's JPEG decoder, in its words
+    assert truncated["server REST predict_image_bytes"].endswith("HTTP 400: jpeg::Uncompress failed. Invalid JPEG data "
+                                                                 "or crop window.")
