@@ -25,6 +25,8 @@ def add_parsers(sub, commands: dict[str, Callable[[argparse.Namespace], int]]) -
                    help="training runs of variants with `data` (reused while data, settings and weights match)")
     s.add_argument("--json", action="store_true")
     s.add_argument("--wait", action="store_true", help="wait for another run on the same --out instead of refusing")
+    s.add_argument("--skip-file-parity", action="store_true",
+                   help="skip the end-to-end parity from encoded files (server, classify, score, MediaPipe)")
     add_signing_arguments(s, required=False)
     commands["bundle"] = cmd_bundle
 
@@ -145,8 +147,9 @@ def cmd_bundle(args: argparse.Namespace) -> int:
 
     from export.cli.model import print_json
     from export.pipeline.run import run_bundle
+    from export.cli.file_parity import bundle_hook
     result = run_bundle(args.config, args.out, weights=args.weights, quiet=args.json, signer=signing_key(args),
-                        wait=args.wait, runs=args.runs)
+                        wait=args.wait, runs=args.runs, file_parity=None if args.skip_file_parity else bundle_hook)
     if args.json:
         print_json({k: v for k, v in result.items() if k not in ("report", "artifacts")})
         return 0 if result["published"] else 1

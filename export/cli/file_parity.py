@@ -37,3 +37,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(markdown)
     return 0 if report else 1
+
+
+def bundle_hook(bundle_dir: Path, files_dir: Path):
+    """`make export`'s end-to-end check (export.pipeline.end_to_end.Hook): every path, every variant."""
+    from serving.tools.file_parity import run as run_files
+    return run_files(bundle_dir, files_dir)

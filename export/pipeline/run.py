@@ -74,7 +74,7 @@ def export_tasks(cfg: dict, staging: Path, targets: dict[str, list[tuple[str, st
 
 def run_bundle(config_path: str | Path, out: str | Path = "dist", weights: str | None = None,
                quiet: bool = False, *, signer=None, wait: bool = False, workers: int | None = None,
-               memory_budget_gb: float | None = None, runs: str | Path = "runs") -> dict:
+               memory_budget_gb: float | None = None, runs: str | Path = "runs", file_parity=None) -> dict:
     """`make export`: build -> export -> golden -> parity for every variant, in parallel worker
     processes (export.pipeline.workers, export.pipeline.stages), then lay out, checksum, sign (with `signer`, an
     export.bundle.signing.SigningKey) and publish `<out>/<name>-<version>/` plus its .tar.gz and .sha256,
@@ -84,7 +84,8 @@ def run_bundle(config_path: str | Path, out: str | Path = "dist", weights: str |
     complete and its parity passed; an interrupted run leaves the previous bundle untouched.
     A failed parity writes `<name>-<version>.parity-FAILED.{json,md}` instead of a bundle.
     The whole run holds `out`'s lock (a second run refuses, or waits with wait=True), and
-    starts by removing what killed runs left there (export/core/locks.py).
+    starts by removing what killed runs left there (export/core/locks.py). `file_parity`: the
+    end-to-end check from files (export.pipeline.end_to_end.Hook), run on the laid-out bundle.
     """
     from export.core.locks import exclusive_output
     from export.model.variants import get_variant
@@ -94,12 +95,12 @@ def run_bundle(config_path: str | Path, out: str | Path = "dist", weights: str |
         get_variant(v["name"])  # an unknown variant fails before any process starts
     targets = {v["name"]: resolve_targets("all", v.get("precisions")) for v in cfg["variants"]}
     with exclusive_output(out, command=f"resnet-deploy bundle --config {config_path}", wait=wait):
-        return _run_bundle(cfg, targets, out, quiet, signer, workers, memory_budget_gb, runs)
+        return _run_bundle(cfg, targets, out, quiet, signer, workers, memory_budget_gb, runs, file_parity)
 
 
 
 def _run_bundle(cfg: dict, targets: dict, out: str | Path, quiet: bool, signer, workers: int | None,
-                memory_budget_gb: float | None, runs: str | Path) -> dict:
+                memory_budget_gb: float | None, runs: str | Path, file_parity=None) -> dict:
     import os
     import shutil
     import signal
@@ -143,6 +144,12 @@ def _run_bundle(cfg: dict, targets: dict, out: str | Path, quiet: bool, signer, 
             timed_stage(progress, timings, "bundle", "all      bundle (configs, README, manifest)", lay_out,
                         staging, cfg, variants_meta, artifacts, report, timings, tool_versions(), created_at(),
                         collected["dropped"])
+            if file_parity is not None:
+                from export.bundle import layout
+                from export.pipeline import end_to_end
+                if not timed_stage(progress, timings, "e2e", "all      end-to-end parity from files",
+                                   end_to_end.check, staging, file_parity, layout):
+                    return end_to_end.refuse(out, bundle_name, staging, timings, run)
             if signer is not None:
                 timed_stage(progress, timings, "sign", "all      sign", signer.sign, staging)
             replace_dir(staging, final)

@@ -104,3 +104,33 @@ def test_server_and_score_answer_like_the_bytes_signature(tiny):
     truncated = report.bad_files["truncated.jpg"]  # refused by the graph's JPEG decoder, in its words
     assert truncated["server REST predict_image_bytes"].endswith("HTTP 400: jpeg::Uncompress failed. Invalid JPEG data "
                                                                  "or crop window.")
+
+
+@pytest.mark.integration
+def test_make_export_writes_the_section_into_the_bundle(tmp_path):
+    """export.pipeline.end_to_end on a laid-out bundle: the section lands in parity.md and the README,
+    file_parity.json beside them, the summary in the manifest, whose file table still verifies."""
+    from export.bundle import layout
+    from export.pipeline import end_to_end
+    from serving.tools.file_parity import run
+    from tests.serving.scoring_bundle import make_bundle
+    bundle = make_bundle(tmp_path)
+    (bundle / "parity.md").write_text("# Parity\n")
+    (bundle / "README.md").write_text("# tiny\n")
+    layout.write_manifest(bundle, layout.read_manifest(bundle))
+    seen = []
+
+    def hook(root: Path, files: Path):
+        seen.append(sorted(p.name for p in files.iterdir()))
+        return run(root, files, variant="tiny", server=False, beam=False, mediapipe=False)
+
+    assert end_to_end.check(bundle, hook, layout)
+    assert "coffee_3000.jpg" in seen[0] and "chelsea_exif6.jpg" in seen[0] and "truncated.jpg" in seen[0]
+    for name in ("parity.md", "README.md"):
+        text = (bundle / name).read_text()
+        assert text.startswith("# ") and "## End-to-end parity from the file" in text
+    record = layout.read_manifest(bundle).extra["end_to_end_parity"]
+    assert record["passed"] and record["files"] == len(seen[0]) and record["failures"] == []
+    assert record["max_prob_diff_by_path"]["classify (LiteRT)"] <= 0.01
+    assert layout.check_files(bundle, layout.read_manifest(bundle))
+    assert json.loads((bundle / "file_parity.json").read_text())["passed"]
