@@ -14,6 +14,7 @@ import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +22,8 @@ from export.images import ImageContract, ImageError, header, pil
 from export.quality.file_parity import (
     MEDIAPIPE_RAW_ATOL,
     MEDIAPIPE_RAW_SOURCE,
+    UINT8_ATOL,
+    UINT8_SOURCE,
     FileParityReport,
     compare,
 )
@@ -100,6 +103,10 @@ def _savedmodel_rows(variant, art, root, files, tf_px, pil_px, rows, progress) -
     names = [f.name for f in files]
     rows.append(compare(variant, "savedmodel fp32", "serving_default on client-decoded pixels (predict --pixels)",
                         names, ref, got))
+    stored = {n: sm.signatures["serving_default"](image=tf.constant(np.rint(p)[None]))["probabilities"].numpy()[0]
+              for n, p in pil_px.items()}  # training keeps decoded images as uint8
+    rows.append(compare(variant, "savedmodel fp32", "training / calibration / gate decode (contract, stored uint8)",
+                        names, ref, stored, tolerance=UINT8_ATOL, source=UINT8_SOURCE))
     progress(f"{variant}: savedmodel both signatures")
     return ref
 
@@ -111,21 +118,27 @@ def _runner_rows(variant, art, root, files, tf_px, pil_px, rows, bad, progress,
     names = [f.name for f in files]
     with runner_for(art, root, device="CPU", num_threads=threads) as runner:
         ref = _on_runner(runner, tf_px)
+        uint8_input = np.dtype(runner.inputs["image"].dtype) == np.uint8 or "image" in getattr(runner, "quantization", {})
         rows.append(compare(variant, what, "runner on contract pixels (server backend, score handler)",
-                            names, ref, _on_runner(runner, pil_px)))
+                            names, ref, _on_runner(runner, pil_px), **_tolerance(uint8_input)))
     progress(f"{variant}: {what}")
     if art.format != "tflite":
         return ref
-    rows.append(compare(variant, what, "classify (LiteRT)", names, ref, _classify(root / art.path, files, bad)))
+    rows.append(compare(variant, what, "classify (LiteRT)", names, ref, _classify(root / art.path, files, bad),
+                        **_tolerance(uint8_input)))
     if mediapipe:
         raw, pre = _mediapipe(root / art.path, files, pil_px, bad)
         upright = [f.name for f in files if header.exif_orientation(f.read_bytes()) == 1]
         rows.append(compare(variant, what, "MediaPipe ImageClassifier, raw file (create_from_file)", upright, ref,
                             raw, tolerance=MEDIAPIPE_RAW_ATOL, source=MEDIAPIPE_RAW_SOURCE, gate=False))
         rows.append(compare(variant, what, "MediaPipe ImageClassifier, contract pre-resize (on-device README)",
-                            names, ref, pre))
+                            names, ref, pre, **_tolerance(True)))  # MediaPipe takes 8-bit images
         progress(f"{variant}: {what} MediaPipe")
     return ref
+
+
+def _tolerance(uint8_pixels: bool) -> dict[str, Any]:
+    return {"tolerance": UINT8_ATOL, "source": UINT8_SOURCE} if uint8_pixels else {}
 
 
 def _classify(model: Path, files: list[Path], bad: dict) -> Probs:
@@ -213,7 +226,7 @@ def _score_rows(bundle, variant, art, files_dir, files, ref, rows, bad, labels, 
             row = json.loads(line)
             bad.setdefault(Path(row["path"]).name, {})[f"score {art.format} {art.precision}"] = row["reason"]
     rows.append(compare(variant, f"{art.format} {art.precision}", "score (Apache Beam, DirectRunner)",
-                        [f.name for f in files], ref, got))
+                        [f.name for f in files], ref, got, **_tolerance(art.format == "tflite" and art.precision == "int8")))
 
 
 def run(bundle: str | Path, files_dir: str | Path, variant: str | None = None, *, server: bool = True,
