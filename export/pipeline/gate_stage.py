@@ -27,7 +27,7 @@ def _scratch(work: str | Path) -> Path:
 
 
 def prepare(built, staging: str | Path, gate: dict[str, Any], run_dir: str | None,
-            work: str | Path) -> dict[str, Any] | None:
+            work: str | Path, saved_model: str | Path | None = None) -> dict[str, Any] | None:
     """Eval and calibration sets of the variant and the reference's eval logits (left in the
     variant's scratch directory `work`); None when the variant has neither an eval set nor
     calibration data (then int8 uses the sample photos)."""
@@ -63,16 +63,38 @@ def prepare(built, staging: str | Path, gate: dict[str, Any], run_dir: str | Non
         arrays.update(eval_images=evalset.images, eval_labels=evalset.labels, reference_logits=logits)
         out["eval_set"] = evalset.record
         out["reference"] = accuracy.score(logits, evalset.labels, labels)
+        if saved_model is not None and (Path(saved_model) / "saved_model.pb").is_file():
+            out["bytes_path"] = bytes_path_check(saved_model, evalset, logits)
         from export.core.atomic import write_text
         from export.quality.evaluation import pixels_sha256
         write_text(golden.golden_dir(staging, name) / EVAL_REFERENCE, json.dumps(
             {"eval_set": evalset.record, "pixels_sha256": pixels_sha256(evalset.images), "files": evalset.files,
-             "class_names": labels,
+             "class_names": labels, "bytes_path": out.get("bytes_path"),
              "labels": evalset.labels.tolist(), "logits": np.asarray(logits).round(6).tolist()}, indent=1))
     path = _scratch(work)
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, allow_pickle=False, **arrays)
     return out
+
+
+def bytes_path_check(saved_model: str | Path, evalset, logits: np.ndarray) -> dict[str, Any]:
+    """The eval set's files through the SavedModel's `predict_image_bytes` (the production path)
+    against the reference on the contract-decoded pixels the gate judges: top-1 agreement and the
+    largest probability difference (the stored pixels are rounded to uint8; a flip here is a bug)."""
+    import tensorflow as tf
+    sm = tf.saved_model.load(str(saved_model))
+    root = Path(evalset.record["path"])
+    probs = []
+    for i in range(0, len(evalset.files), 16):
+        blobs = tf.constant([(root / rel).read_bytes() for rel in evalset.files[i:i + 16]])
+        probs.append(sm.signatures["predict_image_bytes"](image_bytes=blobs)["probabilities"].numpy())
+    got = np.concatenate(probs) if probs else np.zeros((0, logits.shape[-1]), np.float32)
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    ref = z / z.sum(axis=1, keepdims=True)
+    flips = [f for f, a, b in zip(evalset.files, got.argmax(1), ref.argmax(1), strict=True) if a != b]
+    return {"signature": "predict_image_bytes", "images": len(got),
+            "top1_agreement": round(1 - len(flips) / max(len(got), 1), 4),
+            "max_prob_diff": round(float(np.abs(got - ref).max()) if len(got) else 0.0, 6), "flips": flips[:10]}
 
 
 def load(work: str | Path) -> dict[str, np.ndarray]:

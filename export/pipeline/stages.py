@@ -104,7 +104,8 @@ def keras_task(*, variant: str, build_args: dict[str, Any], staging: str, versio
     from export.pipeline import gate_stage
     work = root / WORK_DIR / variant  # the gate's scratch files, read by the converter tasks
     prepared = clock.run("eval", gate_stage.prepare, built, root, gate,
-                         run["provenance"]["run"] if run else None, work) if gate else None
+                         run["provenance"]["run"] if run else None, work,
+                         saved_model_dir(root, variant, version, ships_savedmodel)) if gate else None
     meta = {"spec": built.spec.to_dict(), "num_classes": built.num_classes, "labels": built.labels,
             "params": param_counts(built.model), **io_spec(built.model), "weights": built.weights,
             "training": run["provenance"] if run else None,

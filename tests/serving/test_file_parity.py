@@ -134,3 +134,29 @@ def test_make_export_writes_the_section_into_the_bundle(tmp_path):
     assert record["max_prob_diff_by_path"]["classify (LiteRT)"] <= 0.01
     assert layout.check_files(bundle, layout.read_manifest(bundle))
     assert json.loads((bundle / "file_parity.json").read_text())["passed"]
+
+
+@pytest.mark.integration
+def test_gate_eval_set_through_the_bytes_signature(tiny, tmp_path):
+    """The accuracy gate's eval files through `predict_image_bytes` agree with the reference on the
+    contract-decoded (stored uint8) pixels the gate judges."""
+    import shutil
+
+    import numpy as np
+    import tensorflow as tf
+
+    from export.pipeline.gate_stage import bytes_path_check
+    from export.training import labeled_sets
+    from tests.serving.scoring_bundle import LABELS
+    bundle, files = tiny
+    photos = sorted(p for p in Path(files).iterdir() if p.name.startswith(("chelsea", "astronaut", "coffee")))
+    for i, label in enumerate(LABELS):
+        (tmp_path / label).mkdir()
+        shutil.copy(photos[i % len(photos)], tmp_path / label / photos[i % len(photos)].name)
+    evalset = labeled_sets.eval_set(tmp_path, 32, LABELS)
+    sm_dir = bundle / "tfserving" / "tiny" / "1"
+    logits = tf.saved_model.load(str(sm_dir)).signatures["serving_default"](
+        image=tf.constant(evalset.images.astype(np.float32)))["logits"].numpy()
+    check = bytes_path_check(sm_dir, evalset, logits)
+    assert check["images"] == len(LABELS) and check["top1_agreement"] == 1.0 and check["flips"] == []
+    assert 0 < check["max_prob_diff"] < 0.01  # stored uint8 pixels: close, not equal
