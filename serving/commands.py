@@ -82,6 +82,9 @@ def add_parsers(sub, commands: dict[str, Callable[[argparse.Namespace], int]]) -
     p.add_argument("--pixels", action="store_true",
                    help="decode here and send pixels to serving_default (default: send the files "
                         "as b64 to predict_image_bytes)")
+    p.add_argument("--aspect", choices=("stretch", "center_crop"), default="stretch",
+                   help="with --pixels: the model's image contract aspect policy (the bundle's manifest, "
+                        "variants.<model>.image.aspect; default stretch)")
     p.add_argument("--labels", metavar="labels.txt",
                    help="class names, one a line (e.g. the bundle's tflite/<variant>/labels.txt)")
     p.add_argument("--top-k", type=_positive, default=5)
@@ -244,7 +247,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         for start in range(0, len(args.images), args.batch):
             paths = args.images[start:start + args.batch]
             if args.pixels:
-                outputs = c.predict(args.model, {"image": cl.load_pixels(paths, size)}, cl.DEFAULT_SIGNATURE,
+                outputs = c.predict(args.model, {"image": cl.load_pixels(paths, size, args.aspect)}, cl.DEFAULT_SIGNATURE,
                                     args.version, args.label)
             else:
                 outputs = c.predict(args.model, {"image_bytes": cl.read_image_bytes(paths)},

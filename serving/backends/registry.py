@@ -34,6 +34,16 @@ class ModelEntry:
     labels: dict[str, int]
 
 
+
+def _aspect(bundle: Path, model: str) -> str:
+    """The image contract aspect policy of `model` in the bundle's manifest ("stretch" if unrecorded)."""
+    import json
+    try:
+        variants = json.loads((bundle / "manifest.json").read_text()).get("variants", {})
+        return str(((variants.get(model) or {}).get("image") or {}).get("aspect", "stretch"))
+    except (OSError, ValueError, AttributeError):
+        return "stretch"
+
 class ModelRegistry:
     """The served models, looked up as TF Serving's ServerCore does."""
 
@@ -66,7 +76,7 @@ class ModelRegistry:
                     hints = FORMATS[backend].precision_hints  # openvino:bf16 picks the runner's hint
                     hint = (precision or hints[0]) if hints else None
                     path = artifact_path(bundle, m["name"], backend, None if hints else precision or None, v)
-                    versions[v] = RunnerServable(m["name"], v, path, backend, hint)
+                    versions[v] = RunnerServable(m["name"], v, path, backend, hint, _aspect(bundle, m["name"]))
             models.append(ModelEntry(m["name"], versions, m["labels"]))
         return cls(models)
 

@@ -179,9 +179,10 @@ class RunnerServable(Servable):
     signatures. `precision_hint` is OpenVINO's (f32, bf16)."""
 
     def __init__(self, name: str, version: int, path: Path, backend: str,
-                 precision_hint: str | None = None) -> None:
+                 precision_hint: str | None = None, aspect: str = "stretch") -> None:
         super().__init__(name, version, path)
         self.backend = backend
+        self.aspect = aspect  # the variant's image contract aspect policy, for the bytes signature
         self._runner = make_runner(backend, path, precision_hint)
         self._lock = threading.Lock()  # LiteRT interpreters are not thread-safe; keep it uniform
         (image,) = self._runner.inputs.values()
@@ -196,7 +197,8 @@ class RunnerServable(Servable):
         }
 
     def run(self, signature: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        pixels = decode_images(inputs["image_bytes"], self.size) if signature == IMAGE_BYTES_SIGNATURE else inputs["image"]
+        pixels = decode_images(inputs["image_bytes"], self.size, self.aspect) \
+            if signature == IMAGE_BYTES_SIGNATURE else inputs["image"]
         if self._input_dtype == np.uint8:  # full-integer TFLite takes uint8 pixels
             pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
         from export.core.errors import RunnerError
