@@ -160,3 +160,27 @@ def test_gate_eval_set_through_the_bytes_signature(tiny, tmp_path):
     check = bytes_path_check(sm_dir, evalset, logits)
     assert check["images"] == len(LABELS) and check["top1_agreement"] == 1.0 and check["flips"] == []
     assert 0 < check["max_prob_diff"] < 0.01  # stored uint8 pixels: close, not equal
+
+
+@pytest.mark.e2e
+def test_predict_refuses_bad_files_with_one_line_and_exit_2(tiny, tmp_path):
+    """`predict` on a truncated JPEG and a text file named .jpg: exit 2 and one line, whether the
+    server decodes (bytes, HTTP 400) or the client does (--pixels)."""
+    from serving.tools.file_parity_server import _start, _stop
+    bundle, files = tiny
+    proc, rest_port, grpc_port, _ = _start(bundle)
+    try:
+        for name, server_says, client_says in (
+                ("text.jpg", "HTTP 400: image 0: not a JPEG, PNG, GIF, BMP or WebP file",
+                 "text.jpg: not a JPEG, PNG, GIF, BMP or WebP file"),
+                ("truncated.jpg", "HTTP 400: jpeg::Uncompress failed. Invalid JPEG data or crop window.",
+                 "truncated.jpg: corrupt or truncated JPEG data")):
+            path = str(Path(files) / name)
+            for where, extra, says in ((["--rest", f"http://127.0.0.1:{rest_port}"], [], server_says),
+                                       (["--grpc", f"127.0.0.1:{grpc_port}"], ["--pixels"], client_says)):
+                r = run_main("predict", *where, "--model", "tiny", *extra, path)
+                err = r.stderr.strip().splitlines()
+                assert r.returncode == 2 and len(err) == 1 and err[0].startswith("error: "), (name, where, err)
+                assert err[0].endswith(says), (name, err)
+    finally:
+        _stop(proc)
