@@ -124,7 +124,7 @@ def _runner_rows(variant, art, root, files, tf_px, pil_px, rows, bad, progress,
     progress(f"{variant}: {what}")
     if art.format != "tflite":
         return ref
-    rows.append(compare(variant, what, "classify (LiteRT)", names, ref, _classify(root / art.path, files, bad),
+    rows.append(compare(variant, what, "classify (LiteRT)", names, ref, _classify(root / art.path, files, bad, set(pil_px)),
                         **_tolerance(uint8_input)))
     if mediapipe:
         raw, pre = _mediapipe(root / art.path, files, pil_px, bad)
@@ -141,21 +141,24 @@ def _tolerance(uint8_pixels: bool) -> dict[str, Any]:
     return {"tolerance": UINT8_ATOL, "source": UINT8_SOURCE} if uint8_pixels else {}
 
 
-def _classify(model: Path, files: list[Path], bad: dict) -> Probs:
+def _classify(model: Path, files: list[Path], bad: dict, decodable: set[str]) -> Probs:
+    """`classify` (the command's function) on the files the contract decodes, in one call (one model
+    load), and on each other file alone, to record its one-line refusal."""
     from export.core.errors import UsageError
     from serving.tools.classify import classify
-    out = {}
-    for f in files:
+    out: Probs = {}
+    good = [f for f in files if f.name in decodable]
+    if good:
+        for f, pred in zip(good, classify(model, [str(f) for f in good], top_k=10**6)["predictions"], strict=True):
+            probs = np.zeros(len(pred["top_k"]))
+            for t in pred["top_k"]:
+                probs[t["index"]] = t["probability"]
+            out[f.name] = probs
+    for f in (f for f in files if f.name not in decodable):
         try:
-            doc = classify(model, [str(f)], top_k=10**6)
+            classify(model, [str(f)], top_k=1)
         except UsageError as e:
             bad.setdefault(f.name, {})[f"classify {model.name}"] = str(e)
-            continue
-        top = doc["predictions"][0]["top_k"]
-        probs = np.zeros(len(top))
-        for t in top:
-            probs[t["index"]] = t["probability"]
-        out[f.name] = probs
     return out
 
 
