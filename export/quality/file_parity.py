@@ -23,10 +23,13 @@ CONTRACT_SOURCE = ("image contract twins agree to 5e-3 grey levels per pixel (te
 #: A path that hands the model 8-bit pixels (uint8-input TFLite, MediaPipe, training's stored images)
 #: rounds the contract's float pixels; where a value lies within ~5e-3 of a rounding boundary the two
 #: twins round it to neighbouring grey levels, and rounding itself moves every pixel by up to 0.5.
-UINT8_ATOL = 0.05
-UINT8_SOURCE = ("8-bit pixels: rounding the contract's float pixels (<= 0.5 grey level; neighbouring levels "
-                "where the twins straddle a boundary); measured on a 224-px CNN bundle: 0.047 (int8 TFLite, "
-                "one grey level at its uint8 input), 0.014 (fp32 fed rounded pixels)")
+#: An int8 artifact (weights and activations) rounds its input to the activation scale inside the model:
+#: the twins' 5e-3 grey-level differences cross some of those boundaries, and every requantization after.
+UINT8_ATOL = 0.1
+UINT8_SOURCE = ("8-bit pixels or int8 activations: rounding the contract's float pixels (<= 0.5 grey level) or "
+                "quantizing them; measured on ResNet50 `dense` (lfw_subset head, random:0 backbone), 31 files: "
+                "fp32 fed rounded pixels 0.047 (training/gate, MediaPipe pre-resize), int8 TFLite 0.070, ONNX "
+                "int8 0.071; no top-1 flip")
 #: MediaPipe fed the raw file resizes with its own resampler (no antialiasing, not configurable): the
 #: issue's target is 0.05. Rows carry the measured value beside it.
 MEDIAPIPE_RAW_ATOL = 0.05

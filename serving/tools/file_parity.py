@@ -118,7 +118,8 @@ def _runner_rows(variant, art, root, files, tf_px, pil_px, rows, bad, progress,
     names = [f.name for f in files]
     with runner_for(art, root, device="CPU", num_threads=threads) as runner:
         ref = _on_runner(runner, tf_px)
-        uint8_input = np.dtype(runner.inputs["image"].dtype) == np.uint8 or "image" in getattr(runner, "quantization", {})
+        uint8_input = np.dtype(runner.inputs["image"].dtype) == np.uint8 or "image" in getattr(runner, "quantization", {}) \
+            or art.precision == "int8"
         rows.append(compare(variant, what, "runner on contract pixels (server backend, score handler)",
                             names, ref, _on_runner(runner, pil_px), **_tolerance(uint8_input)))
     progress(f"{variant}: {what}")
@@ -229,7 +230,7 @@ def _score_rows(bundle, variant, art, files_dir, files, ref, rows, bad, labels, 
             row = json.loads(line)
             bad.setdefault(Path(row["path"]).name, {})[f"score {art.format} {art.precision}"] = row["reason"]
     rows.append(compare(variant, f"{art.format} {art.precision}", "score (Apache Beam, DirectRunner)",
-                        [f.name for f in files], ref, got, **_tolerance(art.format == "tflite" and art.precision == "int8")))
+                        [f.name for f in files], ref, got, **_tolerance(art.precision == "int8")))
 
 
 def run(bundle: str | Path, files_dir: str | Path, variant: str | None = None, *, server: bool = True,
