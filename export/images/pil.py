@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from export.images import header
-from export.images.contract import DEFAULT_CONTRACT, ImageContract, ImageError, jpeg_scale
+from export.images.contract import DEFAULT_CONTRACT, MAX_IMAGE_PIXELS, ImageContract, ImageError, jpeg_scale
 
 #: Orientation 1-8 -> how to make the stored array upright (rows, columns, channels).
 _ORIENT = {
@@ -47,9 +47,11 @@ def _rgb(img, kind: str) -> np.ndarray:
 def decode_pixels(data: bytes, size: int) -> tuple[np.ndarray, str]:
     """`data` -> (upright uint8 RGB [H, W, 3] before the resize, kind); JPEGs DCT-downscaled for `size`."""
     from PIL import Image
-    kind = header.check(data)
+    kind = header.kind_of(data)
     try:
         with Image.open(io.BytesIO(data)) as img:
+            if img.size[0] * img.size[1] > MAX_IMAGE_PIXELS:  # header.check_declared_size, on this open
+                header.check_declared_size(data)
             if kind == "JPEG":
                 width, height = img.size
                 r = jpeg_scale(width, height, size)
