@@ -63,7 +63,10 @@ def decode_pixels(data: bytes, size: int) -> tuple[np.ndarray, str]:
             rgb = _rgb(img, kind)
     except ImageError:
         raise
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:  # past Pillow's own limit (> 178 MP): say ours
+        header.check_declared_size(data)
+        raise ImageError(f"corrupt or truncated {kind} data") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError):
         raise ImageError(f"corrupt or truncated {kind} data") from None
     if kind == "JPEG":
         rgb = orient(rgb, header.exif_orientation(data))

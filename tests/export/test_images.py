@@ -139,6 +139,18 @@ def test_declared_size_over_the_limit_is_refused_before_decoding():
         pil.decode(buf.getvalue())
 
 
+def test_a_png_bomb_is_refused_by_its_header():
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    bomb = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + chunk(b"IEND", b""))
+    with pytest.raises(ImageError, match=r"^image declares 3,600,000,000 pixels, more than the limit of 50,000,000"):
+        pil.decode(bomb)
+
+
 def test_missing_file_names_itself(tmp_path):
     with pytest.raises(ImageError, match=r"^cannot read image .*ghost\.jpg: No such file"):
         pil.decode_file(tmp_path / "ghost.jpg")
