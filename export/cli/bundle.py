@@ -145,9 +145,9 @@ def cmd_bundle(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from export.cli.file_parity import bundle_hook
     from export.cli.model import print_json
     from export.pipeline.run import run_bundle
-    from export.cli.file_parity import bundle_hook
     result = run_bundle(args.config, args.out, weights=args.weights, quiet=args.json, signer=signing_key(args),
                         wait=args.wait, runs=args.runs, file_parity=None if args.skip_file_parity else bundle_hook)
     if args.json:

@@ -63,7 +63,7 @@ def _export_artifacts(built, out_dir, targets, version, opset, overwrite, progre
         else:
             scratch = Path(tempfile.mkdtemp(prefix=".savedmodel.", suffix=".partial", dir=out))
             sm_dir = scratch / "sm"
-            savedmodel.write_saved_model(built.model, sm_dir, built.input_size)
+            savedmodel.write_saved_model(built.model, sm_dir, built.input_size, built.spec.aspect)
         for fmt, precision in targets:
             if fmt == "tflite":
                 note(built.spec.name, fmt, precision)
