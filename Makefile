@@ -24,7 +24,7 @@ RUNS ?= runs
 BUNDLE ?= $(shell ls -d $(OUT)/*/manifest.json 2>/dev/null | sort -V | tail -n 1 | xargs -r dirname)
 PYTEST_ARGS ?=
 
-.PHONY: help setup setup-gpu train export verify test test-fast lint bench serve parity-gpu lock clean
+.PHONY: help setup setup-gpu browser train export verify test test-fast lint bench serve parity-gpu lock clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -61,10 +61,18 @@ verify: setup ## check the newest bundle: signature (PUBLIC_KEY= or CA_CHAIN=), 
 	$(VENV)/bin/resnet-deploy verify $(BUNDLE) $(if $(PUBLIC_KEY),--public-key $(PUBLIC_KEY)) \
 	  $(if $(CA_CHAIN),--certificate-chain $(CA_CHAIN))
 
-test: setup ## run the whole test suite (what CI runs)
+# The report's browser test (tests/export/test_selfdoc.py) drives Debian's `chromium` headless; the
+# test targets install it (apt-get, as root), `make export` does not need it.
+browser: ## install headless Chromium for the report.html browser test (Debian's chromium package)
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium (the report.html browser test needs it)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "warning: could not install chromium; the browser test will report 'skipped: no chromium'" >&2
+
+test: setup browser ## run the whole test suite (what CI runs)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: setup ## the inner loop: unit + integration tests only (no ResNet50 exports, servers, bench)
+test-fast: setup browser ## the inner loop: unit + integration tests only (no ResNet50 exports, servers, bench)
 	$(PY) -m pytest -m "unit or integration" $(PYTEST_ARGS)
 
 lint: setup ## ruff (style, imports, bugbear) and mypy (export/, serving/)

@@ -53,6 +53,8 @@ def _relist(root: Path, doc: dict[str, Any]) -> None:
         signature.unlink()
         print(f"bench: removed {signature}, which signed the previous manifest; re-sign the bundle: "
               f"resnet-deploy sign {root} --private-key KEY.pem", file=sys.stderr, flush=True)
+    from export.bundle.selfdoc import write_report
+    write_report(root, manifest.to_dict())  # report.html gains the bench section (issue 26)
     bundle_mod.write_manifest(root, manifest)
     tar = root.with_name(root.name + ".tar.gz")
     if tar.is_file():

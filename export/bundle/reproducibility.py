@@ -84,6 +84,17 @@ def _drop_parity_timing(doc: dict) -> dict:
     return doc
 
 
+def _drop_bom_volatile(doc: dict) -> dict:
+    """Without the serial number and timestamp, and without the SavedModel components' hashes (they cover
+    fingerprint.pb)."""
+    doc.pop("serialNumber", None)
+    doc.get("metadata", {}).pop("timestamp", None)
+    for c in doc.get("components", []):
+        if {"name": "resnet-deploy:format", "value": "savedmodel"} in c.get("properties", []):
+            c.pop("hashes", None)
+    return doc
+
+
 def _drop_manifest_volatile(doc: dict) -> dict:
     for key in ("created_at", "export_timings", "bench", "reproducibility"):
         doc.pop(key, None)
@@ -91,7 +102,7 @@ def _drop_manifest_volatile(doc: dict) -> dict:
         for key in ("cached", "run", "seconds"):
             (variant.get("training") or {}).pop(key, None)
     _drop_artifact_volatile(doc)
-    for name in ("parity.json", "parity.md", "README.md", "artifacts.json"):
+    for name in ("parity.json", "parity.md", "README.md", "artifacts.json", "bom.cdx.json", "report.html"):
         doc.get("files", {}).pop(name, None)
     for path in list(doc.get("files", {})):
         if path.endswith("/fingerprint.pb") or path.startswith("bench/"):
@@ -124,6 +135,11 @@ VOLATILE: tuple[Volatile, ...] = (
              "the verdicts and error metrics (everything but created and mean_ms)", _json_without(_drop_parity_timing)),
     Volatile(r"parity\.md", "renders parity.json, with its time and latencies", "see parity.json"),
     Volatile(r"README\.md", "embeds parity.md", "see parity.json"),
+    Volatile(r"bom\.cdx\.json", "its serial number and the SavedModel components' SHA-256 derive from the "
+                                "SavedModel directory digest (fingerprint.pb), its timestamp is the export's",
+             "every component, model card and dependency but those", _json_without(_drop_bom_volatile)),
+    Volatile(r"report\.html", "shows when the bundle was exported, and the benchmark once bench has run",
+             "see manifest.json and parity.json"),
     Volatile(r"bench/.*", "benchmark measurements of the machine it ran on", "nothing (measurements)"),
     Volatile(r"manifest\.json", "created_at, export_timings, each artifact's seconds, the SavedModel "
                                 "directory digest, and whether a trained variant's run was reused (its path, seconds)",

@@ -1,5 +1,5 @@
 """`resnet-deploy`: the parser and main. Each command group has its own module (export.cli.model,
-bundle, bench, train, k8s; serving's commands come from serving/), which adds its subparsers and
+bundle, bench, train, k8s, report; serving's commands come from serving/), which adds its subparsers and
 its functions to COMMANDS. Thin: parse arguments, call one function, print the result.
 
 Any ResnetDeployError becomes one line on stderr (`error: ...`) and exit code 2.
@@ -17,7 +17,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 #: importing it); every other command imports it first, quietly (see import_tensorflow_quietly).
 #: `bundle` and `bench` run their TensorFlow work in worker processes: TensorFlow in the parent
 #: would hold ~650 MB for nothing (measured: 665 MB of make export's 6.1 GiB peak).
-WITHOUT_TENSORFLOW = {"variants", "predict", "status", "metadata", "k8s", "sign", "bundle", "bench", "demo-data"}
+WITHOUT_TENSORFLOW = {"variants", "predict", "status", "metadata", "k8s", "sign", "bundle", "bench", "demo-data",
+                      "report"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,7 +46,7 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--debug", action="store_true",
                    help="on an error, print the full chained traceback before the one-line message")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    from export.cli import bench, bundle, k8s, model, train
+    from export.cli import bench, bundle, k8s, model, report, train
     model.add_parsers(sub, COMMANDS)  # variants, build, export, parity
     bundle.add_parsers(sub, COMMANDS)  # bundle, sign, verify
     bench.add_parsers(sub, COMMANDS)  # bench
@@ -57,6 +58,7 @@ def make_parser() -> argparse.ArgumentParser:
     add_score_parsers(sub, COMMANDS)
     k8s.add_parsers(sub, COMMANDS)  # k8s
     train.add_parsers(sub, COMMANDS)  # train, demo-data
+    report.add_parsers(sub, COMMANDS)  # report
     return p
 
 

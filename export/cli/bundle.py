@@ -5,7 +5,8 @@ changed since, and how it compares with another export of the same commit.
 certificate + CA chain) and re-packs its .tar.gz so the tarball carries it. `verify` checks, in
 this order, the signature (when given --public-key or --certificate-chain; a failing signature
 stops there, so no possibly altered SavedModel is loaded), the files against manifest.json, the
-parity from the golden files, and with --against the per-file difference to another bundle.
+CycloneDX BOM (it validates, its model hashes equal the manifest's), the parity from the golden
+files, and with --against the per-file difference to another bundle.
 """
 from __future__ import annotations
 
@@ -113,7 +114,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(f"FAIL {problem}")
         print(f"files: {files.checked} in manifest, {len(files.changed)} changed, {len(files.missing)} missing, "
               f"{len(files.extra)} extra")
-        ok = signature_ok and bool(files)
+        from export.bundle import bom
+        bom_problems, bom_summary = bom.check(root, manifest.artifacts)  # validates; hashes equal the manifest's
+        for problem in bom_problems:
+            print(f"FAIL {problem}")
+        print(bom_summary)
+        ok = signature_ok and bool(files) and not bom_problems
         if args.skip_parity:
             pass
         elif not signature_ok:

@@ -58,9 +58,9 @@ def lay_out(root: Path, cfg, variants_meta, artifacts, report, timings, versions
     write_text(root / "README.md", render_readme(f"{cfg['name']}-{version}", cfg["name"], version,
                                                  variants_meta, artifacts, report.to_markdown())
                + gate_bundle.readme_section(list(dropped)))
-    from export.bundle import reproducibility
+    from export.bundle import card, reproducibility, selfdoc
     from export.bundle.manifest import Manifest, ParitySummary, StageTiming, VariantRecord
-    write_manifest(root, Manifest(
+    manifest = Manifest(
         name=cfg["name"], version=version, created_at=created_at, git=_git_commit(),
         tool_versions=versions, config=cfg["path"],
         variants={name: VariantRecord(**meta) for name, meta in variants_meta.items()},
@@ -68,6 +68,7 @@ def lay_out(root: Path, cfg, variants_meta, artifacts, report, timings, versions
         parity=ParitySummary(passed=bool(report), counts=report.counts(), failures=report.failures(),
                              environment=report.environment),
         export_timings=[StageTiming(**t) for t in timings],
-        reproducibility=reproducibility.record(root),
-        accuracy=gate_bundle.manifest_summary(report, list(dropped)),
-    ))
+        accuracy=gate_bundle.manifest_summary(report, list(dropped)), extra={"card": card.card_record(cfg)})
+    selfdoc.write_all(root, manifest.to_dict())  # MODEL_CARD.md, bom.cdx.json, report.html: listed and signed too
+    manifest.reproducibility = reproducibility.record(root)
+    write_manifest(root, manifest)

@@ -10,7 +10,7 @@ from export.training.settings import check_training_keys
 
 _VARIANT_KEYS = {"name", "num_classes", "labels", "weights", "precisions", "description", "data", "train",
                  *gate_bundle.VARIANT_KEYS}
-_TOP_KEYS = {"name", "version", "weights", "variants", "author", "license", "storage_uri", *gate_bundle.TOP_KEYS}
+_TOP_KEYS = {"name", "version", "weights", "variants", "author", "license", "storage_uri", "card", *gate_bundle.TOP_KEYS}
 #: Free-text keys (TFLite metadata) and their defaults.
 _TEXT_KEYS = {"author": "resnet-deploy", "license": "unspecified"}
 
@@ -61,5 +61,6 @@ def load_config(path: str | Path, weights_override: str | None = None) -> dict:
     if not isinstance(storage_uri, str):
         raise UsageError(f"{path}: storage_uri must be a string such as 'gs://BUCKET/models', got {storage_uri!r}")
     parse_storage_uri(storage_uri, what=f"{path}: storage_uri")
+    from export.bundle.card import check_config as check_card
     return {"name": name, "version": version, "variants": variants, "path": str(path), **text,
-            "storage_uri": storage_uri, "gate": gate_bundle.check_config(cfg, path)}
+            "storage_uri": storage_uri, "gate": gate_bundle.check_config(cfg, path), "card": check_card(cfg.get("card"), path)}

@@ -61,7 +61,18 @@ class Run:
                 "train_accuracy": m["train"]["accuracy"], "per_class": m["val"]["per_class"],
                 "epochs_run": m["epochs_run"], "seconds": m["seconds"]["total"], "run": str(self.path),
                 "run_key": self.key, "cached": self.cached, "weights": c["weights"], "input_size": c["input_size"],
-                "settings": c["settings"], "tool_versions": c["tool_versions"]}
+                "settings": c["settings"], "tool_versions": c["tool_versions"], **self.report_data()}
+
+    def report_data(self) -> dict[str, Any]:
+        """What a bundle's report.html and model card draw from a run: history.csv per epoch, the
+        validation confusion matrix, images per class in the validation split, and the probe baseline
+        (a standardised logistic regression on the same features) when the run reports one."""
+        from export.training.report import read_history
+        history = self.path / "history.csv"
+        return {"history": read_history(history) if history.is_file() else [],
+                "confusion_matrix": self.metrics["val"].get("confusion_matrix"),
+                "val_images_per_class": self.metrics["data"].get("val_images_per_class"),
+                "probe": self.metrics.get("probe")}
 
     def summary(self) -> dict[str, Any]:
         return {"variant": self.config["variant"], "run": str(self.path), "cached": self.cached, "data": self.data,

@@ -235,6 +235,9 @@ def test_markdown_chart_manifest_and_verify(small_bundle):
     assert set(manifest.bench["artifacts"]) == set(LABELS) and manifest.bench["threads"] == 1
     readme = (root / "README.md").read_text()
     assert readme.startswith("# bench-smoke-1") and "## Benchmarks" in readme and "(bench/bench.md)" in readme
+    html = (root / "report.html").read_text()  # bench adds its section to report.html (issue 26)
+    assert "report.html" in manifest.files and 'id="chart-dense-latency"><svg' in html
+    assert doc["environment"]["cpu_model"] in html
     tar = root.with_name("bench-smoke-1.tar.gz")
     assert tar.with_name(tar.name + ".sha256").read_text().split()[0] == bundle.sha256_file(tar)
     for target in (root, tar):

@@ -55,7 +55,7 @@ def test_bundle_layout(published):
                 "openvino/dense/3/model.bin", "golden/dense/inputs.npz",
                 "golden/dense/outputs.npz", "deploy/kubernetes/deployment.yaml", "deploy/kubernetes/configmap.yaml",
                 "deploy/kubernetes/service.yaml", "deploy/kubernetes/hpa.yaml", "deploy/kubernetes/pdb.yaml",
-                "deploy/kserve/inferenceservice.yaml"]
+                "deploy/kserve/inferenceservice.yaml", "MODEL_CARD.md", "bom.cdx.json", "report.html"]
     for rel in expected:
         assert (root / rel).is_file(), rel
     tar = root.with_name("smoke-3.tar.gz")
@@ -132,6 +132,8 @@ def test_verify_passes_on_directory_and_tarball(published):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert r.stdout.startswith("signature: signed by key ") and "every file matches the signature" in r.stdout
     assert "verified" in r.stdout and "0 changed, 0 missing, 0 extra" in r.stdout
+    n = len(bundle.read_manifest(root).artifacts)
+    assert f"bom: CycloneDX 1.6 valid, {n} model hashes equal the manifest's" in r.stdout
     assert "| dense/openvino_fp16 @ f32 | openvino | CPU | fp16 |" in r.stdout  # parity re-ran the IR
     assert "| dense/openvino_fp16 @ bf16 | openvino |" in r.stdout
     r = run_cli("verify", str(root.with_name("smoke-3.tar.gz")), "--skip-parity",

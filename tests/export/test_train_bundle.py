@@ -63,6 +63,23 @@ def test_bundle_ships_the_trained_model_with_real_labels(tmp_path):
     assert "## Accuracy on labeled images" in (root / "parity.md").read_text()
     assert json.loads((root / "golden/dense/eval.json").read_text())["eval_set"]["count"] == 4
 
+    # The bundle documents itself (issue 26): card, CycloneDX BOM and report.html, listed in the manifest.
+    assert {"MODEL_CARD.md", "bom.cdx.json", "report.html"} <= set(manifest["files"])
+    card = (root / "MODEL_CARD.md").read_text()
+    assert f"Training validation accuracy **{metrics['val']['accuracy']:.3f}**" in card
+    assert "**A demonstration model, not for real use**" in card and f"`{training['data_sha256']}`" in card
+    from export.bundle import bom
+    bom_text = (root / "bom.cdx.json").read_text()
+    assert bom.validate_text(bom_text) == []
+    assert {c["name"]: c["hashes"][0]["content"] for c in json.loads(bom_text)["components"]
+            if c["type"] == "machine-learning-model"} == {
+        f"{a['variant']}/{a['format']}_{a['precision']}": a["sha256"] for a in manifest["artifacts"]}
+    html = (root / "report.html").read_text()
+    for chart in ("accuracy", "parity", "training", "confusion"):
+        assert f'<figure class="chart" id="chart-dense-{chart}"><svg' in html, chart
+    verified = run_cli("verify", str(root), "--skip-parity")
+    assert verified.returncode == 0 and "bom: CycloneDX 1.6 valid, 3 model hashes equal the manifest's" in verified.stdout
+
     again = run_cli("train", "--config", str(cfg), "--runs", str(runs), "--json")
     assert again.returncode == 0, again.stderr[-2000:]
     (summary,) = json.loads(again.stdout)
