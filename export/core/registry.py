@@ -78,9 +78,10 @@ FORMATS: dict[str, FormatSpec] = {
         FormatSpec("onnx", ("fp32", "int8"), "export.formats.onnx",
                    "export.runtimes.onnxruntime:OnnxRuntimeRunner", gpu=True, suffix=".onnx", marker="^",
                    description="ONNX for ONNX Runtime"),
-        FormatSpec("openvino", ("fp16",), "export.formats.openvino",
+        FormatSpec("openvino", ("fp16", "int8"), "export.formats.openvino",
                    "export.runtimes.openvino:OpenVINORunner", gpu=False, suffix=".xml", marker="D",
-                   description="OpenVINO IR (model.xml + model.bin, fp16 weights) for OpenVINO's CPU plugin",
+                   description="OpenVINO IR (model.xml + model.bin: fp16 weights, or int8 by NNCF) for OpenVINO's "
+                               "CPU plugin",
                    precision_hints=("f32", "bf16")),
     )
 }

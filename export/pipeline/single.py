@@ -82,7 +82,8 @@ def _export_artifacts(built, out_dir, targets, version, opset, overwrite, progre
             if fmt == "openvino":
                 note(built.spec.name, fmt, precision)
                 done.append(openvino.export(built, out, precision, saved_model_dir=sm_dir, version=version,
-                                            overwrite=overwrite))
+                                            overwrite=overwrite,
+                                            **((calibration or {}) if precision == "int8" else {})))
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)

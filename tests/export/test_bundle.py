@@ -96,13 +96,16 @@ def test_manifest_checksums_match_files(published):
     assert manifest["variants"]["dense"]["weights"]["source"] == "random:0"
     assert manifest["variants"]["dense"]["params"]["trainable"] == 20_490
     assert {a["format"] for a in manifest["artifacts"]} == {"savedmodel", "tflite", "onnx", "openvino"}
-    ir = next(a for a in manifest["artifacts"] if a["format"] == "openvino")
-    assert ir["path"] == "openvino/dense/3/model.xml" and ir["precision"] == "fp16"
+    ir = next(a for a in manifest["artifacts"] if a["format"] == "openvino" and a["precision"] == "fp16")
+    assert ir["path"] == "openvino/dense/3/model.xml"
+    int8 = next(a for a in manifest["artifacts"] if a["format"] == "openvino" and a["precision"] == "int8")
+    assert int8["path"] == "openvino/dense_int8/3/model.xml"  # its own OVMS model directory
+    assert int8["details"]["quantization"]["tool"].startswith("nncf ")
     assert ir["bytes"] == sum(manifest["files"][f"openvino/dense/3/{n}"]["bytes"] for n in ("model.xml", "model.bin"))
     assert set(manifest["tool_versions"]) >= {"tensorflow", "keras", "tf2onnx", "onnxruntime", "openvino"}
     assert len(manifest["git"]["commit"]) in (40, 7) or manifest["git"]["commit"] == "unknown"
     assert {t["stage"] for t in manifest["export_timings"]} >= {"build", "savedmodel", "golden", "tflite", "onnx",
-                                                                 "openvino", "parity"}
+                                                                 "openvino", "openvino_int8", "parity"}
     volatile = manifest["reproducibility"]
     assert set(volatile) == {"tfserving/dense/3/fingerprint.pb", "artifacts.json", "parity.json", "parity.md",
                              "README.md"}
