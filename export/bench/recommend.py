@@ -120,9 +120,9 @@ def verdicts(root: Path) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
         accuracy = json.loads((root / "manifest.json").read_text()).get("accuracy") or {}
     except (OSError, json.JSONDecodeError):
         accuracy = {}
-    for v in (accuracy.get("variants") or {}).values():
+    for variant, v in (accuracy.get("variants") or {}).items():  # variants the gate had an eval set for
         for key, rec in (v.get("artifacts") or {}).items():
-            gate[key] = rec
+            gate[key] = {**rec, "variant": variant}
     return parity, gate
 
 
@@ -234,8 +234,4 @@ def compute(doc: dict[str, Any], root: Path) -> list[dict[str, Any]]:
     """apply_paired, then the recommendation from the bundle's parity and gate verdicts."""
     apply_paired(doc)
     parity, gate = verdicts(root)
-    try:
-        accuracy = json.loads((root / "manifest.json").read_text()).get("accuracy") or {}
-    except (OSError, json.JSONDecodeError):
-        accuracy = {}
-    return recommend(doc, parity, gate, set(accuracy.get("variants") or {}))
+    return recommend(doc, parity, gate, {r["variant"] for r in gate.values()})

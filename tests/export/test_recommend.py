@@ -113,7 +113,7 @@ def test_verdicts_read_the_bundles_parity_and_gate(tmp_path):
         "dense/openvino_int8": {"status": "passed", "drop_points": 0.0}}}}}}))
     parity, gate = recommend.verdicts(tmp_path)
     assert parity == {"dense/openvino_int8@bf16": "passed", "dense/onnx_fp32": "passed"}
-    assert gate["dense/openvino_int8"]["status"] == "passed"
+    assert gate["dense/openvino_int8"] == {"status": "passed", "drop_points": 0.0, "variant": "dense"}
 
 
 @pytest.mark.parametrize(("row", "backend"), [
