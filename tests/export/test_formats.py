@@ -61,7 +61,7 @@ def _run(art, out_dir, images):
 
 
 KEYS = ["savedmodel_fp32", "tflite_fp32", "tflite_fp16", "tflite_dynamic", "tflite_int8", "onnx_fp32", "onnx_int8",
-        "openvino_fp16", "openvino_int8"]
+        "openvino_fp16"]
 
 
 @pytest.mark.parametrize("key", KEYS)
