@@ -42,9 +42,13 @@ def _backend(text: str) -> str:
     kind, _, setting = text.partition(":")
     if kind not in FORMATS:
         raise argparse.ArgumentTypeError(f"choose one of {', '.join(FORMATS)} (with :PRECISION), got {text!r}")
-    hints = FORMATS[kind].precision_hints  # OpenVINO: the suffix is the runner's hint, not a file's precision
-    if hints and setting and setting not in hints:
-        raise argparse.ArgumentTypeError(f"{kind} takes a precision hint {' or '.join(hints)}, got {text!r}")
+    if FORMATS[kind].precision_hints:  # OpenVINO: a runner hint, the int8 IR, or both (int8-bf16)
+        from export.core.errors import BundleError
+        from serving.backends.registry import backend_choice
+        try:
+            backend_choice(kind, setting)
+        except BundleError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
     return text
 
 
@@ -57,7 +61,8 @@ def add_parsers(sub, commands: dict[str, Callable[[argparse.Namespace], int]]) -
     s.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     s.add_argument("--backend", type=_backend, default="savedmodel",
                    help="local server only: savedmodel | onnx | tflite[:fp32|fp16|dynamic|int8] | "
-                        "openvino[:f32|bf16] (bf16 needs AMX-BF16 or AVX512-BF16)")
+                        "openvino[:f32|bf16|int8|int8-bf16] (bf16 needs AMX-BF16 or AVX512-BF16; int8 is the "
+                        "NNCF int8 IR)")
     s.add_argument("--local", action="store_true", help="use the local server even if TF Serving is installed")
     s.add_argument("--no-batching", action="store_true", help="local server: run each request on its own")
     s.add_argument("--model", action="append", default=None, metavar="NAME",

@@ -10,7 +10,8 @@ from typing import Any
 
 from export.core.errors import BundleError
 
-BENCH_FORMAT_VERSION = 1
+#: 2: paired timings of every artifact at every batch size, per-precision ceilings, `recommended`.
+BENCH_FORMAT_VERSION = 2
 
 
 class RowStatus(StrEnum):
@@ -54,6 +55,13 @@ class BenchRow:
     #: hint rows: per batch size, the fastest fp32 artifact of the variant in another format and
     #: this row's speed-up over it: {"baseline": {batch: key}, "by_batch": {batch: ratio}}
     speedup_vs_fastest_fp32: dict[str, Any] | None = None
+    #: paired rounds (export.bench.paired): per batch size the p50, p25 and p75 of this row's times
+    paired_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: per batch size, the SavedModel's paired time / this row's (median over the rounds)
+    speedup_vs_savedmodel: dict[str, Any] | None = None
+    #: the ceiling this row is held to (fp32, int8, bf16) and its achieved rate as a % of it
+    ceiling_precision: str = ""
+    pct_of_own_ceiling: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -64,6 +72,28 @@ class BenchRow:
         if self.error:
             return RowStatus.FAILED
         return RowStatus.SKIPPED if self.skipped else RowStatus.MEASURED
+
+
+@dataclass
+class Recommendation:
+    """Which file to deploy for one variant at one batch size (export.bench.recommend): the fastest
+    row that passed parity and the accuracy gate, by the paired timings of this run."""
+
+    variant: str
+    batch: int
+    label: str | None                      # the bench row (`<variant>/<format>_<precision>[@hint]`); None: none passed
+    key: str = ""                          # its artifact
+    format: str = ""
+    precision: str = ""
+    precision_hint: str = ""
+    p50_ms: float | None = None            # paired p50 at this batch size
+    speedup_vs_savedmodel: float | None = None  # median over the rounds of SavedModel time / this one's
+    accuracy_drop_points: float | None = None   # the accuracy gate's charged drop; None: not judged
+    serve_backend: str = ""                # `serve --backend` value
+    serve_command: str = ""
+    within_noise: list[str] = field(default_factory=list)  # faster-or-equal rows within noise of it
+    excluded: dict[str, str] = field(default_factory=dict)  # rows left out, and why (parity, gate)
+    note: str = ""
 
 
 @dataclass
@@ -83,6 +113,7 @@ class BenchReport:
     serving: dict[str, Any] | None = None                          # the local server's load run
     export_run: dict[str, Any] | None = None                       # <bundle>.export.json
     targets: list[dict[str, Any]] = field(default_factory=list)    # export.bench.targets, judged on the above
+    recommended: list[Recommendation] = field(default_factory=list)  # export.bench.recommend: the deploy choice
     extra: dict[str, Any] = field(default_factory=dict)
     format_version: int = BENCH_FORMAT_VERSION
 
@@ -94,6 +125,7 @@ class BenchReport:
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("extra", "artifacts")}
         d["artifacts"] = [_row_dict(r) for r in self.artifacts]
+        d["recommended"] = [dataclasses.asdict(r) for r in self.recommended]
         d.update(self.extra)
         return {"format_version": d.pop("format_version"), **d}
 
@@ -103,8 +135,9 @@ class BenchReport:
             raise BundleError(f"{source} has bench format {d.get('format_version')!r}, expected {BENCH_FORMAT_VERSION}")
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         try:
-            return cls(**{k: v for k, v in d.items() if k in known and k != "artifacts"},
+            return cls(**{k: v for k, v in d.items() if k in known and k not in ("artifacts", "recommended")},
                        artifacts=[_row(r) for r in d.get("artifacts", [])],
+                       recommended=[Recommendation(**r) for r in d.get("recommended", [])],
                        extra={k: v for k, v in d.items() if k not in known})
         except TypeError as e:
             raise BundleError(f"{source} is not a valid bench document ({e})") from None

@@ -1,10 +1,13 @@
-"""Paired batch-1 timing: a variant's artifacts loaded in one process and run in turn, round after
-round, so that whatever else the machine is doing slows them alike and their ratios hold.
+"""Paired timing: a variant's artifacts (every one, at each runner precision hint) loaded in one
+process and run in turn, round after round, at each batch size, so that whatever else the
+machine is doing slows them alike and their ratios hold.
 
 On a shared 2-core machine, timing artifacts one after another (each in its own process, as the
-main bench table does) lets a neighbour's burst land on one of them only: speed-ups measured that
-way moved by 30 % between runs. The speed-up targets are judged on these paired numbers instead:
-per round, fp32 time / int8 time, and the median over the rounds.
+isolated table does) lets a neighbour's burst land on one of them only: speed-ups measured that
+way moved by 30 % between runs (conv's ONNX int8 read 1.81x ONNX fp32 isolated and 2.90x paired
+in one run). Speed-ups are therefore taken from these paired rounds only: per round, one
+artifact's time / the other's, and the median over the rounds; the isolated process is kept for
+what only it measures (load time, peak RSS).
 """
 from __future__ import annotations
 
@@ -14,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-#: Timed rounds (each runs every artifact once) and warm-up runs per artifact.
+#: Timed rounds at batch 1 (each runs every artifact once; larger batches get half as many, at
+#: least 5) and warm-up runs per artifact and batch size.
 ROUNDS = 15
 WARMUP = 3
 #: Pause before each timed run: ONNX Runtime's and TensorFlow's thread pools spin-wait after a run
@@ -23,65 +27,103 @@ WARMUP = 3
 PAUSE_S = 0.02
 
 
+def rounds_at(batch: int, rounds: int = ROUNDS) -> int:
+    return rounds if batch == 1 else max(5, (rounds + 1) // 2)
+
+
 def plan(artifacts: list[Any]) -> dict[str, list[Any]]:
-    """Per variant, the artifacts the speed-up targets compare: every fp32 artifact, ONNX int8,
-    TFLite int8."""
+    """Per variant, every artifact (the recommendation compares them all), in the manifest's order."""
     out: dict[str, list[Any]] = {}
     for a in artifacts:
-        if a.precision == "fp32" or (a.format in ("onnx", "tflite") and a.precision == "int8"):
-            out.setdefault(a.variant, []).append(a)
-    return {v: arts for v, arts in out.items() if any(a.precision == "int8" for a in arts)}
+        out.setdefault(a.variant, []).append(a)
+    return out
+
+
+def label(key: str, hint: str | None) -> str:
+    return f"{key}@{hint}" if hint else key
+
+
+def _runners(arts, root: Path, threads: int) -> tuple[dict[str, Any], dict[str, str]]:
+    """Every artifact at every precision hint of its format, loaded; a hint the CPU lacks is skipped."""
+    from export.core.registry import get_format
+    from export.runtimes import PrecisionUnavailable, runner_for
+    runners: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
+    for a in arts:
+        for hint in get_format(a.format).precision_hints or (None,):
+            name = label(a.key, hint)
+            r = runner_for(a, root=root, device="CPU", num_threads=threads, precision_hint=hint)
+            try:
+                runners[name] = r.load()
+            except PrecisionUnavailable as e:
+                skipped[name] = e.skip_reason
+    return runners, skipped
+
+
+def _time_rounds(runners: dict[str, Any], feed: dict[str, np.ndarray], rounds: int, warmup: int) -> dict[str, list]:
+    for r in runners.values():
+        for _ in range(warmup):
+            r.infer(feed)
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    for i in range(rounds):
+        order = list(runners.items())
+        order = order[i % len(order):] + order[:i % len(order)]  # no artifact always runs first
+        for key, r in order:
+            time.sleep(PAUSE_S)  # the previous runtime's spinning worker threads go idle first
+            t = time.perf_counter()
+            r.infer(feed)
+            times[key].append(time.perf_counter() - t)
+    return {k: [round(s * 1e3, 4) for s in v] for k, v in times.items()}
+
+
+def paired_ratio(times: dict[str, list[float]], num: str | None, den: str | None) -> float | None:
+    """Median over the rounds of times[num] / times[den] (how many times faster `den` is)."""
+    if num is None or den is None or num not in times or den not in times:
+        return None
+    return round(float(np.median(np.asarray(times[num]) / np.asarray(times[den]))), 3)
 
 
 def measure(job: dict[str, Any]) -> dict[str, Any]:
-    """Load every artifact of the job, warm up, run ROUNDS rounds at batch 1; p50 per artifact and
-    median paired speed-ups (ONNX int8 vs ONNX fp32, TFLite int8 vs the fastest fp32)."""
+    """Load every artifact of the job, then per batch size warm up and run the rounds. Returns per
+    batch size every label's per-round times, p50 and quartiles; at batch 1 also the legacy
+    speed-ups of the targets (ONNX int8 vs ONNX fp32, TFLite int8 vs the fastest fp32)."""
     from export.core.registry import get_format
     from export.formats import Artifact
     from export.model import samples
     from export.quality import golden
-    from export.runtimes import runner_for
     root, threads = Path(job["root"]), job["threads"]
     arts = [Artifact.from_dict(a) for a in job["artifacts"]]
     for fmt in {a.format for a in arts}:
         get_format(fmt).runner_class().preload(threads)
     from export.runtimes.onnxruntime import OnnxRuntimeRunner
-    # Two ORT sessions (fp32, int8) share this process: without this, the one that just ran spins
-    # its threads through the other's run (measured: int8 2x slower here than in its own process).
+    # Several ORT sessions share this process: without this, the one that just ran spins its
+    # threads through the other's run (measured: int8 2x slower here than in its own process).
     OnnxRuntimeRunner.session_config = {"session.intra_op.allow_spinning": "0"}
     ref = golden.load(root, arts[0].variant)
     rows = [i for i, name in enumerate(ref.names) if name in samples.PHOTO_NAMES]
-    feed = {"image": np.ascontiguousarray(ref.inputs[rows[:1]], dtype=np.float32)}
-    runners = {a.key: runner_for(a, root=root, device="CPU", num_threads=threads).load() for a in arts}
+    photos = np.ascontiguousarray(ref.inputs[rows], dtype=np.float32)
+    runners, skipped = _runners(arts, root, threads)
+    by_batch: dict[str, Any] = {}
     try:
-        for r in runners.values():
-            for _ in range(job.get("warmup", WARMUP)):
-                r.infer(feed)
-        times: dict[str, list[float]] = {k: [] for k in runners}
-        for i in range(job.get("rounds", ROUNDS)):
-            order = list(runners.items())
-            order = order[i % len(order):] + order[:i % len(order)]  # no artifact always runs first
-            for key, r in order:
-                time.sleep(PAUSE_S)  # the previous runtime's spinning worker threads go idle first
-                t = time.perf_counter()
-                r.infer(feed)
-                times[key].append(time.perf_counter() - t)
+        for b in job.get("batch_sizes", [1]):
+            feed = {"image": np.ascontiguousarray(np.resize(photos, (b, *photos.shape[1:])))}
+            times = _time_rounds(runners, feed, rounds_at(b, job.get("rounds", ROUNDS)), job.get("warmup", WARMUP))
+            by_batch[str(b)] = {"rounds": len(next(iter(times.values()), [])), "times_ms": times,
+                                "p50_ms": {k: round(float(np.median(v)), 3) for k, v in times.items()},
+                                "p25_ms": {k: round(float(np.percentile(v, 25)), 3) for k, v in times.items()},
+                                "p75_ms": {k: round(float(np.percentile(v, 75)), 3) for k, v in times.items()}}
     finally:
         for r in runners.values():
             r.close()
-    ms = {k: np.asarray(v) * 1e3 for k, v in times.items()}
-    p50 = {k: round(float(np.median(v)), 3) for k, v in ms.items()}
+    first = by_batch.get("1") or next(iter(by_batch.values()))
+    p50, times = first["p50_ms"], first["times_ms"]
     by = {(a.format, a.precision): a.key for a in arts}
-    fp32 = [a.key for a in arts if a.precision == "fp32"]
+    fp32 = [a.key for a in arts if a.precision == "fp32" and a.key in p50]
     fastest = min(fp32, key=lambda k: p50[k]) if fp32 else None
-
-    def ratio(num: str | None, den: str | None) -> float | None:
-        if num is None or den is None:
-            return None
-        return round(float(np.median(ms[num] / ms[den])), 3)
-    return {"variant": arts[0].variant, "threads": threads, "rounds": len(next(iter(ms.values()))),
-            "p50_ms": p50, "min_ms": {k: round(float(v.min()), 3) for k, v in ms.items()},
-            "fastest_fp32": fastest,
-            "speedups": {"onnx_int8_vs_onnx_fp32": ratio(by.get(("onnx", "fp32")), by.get(("onnx", "int8"))),
-                         "tflite_int8_vs_fastest_fp32": ratio(fastest, by.get(("tflite", "int8"))),
-                         "tflite_int8_vs_tflite_fp32": ratio(by.get(("tflite", "fp32")), by.get(("tflite", "int8")))}}
+    return {"variant": arts[0].variant, "threads": threads, "rounds": first["rounds"], "skipped": skipped,
+            "p50_ms": p50, "min_ms": {k: round(float(min(v)), 3) for k, v in times.items()},
+            "fastest_fp32": fastest, "by_batch": by_batch,
+            "speedups": {"onnx_int8_vs_onnx_fp32": paired_ratio(times, by.get(("onnx", "fp32")), by.get(("onnx", "int8"))),
+                         "tflite_int8_vs_fastest_fp32": paired_ratio(times, fastest, by.get(("tflite", "int8"))),
+                         "tflite_int8_vs_tflite_fp32": paired_ratio(times, by.get(("tflite", "fp32")),
+                                                                    by.get(("tflite", "int8")))}}

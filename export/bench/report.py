@@ -82,7 +82,9 @@ def render_markdown(doc: dict[str, Any]) -> str:
     bs = [str(b) for b in s["batch_sizes"]]
     v = env["tool_versions"]
     versions = ", ".join(f"{k} {v[k]}" for k in sorted(v))
-    lines = [f"# Benchmarks: {doc['bundle']}", "", *_targets(doc),
+    from export.bench.recommend import ceilings_table
+    from export.bench.recommend import render as render_recommendation
+    lines = [f"# Benchmarks: {doc['bundle']}", "", *render_recommendation(doc), *_targets(doc),
              f"Measured {doc['created_at']} on **{env['cpu_model']}** ({env['logical_cpus']} logical CPUs), "
              f"**{s['threads']} threads**, device {s['device']}; {s['warmup']} warm-up runs then "
              + ", ".join(f"{s['runs'][b]} timed runs at batch {b}" for b in bs)
@@ -97,6 +99,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
              *(f"| {m['library']} | {m['kernel']} | {m['when']} | {m['gflops']:.1f} | {m['gflops_median']:.1f} |"
                for m in c["measurements"]), "",
              *_busy_note(doc),
+             *ceilings_table(doc),
              "## Artifacts", "",
              "| artifact | size MB | load s | " + " | ".join(f"b{b} p50 / p90 / p99 ms" for b in bs)
              + " | " + " | ".join(f"img/s b{b}" for b in bs)
@@ -128,10 +131,12 @@ def render_markdown(doc: dict[str, Any]) -> str:
               + "; ".join(f"`{k}` {f['total']:.3f} (ResNet50 {f['backbone']:.3f} + head {f['head']:.3f}, "
                           f"{f['input_size']}²)" for k, f in sorted(flops.items())) + ". "
               "Achieved GFLOP/s = GFLOP per image × the best images/s (fp32 artifacts and precision-hint rows). "
-              "Speed-up = p50 latency of the fp32 artifact of the same variant and format ÷ this one's, "
-              "per batch size, measured in this run; for a row with a precision hint (`@ f32`, `@ bf16`: "
-              "OpenVINO's inference precision), the p50 of the fastest fp32 artifact of the same variant "
-              "in another format (named) ÷ this one's (a bf16 row can exceed 100 % of the fp32 ceiling). "
+              "Speed-up = the median over the paired rounds (all of the variant's artifacts run in turn, "
+              "see below) of the fp32 artifact of the same variant and format's time ÷ this one's, per "
+              "batch size; for a row with a precision hint (`@ f32`, `@ bf16`: OpenVINO's inference "
+              "precision), of the fastest fp32 artifact of the same variant in another format (named). The "
+              "latency and memory columns come from each artifact's own process (load time and peak RSS "
+              "are measured only there); the speed-ups never mix the two. "
               "Top-1: argmax of `logits` against the fp32 "
               "reference stored in the bundle's golden files, on the sample photos.", "",
               f"Isolation: {s['isolation']}. Latency: {s['latency']}. TensorFlow: {s['tensorflow_threads']}.", ""]
@@ -168,23 +173,33 @@ def _targets(doc: dict[str, Any]) -> list[str]:
 
 
 def _paired_table(doc: dict[str, Any]) -> list[str]:
+    """Every row's paired p50 (p25-p75) per batch size, and its speed-up over the SavedModel: the
+    numbers every speed-up in this file comes from."""
     paired = doc.get("paired") or {}
     if not paired:
         return []
-    lines = ["## Batch 1, artifacts in turn (for the speed-up targets)", "",
-             "Each variant's fp32 and int8 artifacts loaded in one process and run one after the other, "
-             "round after round, so that other load on the machine slows them alike; speed-up = median "
-             "over the rounds of (fp32 time / int8 time).", "",
-             "| variant | p50 ms per artifact | ONNX int8 vs ONNX fp32 | TFLite int8 vs fastest fp32 |",
-             "|---|---|---:|---:|"]
+    bs = [str(b) for b in doc["settings"]["batch_sizes"]]
+    lines = ["## Artifacts in turn: the timings every speed-up comes from", "",
+             "Each variant's artifacts (every precision hint too) loaded in one process and run one after the "
+             "other, round after round, at each batch size, so that other load on the machine slows them alike. "
+             "p50 (p25-p75) ms over the rounds; speed-up = median over the rounds of (SavedModel time / this "
+             "one's). The per-artifact table above times each in its own process (for load time and peak RSS); "
+             "its latencies can differ from these when the machine is shared, and no ratio is taken from them.", "",
+             "| row | " + " | ".join(f"b{b} p50 (p25-p75) ms" for b in bs) + " | "
+             + " | ".join(f"b{b} vs SavedModel" for b in bs) + " |",
+             "|---|" + "---:|" * (2 * len(bs))]
     for v, p in sorted(paired.items()):
         if p.get("error"):
-            lines.append(f"| {v} | **failed:** {p['error']} | | |")
+            lines.append(f"| `{v}` **failed:** {p['error']} |" + " |" * (2 * len(bs)))
             continue
-        s = p["speedups"]
-        times = ", ".join(f"{k.split('/', 1)[1]} {ms:.1f}" for k, ms in sorted(p["p50_ms"].items(), key=lambda x: x[1]))
-        lines.append(f"| {v} | {times} | {_f(s.get('onnx_int8_vs_onnx_fp32'), '{:.2f}x')} | "
-                     f"{_f(s.get('tflite_int8_vs_fastest_fp32'), '{:.2f}x')} ({p['fastest_fp32'].split('/', 1)[1]}) |")
+        for r in (r for r in doc["artifacts"] if r["variant"] == v and r.get("paired_ms")):
+            cells = [f"{r['paired_ms'][b]['p50']:.1f} ({r['paired_ms'][b]['p25']:.1f}-{r['paired_ms'][b]['p75']:.1f})"
+                     if b in r["paired_ms"] else "–" for b in bs]
+            sp = (r.get("speedup_vs_savedmodel") or {}).get("by_batch", {})
+            cells += ["1.00×" if r["format"] == "savedmodel" else _f(sp.get(b), "{:.2f}×") for b in bs]
+            lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
+        for label, why in sorted((p.get("skipped") or {}).items()):
+            lines.append(f"| {label} | **{why}** |" + " |" * (2 * len(bs) - 1))
     return [*lines, ""]
 
 

@@ -113,6 +113,8 @@ def _ceiling_summary(start: dict[str, Any], end: dict[str, Any], threads: int) -
             "method": f"float32 {CEILING_N}x{CEILING_N} matmul with {' and '.join(CEILING_LIBRARIES)}, "
                       f"best of {CEILING_REPS} timed runs after 1 warm-up, at the start and the end of the run",
             "n": CEILING_N, "reps": CEILING_REPS, "threads": threads, "measurements": measurements,
+            "by_precision": [{**m, "when": when} for when, r in (("start", start), ("end", end))
+                             for m in r.get("precisions", [])],  # int8 and bf16 (export.bench.ceilings)
             "error": "; ".join(errors) or None}
 
 
@@ -196,7 +198,8 @@ def run_bench(bundle: str | os.PathLike, *, threads: int | None = None, warmup: 
     paired = {}
     from export.bench import paired as bench_paired
     for variant, arts in sorted(bench_paired.plan(artifacts).items()):
-        note(f"{variant}/paired", f"batch 1, {len(arts)} artifacts in turn, {bench_paired.ROUNDS} rounds")
+        note(f"{variant}/paired", f"batch {', '.join(map(str, batch_sizes))}: {len(arts)} artifacts in turn, "
+                                  f"{bench_paired.ROUNDS} rounds at batch 1")
         paired[variant] = in_fresh_process({**job, "kind": "paired", "artifacts": [a.to_dict() for a in arts]},
                                            threads)
     serving = _serving(serving_probe, threads, note)
@@ -212,6 +215,8 @@ def run_bench(bundle: str | os.PathLike, *, threads: int | None = None, warmup: 
            "export_timings": timings, "export_total_s": round(sum(t["seconds"] for t in timings), 2),
            "paired": paired, "serving": serving, "export_run": _export_run(root, export_run),
            "seconds": round(time.perf_counter() - started, 1)}
+    from export.bench import recommend
+    doc["recommended"] = recommend.compute(doc, root)  # paired speed-ups onto the rows, then the deploy choice
     from export.bench.targets import evaluate
     doc["targets"] = [t.to_dict() for t in evaluate(doc)]
     note("results", "writing bench.json, bench.md, bench.png (and re-listing them in manifest.json, "

@@ -37,6 +37,10 @@ TARGETS: tuple[Target, ...] = (
     Target("onnx_int8", "ONNX int8 speed-up over ONNX fp32 at batch 1 (worst variant)", ">=", 2.5, "x"),
     Target("tflite_int8", "TFLite int8 speed-up over the fastest fp32 artifact of its variant at batch 1 "
                           "(worst variant)", ">=", 3.5, "x"),
+    Target("int8_best", "fastest int8 artifact over the fastest fp32 artifact of its variant at batch 1, paired "
+                        "(worst variant)", ">=", 3.5, "x"),
+    Target("int8_ceiling", "that fastest int8 artifact at batch 1, % of the int8 GEMM ceiling (worst variant)",
+           ">=", 70, "%"),
     Target("fp32_ceiling", "best fp32 artifact of each variant, % of the matmul ceiling (worst variant)",
            ">=", 85, "%"),
     Target("grpc_overhead", "gRPC at batch 1: p50 added to the raw runner's p50", "<=", 15, "%"),
@@ -105,6 +109,41 @@ def _paired_speedup(doc: dict[str, Any], fmt: str) -> tuple[float | None, str]:
     return value, detail
 
 
+def _fastest_int8(doc: dict[str, Any]) -> dict[str, tuple[float, float | None, str, str]]:
+    """Per variant, from the batch-1 paired rounds: the fastest int8 row's speed-up over the fastest
+    fp32 row (median of the per-round ratios), its % of the int8 ceiling, and the two rows' labels."""
+    from export.bench.ceilings import best_by_precision
+    from export.bench.paired import paired_ratio
+    c = doc.get("ceiling") or {}
+    int8 = best_by_precision([*c.get("measurements", []), *c.get("by_precision", [])]).get("int8")
+    out = {}
+    for variant, p in sorted((doc.get("paired") or {}).items()):
+        b1 = (p.get("by_batch") or {}).get("1")
+        if not b1:
+            continue
+        rows = {r["label"]: r for r in doc.get("artifacts", []) if r.get("variant") == variant and r["label"] in b1["p50_ms"]}
+        fp32 = [k for k, r in rows.items() if r["precision"] == "fp32"]
+        q = [k for k, r in rows.items() if r["precision"] == "int8"]
+        if not fp32 or not q:
+            continue
+        f, i = min(fp32, key=b1["p50_ms"].get), min(q, key=b1["p50_ms"].get)
+        ratio = paired_ratio(b1["times_ms"], f, i)
+        pct = (100.0 * rows[i]["gflop_per_image"] * 1e3 / b1["p50_ms"][i] / int8["gflops"]) if int8 else None
+        if ratio is not None:
+            out[variant] = (ratio, pct, i, f)
+    return out
+
+
+def _int8_best(doc: dict[str, Any], key: str) -> tuple[float | None, str]:
+    best = _fastest_int8(doc)
+    if key == "int8_best":
+        value, _ = _worst({v: x[0] for v, x in best.items()})
+        return value, "; ".join(f"{v}: {i} {x:.2f}x {f}" for v, (x, _, i, f) in best.items()) or "not measured"
+    pcts = {v: x[1] for v, x in best.items() if x[1] is not None}
+    value, _ = _worst(pcts)
+    return value, "; ".join(f"{v}: {best[v][2]} {x:.0f} %" for v, x in pcts.items()) or "not measured"
+
+
 def _ceiling(doc: dict[str, Any]) -> tuple[float | None, str]:
     best: dict[str, tuple[float, str]] = {}
     for r in doc.get("artifacts", []):
@@ -148,6 +187,8 @@ READERS: dict[str, Callable[[dict[str, Any]], tuple[float | None, str]]] = {
     "export_rss": lambda d: _export(d, "export_rss"),
     "onnx_int8": lambda d: _paired_speedup(d, "onnx"),
     "tflite_int8": lambda d: _paired_speedup(d, "tflite"),
+    "int8_best": lambda d: _int8_best(d, "int8_best"),
+    "int8_ceiling": lambda d: _int8_best(d, "int8_ceiling"),
     "fp32_ceiling": _ceiling,
     "grpc_overhead": lambda d: _serving(d, "grpc_overhead"),
     "batching_gain": lambda d: _serving(d, "batching_gain"),

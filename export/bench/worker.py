@@ -167,7 +167,11 @@ def _measure(job: dict[str, Any]) -> dict[str, Any]:
 def _worker(argv: list[str]) -> int:
     job = json.loads(Path(argv[0]).read_text())
     if job["kind"] == "ceiling":
-        result = {"measurements": _ceiling(job["n"], job["reps"], job["threads"])}
+        from export.bench import ceilings
+        from export.core import cpu_features
+        result = {"measurements": _ceiling(job["n"], job["reps"], job["threads"]),
+                  "precisions": ceilings.measure(job["n"], job["reps"], job["threads"],
+                                                 cpu_features.bf16_unit(cpu_features.cpu_flags()))}
     elif job["kind"] == "paired":
         from export.bench.paired import measure
         result = measure(job)

@@ -133,7 +133,8 @@ def _openvino_section(bundle_name: str, artifacts: list) -> str:
     if not variants:
         return ""
     from export.deploy.ovms import readme_section
-    return readme_section(bundle_name, variants) + "\n"
+    int8 = sorted({a.variant for a in artifacts if a.format == "openvino" and a.precision == "int8"})
+    return readme_section(bundle_name, variants, int8) + "\n"
 
 
 #: The README's last section (also appended by `resnet-deploy bench` to bundles made before it).

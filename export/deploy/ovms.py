@@ -8,24 +8,35 @@ README says so; the local server (`serve --backend openvino`) is what the tests 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 #: The image and ports of the OVMS commands in the README (gRPC 9000 and REST 8000 by its docs).
 OVMS_IMAGE = "openvino/model_server:latest"
 
 
-def ovms_config(variants: list[str], precision_hint: str = "bf16") -> dict[str, Any]:
-    """An OVMS config.json serving every variant's IR from a bundle mounted at /models."""
+def ovms_config(variants: list[str], precision_hint: str = "bf16", int8_variants: Sequence[str] = ()) -> dict[str, Any]:
+    """An OVMS config.json serving every variant's IR from a bundle mounted at /models, and the int8
+    IR of `int8_variants` as model `<variant>_int8` (its own directory: OVMS reads one IR per version)."""
+    names = [*variants, *(f"{v}_int8" for v in int8_variants)]
     return {"model_config_list": [
         {"config": {"name": v, "base_path": f"/models/openvino/{v}", "target_device": "CPU",
                     "plugin_config": {"INFERENCE_PRECISION_HINT": precision_hint, "PERFORMANCE_HINT": "LATENCY"}}}
-        for v in variants]}
+        for v in names]}
 
 
-def readme_section(bundle_name: str, variants: list[str]) -> str:
+def readme_section(bundle_name: str, variants: list[str], int8_variants: Sequence[str] = ()) -> str:
     """The bundle README's OpenVINO section (Markdown)."""
     first = variants[0]
-    config = json.dumps(ovms_config(variants), indent=2)
+    config = json.dumps(ovms_config(variants, int8_variants=int8_variants), indent=2)
+    int8 = "" if not int8_variants else f"""
+`openvino/<variant>_int8/<version>/model.xml` + `model.bin` is the int8 IR (NNCF post-training
+quantization, calibrated on the variant's data; with its eval set, NNCF's accuracy control kept the
+most sensitive layers in float: `manifest.json` lists them under the artifact's `keep_float`). It is
+its own OVMS model, `<variant>_int8`, since OVMS reads one IR per version directory. Locally:
+
+    resnet-deploy serve {bundle_name} --backend openvino:int8     # or openvino:int8-bf16
+"""
     return f"""## Serve the OpenVINO IR (CPUs with AMX or AVX512-BF16)
 
 `openvino/<variant>/<version>/model.xml` + `model.bin` is the OpenVINO IR of each variant
@@ -36,7 +47,7 @@ f32 elsewhere; `parity.md` has a row for each (`@ f32`, `@ bf16`) and `bench/ben
 Locally, through the TF Serving-compatible server of resnet-deploy:
 
     resnet-deploy serve {bundle_name} --backend openvino:bf16     # or openvino:f32
-
+{int8}
 With OpenVINO Model Server, which answers the same TF Serving REST and gRPC APIs
 (**not run on the machines that built and tested this bundle**: no OVMS there). One model:
 

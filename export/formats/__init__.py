@@ -74,7 +74,7 @@ def tool_versions() -> dict[str, str]:
     """Versions of the converters and runtimes, for Artifact and manifest records."""
     from importlib.metadata import PackageNotFoundError, version
     out = {}
-    for pkg in ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "openvino"):
+    for pkg in ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "openvino", "nncf"):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:

@@ -1,7 +1,11 @@
-"""OpenVINO IR for Intel/AMD CPUs: `<out>/openvino/<variant>/<version>/model.xml` + `model.bin`.
+"""OpenVINO IR for Intel/AMD CPUs: `<out>/openvino/<variant>/<version>/model.xml` + `model.bin`
+(fp16 weights) and `<out>/openvino/<variant>_int8/<version>/model.xml` + `model.bin` (int8).
 
 The numbered version directory is what OpenVINO Model Server reads (`--model_path
-<out>/openvino/<variant>`), as TF Serving reads `tfserving/<variant>/<version>/`.
+<out>/openvino/<variant>`), as TF Serving reads `tfserving/<variant>/<version>/`. OVMS serves one
+IR per version directory, so the int8 IR is its own model directory, `<variant>_int8`: OVMS
+serves it as model `<variant>_int8` (`--model_path <out>/openvino/<variant>_int8`), beside the
+fp16 one.
 
 Converted with OpenVINO's own converter (`openvino.convert_model`) straight from the
 SavedModel's `serving_default`, the graph TF Serving runs: one conversion, where going
@@ -14,6 +18,12 @@ directory the Keras model is converted through a tf.function with the same signa
 - I/O: `image` float32 [N, H, W, 3] -> `logits`, `probabilities` (batch dimension dynamic).
 - `fp16`: weights stored in float16 (OpenVINO's default compression); the CPU plugin
   decompresses them at compile time and computes in the runner's precision hint (f32 or bf16).
+- `int8`: NNCF post-training quantization of the converted model (export.formats.nncf_int8),
+  calibrated on the variant's calibration images (the sample photos without any); with a labeled
+  validation set and the gate's int8 threshold, NNCF's accuracy control reverts the most sensitive
+  layers to float until the drop is within it. The details record which layers compute in float.
+  Float weights left in it are stored in float32 (what NNCF validated). I/O stays float32; the
+  layers kept in float compute in the runner's precision hint.
 The two files are written into a staged directory renamed into place when both are complete.
 """
 from __future__ import annotations
@@ -25,14 +35,21 @@ from export.core.atomic import sha256_file, staged_dir
 from export.core.errors import ExportError, UsageError, first_line
 from export.core.registry import get_format
 from export.formats import Artifact, sha256_path, tool_versions
+from export.training.labeled_sets import photos_record
 
 INPUT = "image"
 OUTPUTS = ("logits", "probabilities")
 
 
+def model_name(variant: str, precision: str = "fp16") -> str:
+    """The OVMS model (directory) name of a variant's IR: `<variant>`, or `<variant>_int8`."""
+    return variant if precision == "fp16" else f"{variant}_{precision}"
+
+
 def target_path(out_dir: str | Path, variant: str, precision: str = "fp16", version: int = 1) -> Path:
-    """Where `export` writes: `<out_dir>/openvino/<variant>/<version>/model.xml` (model.bin beside it)."""
-    return Path(out_dir) / "openvino" / variant / str(version) / "model.xml"
+    """Where `export` writes: `<out_dir>/openvino/<variant>/<version>/model.xml` (model.bin beside it);
+    int8 in `<out_dir>/openvino/<variant>_int8/<version>/`."""
+    return Path(out_dir) / "openvino" / model_name(variant, precision) / str(version) / "model.xml"
 
 
 def convert(built, saved_model_dir: str | Path | None = None):
@@ -72,6 +89,19 @@ def _contract_names(model) -> None:
         port.get_tensor().set_names({name})
 
 
+def _quantize(built, model, calibration, accuracy_control: dict | None):
+    """NNCF int8 of the converted model (export.formats.nncf_int8) and its record."""
+    import numpy as np
+
+    from export.formats.nncf_int8 import quantize
+    from export.model import samples
+    images = samples.photos(built.input_size) if calibration is None else np.asarray(calibration, dtype=np.float32)
+    if not accuracy_control:
+        return quantize(model, images)
+    return quantize(model, images, validation=(accuracy_control["images"], accuracy_control["labels"]),
+                    max_drop_points=float(accuracy_control["max_drop"]))
+
+
 def io_details(model) -> tuple[list[dict], list[dict]]:
     """The IR's inputs and outputs as Artifact records (None for a dynamic dimension)."""
     def describe(ports) -> list[dict]:
@@ -82,9 +112,14 @@ def io_details(model) -> tuple[list[dict], list[dict]]:
 
 
 def export(built, out_dir: str | Path, precision: str = "fp16", *, saved_model_dir: str | Path | None = None,
-           version: int = 1, overwrite: bool = False) -> Artifact:
-    """Write `<out_dir>/openvino/<variant>/<version>/model.xml` and `model.bin` (fp16 weights).
+           version: int = 1, overwrite: bool = False, calibration=None, calibration_record: dict | None = None,
+           accuracy_control: dict | None = None) -> Artifact:
+    """Write `<out_dir>/openvino/<variant>/<version>/model.xml` and `model.bin` (fp16 weights), or the
+    int8 IR in `<variant>_int8/<version>/`.
 
+    int8 is calibrated on `calibration` (images [N, H, W, 3]; default the sample photos) that
+    `calibration_record` describes; `accuracy_control` ({"images", "labels", "max_drop"}: the
+    validation split and the gate's int8 threshold, points) turns on NNCF's accuracy control.
     The Artifact's path is model.xml; its sha256 and bytes cover both files (the directory).
     """
     import openvino as ov
@@ -102,6 +137,9 @@ def export(built, out_dir: str | Path, precision: str = "fp16", *, saved_model_d
     if model.has_rt_info(["conversion_parameters", "input_model"]):
         model.set_rt_info("SavedModel serving_default" if saved_model_dir else "Keras model",
                           ["conversion_parameters", "input_model"])
+    quantization = None
+    if precision == "int8":
+        model, quantization = _quantize(built, model, calibration, accuracy_control)
     with staged_dir(path.parent, overwrite=overwrite) as tmp:
         ov.save_model(model, str(tmp / path.name), compress_to_fp16=precision == "fp16")
         if not (tmp / path.name).with_suffix(".bin").is_file():
@@ -114,7 +152,12 @@ def export(built, out_dir: str | Path, precision: str = "fp16", *, saved_model_d
                "files": {f.name: {"sha256": sha256_file(f), "bytes": f.stat().st_size}
                          for f in (path, path.with_suffix(".bin"))},
                "sha256_of": f"the version directory {path.parent.name}/ (model.xml + model.bin)", "version": version,
-               "precision_hints": ["f32", "bf16"], "op_types": ops}
+               "precision_hints": ["f32", "bf16"], "op_types": ops, "model_name": model_name(built.spec.name, precision)}
+    if quantization is not None:
+        details["weights"] = "int8 (NNCF FakeQuantize; float layers in float32)"
+        details["quantization"] = quantization
+        details["keep_float"] = quantization["float_layers"]
+        details["calibration_data"] = calibration_record or photos_record(built.input_size)
     return Artifact(path=str(path), format="openvino", precision=precision, variant=built.spec.name,
                     sha256=digest, bytes=size, inputs=inputs, outputs=outputs,
                     tool_versions=tool_versions(), seconds=round(time.perf_counter() - start, 3),

@@ -85,6 +85,8 @@ def drop_failed(report, artifacts: list, staging: Path) -> tuple[list, list[dict
             path = staging / a.path
             if FORMATS[a.format].suffix is None or a.format == "openvino":
                 shutil.rmtree(path if path.is_dir() else path.parent, ignore_errors=True)
+                if a.format == "openvino" and path.parent.parent.is_dir() and not any(path.parent.parent.iterdir()):
+                    path.parent.parent.rmdir()  # openvino/<variant>_int8/ held only that version
             else:
                 path.unlink(missing_ok=True)
     report.results = [r for r in report.results if r.key not in keys]

@@ -6,7 +6,9 @@ sample of the run's training split, else the sample photos), and the reference's
 eval set. It leaves them in the staging's scratch directory for the converter tasks, and the
 reference's eval logits in golden/<variant>/eval.json (so `parity --eval-data` can reuse them).
 Each task then `judge`s its artifacts; an int8 that fails goes through export.quality.repair_onnx (ONNX) or
-export.quality.repair_tflite (TFLite).
+export.quality.repair_tflite (TFLite). OpenVINO int8 is repaired while it is made: NNCF's accuracy
+control gets the eval set and the int8 threshold (`accuracy_control`); one that still fails is
+dropped or fails the bundle like the others.
 """
 from __future__ import annotations
 
@@ -112,6 +114,16 @@ def calibration_options(work: str | Path, prepared: dict[str, Any] | None) -> di
     return {"calibration": load(work)["calibration"], "calibration_record": prepared["calibration"]}
 
 
+def accuracy_control(work: str | Path, prepared: dict[str, Any] | None) -> dict[str, Any] | None:
+    """OpenVINO int8's NNCF accuracy control settings: the eval set's images and labels and the
+    gate's int8 threshold (points); None without an eval set (plain PTQ then)."""
+    if not prepared or prepared.get("eval_set") is None:
+        return None
+    arrays = load(work)
+    return {"images": arrays["eval_images"], "labels": arrays["eval_labels"],
+            "max_drop": prepared["max_drop"].get("int8", accuracy.DEFAULT_MAX_DROP["int8"])}
+
+
 def judge(artifacts: list[Artifact], root: str | Path, prepared: dict[str, Any] | None, threads: int,
           work: str | Path, repair_onnx_int8=None) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """Judge every artifact on the eval set; an int8 (ONNX or TFLite: the task's format) that fails goes
@@ -123,6 +135,10 @@ def judge(artifacts: list[Artifact], root: str | Path, prepared: dict[str, Any] 
             quant[art.key] = {"calibration_data": art.details.get("calibration_data"),
                               "scheme": (art.details.get("quantization") or {}).get("name", "TFLite converter "
                                                                                     "(MinMax, per-channel)")}
+            if art.format == "openvino":  # NNCF: what its accuracy control kept in float, and its own log
+                q = art.details["quantization"]
+                quant[art.key].update(scheme=f"{q['name']}; {q['summary']}", nncf_log=q.get("nncf_log", []),
+                                      accuracy_control=q.get("accuracy_control", ""))
     if not prepared or prepared.get("eval_set") is None:
         for rec in quant.values():
             rec["gate"] = "not judged (no eval set)"

@@ -18,7 +18,8 @@ def resolve_targets(fmt: str = "all", precisions: list[str] | None = None) -> li
     for p in precisions or []:
         if p not in known:
             raise UsageError(f"unknown precision {p!r} for --format {fmt}; choose from: {', '.join(known)}")
-    return [(f, p) for f in formats for p in FORMATS[f].precisions if not precisions or p in precisions]
+    return [(f, p) for f in formats for p in FORMATS[f].precisions
+            if (p in precisions if precisions else fmt != "all" or p not in FORMATS[f].opt_in)]
 
 
 def export_artifacts(built, out_dir: str | Path, targets: list[tuple[str, str]], *, version: int = 1,
@@ -82,7 +83,8 @@ def _export_artifacts(built, out_dir, targets, version, opset, overwrite, progre
             if fmt == "openvino":
                 note(built.spec.name, fmt, precision)
                 done.append(openvino.export(built, out, precision, saved_model_dir=sm_dir, version=version,
-                                            overwrite=overwrite))
+                                            overwrite=overwrite,
+                                            **((calibration or {}) if precision == "int8" else {})))
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -5,7 +5,8 @@ Then three or four tasks per variant, so two cores stay busy and no process hold
 - `keras_task`: build the model, write the SavedModel (TF Serving's layout, with warmup), compute
   and save the golden outputs, check the SavedModel against them;
 - `convert_task(fmt="tflite")`: every TFLite precision from that SavedModel, each checked;
-- `convert_task(fmt="onnx")`: ONNX fp32 from the same SavedModel, int8 quantized from it, checked.
+- `convert_task(fmt="onnx")`: ONNX fp32 from the same SavedModel, int8 quantized from it, checked;
+- `convert_task(fmt="openvino")`: the fp16 IR and the int8 IR (NNCF, with accuracy control), checked.
 Each returns plain data (artifacts relative to the staging root, parity results, stage seconds)
 that the parent merges into one ParityReport and one manifest.
 """
@@ -145,8 +146,11 @@ def convert_task(*, variant: str, fmt: str, precisions: list[str], staging: str,
     from export.pipeline import gate_stage
     work = root / WORK_DIR / variant
     calibration = gate_stage.calibration_options(work, keras.get("gate"))
+    if fmt == "openvino":  # NNCF's accuracy control: the eval set and the gate's int8 threshold
+        calibration = {**calibration, "accuracy_control": gate_stage.accuracy_control(work, keras.get("gate"))}
     for precision in sorted(precisions, key=lambda p: p != "fp32"):
-        art = clock.run(fmt, exporter.export, built, root, precision,
+        stage = "openvino_int8" if (fmt, precision) == ("openvino", "int8") else fmt  # NNCF's cost on its own
+        art = clock.run(stage, exporter.export, built, root, precision,
                         **options, **(calibration if precision == "int8" else {}))
         if fmt == "onnx" and precision == "fp32":
             options["fp32_path"] = Path(art.path)  # int8 quantizes the fp32 file just written

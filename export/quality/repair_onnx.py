@@ -133,6 +133,12 @@ def quantization_markdown(records: dict[str, dict[str, Any]], top: int = 15) -> 
                   f"scheme: {rec.get('scheme', 'converter default')}.", ""]
         repair = rec.get("repair")
         if not repair:
+            nncf = rec.get("nncf_log")
+            if nncf is not None:  # OpenVINO int8: NNCF's accuracy control is its repair, run while quantizing
+                lines += [f"Accuracy gate: {rec.get('gate', 'not judged (no eval set)')}. NNCF: "
+                          + ("; ".join(nncf) or "plain post-training quantization (no eval set)") + "."
+                          + (f" {rec['accuracy_control']}." if rec.get("accuracy_control") else ""), ""]
+                continue
             lines += ["Passed the accuracy gate as calibrated: no remedy needed." if rec.get("gate") == "passed"
                       else f"Accuracy gate: {rec.get('gate', 'not judged (no eval set)')}; "
                            f"{rec.get('note', 'no repair attempted')}.", ""]

@@ -27,6 +27,30 @@ def artifact_path(bundle: Path, variant: str, backend: str, precision: str | Non
     return path
 
 
+def backend_choice(backend: str, choice: str) -> tuple[str | None, str | None]:
+    """The artifact precision and runner precision hint that `--backend BACKEND:CHOICE` names.
+
+    Without precision hints CHOICE is the precision (default: the format's first). With them
+    (OpenVINO: f32, bf16) CHOICE is a hint (`openvino:bf16`: the fp16 IR at the bf16 hint), a
+    precision (`openvino:int8`: the int8 IR at the first hint) or both (`openvino:int8-bf16`).
+    """
+    spec = FORMATS[backend]
+    if not spec.precision_hints:
+        return choice or None, None
+    if not choice:
+        return None, spec.precision_hints[0]
+    if choice in spec.precision_hints:
+        return None, choice
+    precision, _, hint = choice.partition("-")
+    hint = hint or spec.precision_hints[0]
+    if precision not in spec.precisions or hint not in spec.precision_hints:
+        options = [*spec.precision_hints, *spec.precisions[1:],
+                   *(f"{p}-{h}" for p in spec.precisions[1:] for h in spec.precision_hints[1:])]
+        raise BundleError(f"--backend {backend}:{choice}: choose one of "
+                          f"{', '.join(f'{backend}:{o}' for o in options)}")
+    return precision, hint
+
+
 @dataclass
 class ModelEntry:
     name: str
@@ -73,9 +97,8 @@ class ModelRegistry:
                 if backend == "savedmodel":
                     versions[v] = SavedModelServable(m["name"], v, Path(m["local_path"]) / str(v))
                 else:
-                    hints = FORMATS[backend].precision_hints  # openvino:bf16 picks the runner's hint
-                    hint = (precision or hints[0]) if hints else None
-                    path = artifact_path(bundle, m["name"], backend, None if hints else precision or None, v)
+                    file_precision, hint = backend_choice(backend, precision)
+                    path = artifact_path(bundle, m["name"], backend, file_precision, v)
                     versions[v] = RunnerServable(m["name"], v, path, backend, hint, _aspect(bundle, m["name"]))
             models.append(ModelEntry(m["name"], versions, m["labels"]))
         return cls(models)

@@ -62,6 +62,11 @@ def small_bundle(tmp_path_factory, exported):
         kept.append({**a.to_dict(), "path": rel})
     _link_tree(out / "golden" / "dense", root / "golden" / "dense")
     (root / "README.md").write_text("# bench-smoke-1\n\nA bundle made before benchmarks existed.\n")
+    # parity.json as the pipeline writes it (CPU rows): all pass but TFLite int8, which the
+    # recommendation must then leave out; no accuracy gate (no eval set) in this bundle
+    (root / "parity.json").write_text(json.dumps({"results": [
+        {"key": label.split("@")[0], "precision_hint": label.partition("@")[2], "device_requested": "CPU",
+         "status": "failed" if label == "dense/tflite_int8" else "passed"} for label in LABELS]}))
     bundle.write_manifest(root, Manifest(
         name="bench-smoke", version=1, created_at="2024-01-01T00:00:00+00:00",
         tool_versions=tool_versions(), config="test",
@@ -168,8 +173,10 @@ def test_every_artifact_appears_once(small_bundle):
 @pytest.mark.e2e
 def test_ratios_and_percentages_come_from_the_measured_numbers(small_bundle):
     _, doc, _ = small_bundle
+    from export.bench.paired import paired_ratio
     rows = {r["label"]: r for r in doc["artifacts"] if not r["skipped"]}
     ceiling = doc["ceiling"]["gflops"]
+    paired = doc["paired"]["dense"]["by_batch"]
     assert doc["flops"]["dense"]["total"] == pytest.approx(2 * (3_855_925_248 + 2048 * 10) / 1e9, abs=1e-6)
     for r in rows.values():
         for b, stats in r["latency_ms"].items():
@@ -177,10 +184,10 @@ def test_ratios_and_percentages_come_from_the_measured_numbers(small_bundle):
         if r["precision_hint"]:  # OpenVINO: against the fastest fp32 artifact of another format
             sp = r["speedup_vs_fastest_fp32"]
             fp32 = [o for o in rows.values() if o["precision"] == "fp32" and o["format"] != "openvino"]
-            for b, ratio in sp["by_batch"].items():
-                fastest = min(fp32, key=lambda o: o["latency_ms"][b]["p50"])
-                assert sp["baseline"][b] == fastest["key"]
-                assert ratio == pytest.approx(fastest["latency_ms"][b]["p50"] / r["latency_ms"][b]["p50"], abs=6e-4)
+            for b, ratio in sp["by_batch"].items():  # paired: every artifact timed in turn, per-round ratios
+                fastest = min(fp32, key=lambda o: o["paired_ms"][b]["p50"])
+                assert sp["baseline"][b] == fastest["key"] and sp["source"] == "paired"
+                assert ratio == paired_ratio(paired[b]["times_ms"], fastest["key"], r["label"])
             assert set(sp["by_batch"]) == {"1", "2"} and r["speedup_vs_fp32"] is None
             best = max(r["latency_ms"].values(), key=lambda st: st["images_per_s"])
             assert r["achieved_gflops"] == pytest.approx(r["gflop_per_image"] * best["images_per_s"], abs=0.006)
@@ -194,28 +201,40 @@ def test_ratios_and_percentages_come_from_the_measured_numbers(small_bundle):
             sibling = rows[f"dense/{r['format']}_fp32"]
             assert sp["sibling"] == sibling["key"] and set(sp["by_batch"]) == {"1", "2"}
             for b, ratio in sp["by_batch"].items():
-                assert ratio == pytest.approx(sibling["latency_ms"][b]["p50"] / r["latency_ms"][b]["p50"], abs=6e-4)
+                assert ratio == paired_ratio(paired[b]["times_ms"], sibling["key"], r["label"])
             assert r["achieved_gflops"] is None and r["pct_of_ceiling"] is None
+        assert set(r["paired_ms"]) == {"1", "2"} and r["ceiling_precision"] in ("fp32", "int8", "bf16")
+        assert r["pct_of_own_ceiling"] is not None
 
 
 @pytest.mark.e2e
 def test_markdown_chart_manifest_and_verify(small_bundle):
     root, doc, r = small_bundle
     md = (root / "bench" / "bench.md").read_text()
-    assert md.splitlines()[2] == "## Targets", "bench.md opens with the targets table"
+    assert md.splitlines()[2] == "## Which file to deploy on this machine", "bench.md opens with the deploy choice"
+    assert "\n## Targets\n" in md
+    rec = {e["batch"]: e for e in doc["recommended"]}
+    assert set(rec) == {1, 2} and all(e["variant"] == "dense" and e["label"] for e in rec.values())
+    for b, e in rec.items():  # the fastest passing row, or a simpler one within noise of it
+        eligible = {k: v for k, v in doc["paired"]["dense"]["by_batch"][str(b)]["p50_ms"].items()
+                    if k != "dense/tflite_int8"}
+        assert e["label"] in eligible and e["excluded"] == {"dense/tflite_int8": "parity failed"}
+        assert e["label"] == min(eligible, key=eligible.get) or min(eligible, key=eligible.get) in e["within_noise"]
+        assert e["accuracy_drop_points"] is None and "no eval set" in e["note"]
+        assert e["serve_command"].startswith("resnet-deploy serve bench-smoke-1 ")
     targets = {t["key"]: t for t in doc["targets"]}
     assert targets["onnx_int8"]["value"] == doc["paired"]["dense"]["speedups"]["onnx_int8_vs_onnx_fp32"]
     assert targets["grpc_overhead"]["passed"] is None and "--no-serving" in targets["grpc_overhead"]["detail"]
     assert targets["export_wall"]["passed"] is None  # this bundle was not made by make export
     paired = doc["paired"]["dense"]
-    assert set(paired["p50_ms"]) == {"dense/savedmodel_fp32", "dense/tflite_fp32", "dense/tflite_int8",
-                                     "dense/onnx_fp32", "dense/onnx_int8"}
+    assert set(paired["p50_ms"]) == set(LABELS) - ({"dense/openvino_fp16@bf16"} if not has_bf16() else set())
     assert paired["fastest_fp32"] == min((k for k in paired["p50_ms"] if k.endswith("fp32")),
                                          key=lambda k: paired["p50_ms"][k])
-    assert "## Batch 1, artifacts in turn" in md
+    assert "## Artifacts in turn: the timings every speed-up comes from" in md
     assert md.strip() in r.stdout and "wrote bench/bench.json, bench/bench.md, bench/bench.png" in r.stdout
     assert "**1 threads**" in md and doc["environment"]["cpu_model"] in md and "tensorflow 2." in md
     assert "## Machine ceiling" in md and "| numpy | " in md and "| tensorflow | " in md
+    assert "## Each row against its own precision's ceiling" in md and "int8 **" in md
     assert "b1 p50 / p90 / p99 ms" in md and "b2 p50 / p90 / p99 ms" in md and "## Export pipeline" in md
     for key in KEEP[:-1]:
         variant, rest = key.split("/")

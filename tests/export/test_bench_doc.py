@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from export.bench.document import BenchReport, BenchRow, RowStatus
+from export.bench.document import BenchReport, BenchRow, Recommendation, RowStatus
 from export.core.errors import BundleError
 
 pytestmark = pytest.mark.unit
@@ -26,7 +26,7 @@ def _report() -> BenchReport:
 def test_round_trip_and_statuses():
     r = _report()
     d = json.loads(json.dumps(r.to_dict()))
-    assert d["format_version"] == 1 and d["notes"] == [{"name": "t", "met": True}]
+    assert d["format_version"] == 2 and d["notes"] == [{"name": "t", "met": True}]
     assert d["artifacts"][0]["threads_1_p50_ms"] == 38.0
     back = BenchReport.from_dict(d)
     assert back == r
@@ -37,7 +37,7 @@ def test_round_trip_and_statuses():
 
 
 def test_other_version_is_refused():
-    with pytest.raises(BundleError, match="has bench format 7, expected 1"):
+    with pytest.raises(BundleError, match="has bench format 7, expected 2"):
         BenchReport.from_dict({**_report().to_dict(), "format_version": 7})
 
 
@@ -51,3 +51,16 @@ def test_a_skipped_hint_row_is_neither_measured_nor_failed():
     assert back == r and back.artifacts[1].label == "dense/openvino_fp16@bf16"
     assert [row.status for row in back.artifacts] == [RowStatus.MEASURED, RowStatus.SKIPPED]
     assert back  # a skip is not a failure of the bench run (nor, in parity, ever a pass)
+
+
+def test_the_recommendation_round_trips_as_plain_json():
+    r = _report()
+    r.recommended = [Recommendation(variant="dense", batch=1, label="dense/onnx_int8", key="dense/onnx_int8",
+                                    format="onnx", precision="int8", p50_ms=7.5, speedup_vs_savedmodel=3.1,
+                                    accuracy_drop_points=0.0, serve_backend="onnx:int8",
+                                    serve_command="resnet-deploy serve heads-1 --local --model dense --backend onnx:int8",
+                                    within_noise=["dense/openvino_int8@f32"], excluded={"dense/tflite_int8": "parity failed"}),
+                     Recommendation(variant="conv", batch=8, label=None, note="no artifact passed")]
+    d = json.loads(json.dumps(r.to_dict()))
+    assert d["recommended"][0]["serve_backend"] == "onnx:int8" and d["recommended"][1]["label"] is None
+    assert BenchReport.from_dict(d) == r

@@ -96,8 +96,9 @@ def test_manifest_checksums_match_files(published):
     assert manifest["variants"]["dense"]["weights"]["source"] == "random:0"
     assert manifest["variants"]["dense"]["params"]["trainable"] == 20_490
     assert {a["format"] for a in manifest["artifacts"]} == {"savedmodel", "tflite", "onnx", "openvino"}
-    ir = next(a for a in manifest["artifacts"] if a["format"] == "openvino")
-    assert ir["path"] == "openvino/dense/3/model.xml" and ir["precision"] == "fp16"
+    ir = next(a for a in manifest["artifacts"] if a["format"] == "openvino" and a["precision"] == "fp16")
+    assert ir["path"] == "openvino/dense/3/model.xml"
+    assert not any(a["format"] == "openvino" and a["precision"] == "int8" for a in manifest["artifacts"])  # opt-in
     assert ir["bytes"] == sum(manifest["files"][f"openvino/dense/3/{n}"]["bytes"] for n in ("model.xml", "model.bin"))
     assert set(manifest["tool_versions"]) >= {"tensorflow", "keras", "tf2onnx", "onnxruntime", "openvino"}
     assert len(manifest["git"]["commit"]) in (40, 7) or manifest["git"]["commit"] == "unknown"

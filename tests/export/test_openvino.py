@@ -81,8 +81,8 @@ def test_export_refuses_to_overwrite_and_bad_precision(exported_ir, tiny_built, 
     out, _ = exported_ir
     with pytest.raises(ExportError, match=r"openvino/dense/3 already exists; pass --overwrite to replace it"):
         openvino.export(tiny_built, out, saved_model_dir=tiny["savedmodel"], version=3)
-    with pytest.raises(UsageError, match=r"unknown openvino precision 'int8'; choose from fp16"):
-        openvino.export(tiny_built, out, "int8")
+    with pytest.raises(UsageError, match=r"unknown openvino precision 'int4'; choose from fp16, int8"):
+        openvino.export(tiny_built, out, "int4")
 
 
 def test_failed_conversion_leaves_nothing(tiny_built, tmp_path):
@@ -98,10 +98,13 @@ def test_failed_conversion_leaves_nothing(tiny_built, tmp_path):
 def test_pipeline_exports_openvino_and_refuses_an_existing_version(tiny_built, tmp_path):
     from export.formats import read_index
     from export.pipeline.single import export_artifacts, resolve_targets
-    assert ("openvino", "fp16") in resolve_targets("all")
+    assert ("openvino", "fp16") in resolve_targets("all") and ("openvino", "int8") not in resolve_targets("all")
+    assert ("openvino", "int8") in resolve_targets("all", ["fp16", "int8"])  # opt in by name
     arts = export_artifacts(tiny_built, tmp_path, resolve_targets("openvino"), version=2)
-    assert [a.key for a in arts] == ["dense/openvino_fp16"]
-    assert [a.path for a in read_index(tmp_path)] == ["openvino/dense/2/model.xml"]
+    assert [a.key for a in arts] == ["dense/openvino_fp16", "dense/openvino_int8"]
+    # the int8 IR is its own OVMS model directory (one IR per version directory)
+    assert [a.path for a in read_index(tmp_path)] == ["openvino/dense/2/model.xml", "openvino/dense_int8/2/model.xml"]
+    assert arts[1].details["quantization"]["method"] == "nncf.quantize"  # no eval set here: plain PTQ
     with pytest.raises(ExportError, match=r"file .*openvino/dense/2/model.xml already exists; .*"
                                           r"new SavedModel / OpenVINO version"):
         export_artifacts(tiny_built, tmp_path, resolve_targets("openvino"), version=2)

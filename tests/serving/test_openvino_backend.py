@@ -53,15 +53,17 @@ def test_openvino_backend_answers_like_keras(bundle, photos4, reference, hint):
 @pytest.mark.unit
 def test_bad_openvino_hint_is_a_usage_error(tmp_path):
     from tests.helpers import run_main
-    r = run_main("serve", str(tmp_path), "--local", "--backend", "openvino:fp16")
+    r = run_main("serve", str(tmp_path), "--local", "--backend", "openvino:fp8")
     assert r.returncode == 2 and r.stderr.count("\n") == 1
-    assert "openvino takes a precision hint f32 or bf16, got 'openvino:fp16'" in r.stderr
+    assert ("--backend openvino:fp8: choose one of openvino:f32, openvino:bf16, openvino:int8, "
+            "openvino:int8-bf16") in r.stderr
 
 
 @pytest.fixture(scope="module")
 def tiny_ir_bundle(tmp_path_factory):
     """A bundle with only what `serve --backend openvino` reads: models.config and the exporter's
-    IR of a tiny model (32 px) at openvino/tiny/1/, plus the Keras answers for four photos."""
+    IRs of a tiny model (32 px) at openvino/tiny/1/ and openvino/tiny_int8/1/ (NNCF int8),
+    plus the Keras answers for four photos."""
     from export.deploy import tfserving
     from export.formats import openvino
     from export.model import samples
@@ -69,6 +71,7 @@ def tiny_ir_bundle(tmp_path_factory):
     built = tiny_built()
     root = tmp_path_factory.mktemp("tiny-ir-bundle")
     openvino.export(built, root)
+    openvino.export(built, root, "int8")  # NNCF, calibrated on the sample photos
     (root / "models.config").write_text(tfserving.bundle_models_config({"tiny": [1]}))
     (root / "tfserving" / "tiny").mkdir(parents=True)
     photos = samples.photos(built.input_size)[:4]
@@ -102,3 +105,25 @@ def test_openvino_backend_without_the_ir_is_one_line(tiny_ir_bundle, tmp_path):
     r = run_cli("serve", str(tmp_path), "--local", "--backend", "openvino", "--rest-port", "0", "--grpc-port", "0")
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert "openvino/tiny/1/model.xml is not in the bundle" in r.stderr
+
+
+@pytest.mark.integration
+def test_openvino_int8_backend_answers_from_the_int8_ir(tiny_ir_bundle):
+    """`serve --backend openvino:int8` serves openvino/tiny_int8/1/model.xml: its answers are that IR's
+    (run directly), not the fp16 IR's, over REST and gRPC."""
+    from export.runtimes.openvino import OpenVINORunner
+    root, photos, _ = tiny_ir_bundle
+    with OpenVINORunner(root / "openvino" / "tiny_int8" / "1" / "model.xml") as r:
+        int8 = r.infer({"image": photos})
+    with OpenVINORunner(root / "openvino" / "tiny" / "1" / "model.xml") as r:
+        fp16 = r.infer({"image": photos})
+    assert np.abs(int8["logits"] - fp16["logits"]).max() > 1e-4  # the two IRs differ: the test can tell them apart
+    s = start_server(root, "--backend", "openvino:int8", "--no-batching")
+    try:
+        assert "tiny v1 (openvino:int8)" in s.output()
+        with RestClient(s.rest) as rest, GrpcClient(s.grpc) as grpc:
+            for got in (rest.predict("tiny", {"image": photos}), grpc.predict("tiny", {"image": photos})):
+                np.testing.assert_allclose(got["logits"], int8["logits"], atol=1e-5)
+                np.testing.assert_allclose(got["probabilities"].sum(1), 1.0, atol=1e-5)
+    finally:
+        assert s.stop() == 0

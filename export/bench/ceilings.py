@@ -1,0 +1,129 @@
+"""The machine's ceiling per precision: how fast this CPU multiplies two 2048² matrices in fp32,
+int8 and bf16, measured in the same run as the artifacts, so each row reads as a % of its own
+precision's limit (export.bench.run measures fp32 with NumPy and TensorFlow).
+
+- int8: ONNX Runtime's `MatMulInteger` (uint8 activations x int8 weights → int32, the U8S8
+  scheme of the ONNX int8 artifacts, VNNI kernels where the CPU has them), and OpenVINO on a
+  FakeQuantize(u8) x int8-weights matmul (what its low-precision transformations turn an NNCF
+  IR's layers into). Counted as 2·n³ integer operations ("GOP/s").
+- bf16: OpenVINO's fp32 matmul compiled at the bf16 inference precision hint; only where the CPU
+  has bf16 units (AMX-BF16 or AVX512-BF16), otherwise recorded as skipped.
+Each is the best of `reps` timed runs after one warm-up.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+#: Which precision each kind of row is measured against (a row's precision, or its runner hint).
+PRECISIONS = ("fp32", "int8", "bf16")
+
+
+def _time(fn, n: int, reps: int) -> dict[str, Any]:
+    fn()
+    seconds = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - t)
+    ops = 2.0 * n ** 3
+    return {"gflops": round(ops / min(seconds) / 1e9, 2),
+            "gflops_median": round(ops / float(np.median(seconds)) / 1e9, 2),
+            "seconds": [round(s, 5) for s in seconds]}
+
+
+def _ort_int8(n: int, reps: int, threads: int) -> dict[str, Any]:
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    b = rng.integers(-127, 128, size=(n, n), dtype=np.int8)
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b", "a_zero", "b_zero"], ["y"])], "int8_gemm",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n])],
+        [helper.make_tensor_value_info("y", TensorProto.INT32, [n, n])],
+        [numpy_helper.from_array(b, "b"), numpy_helper.from_array(np.array(128, np.uint8), "a_zero"),
+         numpy_helper.from_array(np.array(0, np.int8), "b_zero")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    a = rng.integers(0, 256, size=(n, n), dtype=np.uint8)
+    return {"precision": "int8", "library": "onnxruntime",
+            "kernel": f"MatMulInteger u8×s8 (ONNX Runtime {ort.__version__}, onnx {onnx.__version__})",
+            **_time(lambda: sess.run(None, {"a": a}), n, reps)}
+
+
+def _openvino_model(n: int, int8: bool):
+    import openvino as ov
+    import openvino.opset13 as ops
+    rng = np.random.default_rng(0)
+    a = ops.parameter([n, n], ov.Type.f32, name="a")
+    if int8:
+        lo, hi = ops.constant(np.float32(0.0)), ops.constant(np.float32(4.0))
+        x = ops.fake_quantize(a, lo, hi, lo, hi, 256)
+        w = ops.constant(rng.integers(-127, 128, size=(n, n), dtype=np.int8))
+        w = ops.multiply(ops.convert(w, ov.Type.f32), ops.constant(np.float32(0.01)))
+    else:
+        x = a
+        w = ops.constant(rng.standard_normal((n, n), dtype=np.float32))
+    return ov.Model([ops.matmul(x, w, False, False)], [a], "gemm")
+
+
+def _openvino(n: int, reps: int, threads: int, precision: str) -> dict[str, Any]:
+    import openvino as ov
+    core = ov.Core()
+    hint = "bf16" if precision == "bf16" else "f32"
+    compiled = core.compile_model(_openvino_model(n, precision == "int8"), "CPU",
+                                  {"INFERENCE_PRECISION_HINT": hint, "INFERENCE_NUM_THREADS": threads,
+                                   "PERFORMANCE_HINT": "LATENCY"})
+    got = str(compiled.get_property("INFERENCE_PRECISION_HINT").to_string())
+    if got != hint:
+        return {"precision": precision, "library": "openvino", "skipped": f"compiled in {got}, not {hint}"}
+    request = compiled.create_infer_request()
+    a = np.random.default_rng(1).uniform(0, 4, size=(n, n)).astype(np.float32)
+    kernel = ("FakeQuantize(u8) × int8 weights matmul" if precision == "int8" else f"matmul at the {hint} hint")
+    return {"precision": precision, "library": "openvino", "kernel": f"{kernel} (OpenVINO {ov.__version__})",
+            **_time(lambda: request.infer({"a": a}), n, reps)}
+
+
+def measure(n: int, reps: int, threads: int, bf16_unit: str | None) -> list[dict[str, Any]]:
+    """The int8 and bf16 measurements (fp32's are export.bench.run's); a failing one is recorded
+    with its error, a bf16 one on a CPU without bf16 units as skipped."""
+    from export.core.errors import first_line
+    out = []
+    jobs = [("int8", lambda: _ort_int8(n, reps, threads), "onnxruntime"),
+            ("int8", lambda: _openvino(n, reps, threads, "int8"), "openvino")]
+    if bf16_unit:
+        jobs.append(("bf16", lambda: _openvino(n, reps, threads, "bf16"), "openvino"))
+    else:
+        out.append({"precision": "bf16", "library": "openvino", "skipped": "skipped: no bf16 hardware"})
+    for precision, job, library in jobs:
+        try:
+            out.append(job())
+        except Exception as e:  # noqa: BLE001 -- a runtime that cannot run the kernel is recorded, not fatal
+            out.append({"precision": precision, "library": library, "error": first_line(e)})
+    return out
+
+
+def best_by_precision(measurements: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per precision, the best measurement (fp32 rows carry no `precision` field: fp32)."""
+    best: dict[str, dict[str, Any]] = {}
+    for m in measurements:
+        if m.get("gflops") is None:
+            continue
+        p = m.get("precision", "fp32")
+        if p not in best or m["gflops"] > best[p]["gflops"]:
+            best[p] = {"gflops": m["gflops"], "library": m["library"], "kernel": m.get("kernel", ""),
+                       "when": m.get("when")}
+    return best
+
+
+def row_precision(row: dict[str, Any]) -> str:
+    """The ceiling a bench row is held to: int8 for int8 artifacts (whatever the hint: their
+    quantized layers dominate), bf16 at the bf16 hint, fp32 otherwise (fp16 weights compute in f32)."""
+    if row.get("precision") in ("int8", "dynamic"):
+        return "int8"
+    return "bf16" if row.get("precision_hint") == "bf16" else "fp32"

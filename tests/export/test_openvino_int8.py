@@ -1,0 +1,103 @@
+"""OpenVINO int8 by NNCF on a tiny model with ResNet50's preprocessing, judged by the accuracy gate
+(OpenVINO's runner, the real quantizer): calibrated on data with NNCF's accuracy control it passes and
+keeps int8 layers; calibrated on black images it is caught, with accuracy control or without."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from export.formats import openvino
+from export.quality import accuracy
+from tests.helpers import TINY_SIZE, TINY_TFLITE_LABELS
+
+pytestmark = pytest.mark.integration
+
+
+def _images(n: int, seed: int) -> np.ndarray:
+    """Flat colours with pixel noise: the tiny model gives them many different classes."""
+    r = np.random.default_rng(seed)
+    base = r.uniform(0, 255, size=(n, 1, 1, 3))
+    return np.clip(base + r.normal(0, 20, size=(n, TINY_SIZE, TINY_SIZE, 3)), 0, 255).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def decided():
+    """The tiny model with ResNet50's preprocessing (the int8 input sees -123..151, as ResNet50's
+    does) and logits x100, so int8's 1-logit noise margin charges most flips; eval images labeled by
+    it (it scores 1.0) and its logits."""
+    from tests.helpers import tiny_built
+    built = tiny_built(resnet_preprocess=True)
+    layer = built.model.get_layer("logits")
+    kernel, bias = layer.get_weights()
+    layer.set_weights([kernel * 100.0, bias])
+    images = _images(80, 1)
+    ref = np.asarray(built.model(images)["logits"])
+    return built, images, ref.argmax(1), ref
+
+
+def _judge(art, decided) -> accuracy.AccuracyResult:
+    _, images, labels, ref = decided
+    (r,) = accuracy.evaluate_artifacts([art], None, images, labels, TINY_TFLITE_LABELS, ref,
+                                       accuracy.DEFAULT_MAX_DROP)
+    return r
+
+
+def _control(decided) -> dict:
+    _, images, labels, _ = decided
+    return {"images": images, "labels": labels, "max_drop": accuracy.DEFAULT_MAX_DROP["int8"]}
+
+
+def test_calibrated_on_data_with_accuracy_control_passes_the_gate(decided, tmp_path):
+    built = decided[0]
+    art = openvino.export(built, tmp_path, "int8", calibration=_images(100, 2),
+                          calibration_record={"source": "test images"}, accuracy_control=_control(decided))
+    assert art.path.endswith("openvino/tiny_int8/1/model.xml") and art.precision == "int8"
+    q = art.details["quantization"]
+    assert q["method"] == "nncf.quantize_with_accuracy_control" and q["max_drop_points"] == 2.0
+    assert q["calibration_images"] == 100 and q["validation_images"] == 80
+    # what NNCF kept in float is recorded, and at least one weighted layer is still int8
+    assert len(q["float_layers"]) < q["weighted_layers"] == 3
+    assert art.details["keep_float"] == q["float_layers"]
+    assert q["summary"].startswith(f"{3 - len(q['float_layers'])} of 3 weighted layers in int8")
+    assert any(line.startswith("Metric of initial model") for line in q["nncf_log"])
+    assert art.details["calibration_data"] == {"source": "test images"}
+    r = _judge(art, decided)
+    assert r.status == "passed", r.failure
+
+
+def test_calibrated_on_black_images_is_caught_by_the_gate(decided, tmp_path):
+    built = decided[0]
+    black = np.zeros((50, TINY_SIZE, TINY_SIZE, 3), np.float32)
+    plain = openvino.export(built, tmp_path / "plain", "int8", calibration=black)
+    assert plain.details["quantization"]["method"] == "nncf.quantize"
+    assert plain.details["quantization"]["float_layers"] == []  # plain PTQ quantizes every weighted layer
+    r = _judge(plain, decided)
+    assert r.status == "failed" and r.drop_points > 20
+    # Accuracy control cannot reach 2 points without reverting every layer: the plain PTQ is kept
+    # (not an "int8" IR computing in float) and the gate catches it.
+    controlled = openvino.export(built, tmp_path / "controlled", "int8", calibration=black,
+                                 accuracy_control=_control(decided))
+    q = controlled.details["quantization"]
+    assert q["method"] == "nncf.quantize" and q["accuracy_control"].startswith("NNCF could not reach max_drop")
+    assert q["float_layers"] == []
+    assert _judge(controlled, decided).status == "failed"
+
+
+def test_the_int8_ir_at_the_bf16_hint_keeps_int8s_tolerance():
+    """Its error is int8's (bf16 only computes the layers NNCF kept in float): parity holds it to int8's."""
+    from export.quality.parity import tolerance_key
+    assert tolerance_key("int8", "CPU", "bf16") == "int8"
+    assert tolerance_key("fp16", "CPU", "bf16") == "openvino-bf16"
+
+
+def test_quantization_md_says_what_nncf_did():
+    from export.quality.repair_onnx import quantization_markdown
+    md = quantization_markdown({"dense/openvino_int8": {
+        "calibration_data": {"count": 200, "source": "training split"}, "gate": "passed",
+        "scheme": "NNCF PTQ with accuracy control (MinMax, preset performance); 52 of 54 weighted layers in int8",
+        "nncf_log": ["Metric of initial model: 0.95", "Accuracy drop: 0.05 (absolute)",
+                     "2 out of 54 were reverted back to the floating-point precision: conv1 fc"]}})
+    assert "scheme: NNCF PTQ with accuracy control (MinMax, preset performance); 52 of 54 weighted layers in int8" in md
+    assert ("Accuracy gate: passed. NNCF: Metric of initial model: 0.95; Accuracy drop: 0.05 (absolute); 2 out of 54 "
+            "were reverted back to the floating-point precision: conv1 fc.") in md
+    assert "Passed the accuracy gate as calibrated" not in md

@@ -1,0 +1,132 @@
+"""The deploy choice (export.bench.recommend) on planted bench documents: the fastest row that passed
+parity and the accuracy gate, by paired times; ties within noise go to the simpler deployment; the
+speed-ups are the paired ones; each row against its own precision's ceiling."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from export.bench import recommend
+
+pytestmark = pytest.mark.unit
+
+
+def _row(key: str, hint: str = "", gflop: float = 7.7) -> dict:
+    variant, rest = key.split("/")
+    fmt, precision = rest.split("_")
+    return {"key": key, "label": f"{key}@{hint}" if hint else key, "variant": variant, "format": fmt,
+            "precision": precision, "precision_hint": hint, "gflop_per_image": gflop, "error": None, "skipped": None,
+            "speedup_vs_fp32": {"sibling": f"{variant}/{fmt}_fp32", "by_batch": {}} if precision not in ("fp32", "fp16")
+            and fmt != "openvino" else None,
+            "speedup_vs_fastest_fp32": {"baseline": {}, "by_batch": {}} if hint else None}
+
+
+def _doc(times: dict[str, float], spread: float = 0.02) -> dict:
+    """Rows for `times` (label -> ms at batch 1; batch 8 at 6x) with 9 paired rounds of +-spread."""
+    rng = np.random.default_rng(0)
+    rows = [_row(*label.split("@")) for label in times]
+    by_batch = {}
+    for b, scale in (("1", 1.0), ("8", 6.0)):
+        t = {k: list(ms * scale * (1 + spread * rng.uniform(-1, 1, 9))) for k, ms in times.items()}
+        by_batch[b] = {"rounds": 9, "times_ms": t, "p50_ms": {k: float(np.median(v)) for k, v in t.items()},
+                       "p25_ms": {k: float(np.percentile(v, 25)) for k, v in t.items()},
+                       "p75_ms": {k: float(np.percentile(v, 75)) for k, v in t.items()}}
+    return {"bundle": "heads-1", "artifacts": rows, "paired": {"dense": {"by_batch": by_batch}},
+            "environment": {"cpu_model": "AMD EPYC"}, "settings": {"threads": 2},
+            "ceiling": {"measurements": [{"library": "numpy", "gflops": 100.0}],
+                        "by_precision": [{"precision": "int8", "library": "onnxruntime", "gflops": 1000.0},
+                                         {"precision": "bf16", "library": "openvino", "skipped": "no bf16"}]}}
+
+
+TIMES = {"dense/savedmodel_fp32": 60.0, "dense/onnx_fp32": 50.0, "dense/onnx_int8": 20.0,
+         "dense/tflite_int8": 15.0, "dense/openvino_int8@f32": 12.0}
+
+
+def _verdicts(failing_gate=(), failing_parity=()):
+    parity = {k: "failed" if k in failing_parity else "passed" for k in TIMES}
+    gate = {k.split("@")[0]: {"status": "failed" if k in failing_gate else "passed", "drop_points": 5.0
+                              if k in failing_gate else 0.5} for k in TIMES}
+    return parity, gate
+
+
+def test_a_gate_passing_artifact_is_picked_over_a_faster_failing_one():
+    doc = _doc(TIMES)
+    recommend.apply_paired(doc)
+    parity, gate = _verdicts(failing_gate=("dense/openvino_int8@f32",))
+    rec = recommend.recommend(doc, parity, gate, {"dense"})
+    assert [(e["batch"], e["label"]) for e in rec] == [(1, "dense/tflite_int8"), (8, "dense/tflite_int8")]
+    e = rec[0]
+    assert e["excluded"] == {"dense/openvino_int8@f32": "accuracy gate failed"}
+    assert e["accuracy_drop_points"] == 0.5 and e["serve_backend"] == "tflite:int8"
+    assert e["serve_command"] == "resnet-deploy serve heads-1 --local --model dense --backend tflite:int8"
+    assert e["speedup_vs_savedmodel"] == pytest.approx(4.0, rel=0.06)  # paired: median of 60/15 per round
+    # with the gate passing, the faster OpenVINO int8 wins; a parity failure excludes it just the same
+    parity, gate = _verdicts()
+    assert recommend.recommend(doc, parity, gate, {"dense"})[0]["serve_backend"] == "openvino:int8"
+    parity, gate = _verdicts(failing_parity=("dense/openvino_int8@f32",))
+    assert recommend.recommend(doc, parity, gate, {"dense"})[0]["excluded"] == {
+        "dense/openvino_int8@f32": "parity failed"}
+
+
+def test_ties_within_noise_go_to_the_simpler_deployment():
+    times = {**TIMES, "dense/onnx_int8": 12.1}  # ONNX int8 within noise of OpenVINO int8
+    doc = _doc(times, spread=0.05)
+    recommend.apply_paired(doc)
+    e = recommend.recommend(doc, *_verdicts(), {"dense"})[0]
+    assert e["label"] == "dense/onnx_int8" and e["within_noise"] == ["dense/openvino_int8@f32"]
+    assert e["note"].startswith("within noise of dense/openvino_int8@f32")
+    # far apart (2 % spread, 20 % faster): no tie
+    doc = _doc({**TIMES, "dense/onnx_int8": 14.4})
+    recommend.apply_paired(doc)
+    assert recommend.recommend(doc, *_verdicts(), {"dense"})[0]["label"] == "dense/openvino_int8@f32"
+
+
+def test_rows_get_paired_speedups_and_their_own_ceiling():
+    doc = _doc(TIMES, spread=0.0)
+    recommend.apply_paired(doc)
+    rows = {r["label"]: r for r in doc["artifacts"]}
+    assert rows["dense/onnx_int8"]["speedup_vs_fp32"]["by_batch"] == {"1": 2.5, "8": 2.5}
+    assert rows["dense/onnx_int8"]["speedup_vs_fp32"]["source"] == "paired"
+    ov = rows["dense/openvino_int8@f32"]
+    assert ov["speedup_vs_fastest_fp32"]["baseline"] == {"1": "dense/onnx_fp32", "8": "dense/onnx_fp32"}
+    assert ov["ceiling_precision"] == "int8" and rows["dense/onnx_fp32"]["ceiling_precision"] == "fp32"
+    # 7.7 GFLOP x 8 images / 72 ms = 855.6 GOP/s against the int8 ceiling of 1000 GOP/s
+    assert ov["pct_of_own_ceiling"] == pytest.approx(100 * (7.7 * 8 / 0.072) / 1000, abs=0.01)
+    # 7.7 x 8 / 300 ms = 205.3 GFLOP/s against the fp32 ceiling of 100 (a planted number)
+    assert rows["dense/onnx_fp32"]["pct_of_own_ceiling"] == pytest.approx(100 * (7.7 * 8 / 0.3) / 100, abs=0.01)
+    assert rows["dense/savedmodel_fp32"]["speedup_vs_savedmodel"] is None
+    doc["recommended"] = recommend.recommend(doc, *_verdicts(), {"dense"})
+    md = "\n".join(recommend.render(doc) + recommend.ceilings_table(doc))
+    assert md.startswith("## Which file to deploy on this machine")
+    assert "| dense | 1 | `dense/openvino_int8@f32` | 12.0 | **5.00×** | 0.5 |" in md
+    assert "| dense/openvino_int8@f32 | int8 |" in md
+
+
+def test_verdicts_read_the_bundles_parity_and_gate(tmp_path):
+    (tmp_path / "parity.json").write_text(json.dumps({"results": [
+        {"key": "dense/openvino_int8", "precision_hint": "bf16", "device_requested": "CPU", "status": "passed"},
+        {"key": "dense/onnx_fp32", "precision_hint": "", "device_requested": "GPU:0", "status": "skipped"},
+        {"key": "dense/onnx_fp32", "precision_hint": "", "device_requested": "CPU", "status": "passed"}]}))
+    (tmp_path / "manifest.json").write_text(json.dumps({"accuracy": {"variants": {"dense": {"artifacts": {
+        "dense/openvino_int8": {"status": "passed", "drop_points": 0.0}}}}}}))
+    parity, gate = recommend.verdicts(tmp_path)
+    assert parity == {"dense/openvino_int8@bf16": "passed", "dense/onnx_fp32": "passed"}
+    assert gate["dense/openvino_int8"] == {"status": "passed", "drop_points": 0.0, "variant": "dense"}
+
+
+@pytest.mark.parametrize(("row", "backend"), [
+    ({"format": "savedmodel", "precision": "fp32"}, "savedmodel"),
+    ({"format": "onnx", "precision": "fp32"}, "onnx"),
+    ({"format": "tflite", "precision": "int8"}, "tflite:int8"),
+    ({"format": "openvino", "precision": "fp16", "precision_hint": "bf16"}, "openvino:bf16"),
+    ({"format": "openvino", "precision": "int8", "precision_hint": "f32"}, "openvino:int8"),
+    ({"format": "openvino", "precision": "int8", "precision_hint": "bf16"}, "openvino:int8-bf16")])
+def test_serve_backend_names_what_serve_accepts(row, backend):
+    from serving.backends.registry import backend_choice
+    assert recommend.serve_backend(row) == backend
+    fmt, _, choice = backend.partition(":")
+    precision, hint = backend_choice(fmt, choice)
+    assert (precision or ("fp16" if fmt == "openvino" else row["precision"])) == row["precision"]
+    assert (hint or "f32") == (row.get("precision_hint") or "f32")
