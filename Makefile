@@ -31,13 +31,18 @@ help: ## list the targets
 
 setup: $(STAMP) ## create .venv and install the pinned dependencies (idempotent)
 
+# One pip run installs the lock and the project: the lock is the whole resolved set (`make lock`
+# writes it from a full resolve), so nothing is resolved again (--no-deps) and `pip check` proves
+# the set consistent. Says how long it took, apart from training and export (`make export`).
+# Back from `make setup-gpu`, the CPU and GPU builds of ONNX Runtime must not both be installed.
 $(STAMP): requirements.lock pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@# back from `make setup-gpu`: the CPU and GPU builds of ONNX Runtime must not both be installed
-	@$(PY) -m pip uninstall --quiet --yes onnxruntime-gpu >/dev/null 2>&1 || true
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
-	@touch $(STAMP)
+	@set -e; start=$$(date +%s); \
+	test -x $(PY) || $(PYTHON) -m venv $(VENV); \
+	$(PY) -m pip uninstall --quiet --yes onnxruntime-gpu >/dev/null 2>&1 || true; \
+	echo "$(PY) -m pip install --no-deps -r requirements.lock -e ."; \
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -r requirements.lock -e .; \
+	$(PY) -m pip check >/dev/null || { $(PY) -m pip check; exit 1; }; \
+	touch $(STAMP); echo "setup: $$(( $$(date +%s) - start )) s (.venv from requirements.lock)"
 
 setup-gpu: setup ## swap in the GPU builds (tensorflow[and-cuda], onnxruntime-gpu) and check the CUDA provider
 	@# ONNX Runtime's docs: install onnxruntime or onnxruntime-gpu, never both (they share the
