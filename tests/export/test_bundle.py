@@ -18,8 +18,8 @@ import pytest
 
 from export.bundle import layout as bundle
 from export.bundle import packing
-from export.core.errors import BundleError
 from export.core.atomic import sha256_file
+from export.core.errors import BundleError
 from tests.helpers import ROOT, run_cli, run_main
 
 #: An untrained bundle of the same name (labels from the config): the failed-parity test's model.
@@ -334,6 +334,10 @@ def test_failed_parity_is_not_published(published, tmp_path):
     assert bundle.file_table(root) == before
     report = root.parent / "smoke-3.parity-FAILED.md"
     assert report.is_file() and "saturated" in report.read_text().lower()
+    # Stopped early: the reference failed its check, so nothing was converted or checked.
+    doc = json.loads((root.parent / "smoke-3.parity-FAILED.json").read_text())
+    assert doc["results"] == [] and doc["references"][0]["failures"][-1].startswith("nothing converted: ")
+    assert "dense/reference: nothing converted: the reference failed its check" in r.stdout
     assert not (root.parent / "smoke-3.parity-FAILED").exists()
     report.unlink()
     (root.parent / "smoke-3.parity-FAILED.json").unlink()

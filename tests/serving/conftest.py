@@ -36,8 +36,8 @@ def bundle(exported, tmp_path_factory) -> Path:
     fp32, the OpenVINO IR (openvino/dense/1), and the three TF Serving config files: the artifacts
     are the session's dense export (tests/conftest.py `exported`, the project's exporters),
     hard-linked; the configs are written by export.deploy."""
-    from export.deploy import tfserving as config
     from export.core.registry import FORMATS
+    from export.deploy import tfserving as config
     _, src, _ = exported(VARIANT)
     out = tmp_path_factory.mktemp("bundle")
     for fmt in ("savedmodel", "onnx", "tflite"):
