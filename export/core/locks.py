@@ -39,14 +39,19 @@ _STALE_FILE = re.compile(r"^\..+\.tmp$")
 _held: dict[Path, int] = {}  # lock paths this process holds -> nesting depth (flock is per open file)
 _held_guard = threading.Lock()
 _held_fds: dict[Path, int] = {}  # lock path -> the descriptor that holds its flock
+_open_fds: set[int] = set()  # every lock-file descriptor open in this process (opened and closed under _held_guard)
 
 
 def _release_in_forked_child() -> None:
-    """A child forked while a lock is held (multiprocessing, e.g. OpenVINO's converter sending
-    telemetry) shares the flock'd open file: close it there, or the lock outlives its holder."""
-    for fd in _held_fds.values():
+    """A child forked while a lock file is open (multiprocessing, e.g. OpenVINO's converter sending
+    telemetry) shares its open file, and so the flock: close it there, or the lock outlives its holder.
+    Every descriptor counts from its open on, not only once it holds the flock: a child forked while
+    the holder was being recorded kept the open file, which the parent then locked, and a second run
+    in the same process found the directory "in use" by itself."""
+    for fd in _open_fds:
         with contextlib.suppress(OSError):
             os.close(fd)
+    _open_fds.clear()
     _held_fds.clear()
     _held.clear()
 
@@ -116,7 +121,9 @@ def exclusive_output(directory: str | os.PathLike, *, command: str = "resnet-dep
                 _held[lock_path] -= 1
         return
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        with _held_guard:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            _open_fds.add(fd)
     except OSError as e:
         raise ExportError(f"cannot create the lock file {lock_path}: {e.strerror}; choose a writable --out") from None
     try:
@@ -148,7 +155,9 @@ def exclusive_output(directory: str | os.PathLike, *, command: str = "resnet-dep
                 _held.pop(lock_path, None)
                 _held_fds.pop(lock_path, None)
     finally:
-        os.close(fd)  # releases the flock
+        with _held_guard:
+            _open_fds.discard(fd)
+            os.close(fd)  # releases the flock
 
 
 def holds_lock(directory: str | os.PathLike) -> bool:
