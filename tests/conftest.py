@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, TINY_SIZE, readme_command, tiny_built, tiny_model
+from tests.helpers import README_VARIANT, ROOT, TINY_SIZE, readme_command, tiny_built, tiny_model
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PYTHONHASHSEED", "0")
@@ -71,10 +71,6 @@ def built_model():
 def photos():
     from export.model import samples
     return samples.photos()
-
-
-#: The variant whose session export is the README's own `export --variant conv` command.
-README_VARIANT = "conv"
 
 
 @dataclass

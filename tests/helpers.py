@@ -17,6 +17,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("dense", "conv", "dropout")
+#: The variant whose session export is the README's own `export --variant conv` line (tests/conftest.py).
+README_VARIANT = "conv"
 
 
 def run_cli(*args: str, timeout: int = 600, cwd: Path = ROOT) -> subprocess.CompletedProcess:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli
+from tests.helpers import README_VARIANT, run_cli
 
 #: The bundle every `published` test reads: the dense head trained on the demo faces (so the run
 #: trains, gates accuracy on the run's validation split and records the provenance), fp32 and fp16
@@ -25,26 +25,27 @@ train = { max_per_class = 10, epochs = 3 }
 
 
 @pytest.fixture(scope="session")
-def variant_parity(exported, readme_sequence):
+def variant_parity(request, exported):
     """Call with a variant: (out_dir, golden, ParityReport) for every artifact of that variant,
     exported once (the session's shared export) and checked once. Conv's report is the one the
     README's `parity` command wrote (the same run_suite over the same artifacts)."""
-    from tests.conftest import README_VARIANT
     reports: dict = {}
 
     def get(variant: str):
         if variant not in reports:
             from export.quality import golden, parity
             from export.quality.report import ParityReport
-            built, out, arts = exported(variant)
-            if not golden.exists(out, variant):
-                golden.save(out, golden.make(built))
-            ref = golden.load(out, variant)
-            if variant == README_VARIANT:
-                seq = readme_sequence
+            if variant == README_VARIANT:  # the README's run: its golden files and parity.json
+                seq = request.getfixturevalue("readme_sequence")
+                assert seq.export.returncode == 0, seq.export.stderr[-3000:]
                 assert seq.parity is not None and seq.parity.returncode == 0, seq.parity and seq.parity.stdout[-3000:]
+                out, ref = seq.out, golden.load(seq.out, variant)
                 report = ParityReport.from_dict(json.loads((seq.out / "parity.json").read_text()))
             else:
+                built, out, arts = exported(variant)
+                if not golden.exists(out, variant):
+                    golden.save(out, golden.make(built))
+                ref = golden.load(out, variant)
                 report = parity.run_suite(Path(out), list(arts.values()), {variant: ref},
                                           sources={variant: "golden (session export)"})
             reports[variant] = (Path(out), ref, report)
