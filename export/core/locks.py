@@ -84,6 +84,28 @@ def _record_holder(fd: int, command: str) -> None:
     os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
 
 
+#: How long a lock that this process released, but a child it forked still shares, may take to go.
+CHILD_GRACE_S = 30.0
+
+
+def _inherited_by_a_child(fd: int, lock_path: Path) -> bool:
+    """Take the lock once it goes, if its recorded holder is this process (which does not hold it):
+    a child forked while this process held it (OpenVINO's telemetry, in a thread) still has the
+    open file until it exits or execs. True once locked; False if another process holds it."""
+    try:
+        holder = json.loads(lock_path.read_text() or "{}")
+    except (OSError, ValueError):
+        return False
+    if holder.get("pid") != os.getpid() or holder.get("host") != socket.gethostname():
+        return False
+    deadline = time.monotonic() + CHILD_GRACE_S
+    while time.monotonic() < deadline:
+        if _try_lock(fd):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def _try_lock(fd: int) -> bool:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -127,7 +149,7 @@ def exclusive_output(directory: str | os.PathLike, *, command: str = "resnet-dep
     except OSError as e:
         raise ExportError(f"cannot create the lock file {lock_path}: {e.strerror}; choose a writable --out") from None
     try:
-        if not _try_lock(fd):
+        if not _try_lock(fd) and not _inherited_by_a_child(fd, lock_path):
             holder = _holder(lock_path)
             if not wait:
                 raise OutputBusy(f"{directory} is in use by {holder}; wait for it to finish, pass --wait, "
