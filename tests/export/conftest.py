@@ -67,4 +67,5 @@ def published(tmp_path_factory):
                 "--signing-key", str(key))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     assert "smoke-3" in r.stdout and "tarball" in r.stdout
+    assert "time: training " in r.stdout and "(dense trained), export " in r.stdout  # apart on the console
     return work, work / "dist" / "smoke-3", cfg

@@ -422,3 +422,14 @@ def test_bundle_ships_the_trained_model_with_real_labels(published):
     assert again.returncode == 0, again.stderr[-2000:]
     (summary,) = json.loads(again.stdout)
     assert summary["cached"] is True and summary["run"] == str(run)
+
+
+@pytest.mark.unit
+def test_the_console_says_training_and_export_apart():
+    from export.cli.bundle import time_line
+    run = {"wall_s": 210.34, "cpu_s": 356.2, "cpu_per_wall": 1.69,
+           "training": {"wall_s": 131.6, "runs": {"dense": {"cached": False}, "conv": {"cached": False},
+                                                  "dropout": {"cached": True}}}}
+    assert time_line(run) == ("time: training 132 s (dense, conv trained; dropout cached), export 210 s "
+                              "(CPU 356 s, 1.69 per wall s)")
+    assert time_line({**run, "training": {"wall_s": 0.0, "runs": {}}}).startswith("time: no training, export 210 s")
