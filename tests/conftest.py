@@ -19,6 +19,8 @@ Tiny models (`tiny`, `tiny_tflite`, tests.helpers.tiny_model) cover the logic in
 
 Every test carries exactly one tier marker (unit, integration or e2e; see pyproject.toml): a test
 without one fails collection, and a run of unit tests alone fails if anything imported TensorFlow.
+`make test-fast` runs on 2 pytest-xdist workers; e2e tests are one xdist group, so that
+`-n 2 --dist loadgroup` runs them on one worker and builds each session artifact once.
 """
 from __future__ import annotations
 
@@ -45,6 +47,9 @@ def pytest_collection_modifyitems(config, items):
         raise pytest.UsageError("tests need exactly one tier marker (unit, integration or e2e): "
                                 + ", ".join(untiered[:10]))
     config._only_unit = bool(items) and all(item.get_closest_marker("unit") for item in items)
+    for item in items:  # under `-n N --dist loadgroup`, every e2e test on one worker: one set of exports
+        if item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.xdist_group("e2e"))
 
 
 def pytest_sessionfinish(session, exitstatus):
