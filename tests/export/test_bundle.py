@@ -232,7 +232,7 @@ def test_killed_pipeline_leaves_previous_bundle_intact(published):
         deadline = time.monotonic() + 240
         # Kill it once the new bundle is half written: its staged SavedModel exists.
         while time.monotonic() < deadline and proc.poll() is None:
-            if list(root.parent.glob(".smoke-3.*.partial/smoke-3/tflite")):
+            if list(root.parent.glob(".smoke-3.*.partial/smoke-3/tfserving/dense/3")):
                 break
             time.sleep(0.2)
         assert proc.poll() is None, "pipeline finished before it could be killed"
