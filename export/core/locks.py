@@ -39,19 +39,14 @@ _STALE_FILE = re.compile(r"^\..+\.tmp$")
 _held: dict[Path, int] = {}  # lock paths this process holds -> nesting depth (flock is per open file)
 _held_guard = threading.Lock()
 _held_fds: dict[Path, int] = {}  # lock path -> the descriptor that holds its flock
-_open_fds: set[int] = set()  # every lock-file descriptor open in this process (opened and closed under _held_guard)
 
 
 def _release_in_forked_child() -> None:
-    """A child forked while a lock file is open (multiprocessing, e.g. OpenVINO's converter sending
-    telemetry) shares its open file, and so the flock: close it there, or the lock outlives its holder.
-    Every descriptor counts from its open on, not only once it holds the flock: a child forked while
-    the holder was being recorded kept the open file, which the parent then locked, and a second run
-    in the same process found the directory "in use" by itself."""
-    for fd in _open_fds:
+    """A child forked while a lock is held (multiprocessing, e.g. OpenVINO's converter sending
+    telemetry) shares the flock'd open file: close it there, or the lock outlives its holder."""
+    for fd in _held_fds.values():
         with contextlib.suppress(OSError):
             os.close(fd)
-    _open_fds.clear()
     _held_fds.clear()
     _held.clear()
 
@@ -82,28 +77,6 @@ def _record_holder(fd: int, command: str) -> None:
             "started": datetime.now(UTC).astimezone().isoformat(timespec="seconds")}
     os.ftruncate(fd, 0)
     os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
-
-
-#: How long a lock that this process released, but a child it forked still shares, may take to go.
-CHILD_GRACE_S = 30.0
-
-
-def _inherited_by_a_child(fd: int, lock_path: Path) -> bool:
-    """Take the lock once it goes, if its recorded holder is this process (which does not hold it):
-    a child forked while this process held it (OpenVINO's telemetry, in a thread) still has the
-    open file until it exits or execs. True once locked; False if another process holds it."""
-    try:
-        holder = json.loads(lock_path.read_text() or "{}")
-    except (OSError, ValueError):
-        return False
-    if holder.get("pid") != os.getpid() or holder.get("host") != socket.gethostname():
-        return False
-    deadline = time.monotonic() + CHILD_GRACE_S
-    while time.monotonic() < deadline:
-        if _try_lock(fd):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _try_lock(fd: int) -> bool:
@@ -143,13 +116,11 @@ def exclusive_output(directory: str | os.PathLike, *, command: str = "resnet-dep
                 _held[lock_path] -= 1
         return
     try:
-        with _held_guard:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
-            _open_fds.add(fd)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
     except OSError as e:
         raise ExportError(f"cannot create the lock file {lock_path}: {e.strerror}; choose a writable --out") from None
     try:
-        if not _try_lock(fd) and not _inherited_by_a_child(fd, lock_path):
+        if not _try_lock(fd):
             holder = _holder(lock_path)
             if not wait:
                 raise OutputBusy(f"{directory} is in use by {holder}; wait for it to finish, pass --wait, "
@@ -176,10 +147,13 @@ def exclusive_output(directory: str | os.PathLike, *, command: str = "resnet-dep
             with _held_guard:
                 _held.pop(lock_path, None)
                 _held_fds.pop(lock_path, None)
+            # Unlock explicitly: closing only drops this descriptor, and the flock lives on while any
+            # duplicate does. A child forked by a library's C code while the lock was held (no
+            # Python at-fork hook runs there) keeps one until it execs or exits; a second run in
+            # this process then found the directory "in use" by this very process.
+            fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
-        with _held_guard:
-            _open_fds.discard(fd)
-            os.close(fd)  # releases the flock
+        os.close(fd)
 
 
 def holds_lock(directory: str | os.PathLike) -> bool:
