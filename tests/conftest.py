@@ -1,17 +1,38 @@
 """Session fixtures: expensive things (built models, exported artifacts) are made once per session
 and shared. Plain helpers are in tests/helpers.py.
 
+The ResNet50 artifacts, one export per variant for the whole session (use these; do not export
+a ResNet50 again in a test unless the export itself is what the test checks):
+- `built_model(variant, weights="random:0")`: the BuiltModel, built once.
+- `exported(variant)`: (BuiltModel, out_dir, {key: Artifact}) with every format and precision of the
+  variant (8 artifacts, artifact paths absolute, golden files in out_dir for "conv"). "conv" is made
+  by the README's own `resnet-deploy export --variant conv` line (`readme_sequence`), dense and
+  dropout in this process. Treat out_dir as read-only: copy or `tests.helpers.link_tree` what a
+  test changes.
+- `readme_sequence`: the README's export-then-parity commands for conv, run verbatim in a fresh
+  directory (their CompletedProcess results and the directory).
+- `variant_parity(variant)` (tests/export/conftest.py): the parity report of `exported(variant)`.
+- `bundle` (tests/serving/conftest.py): a served bundle hard-linked from `exported("dense")`.
+- `published` (tests/export/conftest.py): one real `resnet-deploy bundle` run (trained dense head,
+  signed), for the bundle, manifest, verify, training-provenance and accuracy-gate tests.
+Tiny models (`tiny`, `tiny_tflite`, tests.helpers.tiny_model) cover the logic in seconds.
+
 Every test carries exactly one tier marker (unit, integration or e2e; see pyproject.toml): a test
 without one fails collection, and a run of unit tests alone fails if anything imported TensorFlow.
+`make test-fast` runs on 2 pytest-xdist workers; e2e tests are one xdist group, so that
+`-n 2 --dist loadgroup` runs them on one worker and builds each session artifact once.
 """
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pytest
 
-from tests.helpers import TINY_SIZE, tiny_built, tiny_model
+from tests.helpers import README_VARIANT, ROOT, TINY_SIZE, readme_command, tiny_built, tiny_model
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PYTHONHASHSEED", "0")
@@ -26,6 +47,9 @@ def pytest_collection_modifyitems(config, items):
         raise pytest.UsageError("tests need exactly one tier marker (unit, integration or e2e): "
                                 + ", ".join(untiered[:10]))
     config._only_unit = bool(items) and all(item.get_closest_marker("unit") for item in items)
+    for item in items:  # under `-n N --dist loadgroup`, every e2e test on one worker: one set of exports
+        if item.get_closest_marker("e2e"):
+            item.add_marker(pytest.mark.xdist_group("e2e"))
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -54,19 +78,53 @@ def photos():
     return samples.photos()
 
 
+@dataclass
+class ReadmeSequence:
+    cwd: Path
+    export: subprocess.CompletedProcess
+    parity: subprocess.CompletedProcess | None  # None when the export failed
+
+    @property
+    def out(self) -> Path:
+        return self.cwd / "artifacts"
+
+
 @pytest.fixture(scope="session")
-def exported(tmp_path_factory, built_model):
+def readme_sequence(tmp_path_factory) -> ReadmeSequence:
+    """The README's export-then-parity sequence (`resnet-deploy export --variant conv --format all
+    --out artifacts/`, then `parity --artifacts artifacts/ ...`), run verbatim in a fresh directory
+    as a new user would. Its artifacts are the session's conv export and its parity.json the conv
+    parity report, so the README is proven and conv is exported once."""
+    cwd = tmp_path_factory.mktemp("readme")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def run(pattern: str) -> subprocess.CompletedProcess:
+        return subprocess.run(readme_command(pattern), cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
+    export = run(rf"\.venv/bin/resnet-deploy export --variant {README_VARIANT} ")
+    parity = run(r"\.venv/bin/resnet-deploy parity --artifacts ") if export.returncode == 0 else None
+    return ReadmeSequence(cwd, export, parity)
+
+
+@pytest.fixture(scope="session")
+def exported(request, tmp_path_factory, built_model):
     """Call with a variant name: (BuiltModel, out_dir, {key: Artifact}) with every format and
-    precision of that variant, exported once per session."""
+    precision of that variant, exported once per session (conv by the README's command)."""
     root = tmp_path_factory.mktemp("artifacts")
     cache: dict = {}
 
     def get(variant: str):
         if variant not in cache:
+            from export.formats import read_index
             from export.pipeline.single import export_artifacts, resolve_targets
             built = built_model(variant)
-            out = root / f"exported-{variant}"
-            arts = export_artifacts(built, out, resolve_targets("all"))
+            if variant == README_VARIANT:
+                seq = request.getfixturevalue("readme_sequence")
+                assert seq.export.returncode == 0, seq.export.stderr[-3000:]
+                out = seq.out
+                arts = [replace(a, path=str(out / a.path)) for a in read_index(out)]
+            else:
+                out = root / f"exported-{variant}"
+                arts = export_artifacts(built, out, resolve_targets("all"))
             cache[variant] = (built, out, {a.key: a for a in arts})
         return cache[variant]
     return get

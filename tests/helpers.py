@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import re
+import shlex
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -13,6 +17,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("dense", "conv", "dropout")
+#: The variant whose session export is the README's own `export --variant conv` line (tests/conftest.py).
+README_VARIANT = "conv"
 
 
 def run_cli(*args: str, timeout: int = 600, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -20,6 +26,27 @@ def run_cli(*args: str, timeout: int = 600, cwd: Path = ROOT) -> subprocess.Comp
     boundary is the point (start-up banners, signals, what a fresh interpreter imports)."""
     return subprocess.run([sys.executable, "-m", "export.cli", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def readme_command(pattern: str) -> list[str]:
+    """The README's command line matching `pattern`, as argv (comment dropped, CLI by module)."""
+    for line in (ROOT / "README.md").read_text().splitlines():
+        if re.match(pattern, line):
+            argv = shlex.split(line.split("#", 1)[0])
+            assert argv[0] == ".venv/bin/resnet-deploy", line
+            return [sys.executable, "-m", "export.cli", *argv[1:]]
+    raise AssertionError(f"README.md has no line matching {pattern!r}")
+
+
+def link_tree(src: Path, dst: Path) -> None:
+    """Hard-link a file or directory tree: a test's own copy of a session artifact in seconds and no
+    disk. Only for readers and for tests that add or replace files (os.replace), never for tests
+    that write into a file in place (that would change the shared artifact too)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if src.is_dir():
+        shutil.copytree(src, dst, copy_function=os.link)
+    else:
+        os.link(src, dst)
 
 
 @dataclass

@@ -38,8 +38,8 @@ def add_parsers(sub, commands: dict[str, Callable[[argparse.Namespace], int]]) -
     s.add_argument("--wait", action="store_true", help="wait for another run on the same --out instead of refusing")
     s.add_argument("--calibration-data", metavar="DIR", help="int8 calibration images: a class-per-folder tree or "
                                                              "demo:NAME (default: the scikit-image sample photos)")
-    s.add_argument("--calibration-count", type=positive_int, default=200,
-                   help="a seeded class-stratified sample of at most this many images (default 200)")
+    s.add_argument("--calibration-count", type=positive_int, default=100,  # labeled_sets.DEFAULT_CALIBRATION_COUNT
+                   help="a seeded class-stratified sample of at most this many images (default 100)")
     s = sub.add_parser("parity", help="check every artifact in a directory against the Keras reference")
     s.add_argument("--artifacts", required=True, metavar="DIR", help="directory with artifacts.json (an export or bundle)")
     s.add_argument("--variant", help="check only this variant")

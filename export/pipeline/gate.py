@@ -10,6 +10,7 @@ from typing import Any
 
 from export.core.errors import UsageError
 from export.quality import accuracy
+from export.training import labeled_sets
 
 TOP_KEYS = {"max_accuracy_drop", "on_accuracy_fail", "calibration_count"}
 VARIANT_KEYS = {"calibration", "calibration_count", "eval_data"}
@@ -27,7 +28,7 @@ def check_config(raw: dict[str, Any], path: str | Path) -> dict[str, Any]:
     max_drop = accuracy.max_drop_from_table(raw["max_accuracy_drop"], str(path)) if "max_accuracy_drop" in raw \
         else dict(accuracy.DEFAULT_MAX_DROP)
     on_fail = accuracy.check_on_fail(raw.get("on_accuracy_fail", "fail"), str(path))
-    count = _count(raw.get("calibration_count", 200), str(path))
+    count = _count(raw.get("calibration_count", labeled_sets.DEFAULT_CALIBRATION_COUNT), str(path))
     for v in raw.get("variants") or []:
         where = f"{path}: variant {v.get('name', '?')!r}"
         for key in ("calibration", "eval_data"):

@@ -9,10 +9,15 @@ Each task then `judge`s its artifacts; an int8 that fails goes through export.qu
 export.quality.repair_tflite (TFLite). OpenVINO int8 is repaired while it is made: NNCF's accuracy
 control gets the eval set and the int8 threshold (`accuracy_control`); one that still fails is
 dropped or fails the bundle like the others.
+
+The gate's eval runs ride on the parity check (`Measured.take` as check_artifacts' `while_loaded`):
+each artifact is loaded once for both, and an fp32 artifact whose parity is bit-close to the
+reference is not run on the eval set at all (its result says so).
 """
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -124,11 +129,42 @@ def accuracy_control(work: str | Path, prepared: dict[str, Any] | None) -> dict[
             "max_drop": prepared["max_drop"].get("int8", accuracy.DEFAULT_MAX_DROP["int8"])}
 
 
+class Measured:
+    """What the parity check measured for the gate while each artifact's runner was loaded: the eval
+    set's logits, or, for a bit-close fp32 artifact, its parity error instead (not run again).
+    Entries are keyed by artifact key and sha256, so a repaired (re-exported) int8 is evaluated anew."""
+
+    def __init__(self, prepared: dict[str, Any] | None, work: str | Path) -> None:
+        has_eval = bool(prepared) and prepared.get("eval_set") is not None  # type: ignore[union-attr]
+        self.images = load(work).get("eval_images") if has_eval else None
+        self.logits: dict[tuple[str, str], np.ndarray] = {}
+        self.bit_close: dict[tuple[str, str], float] = {}
+        self.seconds = 0.0
+
+    def take(self, art: Artifact, runner, result) -> None:
+        """check_artifacts' `while_loaded`: the eval logits of `art` on its loaded CPU runner."""
+        if self.images is None:
+            return
+        worst = result.worst("logits", "max_abs")
+        if (art.precision == "fp32" and not result.failures and worst is not None
+                and worst <= accuracy.BIT_CLOSE_LOGITS):
+            self.bit_close[art.key, art.sha256] = worst
+            return
+        start = time.perf_counter()
+        try:
+            self.logits[art.key, art.sha256] = accuracy.logits_of(runner, self.images)
+        except Exception:  # noqa: BLE001 -- judge evaluates it again on its own runner and reports why it fails
+            pass
+        self.seconds += time.perf_counter() - start
+
+
 def judge(artifacts: list[Artifact], root: str | Path, prepared: dict[str, Any] | None, threads: int,
-          work: str | Path, repair_onnx_int8=None) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+          work: str | Path, repair_onnx_int8=None,
+          measured: Measured | None = None) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """Judge every artifact on the eval set; an int8 (ONNX or TFLite: the task's format) that fails goes
     through `repair_onnx_int8(art, result, evaluate) -> (art, result, record)`. Returns the results (as dicts) and the
-    quantization records of the int8 artifacts (for quantization.md)."""
+    quantization records of the int8 artifacts (for quantization.md). What `measured` holds for an
+    artifact (same sha256) is used instead of loading it again."""
     quant: dict[str, dict[str, Any]] = {}
     for art in artifacts:
         if art.precision == "int8":
@@ -147,6 +183,14 @@ def judge(artifacts: list[Artifact], root: str | Path, prepared: dict[str, Any] 
     images, labels, ref = arrays["eval_images"], arrays["eval_labels"], arrays["reference_logits"]
 
     def evaluate(art: Artifact) -> accuracy.AccuracyResult:
+        known = (art.key, art.sha256)
+        args = (prepared["class_names"], prepared["max_drop"])
+        if measured is not None and known in measured.bit_close:
+            return accuracy.judge_bit_close(art.key, art.key, art.variant, art.format, art.precision,
+                                            measured.bit_close[known], ref, labels, *args)
+        if measured is not None and known in measured.logits:
+            return accuracy.judge(art.key, art.key, art.variant, art.format, art.precision, measured.logits[known],
+                                  ref, labels, prepared["class_names"], prepared["max_drop"])
         (r,) = accuracy.evaluate_artifacts([art], root, images, labels, prepared["class_names"], ref,
                                            prepared["max_drop"], num_threads=threads)
         return r

@@ -9,6 +9,11 @@ Then three or four tasks per variant, so two cores stay busy and no process hold
 - `convert_task(fmt="openvino")`: the fp16 IR and the int8 IR (NNCF, with accuracy control), checked.
 Each returns plain data (artifacts relative to the staging root, parity results, stage seconds)
 that the parent merges into one ParityReport and one manifest.
+
+A variant whose Keras reference fails its check (saturated, one class, not finite) stops there:
+its Keras task says `stop`, and its converter tasks return at once without converting anything
+(the bundle is not published either way; the report says why). The accuracy gate runs on the
+runners the parity check loaded (export.pipeline.gate_stage.Measured).
 """
 from __future__ import annotations
 
@@ -21,6 +26,9 @@ T = TypeVar("T")
 #: Where a SavedModel that the bundle does not ship (precisions without fp32) is written for the
 #: converters, inside the staging directory; removed before the bundle is laid out.
 WORK_DIR = ".work"
+#: Appended to a failed reference check's failures: why the variant has no other parity rows.
+NOT_CONVERTED = ("nothing converted: the reference failed its check, so no artifact of this variant was converted or "
+                 "checked; fix the model or its weights, then export again")
 
 
 class _Clock:
@@ -102,37 +110,70 @@ def keras_task(*, variant: str, build_args: dict[str, Any], staging: str, versio
                   saved_model_dir(root, variant, version, False), built.input_size, built.spec.aspect)
     ref = clock.run("golden", golden.make, built)
     golden.save(root, ref)
-    from export.pipeline import gate_stage
-    work = root / WORK_DIR / variant  # the gate's scratch files, read by the converter tasks
-    prepared = clock.run("eval", gate_stage.prepare, built, root, gate,
-                         run["provenance"]["run"] if run else None, work,
-                         saved_model_dir(root, variant, version, ships_savedmodel)) if gate else None
     meta = {"spec": built.spec.to_dict(), "num_classes": built.num_classes, "labels": built.labels,
             "params": param_counts(built.model), **io_spec(built.model), "weights": built.weights,
             "training": run["provenance"] if run else None,
             "image": built.spec.image_contract(built.input_size).to_dict()}
     source = {"input_size": built.input_size, "labels": built.labels, "num_classes": built.num_classes,
               "weights": built.weights}
-    del built
     reference = parity.reference_info(ref, "golden", list(batch_sizes))
+    out = {"variant": variant, "task": "keras", "artifacts": artifacts, "meta": meta, "source": source,
+           "reference": reference, "environment": parity.environment()}
+    if not reference.ok:  # stop early: no gate, no parity rows, no conversions (see the module doc)
+        reference.failures.append(NOT_CONVERTED)
+        return {**out, "results": [], "timings": clock.timings(), "gate": None, "accuracy": [], "quantization": {},
+                "stop": reference.failures[0]}
+    from export.pipeline import gate_stage
+    work = root / WORK_DIR / variant  # the gate's scratch files, read by the converter tasks
+    prepared = clock.run("eval", gate_stage.prepare, built, root, gate,
+                         run["provenance"]["run"] if run else None, work,
+                         saved_model_dir(root, variant, version, ships_savedmodel)) if gate else None
+    del built
+    results, accuracy, quant = _parity_and_gate(clock, ref, artifacts, root, prepared, threads, work, batch_sizes)
+    return {**out, "results": results, "timings": clock.timings(), "gate": prepared, "accuracy": accuracy,
+            "quantization": quant}
+
+
+def _parity_and_gate(clock: _Clock, ref, artifacts: list, root: Path, prepared: dict[str, Any] | None,
+                     threads: int, work: Path, batch_sizes: tuple[int, ...], repairer=None):
+    """Parity of `artifacts` against golden, the accuracy gate measured on the same loaded runners,
+    then the gate's verdicts (an int8 that fails may be repaired: a new file, so its parity is run
+    again). Returns (parity results, gate results, quantization records); `artifacts` is updated."""
+    from export.pipeline import gate_stage
+    from export.quality import parity
+    measured = gate_stage.Measured(prepared, work)
     _, results = clock.run("parity", parity.check_artifacts, ref, artifacts, root, source="golden",
-                           batch_sizes=batch_sizes, num_threads=threads)
-    accuracy, quant = clock.run("eval", gate_stage.judge, artifacts, root, prepared, threads, work)
-    return {"variant": variant, "task": "keras", "artifacts": artifacts, "meta": meta, "source": source, "reference": reference,
-            "results": results, "environment": parity.environment(), "timings": clock.timings(),
-            "gate": prepared, "accuracy": accuracy, "quantization": quant}
+                           batch_sizes=batch_sizes, num_threads=threads, while_loaded=measured.take)
+    clock.seconds["parity"] -= measured.seconds  # the eval runs inside the parity check are the gate's
+    clock.seconds["eval"] = clock.seconds.get("eval", 0.0) + measured.seconds
+    before = {a.key: a.sha256 for a in artifacts}
+    accuracy, quant = clock.run("eval", gate_stage.judge, artifacts, root, prepared, threads, work, repairer,
+                                measured=measured)
+    redo = [a for a in artifacts if a.sha256 != before[a.key]]
+    if redo:
+        _, again = clock.run("parity", parity.check_artifacts, ref, redo, root, source="golden",
+                             batch_sizes=batch_sizes, num_threads=threads)
+        rows: dict[str, list] = {}
+        for r in [*(r for r in results if r.key not in {a.key for a in redo}), *again]:
+            rows.setdefault(r.key, []).append(r)
+        results = [r for a in artifacts for r in rows.get(a.key, [])]
+    return results, accuracy, quant
 
 
 def convert_task(*, variant: str, fmt: str, precisions: list[str], staging: str, version: int,
                  ships_savedmodel: bool, threads: int, batch_sizes: tuple[int, ...],
                  keras: dict[str, Any], options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Every `precisions` of `fmt` from the variant's SavedModel, then their parity against golden;
-    `options` go to the exporter (e.g. the TFLite metadata's card)."""
+    `options` go to the exporter (e.g. the TFLite metadata's card). Nothing when the Keras task
+    stopped (its reference failed its check)."""
+    if keras.get("stop"):
+        return {"variant": variant, "task": fmt, "artifacts": [], "results": [], "timings": [], "accuracy": [],
+                "quantization": {}, "stopped": keras["stop"]}
     _setup_threads(threads)
     from export.core.registry import FORMATS
     from export.model.build import BuiltModel
     from export.model.variants import get_variant
-    from export.quality import golden, parity
+    from export.quality import golden
     clock = _Clock(variant)
     root = Path(staging)
     src = keras["source"]
@@ -178,9 +219,7 @@ def convert_task(*, variant: str, fmt: str, precisions: list[str], staging: str,
                                              calibration=calibration)
 
     repairer = repair if fmt == "onnx" and "fp32_path" in options else repair_tflite if fmt == "tflite" else None
-    accuracy, quant = clock.run("eval", gate_stage.judge, artifacts, root, keras.get("gate"), threads, work, repairer)
-    ref = golden.load(root, variant)
-    _, results = clock.run("parity", parity.check_artifacts, ref, artifacts, root, source="golden",
-                           batch_sizes=batch_sizes, num_threads=threads)
+    results, accuracy, quant = _parity_and_gate(clock, golden.load(root, variant), artifacts, root, keras.get("gate"),
+                                                threads, work, batch_sizes, repairer)
     return {"variant": variant, "task": fmt, "artifacts": artifacts, "results": results, "timings": clock.timings(),
             "accuracy": accuracy, "quantization": quant}

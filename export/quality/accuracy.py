@@ -184,6 +184,7 @@ class AccuracyResult:
     status: GateStatus
     failure: str = ""
     remedy: str = ""             # the int8 repair that made it pass (export.quality.repair_onnx), if one fired
+    note: str = ""               # how it was judged when not by running it (bit-close fp32: see judge_bit_close)
 
     @property
     def passed(self) -> bool:
@@ -256,6 +257,25 @@ def logits_of(runner, images: np.ndarray, batch_size: int = 8) -> np.ndarray:
     return np.concatenate(chunks) if chunks else np.empty((0, 0), np.float32)
 
 
+#: An fp32 artifact whose parity logits are within this of the reference's (max abs, on the golden
+#: inputs at every batch size) is not run on the eval set again: a tenth of fp32's noise margin, so
+#: no image the reference decides can flip, and its eval answers are the reference's.
+BIT_CLOSE_LOGITS = NOISE_MARGIN["fp32"] / 10
+
+
+def judge_bit_close(key: str, label: str, variant: str, fmt: str, precision: str, max_abs: float,
+                    reference_logits: np.ndarray, labels: np.ndarray, class_names: list[str],
+                    max_drop: dict[str, float]) -> AccuracyResult:
+    """The gate's result for an fp32 artifact that parity found bit-close to the reference (its
+    largest logit error `max_abs` <= BIT_CLOSE_LOGITS): scored with the reference's own eval logits,
+    and the report says it was not re-evaluated and why."""
+    result = judge(key, label, variant, fmt, precision, reference_logits, reference_logits, labels, class_names,
+                   max_drop)
+    result.note = (f"not re-evaluated: parity max |logit error| {max_abs:.1e} <= {BIT_CLOSE_LOGITS:g} "
+                   "(bit-close), so its answers are the reference's")
+    return result
+
+
 def evaluate_artifacts(artifacts: list, root, eval_images: np.ndarray, labels: np.ndarray, class_names: list[str],
                        reference_logits: np.ndarray, max_drop: dict[str, float],
                        num_threads: int | None = None) -> list[AccuracyResult]:
@@ -326,5 +346,8 @@ def render_accuracy(sections: list[AccuracySection]) -> list[str]:
                          f"{r.drop_points:g} ({r.drop_ci[0]:g} to {r.drop_ci[1]:g}) | {r.max_drop:g} | "
                          f"{r.agreement:.3f} | {r.flips_to_wrong} / {r.flips_to_right} ({r.ties}) | "
                          f"{_per_class_text(sc)} | {r.remedy or '-'} | {gate} |")
+        noted = [f"`{r.label}` ({r.note})" for r in s.results if r.note]
+        if noted:
+            lines += ["", "Not run on the eval set again: " + "; ".join(noted) + "."]
         lines.append("")
     return lines

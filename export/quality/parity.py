@@ -231,11 +231,14 @@ def run_batches(runner, inputs: np.ndarray, batch_size: int, input_name: str = "
 def check_runner(runner, reference: dict[str, np.ndarray], inputs: np.ndarray, batch_sizes: Iterable[int], *,
                  tolerance: str | None = None,
                  key: str, variant: str, fmt: str, precision: str, path: str = "",
-                 names: list[str] | None = None, require_gpu: bool = False) -> ArtifactResult:
+                 names: list[str] | None = None, require_gpu: bool = False,
+                 while_loaded: Callable[[Any, ArtifactResult], None] | None = None) -> ArtifactResult:
     """Load `runner`, run it at every batch size and compare; never raises for the artifact's faults.
 
     A runner asked for a GPU this machine lacks is "skipped: no GPU" (a failure with require_gpu);
     one asked for bf16 on a CPU without bf16 units is "skipped: no bf16 hardware".
+    `while_loaded(runner, result)` is called once the comparison is done, before the runner is
+    closed (the accuracy gate evaluates the eval set on the runner parity just loaded).
     """
     from export.runtimes import DeviceUnavailable
     requested = getattr(runner, "requested_device", "CPU")
@@ -278,6 +281,8 @@ def check_runner(runner, reference: dict[str, np.ndarray], inputs: np.ndarray, b
                                    names=names)
                 result.metrics.append(m)
                 result.failures += [f"batch {b}: {f}" for f in m.failures]
+        if while_loaded is not None:
+            while_loaded(runner, result)
     finally:
         runner.close()
     result.status = Status.FAILED if result.failures else Status.PASSED
@@ -306,8 +311,12 @@ def reference_info(golden, source: str, batch_sizes: list[int]) -> ReferenceInfo
 
 def check_artifacts(golden, artifacts: list, root, *, source: str, batch_sizes=(1, 4), gpu: bool = True,
                     require_gpu: bool = False, num_threads: int | None = None,
-                    progress: Callable[[str], None] | None = None) -> tuple[ReferenceInfo, list[ArtifactResult]]:
-    """The reference check and one result per artifact (plus a GPU row for GPU-capable formats)."""
+                    progress: Callable[[str], None] | None = None,
+                    while_loaded: Callable[[Any, Any, ArtifactResult], None] | None = None,
+                    ) -> tuple[ReferenceInfo, list[ArtifactResult]]:
+    """The reference check and one result per artifact (plus a GPU row for GPU-capable formats).
+    `while_loaded(artifact, runner, result)` runs on each artifact's CPU row (OpenVINO: its default
+    f32 hint) with the runner still loaded (see check_runner)."""
     from export.runtimes import runner_for
     ref = reference_info(golden, source, list(batch_sizes))
     results = []
@@ -329,10 +338,15 @@ def check_artifacts(golden, artifacts: list, root, *, source: str, batch_sizes=(
                                               Status.FAILED, failures=[str(e)], precision_hint=hint or ""))
                 continue
             own_data = art.precision == "int8" and not calibrated_on_photos(art)
+            hook = None
+            if while_loaded is not None and device == "CPU" and hint in (None, "f32"):
+                def hook(r, result, art=art):
+                    while_loaded(art, r, result)
             results.append(check_runner(runner, golden.outputs, golden.inputs, batch_sizes, key=art.key,
                                         tolerance="int8-data" if own_data else None,
                                         variant=art.variant, fmt=art.format, precision=art.precision,
-                                        path=str(art.path), names=golden.names, require_gpu=require_gpu))
+                                        path=str(art.path), names=golden.names, require_gpu=require_gpu,
+                                        while_loaded=hook))
     return ref, results
 
 

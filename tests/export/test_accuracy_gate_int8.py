@@ -188,3 +188,43 @@ def test_parity_eval_data_bad_input_is_one_line(tiny_export, tmp_path):
     r = run_main("parity", "--artifacts", str(root), "--eval-data", str(evaldir), "--max-accuracy-drop", "int8=lots")
     assert r.returncode == 2 and r.stderr == ("error: --max-accuracy-drop 'int8=lots': 'lots' is not a number of "
                                               "accuracy points; write e.g. int8=2 (points, >= 0)\n")
+
+
+def test_the_gate_rides_on_the_parity_runners_and_skips_a_bit_close_fp32(decided, gate_data, tmp_path):
+    """make export's converter tasks: the eval set runs on the runner the parity check loaded
+    (gate_stage.Measured), an fp32 bit-close to the reference is not run on it again (and the report
+    says so), and what was measured judges exactly as a fresh evaluation does."""
+    import onnxruntime as ort
+
+    from export.pipeline import gate_stage
+    from export.quality import parity
+    images, labels, ref, calibration = gate_data
+    int8 = tmp_path / "int8.onnx"
+    quantize_int8(decided, int8, calibration)
+    arts = [_artifact(decided, precision="fp32"), _artifact(int8)]
+    inputs = _images(8, 5)
+    outputs = dict(zip(("logits", "probabilities"), ort.InferenceSession(str(decided)).run(
+        ["logits", "probabilities"], {"image": inputs}), strict=True))
+    reference = golden.Golden("tiny", inputs, [f"x{i}" for i in range(8)], outputs)
+    work = tmp_path / "work"
+    work.mkdir()
+    np.savez(work / "gate.npz", eval_images=images, eval_labels=labels, reference_logits=ref)
+    prepared = {"eval_set": {"count": len(images)}, "class_names": TINY_TFLITE_LABELS,
+                "max_drop": dict(accuracy.DEFAULT_MAX_DROP)}
+    measured = gate_stage.Measured(prepared, work)
+    _, rows = parity.check_artifacts(reference, arts, None, source="golden", while_loaded=measured.take)
+    assert [r.status for r in rows if r.device_requested == "CPU"] == ["passed", "passed"]
+    assert list(measured.bit_close) == [("tiny/onnx_fp32", "0" * 64)] and measured.bit_close[
+        "tiny/onnx_fp32", "0" * 64] <= accuracy.BIT_CLOSE_LOGITS
+    assert list(measured.logits) == [("tiny/onnx_int8", "0" * 64)] and measured.seconds > 0
+
+    results, _ = gate_stage.judge(arts, None, prepared, 1, work, measured=measured)
+    fp32, q = (accuracy.result_from_dict(r) for r in results)
+    assert fp32.status == "passed" and fp32.agreement == 1.0 and fp32.note.startswith("not re-evaluated: parity max ")
+    fresh = _judge(int8, gate_data)
+    assert (q.agreement, q.drop_points, q.flips_to_wrong, q.note) == (fresh.agreement, fresh.drop_points,
+                                                                     fresh.flips_to_wrong, "")
+    section = accuracy.AccuracySection("tiny", {"count": len(images)}, accuracy.score(ref, labels, TINY_TFLITE_LABELS),
+                                       prepared["max_drop"], [fp32, q])
+    md = "\n".join(accuracy.render_accuracy([section]))
+    assert "Not run on the eval set again: `tiny/onnx_fp32` (not re-evaluated: parity max |logit error|" in md

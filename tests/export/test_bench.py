@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from export.bench.document import BenchReport
 from export.bundle import layout as bundle
 from export.bundle import packing
 from export.core.errors import BundleError, UsageError
-from tests.helpers import has_bf16, run_cli, run_main
+from tests.helpers import has_bf16, link_tree, run_cli, run_main
 
 #: The artifacts of the small bundle: dense, fp32 and int8 of every format, and the OpenVINO IR
 #: (measured twice: at the f32 and the bf16 precision hint).
@@ -27,16 +26,6 @@ LABELS = (*KEEP[:-1], "dense/openvino_fp16@f32", "dense/openvino_fp16@bf16")
 
 
 BENCH_ARGS = ("--threads", "1", "--warmup", "0", "--runs", "2", "--batch-sizes", "1,2", "--no-serving")
-
-
-def _link_tree(src: Path, dst: Path) -> None:
-    """Hard-link a file or directory tree (the session's export is shared; bench never writes into
-    an artifact, it only replaces manifest.json and adds bench/)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    if src.is_dir():
-        shutil.copytree(src, dst, copy_function=os.link)
-    else:
-        os.link(src, dst)
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +47,9 @@ def small_bundle(tmp_path_factory, exported):
         src = Path(a.path) if os.path.isabs(a.path) else out / a.path
         rel = os.path.relpath(src, out)
         for part in [src] if src.is_dir() else sorted(src.parent.glob(src.stem + ".*")):  # IR: .xml + .bin
-            _link_tree(part, root / os.path.relpath(part, out))
+            link_tree(part, root / os.path.relpath(part, out))
         kept.append({**a.to_dict(), "path": rel})
-    _link_tree(out / "golden" / "dense", root / "golden" / "dense")
+    link_tree(out / "golden" / "dense", root / "golden" / "dense")
     (root / "README.md").write_text("# bench-smoke-1\n\nA bundle made before benchmarks existed.\n")
     # parity.json as the pipeline writes it (CPU rows): all pass but TFLite int8, which the
     # recommendation must then leave out; no accuracy gate (no eval set) in this bundle

@@ -1,4 +1,6 @@
-"""`make export` bundles: layout, manifest checksums, verify, safe unpacking, atomic publishing."""
+"""`make export` bundles: layout, manifest checksums, verify, safe unpacking, atomic publishing,
+and the trained head's provenance. Most tests read the session's `published` bundle
+(tests/export/conftest.py: the dense head trained on the demo faces, fp32 and fp16)."""
 from __future__ import annotations
 
 import io
@@ -16,9 +18,11 @@ import pytest
 
 from export.bundle import layout as bundle
 from export.bundle import packing
+from export.core.atomic import sha256_file
 from export.core.errors import BundleError
 from tests.helpers import ROOT, run_cli, run_main
 
+#: An untrained bundle of the same name (labels from the config): the failed-parity test's model.
 CONFIG = """
 name = "smoke"
 version = 3
@@ -28,21 +32,6 @@ name = "dense"
 labels = ["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7", "c8", "c9"]
 precisions = ["fp32", "fp16"]   # fp16 brings the OpenVINO IR (fp16 weights) and TFLite fp16
 """
-
-
-@pytest.fixture(scope="session")
-def published(tmp_path_factory):
-    """One real bundle (dense, fp32 and fp16 artifacts) made and signed by `resnet-deploy bundle --signing-key`,
-    as `make export SIGNING_KEY=...` does; the key pair is work/signing-key{,.pub}.pem."""
-    from tests.export import pki
-    work = tmp_path_factory.mktemp("bundle")
-    key, _, _ = pki.write_key_pair(work, "signing-key")
-    cfg = work / "variants.toml"
-    cfg.write_text(CONFIG.format(weights="random:0"))
-    r = run_cli("bundle", "--config", str(cfg), "--out", str(work / "dist"), "--signing-key", str(key))
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "smoke-3" in r.stdout and "tarball" in r.stdout
-    return work, work / "dist" / "smoke-3", cfg
 
 
 @pytest.mark.e2e
@@ -74,9 +63,9 @@ def test_bundle_layout(published):
     assert json.loads(config)["model_config_list"][0]["config"]["base_path"] == "/models/openvino/dense"
     run = json.loads(root.with_name("smoke-3.export.json").read_text())  # what the export cost, beside it
     assert run["wall_s"] > 0 and run["cpu_s"] > 0 and run["peak_total_rss_mb"] > 0 and run["workers"] >= 1
-    assert set(run["pool"]["tasks"]) == {"dense:keras", "dense:tflite", "dense:onnx", "dense:openvino"}
+    assert set(run["pool"]["tasks"]) == {"all:train", "dense:keras", "dense:tflite", "dense:onnx", "dense:openvino"}
     assert {t["stage"] for t in run["stages"]} >= {"build", "parity", "bundle", "pack"}
-    assert (root / "tflite/dense/labels.txt").read_text().split() == [f"c{i}" for i in range(10)]
+    assert (root / "tflite/dense/labels.txt").read_text().split() == ["face", "non_face"]
     # no storage_uri in the config: the manifests carry the marked placeholder
     assert "PLACEHOLDER storage URI" in (root / "deploy/kubernetes/deployment.yaml").read_text()
     assert "smoke-3/tfserving/dense" in (root / "deploy/kserve/inferenceservice.yaml").read_text()
@@ -93,8 +82,8 @@ def test_manifest_checksums_match_files(published):
         assert bundle.sha256_file(root / rel) == rec["sha256"], rel
         assert (root / rel).stat().st_size == rec["bytes"], rel
     assert manifest["parity"]["passed"] is True
-    assert manifest["variants"]["dense"]["weights"]["source"] == "random:0"
-    assert manifest["variants"]["dense"]["params"]["trainable"] == 20_490
+    assert manifest["variants"]["dense"]["weights"]["kind"] == "file"  # the trained run's model.keras
+    assert manifest["variants"]["dense"]["params"]["trainable"] == 2048 * 2 + 2
     assert {a["format"] for a in manifest["artifacts"]} == {"savedmodel", "tflite", "onnx", "openvino"}
     ir = next(a for a in manifest["artifacts"] if a["format"] == "openvino" and a["precision"] == "fp16")
     assert ir["path"] == "openvino/dense/3/model.xml"
@@ -236,16 +225,17 @@ def test_malicious_tarballs_are_refused(tmp_path, kind, message):
 
 @pytest.mark.e2e
 def test_killed_pipeline_leaves_previous_bundle_intact(published):
-    _, root, cfg = published
+    work, root, cfg = published
+    runs = str(work / "runs")  # the cached training run: no test trains into the checkout's runs/
     before = bundle.file_table(root)
     proc = subprocess.Popen([sys.executable, "-m", "export.cli", "bundle", "--config", str(cfg),
-                             "--out", str(root.parent)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                             "--out", str(root.parent), "--runs", runs], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 240
         # Kill it once the new bundle is half written: its staged SavedModel exists.
         while time.monotonic() < deadline and proc.poll() is None:
-            if list(root.parent.glob(".smoke-3.*.partial/smoke-3/tflite")):
+            if list(root.parent.glob(".smoke-3.*.partial/smoke-3/tfserving/dense/3")):
                 break
             time.sleep(0.2)
         assert proc.poll() is None, "pipeline finished before it could be killed"
@@ -261,7 +251,7 @@ def test_killed_pipeline_leaves_previous_bundle_intact(published):
     assert not (partial / "smoke-3" / "manifest.json").exists()
     # The next run on the same --out removes it, says so in one line, then works as usual (stopped here).
     nxt = subprocess.Popen([sys.executable, "-m", "export.cli", "bundle", "--config", str(cfg),
-                            "--out", str(root.parent)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            "--out", str(root.parent), "--runs", runs], cwd=ROOT, stdout=subprocess.DEVNULL,
                            stderr=subprocess.PIPE, text=True)
     try:
         line = nxt.stderr.readline()
@@ -281,9 +271,11 @@ def test_killed_pipeline_leaves_previous_bundle_intact(published):
 def test_same_config_twice_gives_byte_identical_artifacts(published, tmp_path):
     """A second `make export` of the same commit, config and weights: every artifact byte-identical,
     the rest differing only where the manifest says why, with the stable part equal."""
-    _, root, cfg = published
-    r = run_cli("bundle", "--config", str(cfg), "--out", str(tmp_path / "dist"))
+    work, root, cfg = published
+    r = run_cli("bundle", "--config", str(cfg), "--out", str(tmp_path / "dist"), "--runs", str(work / "runs"))
     assert r.returncode == 0, r.stderr[-2000:]
+    again = json.loads((tmp_path / "dist" / "smoke-3" / "manifest.json").read_text())
+    assert again["variants"]["dense"]["training"]["cached"] is True  # the same run, reused
     r = run_cli("verify", str(tmp_path / "dist" / "smoke-3"), "--skip-parity", "--against", str(root))
     assert r.returncode == 0, r.stdout[-3000:]
     status = {line.split()[0]: line.split()[1] for line in r.stdout.splitlines()
@@ -303,9 +295,10 @@ def test_same_config_twice_gives_byte_identical_artifacts(published, tmp_path):
 
 @pytest.mark.e2e
 def test_concurrent_run_on_the_same_out_is_refused(published, tmp_path):
-    _, _, cfg = published
+    work, _, cfg = published
     first = subprocess.Popen([sys.executable, "-m", "export.cli", "bundle", "--config", str(cfg),
-                              "--out", str(tmp_path / "dist")], cwd=ROOT, stdout=subprocess.DEVNULL,
+                              "--out", str(tmp_path / "dist"), "--runs", str(work / "runs")], cwd=ROOT,
+                             stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 240
@@ -344,6 +337,10 @@ def test_failed_parity_is_not_published(published, tmp_path):
     assert bundle.file_table(root) == before
     report = root.parent / "smoke-3.parity-FAILED.md"
     assert report.is_file() and "saturated" in report.read_text().lower()
+    # Stopped early: the reference failed its check, so nothing was converted or checked.
+    doc = json.loads((root.parent / "smoke-3.parity-FAILED.json").read_text())
+    assert doc["results"] == [] and doc["references"][0]["failures"][-1].startswith("nothing converted: ")
+    assert "dense/reference: nothing converted: the reference failed its check" in r.stdout
     assert not (root.parent / "smoke-3.parity-FAILED").exists()
     report.unlink()
     (root.parent / "smoke-3.parity-FAILED.json").unlink()
@@ -378,9 +375,83 @@ def test_bundle_tflite_metadata_and_device_readme(published):
     art = next(a for a in manifest["artifacts"] if a["format"] == "tflite")
     md = read_metadata(root / art["path"])
     assert (md.name, md.version, md.author, md.license) == ("smoke-dense", "3", "resnet-deploy", "unspecified")
-    assert md.output("probabilities").labels == [f"c{i}" for i in range(10)]
+    assert md.output("probabilities").labels == ["face", "non_face"]
     assert art["sha256"] == manifest["files"][art["path"]]["sha256"] == bundle.sha256_file(root / art["path"])
     readme = (root / "README.md").read_text()
     assert "Copy **`tflite/dense/model_fp32.tflite`** into the app" in readme
     assert "ImageClassifier.createFromOptions(context, options)" in readme
     assert "try classifier.classify(image: try MPImage(uiImage: uiImage))" in readme
+
+
+@pytest.mark.e2e
+def test_bundle_ships_the_trained_model_with_real_labels(published):
+    """`make export` with a `data` key: the variant is trained (a cached run reused after), its trained
+    model exported, and the bundle carries the real class names and the training provenance."""
+    work, root, cfg = published
+    runs = work / "runs"
+    assert sorted(p.name for p in (runs / "data" / "lfw_subset").iterdir()) == ["face", "non_face"]
+    manifest = json.loads((root / "manifest.json").read_text())
+    dense = manifest["variants"]["dense"]
+    training = dense["training"]
+    (run,) = [p for p in runs.iterdir() if p.name.startswith("dense-")]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert dense["labels"] == ["face", "non_face"] and dense["num_classes"] == 2
+    assert training["data"] == "demo:lfw_subset" and training["cached"] is False
+    assert training["data_sha256"] == metrics["data"]["sha256"] and len(training["data_sha256"]) == 64
+    assert training["val_accuracy"] == metrics["val"]["accuracy"] and training["images_per_class"] == {"face": 10,
+                                                                                                       "non_face": 10}
+    assert training["settings"]["epochs"] == 3 and training["weights"] == "random:0"
+    assert training["run_key"].startswith(run.name.removeprefix("dense-"))
+    assert dense["weights"]["kind"] == "file" and dense["weights"]["sha256"] == sha256_file(run / "model.keras")
+    assert "train" in {t["stage"] for t in manifest["export_timings"]}
+    readme = (root / "README.md").read_text()
+    assert f"trained from `random:0` on `demo:lfw_subset` (20 images): **val accuracy {metrics['val']['accuracy']:.3f}**" \
+        in readme
+
+    # The accuracy gate: the run's validation split is the eval set of every artifact (issue 12).
+    parity_doc = json.loads((root / "parity.json").read_text())
+    (section,) = parity_doc["accuracy"]
+    assert section["eval_set"]["count"] == metrics["val"]["images"] == 4
+    assert section["eval_set"]["source"] == f"validation split of training run {run.name}"
+    assert section["reference"]["accuracy"] == pytest.approx(metrics["val"]["accuracy"], abs=1e-4)
+    assert {r["label"]: r["status"] for r in section["results"]} == {
+        "dense/savedmodel_fp32": "passed", "dense/tflite_fp32": "passed", "dense/tflite_fp16": "passed",
+        "dense/onnx_fp32": "passed", "dense/openvino_fp16": "passed"}
+    assert manifest["accuracy"]["passed"] is True and manifest["accuracy"]["dropped"] == []
+    assert "## Accuracy on labeled images" in (root / "parity.md").read_text()
+    assert json.loads((root / "golden/dense/eval.json").read_text())["eval_set"]["count"] == 4
+
+    # The bundle documents itself (issue 26): card, CycloneDX BOM and report.html, listed in the manifest.
+    assert {"MODEL_CARD.md", "bom.cdx.json", "report.html"} <= set(manifest["files"])
+    card = (root / "MODEL_CARD.md").read_text()
+    assert f"Training validation accuracy **{metrics['val']['accuracy']:.3f}**" in card
+    assert "**A demonstration model, not for real use**" in card and f"`{training['data_sha256']}`" in card
+    from export.bundle import bom
+    bom_text = (root / "bom.cdx.json").read_text()
+    assert bom.validate_text(bom_text) == []
+    assert {c["name"]: c["hashes"][0]["content"] for c in json.loads(bom_text)["components"]
+            if c["type"] == "machine-learning-model"} == {
+        f"{a['variant']}/{a['format']}_{a['precision']}": a["sha256"] for a in manifest["artifacts"]}
+    html = (root / "report.html").read_text()
+    for chart in ("accuracy", "parity", "training", "confusion"):
+        assert f'<figure class="chart" id="chart-dense-{chart}"><svg' in html, chart
+    verified = run_cli("verify", str(root), "--skip-parity")
+    assert verified.returncode == 0, verified.stderr[-2000:]
+    assert (f"bom: CycloneDX 1.6 valid, {len(manifest['artifacts'])} model hashes equal the manifest's"
+            in verified.stdout)
+
+    again = run_cli("train", "--config", str(cfg), "--runs", str(runs), "--json")
+    assert again.returncode == 0, again.stderr[-2000:]
+    (summary,) = json.loads(again.stdout)
+    assert summary["cached"] is True and summary["run"] == str(run)
+
+
+@pytest.mark.unit
+def test_the_console_says_training_and_export_apart():
+    from export.cli.bundle import time_line
+    run = {"wall_s": 210.34, "cpu_s": 356.2, "cpu_per_wall": 1.69,
+           "training": {"wall_s": 131.6, "runs": {"dense": {"cached": False}, "conv": {"cached": False},
+                                                  "dropout": {"cached": True}}}}
+    assert time_line(run) == ("time: training 132 s (dense, conv trained; dropout cached), export 210 s "
+                              "(CPU 356 s, 1.69 per wall s)")
+    assert time_line({**run, "training": {"wall_s": 0.0, "runs": {}}}).startswith("time: no training, export 210 s")

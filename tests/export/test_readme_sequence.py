@@ -1,38 +1,16 @@
 """The README's own export-then-parity sequence, run verbatim as a new user would (issue: it used
-to exit 2 with "no golden files")."""
+to exit 2 with "no golden files"). The run is the session's `readme_sequence` fixture
+(tests/conftest.py), whose artifacts and report are also the conv parity tests' export."""
 from __future__ import annotations
 
-import os
-import re
-import shlex
-import subprocess
-import sys
-
 import pytest
-
-from tests.helpers import ROOT
 
 pytestmark = pytest.mark.e2e
 
 
-def readme_command(pattern: str) -> list[str]:
-    """The README's command line matching `pattern`, as argv (comment dropped, CLI by module)."""
-    for line in (ROOT / "README.md").read_text().splitlines():
-        if re.match(pattern, line):
-            argv = shlex.split(line.split("#", 1)[0])
-            assert argv[0] == ".venv/bin/resnet-deploy", line
-            return [sys.executable, "-m", "export.cli", *argv[1:]]
-    raise AssertionError(f"README.md has no line matching {pattern!r}")
-
-
-def test_readme_export_then_parity(tmp_path):
-    export = readme_command(r"\.venv/bin/resnet-deploy export --variant conv ")
-    parity = readme_command(r"\.venv/bin/resnet-deploy parity --artifacts ")
-    r = subprocess.run(export, cwd=tmp_path, capture_output=True, text=True, timeout=900,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert r.returncode == 0, r.stderr
-    assert (tmp_path / "artifacts" / "golden" / "conv" / "outputs.npz").is_file()
-    r = subprocess.run(parity, cwd=tmp_path, capture_output=True, text=True, timeout=900,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr
-    assert "| conv/" in r.stdout and (tmp_path / "artifacts" / "parity.md").is_file()
+def test_readme_export_then_parity(readme_sequence):
+    seq = readme_sequence
+    assert seq.export.returncode == 0, seq.export.stderr
+    assert (seq.out / "golden" / "conv" / "outputs.npz").is_file()
+    assert seq.parity is not None and seq.parity.returncode == 0, seq.parity.stdout[-2000:] + seq.parity.stderr
+    assert "| conv/" in seq.parity.stdout and (seq.out / "parity.md").is_file()

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, link_tree
 
 VARIANT = "dense"
 #: Batching for the test bundle: small enough that a 9-image request is refused.
@@ -31,18 +31,21 @@ def built(built_model):
 
 
 @pytest.fixture(scope="session")
-def bundle(built, tmp_path_factory) -> Path:
+def bundle(exported, tmp_path_factory) -> Path:
     """A bundle directory: tfserving/dense/1 (SavedModel with warmup requests), onnx fp32, tflite
-    fp32, the OpenVINO IR (openvino/dense/1), and the three TF Serving config files, written with the
-    project's exporters and export.deploy."""
+    fp32, the OpenVINO IR (openvino/dense/1), and the three TF Serving config files: the artifacts
+    are the session's dense export (tests/conftest.py `exported`, the project's exporters),
+    hard-linked; the configs are written by export.deploy."""
+    from export.core.registry import FORMATS
     from export.deploy import tfserving as config
-    from export.deploy.warmup import write_warmup_requests
-    from export.formats import onnx, openvino, savedmodel, tflite
+    _, src, _ = exported(VARIANT)
     out = tmp_path_factory.mktemp("bundle")
-    sm = savedmodel.export(built, out, assets_writer=write_warmup_requests)
-    onnx.export(built, out, "fp32", saved_model_dir=sm.path)
-    tflite.export(built, out, "fp32", saved_model_dir=sm.path)
-    openvino.export(built, out, saved_model_dir=sm.path)
+    for fmt in ("savedmodel", "onnx", "tflite"):
+        path = FORMATS[fmt].target_path(src, VARIANT, "fp32")
+        link_tree(path, out / path.relative_to(src))
+    link_tree(src / "tflite" / VARIANT / "labels.txt", out / "tflite" / VARIANT / "labels.txt")
+    ir = FORMATS["openvino"].target_path(src, VARIANT, "fp16").parent
+    link_tree(ir, out / ir.relative_to(src))
     (out / "models.config").write_text(config.bundle_models_config({VARIANT: [1]}))
     (out / "batching.config").write_text(config.batching_config(**BATCHING))
     (out / "monitoring.config").write_text(config.monitoring_config())
