@@ -46,6 +46,7 @@ def test_export_and_parity_from_a_run_take_classes_labels_and_variant_from_it(ru
     again = tmp_path / "again"  # the same through --weights RUN/model.keras, still without --variant
     assert main(["export", "--weights", str(run / "model.keras"), "--format", "tflite", "--precision", "fp32",
                  "--out", str(again), "--json"]) == 0
+    capsys.readouterr()
     assert (again / "tflite" / "dense" / "labels.txt").read_text() == (out / "tflite/dense/labels.txt").read_text()
 
     code = main(["parity", "--artifacts", str(out), "--run", str(run), "--eval-data", str(data), "--json"])
