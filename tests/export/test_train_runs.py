@@ -56,7 +56,6 @@ def test_export_and_parity_from_a_run_take_classes_labels_and_variant_from_it(ru
     report = json.loads(capsys.readouterr().out)
     (section,) = report["accuracy"]
     assert section["variant"] == "dense" and section["eval_set"]["count"] == 24
-    assert section["reference"]["source"].startswith("Keras model rebuilt from --weights") or section["reference"]
 
 
 @pytest.mark.e2e
