@@ -15,8 +15,10 @@ def _weights_note(variant: dict[str, Any]) -> str:
         untrained = ", head not trained" if variant["weights"].get("kind") in ("random", "imagenet") else ""
         return f"weights `{variant['weights']['source']}`{untrained}"
     images = sum(training["images_per_class"].values())
+    probe = training.get("probe_val_accuracy")  # what a logistic regression reaches on the same features
+    probe_note = f"; probe {probe:.3f}" if probe is not None else ""
     return (f"trained from `{training['weights']}` on `{training['data']}` ({images} images): "
-            f"**val accuracy {training['val_accuracy']:.3f}** ({training['val_images']} images)")
+            f"**val accuracy {training['val_accuracy']:.3f}** ({training['val_images']} images{probe_note})")
 
 
 def render_readme(bundle_name: str, model_prefix: str, version: int, variants: dict[str, Any],

@@ -24,9 +24,10 @@ def add_parsers(sub, commands: dict[str, Callable[[argparse.Namespace], int]]) -
     s.add_argument("--save", metavar="PATH.keras", help="save the built model as a .keras file")
     s.add_argument("--json", action="store_true")
     s = sub.add_parser("export", help="export a variant to SavedModel, TFLite and/or ONNX")
-    s.add_argument("--variant", required=True)
-    s.add_argument("--num-classes", type=positive_int, default=None)
-    s.add_argument("--weights", default="random:0", help="imagenet | random[:SEED] | FILE.weights.h5 | FILE.keras")
+    s.add_argument("--variant", help="the head (optional with --run or a run's model.keras: its config.json names it)")
+    s.add_argument("--num-classes", type=positive_int, default=None, help="default: the variant's, or the model's")
+    s.add_argument("--weights", default=None, help="imagenet | random[:SEED] (default) | FILE.weights.h5 | FILE.keras")
+    s.add_argument("--run", metavar="RUN_DIR", help="a training run: its model.keras, labels.txt and variant")
     s.add_argument("--format", default="all", help="savedmodel | tflite | onnx | all")
     s.add_argument("--precision", action="append", default=None,
                    help="fp32 | fp16 | dynamic | int8 (repeatable; default: every precision of the format)")
@@ -45,6 +46,7 @@ def add_parsers(sub, commands: dict[str, Callable[[argparse.Namespace], int]]) -
     s.add_argument("--variant", help="check only this variant")
     s.add_argument("--weights", help="rebuild the reference of a variant without golden files in DIR from "
                                      "these weights (imagenet | random[:SEED] | FILE), and save its golden files")
+    s.add_argument("--run", metavar="RUN_DIR", help="like --weights RUN_DIR/model.keras; labels from its labels.txt")
     s.add_argument("--batch-size", type=positive_int, default=4, help="batch size N (batch 1 always runs too)")
     s.add_argument("--threads", type=positive_int, default=None, help="CPU threads for LiteRT and ONNX Runtime")
     s.add_argument("--require-gpu", action="store_true", help="fail GPU rows instead of 'skipped: no GPU'")
@@ -99,13 +101,25 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _required_variant(args: argparse.Namespace) -> str:
+    from export.core.errors import UsageError
+    if not args.variant:
+        raise UsageError("--variant is needed (or --run RUN_DIR / --weights RUN_DIR/model.keras of a training run)")
+    return str(args.variant)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from export.core.locks import exclusive_output
     from export.model.build import build
     from export.model.variants import get_variant
     from export.pipeline.single import check_destination, export_artifacts, resolve_targets
     from export.quality import golden
-    spec = get_variant(args.variant)
+    from export.training.runs import run_model
+    run = run_model(args.weights, args.run)  # --run DIR or --weights RUN/model.keras: classes and labels from it
+    spec = get_variant(run.check_variant(args.variant) if run else _required_variant(args))
+    weights = str(run.path) if run else (args.weights or "random:0")
+    num_classes, labels = (run.check_classes(args.num_classes), run.labels) if run else (args.num_classes, None)
+    size = run.input_size if run else None
     targets = resolve_targets(args.format, args.precision)
     progress = None if args.json else (lambda v, f, p: print(f"exporting {v} {f} {p} ...", flush=True))
     # One run per --out at a time (a second one refuses, or waits with --wait); staging that killed
@@ -116,9 +130,9 @@ def cmd_export(args: argparse.Namespace) -> int:
         calibration = None
         if args.calibration_data:  # a bad tree is said before minutes of building
             from export.training.labeled_sets import calibration_set
-            cal = calibration_set(args.calibration_data, spec.input_size, count=args.calibration_count)
+            cal = calibration_set(args.calibration_data, size or spec.input_size, count=args.calibration_count)
             calibration = {"calibration": cal.images, "calibration_record": cal.record}
-        built = build(spec, weights=args.weights, num_classes=args.num_classes)
+        built = build(spec, weights=weights, num_classes=num_classes, labels=labels, input_size=size)
         artifacts = export_artifacts(built, args.out, targets, version=args.version, opset=args.opset,
                                      overwrite=args.overwrite, progress=progress, calibration=calibration)
         # The reference outputs go beside the artifacts, so `parity --artifacts OUT` needs nothing else.
@@ -140,38 +154,43 @@ def cmd_parity(args: argparse.Namespace) -> int:
     from export.core.errors import UsageError
     from export.formats import read_index
     from export.quality import golden, parity
+    from export.training.runs import run_model
     root = Path(args.artifacts)
     if not root.is_dir():
         raise UsageError(f"--artifacts {root} is not a directory; give the directory holding artifacts.json")
     if args.files:
         from export.cli import file_parity
         return file_parity.run(args)
+    run = run_model(args.weights, args.run)  # the reference's weights and labels from a training run
     artifacts = read_index(root)
-    if args.variant:
-        artifacts = [a for a in artifacts if a.variant == args.variant]
+    variant = run.check_variant(args.variant) if run else args.variant
+    weights = str(run.path) if run else args.weights
+    if variant:
+        artifacts = [a for a in artifacts if a.variant == variant]
     if not artifacts:
-        what = f" of variant {args.variant!r}" if args.variant else ""
+        what = f" of variant {variant!r}" if variant else ""
         raise UsageError(f"no artifacts{what} listed in {root / 'artifacts.json'}")
 
     def rebuild(variant: str):
         from export.model.build import build
         from export.model.variants import get_variant
         classes = {a.outputs[0]["shape"][-1] for a in artifacts if a.variant == variant and a.outputs}
-        built = build(get_variant(variant), weights=args.weights,
-                      num_classes=classes.pop() if len(classes) == 1 else None)
+        built = build(get_variant(variant), weights=weights, num_classes=run.num_classes if run else
+                      (classes.pop() if len(classes) == 1 else None), labels=run.labels if run else None,
+                      input_size=run.input_size if run else None)
         return golden.make(built, batch_size=args.batch_size)
 
     from export.quality.accuracy import parse_max_drop
     from export.quality.evaluation import evaluate, load_sets
     max_drop = parse_max_drop(args.max_accuracy_drop)
-    eval_sets = load_sets(root, artifacts, args.eval_data) if args.eval_data else None
+    eval_sets = load_sets(root, artifacts, args.eval_data, run.labels if run else None) if args.eval_data else None
     variants = sorted({a.variant for a in artifacts})
-    goldens, sources = golden.references(root, variants, rebuild if args.weights else None)
+    goldens, sources = golden.references(root, variants, rebuild if weights else None)
     progress = None if args.json else (lambda what: print(f"checking {what} ...", file=sys.stderr, flush=True))
     report = parity.run_suite(root, artifacts, goldens, sources=sources, batch_sizes=sorted({1, args.batch_size}),
                               require_gpu=args.require_gpu, num_threads=args.threads, progress=progress)
     if eval_sets:
-        report.accuracy = evaluate(root, artifacts, eval_sets, max_drop, weights=args.weights,
+        report.accuracy = evaluate(root, artifacts, eval_sets, max_drop, weights=weights,
                                    threads=args.threads, progress=progress)
     if args.report:
         json_path, md_path = report.save(args.report)

@@ -61,14 +61,22 @@ def add_parsers(sub, commands: dict[str, Callable[[argparse.Namespace], int]]) -
                    help="imagenet | random[:SEED] (default random:0) | FILE.weights.h5 | FILE.keras")
     s.add_argument("--num-classes", type=_positive, default=None, help="checked against the class folders")
     s.add_argument("--input-size", type=int_at_least(32), default=None, help="pixels (default: the variant's, 224)")
-    s.add_argument("--epochs", type=_positive, default=10, help="phase 1 epochs at most (default 10)")
+    s.add_argument("--epochs", type=_positive, default=200,
+                   help="phase 1 epochs at most (default 200; EarlyStopping decides)")
     s.add_argument("--batch-size", type=_positive, default=32)
-    s.add_argument("--learning-rate", type=_positive_float, default=1e-3)
+    s.add_argument("--learning-rate", type=_positive_float, default=None,
+                   help="Adam's (default 1e-3)")
+    s.add_argument("--l2", type=float, default=None,
+                   help="L2 of the dense head's L-BFGS fit (default: 1e-4..1e-1, the validation split picks)")
+    s.add_argument("--solver", choices=("auto", "lbfgs", "adam"), default="auto",
+                   help="fast path: lbfgs (convex; the dense head), adam (model.fit), auto (lbfgs where it applies)")
+    s.add_argument("--no-standardize", action="store_true",
+                   help="fit the head on raw features (default: scaled per channel, folded into its first layer)")
     val = s.add_mutually_exclusive_group()
     val.add_argument("--val-split", type=_fraction, default=0.2, help="share of each class held out (default 0.2)")
     val.add_argument("--val-data", metavar="DIR", help="a separate validation folder with the same classes")
     s.add_argument("--seed", type=int, default=0, help="split, shuffling and dropout seed")
-    s.add_argument("--patience", type=_positive, default=3, help="EarlyStopping patience on val_loss (epochs)")
+    s.add_argument("--patience", type=_positive, default=10, help="EarlyStopping patience on val_loss (default 10)")
     s.add_argument("--max-per-class", type=int_at_least(2), default=None,
                    help="train on a seeded sample of at most N images per class")
     s.add_argument("--unfreeze-stages", type=int_at_least(0), default=0,
@@ -118,7 +126,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed, patience=args.patience, max_per_class=args.max_per_class,
         unfreeze_stages=args.unfreeze_stages, fine_tune_epochs=args.fine_tune_epochs,
         fine_tune_learning_rate=args.fine_tune_learning_rate, feature_cache=not args.no_feature_cache,
-        input_size=args.input_size)
+        input_size=args.input_size, l2=args.l2, solver=args.solver, standardize=not args.no_standardize)
     verbose = 0 if args.json else (1 if sys.stdout.isatty() else 2)
     metrics = train(args.variant, args.data, args.out, weights=args.weights or "random:0", num_classes=args.num_classes,
                     settings=settings, val_data=args.val_data, distribute=args.distribute, overwrite=args.overwrite,
@@ -128,9 +136,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(json.dumps(metrics, indent=2))
     else:
         v, t = metrics["val"], metrics["train"]
-        print(f"{args.variant}: val accuracy {v['accuracy']:.3f} (loss {v['loss']:.3f}, {v['images']} images), "
-              f"train accuracy {t['accuracy']:.3f}, {metrics['seconds']['total']:.0f} s; wrote {args.out}")
+        print(f"{args.variant}: val accuracy {v['accuracy']:.3f}{probe_note(metrics)}, loss {v['loss']:.3f} on "
+              f"{v['images']} images, train accuracy {t['accuracy']:.3f}, {metrics['seconds']['total']:.0f} s; "
+              f"wrote {args.out}")
     return 0
+
+
+def probe_note(metrics: dict) -> str:
+    """' (probe 0.917)': the logistic-regression baseline on the same features and split, when there is one."""
+    probe = metrics.get("probe")
+    return f" (probe {probe['val_accuracy']:.3f})" if probe else ""
 
 
 def _train_config(args: argparse.Namespace) -> int:
@@ -149,7 +164,8 @@ def _train_config(args: argparse.Namespace) -> int:
         trained.append(run.summary())
         if not args.json:
             state = "cached" if run.cached else f"trained in {run.metrics['seconds']['total']:.0f} s"
-            print(f"{v['name']}: val accuracy {run.val_accuracy:.3f} on {v['data']} ({state}) -> {run.path}")
+            print(f"{v['name']}: val accuracy {run.val_accuracy:.3f}{probe_note(run.metrics)} on {v['data']} "
+                  f"({state}) -> {run.path}")
     if args.json:
         print(json.dumps(trained, indent=2))
     if not trained:

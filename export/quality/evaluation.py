@@ -77,12 +77,27 @@ def reference_logits(root: Path, variant: str, arts: list, evalset: labeled_sets
             f"the SavedModel {sm.path} (fp32, parity-checked against Keras at export)"
 
 
-def load_sets(root: str | Path, artifacts: list, eval_dir: str | Path) -> dict[str, labeled_sets.LabeledSet]:
+def load_sets(root: str | Path, artifacts: list, eval_dir: str | Path,
+              labels: list[str] | None = None) -> dict[str, labeled_sets.LabeledSet]:
     """The eval set of every variant of `artifacts` (its classes checked against the variant's
-    labels): read before any artifact runs, so bad eval data is said at once."""
+    labels, or `labels`: a training run's): read before any artifact runs, so bad eval data is said at once."""
     return {variant: labeled_sets.eval_set(eval_dir, _input_size([a for a in artifacts if a.variant == variant]),
-                                           variant_labels(Path(root), variant))
+                                           _labels(Path(root), variant, labels))
             for variant in sorted({a.variant for a in artifacts})}
+
+
+def _labels(root: Path, variant: str, run_labels: list[str] | None) -> list[str]:
+    """The run's labels when given (they must be the export's, where it names any), else the export's."""
+    if run_labels is None:
+        return variant_labels(root, variant)
+    try:
+        exported = variant_labels(root, variant)
+    except UsageError:
+        return run_labels
+    if exported != run_labels:
+        raise UsageError(f"the run's labels.txt ({', '.join(run_labels)}) differs from the labels variant {variant!r} "
+                         f"was exported with in {root} ({', '.join(exported)}); export the run again")
+    return run_labels
 
 
 def evaluate(root: str | Path, artifacts: list, sets: dict[str, labeled_sets.LabeledSet],

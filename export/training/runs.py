@@ -59,6 +59,7 @@ class Run:
         return {"data": self.data, "data_sha256": c["data_sha256"], "images_per_class": m["data"]["images_per_class"],
                 "val_images": m["val"]["images"], "val_accuracy": m["val"]["accuracy"], "val_loss": m["val"]["loss"],
                 "train_accuracy": m["train"]["accuracy"], "per_class": m["val"]["per_class"],
+                "probe_val_accuracy": (m.get("probe") or {}).get("val_accuracy"),
                 "epochs_run": m["epochs_run"], "seconds": m["seconds"]["total"], "run": str(self.path),
                 "run_key": self.key, "cached": self.cached, "weights": c["weights"], "input_size": c["input_size"],
                 "settings": c["settings"], "tool_versions": c["tool_versions"], **self.report_data()}
@@ -79,11 +80,35 @@ class Run:
                 "val_accuracy": self.val_accuracy, "seconds": self.metrics["seconds"]["total"]}
 
 
-def run_key(spec, data_sha256: str, settings, weights: str) -> str:
+#: The code whose change changes a trained model: export/training/*.py and these of export/model/.
+TRAINING_CODE = ("build.py", "variants.py", "weights.py", "samples.py")
+
+
+def training_code_sha256(package: str | Path | None = None) -> str:
+    """sha256 over the training code's sources (`package`: the `export` package folder, default this one)."""
+    root = Path(package) if package else Path(__file__).resolve().parents[1]
+    files = sorted((root / "training").glob("*.py")) + [root / "model" / name for name in TRAINING_CODE]
+    h = hashlib.sha256()
+    for path in files:
+        h.update(f"{path.relative_to(root)}\0".encode() + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def framework_versions() -> dict[str, str]:
+    from importlib.metadata import version
+    return {pkg: version(pkg) for pkg in ("tensorflow", "keras", "numpy", "scikit-learn")}
+
+
+def run_key(spec, data_sha256: str, settings, weights: str, versions: dict[str, str] | None = None,
+            code_sha256: str | None = None) -> str:
+    """What a cached run must match: format, variant spec, data, settings, weights, the TensorFlow and Keras
+    (and NumPy, scikit-learn) versions and the training code's hash, so an upgrade never reuses a stale run."""
     from export import __version__
     from export.training.settings import TRAIN_FORMAT_VERSION
     doc = {"format": TRAIN_FORMAT_VERSION, "resnet-deploy": __version__, "spec": spec.to_dict(),
-           "data": data_sha256, "settings": asdict(settings), "weights": weights_identity(weights)}
+           "data": data_sha256, "settings": asdict(settings), "weights": weights_identity(weights),
+           "versions": versions if versions is not None else framework_versions(),
+           "code": code_sha256 or training_code_sha256()}
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
@@ -117,3 +142,77 @@ def ensure_run(variant: dict[str, Any], runs: str | Path, log: Callable[[str], N
                     extra_config={"run_key": key, "config_data": variant["data"]}, wait=wait)
     config = json.loads((path / "config.json").read_text())
     return Run(path, key, False, variant["data"], metrics, config)
+
+
+@dataclass
+class RunModel:
+    """A trained model file and what its run directory (export.training.train's RUN_DIR) says about
+    it: `export`/`parity` take the class count from the model and the labels from labels.txt beside it."""
+
+    path: Path
+    num_classes: int
+    labels: list[str] | None
+    variant: str | None
+    input_size: int | None
+
+    def check_variant(self, variant: str | None) -> str:
+        """The variant to export: `variant` when given (it must agree with the run's), else the run's."""
+        if variant and self.variant and variant != self.variant:
+            raise UsageError(f"--variant {variant} but {self.path.parent / 'config.json'} trained {self.variant!r}; "
+                             f"drop --variant or give --variant {self.variant}")
+        if not (variant or self.variant):
+            raise UsageError(f"--variant is needed: no config.json beside {self.path} names it")
+        return str(variant or self.variant)
+
+    def check_classes(self, num_classes: int | None) -> int:
+        if num_classes is not None and num_classes != self.num_classes:
+            raise UsageError(f"--num-classes {num_classes} but {self.path} has {self.num_classes} outputs; "
+                             "drop --num-classes (the model decides)")
+        return self.num_classes
+
+
+def keras_file_shape(path: Path) -> tuple[int, int | None]:
+    """The units of the `logits` layer of a .keras file and its input size (None if not square and
+    fixed), read from its config.json (no model is built)."""
+    import zipfile
+    try:
+        with zipfile.ZipFile(path) as z:
+            config = json.loads(z.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as e:
+        raise UsageError(f"cannot read {path} as a .keras file ({e}); give the model.keras of a training run") from None
+    layers = [layer.get("config", {}) for layer in config.get("config", {}).get("layers", [])]
+    found = [c["units"] for c in layers if c.get("name") == "logits" and "units" in c]
+    if len(found) != 1:
+        raise UsageError(f"{path} has no `logits` Dense layer; is it a model saved by resnet-deploy build or train?")
+    shapes = [c.get("batch_shape") for c in layers if c.get("name") == "image"]
+    shape = shapes[0] if shapes and isinstance(shapes[0], list) and len(shapes[0]) == 4 else [None] * 4
+    return int(found[0]), (int(shape[1]) if shape[1] and shape[1] == shape[2] else None)
+
+
+def run_model(weights: str | None, run: str | None) -> RunModel | None:
+    """The RunModel of `--run DIR` or of `--weights FILE.keras`, else None (random, imagenet, .weights.h5).
+    A missing model.keras, or a labels.txt whose line count is not the model's outputs, is a UsageError."""
+    if run is not None:
+        if weights:
+            raise UsageError(f"give --run {run} or --weights {weights}, not both (--run uses {run}/model.keras)")
+        path = Path(run) / "model.keras"
+        if not path.is_file():
+            raise UsageError(f"--run {run} has no model.keras ({path}); give a RUN_DIR written by resnet-deploy train")
+    elif weights and weights.endswith(".keras") and Path(weights).is_file():
+        path = Path(weights)
+    else:
+        return None
+    k, size = keras_file_shape(path)
+    labels_file = path.parent / "labels.txt"
+    labels = labels_file.read_text().splitlines() if labels_file.is_file() else None
+    if labels is not None and len(labels) != k:
+        raise UsageError(f"{labels_file} has {len(labels)} lines but {path} has {k} outputs; "
+                         "give one label per output (the run's labels.txt)")
+    config_file = path.parent / "config.json"
+    variant = None
+    if config_file.is_file():
+        try:
+            variant = json.loads(config_file.read_text()).get("variant")
+        except ValueError:
+            variant = None
+    return RunModel(path, k, labels, variant if isinstance(variant, str) else None, size)

@@ -196,7 +196,11 @@ def test_charts_are_pngs(tmp_path):
 
 
 def test_training_settings_checks():
-    assert TrainSettings().check().epochs == 10
+    assert TrainSettings().check().epochs == 200 and TrainSettings().patience == 10  # EarlyStopping decides
+    with pytest.raises(UsageError, match="--solver must be one of auto, lbfgs, adam, got 'sgd'"):
+        TrainSettings(solver="sgd").check()
+    with pytest.raises(UsageError, match="--l2 must be >= 0, got -1"):
+        TrainSettings(l2=-1).check()
     with pytest.raises(UsageError, match="--fine-tune-epochs needs --unfreeze-stages N"):
         TrainSettings(fine_tune_epochs=2).check()
     with pytest.raises(UsageError, match="--unfreeze-stages needs --fine-tune-epochs E"):
@@ -213,6 +217,8 @@ def test_training_settings_checks():
     ({"name": "dense", "data": "demo:digits", "train": {"val_split": 1.5}}, "val_split must be between 0 and 1"),
     ({"name": "dense", "data": "demo:digits", "train": {"batch_size": 0}}, "batch_size must be >= 1"),
     ({"name": "dense", "data": 3}, "data must be \"demo:NAME\" or the path"),
+    ({"name": "dense", "data": "demo:digits", "train": {"standardize": 1}}, "train.standardize must be bool, got 1"),
+    ({"name": "dense", "data": "demo:digits", "train": {"solver": "sgd"}}, "solver must be one of auto, lbfgs, adam"),
 ])
 def test_bad_training_config(variant, message):
     with pytest.raises(UsageError, match=message):
@@ -220,15 +226,18 @@ def test_bad_training_config(variant, message):
 
 
 def test_training_config_becomes_settings():
-    v = {"name": "dense", "data": "demo:digits", "train": {"epochs": 3, "max_per_class": 20, "learning_rate": 1}}
+    v = {"name": "dense", "data": "demo:digits", "train": {"epochs": 3, "max_per_class": 20, "learning_rate": 1,
+                                                            "l2": 0.01, "solver": "adam", "standardize": False}}
     check_training_keys(v, "x")
-    assert v["settings"] == TrainSettings(epochs=3, max_per_class=20, learning_rate=1)
+    assert v["settings"] == TrainSettings(epochs=3, max_per_class=20, learning_rate=1, l2=0.01, solver="adam",
+                                          standardize=False)
     assert settings_from_table({}, "x") == TrainSettings()
 
 
 def test_no_tensorflow_imported():
     import subprocess
-    code = ("import sys, export.training.data, export.training.report, export.training.settings, export.training.runs;"
+    code = ("import sys, export.training.data, export.training.report, export.training.settings, export.training.runs,"
+            " export.training.fitting;"
             "print('tensorflow' in sys.modules or 'keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False", "data / train_report / train_settings / train_runs must not import TensorFlow"

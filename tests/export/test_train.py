@@ -5,6 +5,7 @@ Real ResNet50 backbones (random:0) at 32x32 pixels on a small three-colour image
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -87,7 +88,13 @@ def test_run_dir_contents(fast_run, colours):
     from export.training.data import data_sha256
     assert d["sha256"] == data_sha256(colours)
     assert metrics["feature_cache"]["hit"] is False and Path(metrics["feature_cache"]["path"]).is_file()
-    assert metrics["fast_path_max_abs_logit_diff"] < 1e-4
+    assert metrics["fast_path_max_abs_logit_diff"] < 1e-4  # the folded model on images = the head on features
+    fit = metrics["head_fit"]
+    assert fit["solver"] == "lbfgs" and fit["scaling"]["centred"] is True and fit["scaling"]["channels"] == 2048
+    assert [t["l2"] for t in fit["grid"]] == [0.1, 0.01, 0.001, 0.0001] and fit["chosen"]["l2"] in (0.1, 0.01, 0.001, 0.0001)
+    best = max(fit["grid"], key=lambda t: (t["val_accuracy"], -t["val_loss"]))
+    assert fit["chosen"]["l2"] == best["l2"] and metrics["val"]["accuracy"] == pytest.approx(best["val_accuracy"])
+    assert 0 <= metrics["probe"]["val_accuracy"] <= 1 and "LogisticRegression" in metrics["probe"]["model"]
     assert {"data", "features", "phase1", "total"} <= set(metrics["seconds"])
     config = json.loads((run / "config.json").read_text())
     assert config["settings"]["epochs"] == 6 and config["weights"] == "random:0" and config["input_size"] == SIZE
@@ -106,7 +113,8 @@ def test_same_seed_and_data_give_the_same_weights_in_a_fresh_process(fast_run, c
     r = run_cli("train", "--variant", "dense", "--data", str(colours), "--out", str(work / "again"), *BASE,
                 "--epochs", "6", "--cache-dir", str(work / "cache"))
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "val accuracy" in r.stdout and "Epoch 1/6" in r.stdout  # a line per epoch when not on a terminal
+    assert f"dense: val accuracy {fast_run[2]['val']['accuracy']:.3f} (probe {fast_run[2]['probe']['val_accuracy']:.3f})" \
+        in r.stdout
     again = json.loads((work / "again" / "metrics.json").read_text())
     assert again["feature_cache"]["hit"] is True
     a, b = _weights(run / "model.keras"), _weights(work / "again" / "model.keras")
@@ -115,11 +123,14 @@ def test_same_seed_and_data_give_the_same_weights_in_a_fresh_process(fast_run, c
 
 @pytest.mark.e2e
 def test_fast_path_matches_training_through_the_full_graph(fast_run, colours):
-    work, run, fast = fast_run
-    full = train("dense", colours, work / "full", settings=_settings(feature_cache=False), verbose=0)
-    assert full["feature_cache"] == {"used": False}
-    assert full["epochs_run"] == fast["epochs_run"]
-    a, b = _weights(run / "model.keras"), _weights(work / "full" / "model.keras")
+    """With Adam on raw features (what the full graph can do), the cached-feature fit is the same fit."""
+    work, _, _ = fast_run
+    adam = _settings(solver="adam", standardize=False)
+    fast = train("dense", colours, work / "adam", settings=adam, cache_dir=work / "cache", verbose=0)
+    full = train("dense", colours, work / "full", settings=dataclasses.replace(adam, feature_cache=False), verbose=0)
+    assert full["feature_cache"] == {"used": False} and fast["head_fit"]["solver"] == "adam"
+    assert full["epochs_run"] == fast["epochs_run"] and fast["probe"] and full["probe"] is None
+    a, b = _weights(work / "adam" / "model.keras"), _weights(work / "full" / "model.keras")
     assert all(np.allclose(x, y, atol=1e-4) for x, y in zip(a, b, strict=True))
     assert full["val"]["accuracy"] == fast["val"]["accuracy"]
 
@@ -132,7 +143,7 @@ def test_fine_tuning_unfreezes_the_last_stage_only(fast_run, colours):
     from export.model.variants import get_variant
     work, _, _ = fast_run
     metrics = train("dense", colours, work / "tuned", cache_dir=work / "cache", verbose=0,
-                    settings=_settings(epochs=2, unfreeze_stages=1, fine_tune_epochs=2))
+                    settings=_settings(epochs=2, unfreeze_stages=1, fine_tune_epochs=2, solver="adam"))
     history = (work / "tuned" / "history.csv").read_text().splitlines()[1:]
     phases = [(int(r.split(",")[0]), r.split(",")[3]) for r in history]
     assert phases == [(0, "1"), (1, "1"), (2, "2"), (3, "2")]
