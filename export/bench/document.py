@@ -4,13 +4,23 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from export.core.errors import BundleError
 
 BENCH_FORMAT_VERSION = 1
+#: `<out>/<name>-<version>.bench/`: where `resnet-deploy bench` writes a bundle's results.
+BENCH_SUFFIX = ".bench"
+
+
+def bench_dir(bundle: str | os.PathLike) -> Path:
+    """The directory beside the bundle directory `bundle` that holds its bench.{json,md,png}."""
+    root = Path(bundle).resolve()
+    return root.with_name(root.name + BENCH_SUFFIX)
 
 
 class RowStatus(StrEnum):

@@ -60,18 +60,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0 if report else 1
 
 
+#: Seconds the local server's load run may take (its servers start, then 3 s per backend and mode).
+LOADTEST_TIMEOUT_S = 900
+
+
 def _serving_probe(root, threads: int) -> dict:
     """The local server's load run for the bench targets (serving.tools.loadtest --bench-json), in its
     own process so the bench's process stays free of TensorFlow."""
     import json
-    import subprocess
     import tempfile
     from pathlib import Path
 
+    from export.core.processes import run_group
     with tempfile.TemporaryDirectory(prefix="resnet-deploy-loadtest.") as tmp:
         out = Path(tmp) / "serving.json"
-        proc = subprocess.run([sys.executable, "-m", "serving.tools.loadtest", str(root), "--bench-json", str(out),
-                               "--threads", str(threads)], capture_output=True, text=True, check=False, timeout=900)
+        # Its own process group: on the timeout, its `serve` children are killed with it.
+        proc = run_group([sys.executable, "-m", "serving.tools.loadtest", str(root), "--bench-json", str(out),
+                          "--threads", str(threads)], timeout=LOADTEST_TIMEOUT_S)
         if proc.returncode != 0 or not out.is_file():
             lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
             return {"error": (lines[-1] if lines else f"exit code {proc.returncode}")[:300]}

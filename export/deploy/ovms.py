@@ -31,7 +31,7 @@ def readme_section(bundle_name: str, variants: list[str]) -> str:
 `openvino/<variant>/<version>/model.xml` + `model.bin` is the OpenVINO IR of each variant
 (fp16 weights; the same `image` -> `logits`, `probabilities` I/O, batch dimension dynamic).
 OpenVINO computes it in bf16 on CPUs with AMX-BF16 or AVX512-BF16 (its default there) and in
-f32 elsewhere; `parity.md` has a row for each (`@ f32`, `@ bf16`) and `bench/bench.md` their speed.
+f32 elsewhere; `parity.md` has a row for each (`@ f32`, `@ bf16`) and `make bench`'s `bench.md` their speed.
 
 Locally, through the TF Serving-compatible server of resnet-deploy:
 

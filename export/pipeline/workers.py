@@ -184,7 +184,7 @@ def _read_outcome(job: Path, returncode: int, task: Task) -> tuple[Any, float, f
     out = job.with_suffix(".out")
     try:
         status, payload, cpu_s, peak_mb = pickle.loads(out.read_bytes())
-    except (OSError, EOFError, pickle.UnpicklingError):
+    except Exception:  # noqa: BLE001 -- missing, truncated, or an object that cannot be rebuilt here
         how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
         hint = " (out of memory?)" if returncode in (-9, 137) else ""
         try:
@@ -195,7 +195,9 @@ def _read_outcome(job: Path, returncode: int, task: Task) -> tuple[Any, float, f
         return ExportError(f"export task {task.label or task.key} {how}{hint} without a result{last}")
     if status == "ok":
         return payload, cpu_s, peak_mb
-    return payload if isinstance(payload, BaseException) else ExportError(str(payload))
+    if isinstance(payload, BaseException):
+        return payload
+    return ExportError(f"export task {task.label or task.key} failed: {payload}")
 
 
 class _RssSampler(threading.Thread):
@@ -263,18 +265,6 @@ def _pss_kb(pid: int) -> int:
     return 0
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident set (VmHWM), MB; ru_maxrss where /proc is absent."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _die_with_parent() -> None:
     """Ask Linux to SIGTERM this task when the pool's process dies (even by SIGKILL), so no task
     goes on writing into a staging directory nobody owns; exit at once if it is already gone."""
@@ -289,9 +279,23 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
+def _portable(e: BaseException) -> BaseException | str:
+    """`e` when it survives a pickle round trip (the parent raises its class and message), else its
+    one line `Type: message`: an exception whose __init__ takes other arguments than its message
+    pickles but cannot be rebuilt, and the parent would raise a TypeError about pickling instead."""
+    try:
+        pickle.loads(pickle.dumps(e))
+        return e
+    except Exception:  # noqa: BLE001 -- whatever rebuilding it raises, its message still goes back
+        from export.core.errors import first_line
+        return f"{type(e).__name__}: {first_line(e)}"
+
+
 def _child(job: str) -> int:
     """Entry point of a task process: run the pickled call, pickle back the result and costs."""
     import resource
+
+    from export.core.processes import peak_rss_bytes
     _die_with_parent()
     path = Path(job)
     fn_name, kwargs = pickle.loads(path.with_suffix(".in").read_bytes())
@@ -300,15 +304,15 @@ def _child(job: str) -> int:
         value = getattr(importlib.import_module(module), name)(**kwargs)
         status, payload = "ok", value
     except BaseException as e:  # noqa: BLE001 -- every failure goes back to the parent, which raises it
-        status, payload = "error", e
+        status, payload = "error", _portable(e)
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
     try:
-        data = pickle.dumps((status, payload, cpu, peak_rss_mb()))
+        data = pickle.dumps((status, payload, cpu, peak_rss_bytes() / 2**20))
     except Exception as e:  # noqa: BLE001 -- an unpicklable result or exception still reports a message
         from export.core.errors import first_line
         what = payload if isinstance(payload, BaseException) else e
-        data = pickle.dumps(("error", f"{type(what).__name__}: {first_line(what)}", cpu, peak_rss_mb()))
+        data = pickle.dumps(("error", f"{type(what).__name__}: {first_line(what)}", cpu, peak_rss_bytes() / 2**20))
     tmp = path.with_suffix(".out.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path.with_suffix(".out"))
