@@ -2,7 +2,7 @@
 hostile model names (it must still parse with prometheus_client's own parser, forge no metric, and
 count every model the server does not serve under one label value, however many names clients
 invent); a body over the limit refused without being read to its end; gRPC stopped when the REST
-app fails to start."""
+app fails to start; SIGTERM letting a request in flight finish."""
 from __future__ import annotations
 
 import urllib.parse
@@ -126,3 +126,51 @@ def test_grpc_is_stopped_when_the_rest_app_fails_to_start(tiny_bundle, monkeypat
             except OSError:
                 return False
     assert wait_until(port_free, timeout=30), f"gRPC still holds port {port}"
+
+
+def _http_answer(sock) -> tuple[int, dict]:
+    """Status and JSON body of the HTTP/1.1 answer on `sock`, read until the server closes it."""
+    import json
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), json.loads(body)
+
+
+def test_sigterm_lets_the_request_in_flight_finish(tiny_bundle, tiny_reference):
+    """A predict request whose headers the server has taken (it answered `100 Continue`: the app is
+    reading the body) when SIGTERM arrives; the body is sent only once the server stopped taking
+    new connections. The request still gets its answer, and the server exits 0. No sleeps: each
+    step waits for the one before it."""
+    import json
+    import signal
+    import socket
+
+    import numpy as np
+    images, expected = tiny_reference
+    body = json.dumps({"inputs": images[:1].tolist()}).encode()
+    s = start_server(tiny_bundle, "--no-batching")
+    try:
+        with socket.create_connection(("127.0.0.1", s.rest_port), timeout=60) as sock:
+            sock.sendall(f"POST /v1/models/{TINY_VARIANT}:predict HTTP/1.1\r\nHost: x\r\n"
+                         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                         "Expect: 100-continue\r\n\r\n".encode())
+            assert sock.recv(64).startswith(b"HTTP/1.1 100 Continue"), "the app never asked for the body"
+            s.proc.send_signal(signal.SIGTERM)
+
+            def refusing() -> bool:
+                try:
+                    socket.create_connection(("127.0.0.1", s.rest_port), timeout=5).close()
+                    return False
+                except OSError:
+                    return True
+            assert wait_until(refusing, timeout=60), "the server kept taking connections after SIGTERM"
+            sock.sendall(body)
+            status, answer = _http_answer(sock)
+        assert status == 200, answer
+        np.testing.assert_allclose(answer["outputs"]["probabilities"], expected["probabilities"][:1], atol=1e-5)
+        assert s.proc.wait(60) == 0
+        assert "stopped: in-flight requests finished" in s.output()
+    finally:
+        s.stop()
