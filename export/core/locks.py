@@ -147,8 +147,13 @@ def exclusive_output(directory: str | os.PathLike, *, command: str = "resnet-dep
             with _held_guard:
                 _held.pop(lock_path, None)
                 _held_fds.pop(lock_path, None)
+            # Unlock explicitly: closing only drops this descriptor, and the flock lives on while any
+            # duplicate does. A child forked by a library's C code while the lock was held (no
+            # Python at-fork hook runs there) keeps one until it execs or exits; a second run in
+            # this process then found the directory "in use" by this very process.
+            fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
-        os.close(fd)  # releases the flock
+        os.close(fd)
 
 
 def holds_lock(directory: str | os.PathLike) -> bool:
