@@ -309,7 +309,7 @@ def test_placeholder_uri_renders_marked_manifests(bundle):
 
 @pytest.mark.parametrize("value,message", [
     ("'ftp://x/y'", "storage_uri scheme ftp:// is not one KServe supports"),
-    ("3", "storage_uri must be a string such as 'gs://BUCKET/models', got 3"),
+    ("3", "storage_uri = 3: input should be a valid string; expected a string such as 'gs://BUCKET/models'"),
 ])
 def test_config_storage_uri_is_checked_when_the_config_is_read(tmp_path, value, message):
     from export.pipeline.config import load_config
