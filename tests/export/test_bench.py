@@ -18,7 +18,7 @@ from export.bench.document import BenchReport
 from export.bundle import layout as bundle
 from export.bundle import packing
 from export.core.errors import BundleError, UsageError
-from tests.helpers import has_bf16, run_cli, run_main
+from tests.helpers import demo_bundle, has_bf16, run_cli, run_main
 
 #: The artifacts of the small bundle: dense, fp32 and int8 of every format, and the OpenVINO IR
 #: (measured twice: at the f32 and the bf16 precision hint).
@@ -297,21 +297,9 @@ def test_latency_stats_of_known_runs():
         "runs": 4, "p50": 25.0, "p90": 37.0, "max": 40.0, "mean": 25.0, "min": 10.0, "images_per_s": 80.0}
 
 
-def _tiny_bundle(root: Path) -> Path:
-    """dist/demo-1: two files and their manifest (no artifacts to measure: nothing gets that far)."""
-    from export.bundle.manifest import Manifest, ParitySummary
-    (root / "tflite" / "demo").mkdir(parents=True)
-    (root / "tflite" / "demo" / "model_fp32.tflite").write_bytes(bytes(range(256)) * 16)
-    (root / "models.config").write_text("model_config_list {}\n")
-    bundle.write_manifest(root, Manifest(name="demo", version=1, created_at="2026-01-01T00:00:00+00:00",
-                                         tool_versions={}, config="test", variants={}, artifacts=[],
-                                         parity=ParitySummary(passed=True)))
-    return root
-
-
 @pytest.mark.unit
 def test_a_bundle_changed_after_export_is_refused_and_left_alone(tmp_path):
-    root = _tiny_bundle(tmp_path / "dist" / "demo-1")
+    root = demo_bundle(tmp_path / "dist" / "demo-1")
     (root / "tflite" / "demo" / "model_fp32.tflite").write_bytes(b"swapped weights")
     (root / "extra.txt").write_text("planted")
     manifest = (root / bundle.MANIFEST).read_bytes()
@@ -328,7 +316,7 @@ def test_bench_refuses_a_locked_dist(tmp_path):
     """While `make export` holds dist/'s lock (here: a process holding it), bench refuses in one line."""
     import subprocess
     import sys
-    root = _tiny_bundle(tmp_path / "dist" / "demo-1")
+    root = demo_bundle(tmp_path / "dist" / "demo-1")
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys\nfrom export.core.locks import exclusive_output\n"
          "with exclusive_output(sys.argv[1], command='resnet-deploy bundle'):\n"

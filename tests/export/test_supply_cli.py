@@ -10,20 +10,14 @@ from export.bundle import layout as bundle
 from export.bundle import packing
 from export.bundle.manifest import Manifest, ParitySummary
 from tests.export import pki
-from tests.helpers import run_cli
+from tests.helpers import demo_bundle, run_cli
 
 pytestmark = pytest.mark.integration  # verify imports TensorFlow in its subprocess
 
 
 @pytest.fixture
 def signed(tmp_path):
-    root = tmp_path / "dist" / "demo-1"
-    (root / "tflite" / "demo").mkdir(parents=True)
-    (root / "tflite" / "demo" / "model_fp32.tflite").write_bytes(bytes(range(256)) * 16)
-    (root / "models.config").write_text("model_config_list {}\n")
-    bundle.write_manifest(root, Manifest(name="demo", version=1, created_at="2026-01-01T00:00:00+00:00",
-                                         tool_versions={}, config="test", variants={}, artifacts=[],
-                                         parity=ParitySummary(passed=True)))
+    root = demo_bundle(tmp_path / "dist" / "demo-1")
     packing.pack(root)
     keys = tmp_path / "keys"
     keys.mkdir()
