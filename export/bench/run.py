@@ -161,7 +161,7 @@ def run_bench(bundle: str | os.PathLike, *, threads: int | None = None, warmup: 
               batch_sizes: list[int] | tuple[int, ...] = (1, 8), out: str | os.PathLike | None = None,
               variants: list[str] | None = None, progress=None,
               serving_probe: Callable[[int], dict[str, Any]] | None = None,
-              export_run: str | os.PathLike | None = None) -> BenchReport:
+              export_run: str | os.PathLike | None = None, wait: bool = False) -> BenchReport:
     """Benchmark every artifact of the bundle directory `bundle`; write bench.{json,md,png} into
     `out` (default `<bundle>.bench/` beside the bundle). Returns the bench document.
 
@@ -169,7 +169,7 @@ def run_bench(bundle: str | os.PathLike, *, threads: int | None = None, warmup: 
     exported is refused (BundleError naming the files) before anything is loaded. Nothing in the
     bundle is written (manifest, signature and tarball stay as exported). The run holds the lock
     of the bundle's parent directory (export/core/locks.py), so `make export` cannot replace or
-    sweep the bundle while it is being measured.
+    sweep the bundle while it is being measured (a busy one refuses, or is waited for: wait=True).
 
     Besides the per-artifact table: paired batch-1 timings per variant (export.bench.paired),
     `serving_probe(threads)` if given (the server's load run: serving/ measures it, the CLI passes
@@ -181,7 +181,7 @@ def run_bench(bundle: str | os.PathLike, *, threads: int | None = None, warmup: 
         raise UsageError(f"--warmup must be >= 0 and --runs >= 1, got {warmup} and {runs}")
     if not root.is_dir():
         raise BundleError(f"{root} is not a bundle directory; give dist/<name>-<version>")
-    with exclusive_output(root.resolve().parent, command=f"resnet-deploy bench {root.name}", sweep=False):
+    with exclusive_output(root.resolve().parent, command=f"resnet-deploy bench {root.name}", wait=wait, sweep=False):
         return _run_bench(root, threads, warmup, runs, batch_sizes, out, variants, progress, serving_probe,
                           export_run)
 

@@ -21,6 +21,8 @@ def add_parsers(sub, commands: dict[str, Callable[[argparse.Namespace], int]]) -
     s.add_argument("--variant", action="append", default=None, help="benchmark only this variant (repeatable)")
     s.add_argument("--out", default=None, metavar="DIR",
                    help="write bench.{json,md,png} here instead of BUNDLE/bench/ (the bundle is left untouched)")
+    s.add_argument("--wait", action="store_true",
+                   help="wait for a run holding the bundle's folder (make export) instead of refusing")
     s.add_argument("--no-serving", action="store_true",
                    help="skip the local server's load run (gRPC overhead, batching on/off per backend)")
     s.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -50,7 +52,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         probe = None if args.no_serving else (lambda threads: _serving_probe(root, threads))
         report = bench.run_bench(root, threads=args.threads, warmup=args.warmup, runs=args.runs,
                               batch_sizes=batch_sizes, out=args.out, variants=args.variant,
-                              progress=None if args.json else progress, serving_probe=probe)
+                              progress=None if args.json else progress, serving_probe=probe, wait=args.wait)
     doc = report.to_dict()
     if args.json:
         print_json(doc)
