@@ -91,7 +91,7 @@ lint: setup ## ruff (style, imports, bugbear) and mypy (export/, serving/)
 
 bench: setup ## benchmark every artifact of the newest bundle in $(OUT)/
 	@test -n "$(BUNDLE)" || { echo "error: no bundle in $(OUT)/; run make export first" >&2; exit 2; }
-	$(VENV)/bin/resnet-deploy bench $(BUNDLE)
+	$(VENV)/bin/resnet-deploy bench $(BUNDLE) $(if $(WAIT),--wait)
 	$(if $(SIGNING_KEY),$(VENV)/bin/resnet-deploy sign $(BUNDLE) --private-key $(SIGNING_KEY) $(SIGN_ARGS))
 
 serve: setup ## serve the newest bundle (TF Serving if installed, else the local server)

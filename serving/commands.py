@@ -108,8 +108,9 @@ def add_parsers(sub, commands: dict[str, Callable[[argparse.Namespace], int]]) -
 # -- serve ------------------------------------------------------------------------------------
 
 def bundle_dir(path: str | Path, workdir: Path | None = None) -> Path:
-    """The bundle directory for `path`: itself, the directory beside a `.tar.gz` it was packed
-    from, or the archive unpacked (with export.bundle.layout's checks) into `workdir`."""
+    """The bundle directory for `path`: itself, the directory beside a `.tar.gz` when it holds
+    exactly the tarball's files (names, sizes and sha256: it was packed from it and not changed
+    since), or else the archive unpacked (with export.bundle.packing's checks) into `workdir`."""
     p = Path(path)
     if p.is_dir():
         if not ((p / "models.config").is_file() or (p / "tfserving").is_dir()):
@@ -120,15 +121,53 @@ def bundle_dir(path: str | Path, workdir: Path | None = None) -> Path:
     if not p.name.endswith((".tar.gz", ".tgz")):
         raise BundleError(f"{p} is neither a bundle directory nor a .tar.gz bundle")
     beside = p.with_name(p.name.removesuffix(".tar.gz").removesuffix(".tgz"))
-    if (beside / "models.config").is_file():
+    differs = _differs_from_tarball(beside, p) if (beside / "models.config").is_file() else "absent"
+    if differs is None:
         return beside.resolve()
     if workdir is None:
-        raise BundleError(f"{p} must be unpacked first")
+        raise BundleError(f"{p} must be unpacked first" if differs == "absent" else
+                          f"{beside} is not what {p} holds ({differs}); serve the directory itself, "
+                          "or remove it so the tarball is unpacked")
     from export.bundle.packing import unpack  # refuses absolute paths, `..`, outside links, devices
     root = unpack(p, workdir)
     if not (root / "models.config").is_file():
         raise BundleError(f"{p} holds no models.config: not a bundle")
     return root.resolve()
+
+
+def _differs_from_tarball(root: Path, tar_path: Path) -> str | None:
+    """None when the directory `root` holds exactly the files of the bundle tarball `tar_path`
+    (names, sizes, sha256; read in one pass over the archive), else the first difference."""
+    import hashlib
+    import tarfile
+    from pathlib import PurePosixPath
+
+    from export.core.atomic import sha256_file
+    seen: set[str] = set()
+    try:
+        with tarfile.open(tar_path, "r|*") as tar:
+            for member in tar:
+                parts = PurePosixPath(member.name).parts
+                if not member.isfile() or len(parts) < 2:
+                    continue
+                if parts[0] != root.name:
+                    return f"the tarball holds {parts[0]}/, not {root.name}/"
+                rel = "/".join(parts[1:])
+                seen.add(rel)
+                local = root / rel
+                if not local.is_file() or local.stat().st_size != member.size:
+                    return f"{rel} differs"
+                digest, data = hashlib.sha256(), tar.extractfile(member)
+                assert data is not None
+                while chunk := data.read(1 << 20):
+                    digest.update(chunk)
+                if digest.hexdigest() != sha256_file(local):
+                    return f"{rel} differs"
+    except (tarfile.TarError, OSError) as e:
+        raise BundleError(f"cannot read {tar_path}: {e}") from None
+    extra = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()
+                   and p.relative_to(root).as_posix() not in seen)
+    return f"{extra[0]} is not in the tarball" if extra else None
 
 
 def docker_command(bundle: Path, rest_port: int, grpc_port: int, host: str = "127.0.0.1") -> list[str]:

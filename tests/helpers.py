@@ -135,3 +135,16 @@ def has_bf16() -> bool:
     """Whether this CPU has bf16 units (AMX-BF16 or AVX512-BF16) for OpenVINO's bf16 hint."""
     from export.core.cpu_features import bf16_unit, cpu_flags
     return bf16_unit(cpu_flags()) is not None
+
+
+def demo_bundle(root: Path) -> Path:
+    """`root` (e.g. dist/demo-1) as a small bundle: a .tflite, a models.config and their manifest
+    (no variants, no artifacts listed): for the tests of what reads, checks or signs a bundle."""
+    from export.bundle.layout import write_manifest
+    from export.bundle.manifest import Manifest, ParitySummary
+    (root / "tflite" / "demo").mkdir(parents=True)
+    (root / "tflite" / "demo" / "model_fp32.tflite").write_bytes(bytes(range(256)) * 16)
+    (root / "models.config").write_text("model_config_list {}\n")
+    write_manifest(root, Manifest(name="demo", version=1, created_at="2026-01-01T00:00:00+00:00", tool_versions={},
+                                  config="test", variants={}, artifacts=[], parity=ParitySummary(passed=True)))
+    return root

@@ -31,7 +31,37 @@ def crash(code: int) -> None:
 
 
 def orphan_check(seconds: float, marker: str) -> None:
-    """Run `seconds`, then write `marker`: a task whose pool died must never get there."""
+    """Say it started (`marker`.started, holding its pid), run `seconds`, then write `marker`: a
+    task whose pool died must never get there."""
+    with open(marker + ".started", "w") as f:
+        f.write(str(os.getpid()))
     time.sleep(seconds)
     with open(marker, "w") as f:
         f.write("still running after the pool died")
+
+
+class ConverterFailed(Exception):
+    """An exception like many libraries raise: its __init__ takes other arguments than its message,
+    so pickle cannot rebuild it from its args in another process."""
+
+    def __init__(self, path: str, code: int) -> None:
+        super().__init__(f"converter failed on {path} with code {code}")
+        self.path, self.code = path, code
+
+
+def fail_with_args(path: str, code: int) -> None:
+    raise ConverterFailed(path, code)
+
+
+def rendezvous(directory: str, tag: str, peers: int, timeout: float = 60.0) -> dict:
+    """Say this task started (a file in `directory`), then wait until `peers` tasks have started:
+    two tasks meet only if they run at the same time. `met` is False after `timeout` seconds alone."""
+    from pathlib import Path
+    d = Path(directory)
+    (d / f"started-{tag}").write_text(str(os.getpid()))
+    deadline = time.monotonic() + timeout
+    while len(list(d.glob("started-*"))) < peers:
+        if time.monotonic() > deadline:
+            return {"pid": os.getpid(), "tag": tag, "met": False}
+        time.sleep(0.02)
+    return {"pid": os.getpid(), "tag": tag, "met": True}

@@ -4,14 +4,24 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from export.core.errors import BundleError
 
 #: 2: paired timings of every artifact at every batch size, per-precision ceilings, `recommended`.
 BENCH_FORMAT_VERSION = 2
+#: `<out>/<name>-<version>.bench/`: where `resnet-deploy bench` writes a bundle's results.
+BENCH_SUFFIX = ".bench"
+
+
+def bench_dir(bundle: str | os.PathLike) -> Path:
+    """The directory beside the bundle directory `bundle` that holds its bench.{json,md,png}."""
+    root = Path(bundle).resolve()
+    return root.with_name(root.name + BENCH_SUFFIX)
 
 
 class RowStatus(StrEnum):

@@ -101,7 +101,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
              *_busy_note(doc),
              *ceilings_table(doc),
              "## Artifacts", "",
-             "| artifact | size MB | load s | " + " | ".join(f"b{b} p50 / p90 / p99 ms" for b in bs)
+             "| artifact | size MB | load s | " + " | ".join(f"b{b} p50 / p90 / max ms" for b in bs)
              + " | " + " | ".join(f"img/s b{b}" for b in bs)
              + " | peak RSS MB (+load) | top-1 vs fp32 | GFLOP/s (% ceiling) | speed-up |",
              "|---|---:|---:|" + "---:|" * (2 * len(bs)) + "---:|---:|---:|---:|"]
@@ -122,7 +122,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         sp_text = _speedup(r, bs)
         lines.append(
             f"| {name} | {_mb(r['bytes'])} | {r['load_s']:.2f} | "
-            + " | ".join(f"{lat[b]['p50']:.1f} / {lat[b]['p90']:.1f} / {lat[b]['p99']:.1f}" for b in bs) + " | "
+            + " | ".join(f"{lat[b]['p50']:.1f} / {lat[b]['p90']:.1f} / {lat[b]['max']:.1f}" for b in bs) + " | "
             + " | ".join(f"{lat[b]['images_per_s']:.1f}" for b in bs)
             + f" | {r['peak_rss_mb']:.0f} (+{r['rss_load_mb']:.0f}) | {t['agree']}/{t['total']} "
               f"({100 * t['agreement']:.0f} %) | {gf} | {sp_text} |")

@@ -7,8 +7,8 @@ reference; plus a float32 matmul ceiling, achieved GFLOP/s and quantized speed-u
 in the same run. Formats with a runner precision hint (OpenVINO: f32, bf16) get one row per
 hint, with their speed-up over the fastest fp32 artifact of another format; a bf16 row on a CPU
 without bf16 units reads "skipped: no bf16 hardware". The header names the CPU's matrix and
-dot-product units (AMX, AVX512-BF16, VNNI). Writes bench/bench.{json,md,png} and re-lists them
-in the bundle's manifest.
+dot-product units (AMX, AVX512-BF16, VNNI). Writes `<bundle>.bench/bench.{json,md,png}` beside
+the bundle (export.bench.results); the bundle itself is checked, never changed.
 """
 from __future__ import annotations
 
@@ -67,16 +67,9 @@ def cpu_model() -> str:
 
 
 def environment(threads: int) -> dict[str, Any]:
-    from importlib.metadata import PackageNotFoundError, version
-
     from export.core import cpu_features
-    from export.formats import tool_versions
-    versions = tool_versions()
-    for pkg in ("numpy", "matplotlib", "psutil"):
-        try:
-            versions[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
+    from export.core.versions import CONVERTERS, tool_versions
+    versions = tool_versions((*CONVERTERS, "numpy", "matplotlib", "psutil"))
     return {"cpu_model": cpu_model(), "logical_cpus": os.cpu_count(), "threads": threads,
             "cpu_features": cpu_features.detect(cpu_features.cpu_flags()),
             "platform": platform.platform(), "python": platform.python_version(),
@@ -98,7 +91,7 @@ def _thread_sweep(row: dict[str, Any], artifact, job: dict[str, Any], counts: tu
                 out[str(n)] = {"error": result["error"]}
                 continue
             stats = result["latency_ms"]["1"]
-        out[str(n)] = {k: stats[k] for k in ("runs", "p50", "p90", "p99", "images_per_s")}
+        out[str(n)] = {k: stats[k] for k in ("runs", "p50", "p90", "max", "images_per_s")}
     return out
 
 
@@ -170,18 +163,33 @@ def run_bench(bundle: str | os.PathLike, *, threads: int | None = None, warmup: 
               batch_sizes: list[int] | tuple[int, ...] = (1, 8), out: str | os.PathLike | None = None,
               variants: list[str] | None = None, progress=None,
               serving_probe: Callable[[int], dict[str, Any]] | None = None,
-              export_run: str | os.PathLike | None = None) -> BenchReport:
+              export_run: str | os.PathLike | None = None, wait: bool = False) -> BenchReport:
     """Benchmark every artifact of the bundle directory `bundle`; write bench.{json,md,png} into
-    `out` (default `<bundle>/bench/`). Inside the bundle, manifest.json is rewritten to list them
-    and the .tar.gz (if any) re-packed, so the bundle still verifies. Returns the bench document.
+    `out` (default `<bundle>.bench/` beside the bundle). Returns the bench document.
+
+    The bundle's files are checked against its manifest first: a bundle changed since it was
+    exported is refused (BundleError naming the files) before anything is loaded. Nothing in the
+    bundle is written (manifest, signature and tarball stay as exported). The run holds the lock
+    of the bundle's parent directory (export/core/locks.py), so `make export` cannot replace or
+    sweep the bundle while it is being measured (a busy one refuses, or is waited for: wait=True).
 
     Besides the per-artifact table: paired batch-1 timings per variant (export.bench.paired),
     `serving_probe(threads)` if given (the server's load run: serving/ measures it, the CLI passes
     it in) and the export's own record (`export_run`, default `<bundle>.export.json` beside the
     bundle); bench.md opens with the targets (export.bench.targets) judged on all of them."""
+    from export.core.locks import exclusive_output
     root = Path(bundle)
     if warmup < 0 or runs < 1:
         raise UsageError(f"--warmup must be >= 0 and --runs >= 1, got {warmup} and {runs}")
+    if not root.is_dir():
+        raise BundleError(f"{root} is not a bundle directory; give dist/<name>-<version>")
+    with exclusive_output(root.resolve().parent, command=f"resnet-deploy bench {root.name}", wait=wait, sweep=False):
+        return _run_bench(root, threads, warmup, runs, batch_sizes, out, variants, progress, serving_probe,
+                          export_run)
+
+
+def _run_bench(root: Path, threads: int | None, warmup: int, runs: int, batch_sizes, out, variants, progress,
+               serving_probe, export_run) -> BenchReport:
     manifest, artifacts = _artifacts_to_measure(root, variants)
     batch_sizes = sorted(set(batch_sizes))
     threads = threads or os.cpu_count() or 1
@@ -219,8 +227,7 @@ def run_bench(bundle: str | os.PathLike, *, threads: int | None = None, warmup: 
     doc["recommended"] = recommend.compute(doc, root)  # paired speed-ups onto the rows, then the deploy choice
     from export.bench.targets import evaluate
     doc["targets"] = [t.to_dict() for t in evaluate(doc)]
-    note("results", "writing bench.json, bench.md, bench.png (and re-listing them in manifest.json, "
-                    "re-packing the .tar.gz when there is one)")
+    note("results", "writing bench.json, bench.md, bench.png")
     report = BenchReport.from_dict(doc)  # the typed document; what is written is its to_dict()
     report.files = write_results(root, report, out)
     return report
@@ -228,12 +235,16 @@ def run_bench(bundle: str | os.PathLike, *, threads: int | None = None, warmup: 
 
 def _artifacts_to_measure(root: Path, variants: list[str] | None) -> tuple[Any, list]:
     """The bundle's manifest and the artifacts to measure (of `variants`, if given); BundleError or
-    UsageError before anything runs when the bundle, a variant or its golden files are missing."""
+    UsageError before anything runs when a file differs from the manifest, or a variant or its
+    golden files are missing."""
     from export.bundle import layout as bundle_mod
     from export.quality import golden
-    if not root.is_dir():
-        raise BundleError(f"{root} is not a bundle directory; give dist/<name>-<version>")
     manifest = bundle_mod.read_manifest(root)
+    files = bundle_mod.check_files(root, manifest)
+    if not files:
+        raise BundleError(f"refusing to benchmark {root}: its files do not match manifest.json "
+                          f"({'; '.join(files.problems()[:3])}); check it with `resnet-deploy verify` "
+                          "and re-export it")
     artifacts = list(manifest.artifacts)
     if variants:
         unknown = sorted(set(variants) - {a.variant for a in artifacts})

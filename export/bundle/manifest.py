@@ -77,7 +77,7 @@ class Manifest:
     parity: ParitySummary
     export_timings: list[StageTiming] = field(default_factory=list)
     git: dict[str, Any] = field(default_factory=dict)
-    bench: dict[str, Any] | None = None   # the summary `make bench` adds (bench/bench.json has it all)
+    bench: dict[str, Any] | None = None   # read from bundles benched before bench stopped rewriting manifests
     accuracy: dict[str, Any] | None = None  # the accuracy gate's summary (parity.json has it all)
     # files that differ between two identical exports: why, what stays equal, its digest (reproducibility.py)
     reproducibility: dict[str, dict[str, str]] = field(default_factory=dict)

@@ -18,7 +18,7 @@ import os
 import tarfile
 import zlib
 from collections.abc import Callable, Iterable
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import BinaryIO
 
 from export.core.atomic import replacing, write_text
@@ -157,36 +157,19 @@ def source_date_epoch() -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def _check_member(member: tarfile.TarInfo, dest: Path) -> None:
-    """The safe-unpack rules (export/deploy/safe_unpack.py, also run by the Kubernetes
-    initContainer): absolute paths, `..`, links leading outside `dest`, devices, FIFOs."""
-    from export.deploy.safe_unpack import UnsafeArchive, check_member
+def unpack(tar_path: Path, dest: Path) -> Path:
+    """Safely extract a bundle tarball into `dest`; returns the bundle directory inside it. The
+    rules are export/deploy/safe_unpack.py's (the Kubernetes initContainer runs that file too):
+    absolute paths, `..`, links leading outside `dest`, devices and FIFOs are refused."""
+    from export.deploy.safe_unpack import UnsafeArchive, extract
     try:
-        check_member(member, dest)
+        return extract(Path(tar_path), Path(dest))
     except UnsafeArchive as e:
         raise BundleError(str(e)) from None
-
-
-def unpack(tar_path: Path, dest: Path) -> Path:
-    """Safely extract a bundle tarball into `dest`; returns the bundle directory inside it."""
-    dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    try:
-        with tarfile.open(tar_path, "r:*") as tar:
-            members = tar.getmembers()
-            for m in members:
-                _check_member(m, dest)
-            tar.extractall(dest, members=members, filter="data")
     except tarfile.TarError as e:
         raise BundleError(f"cannot unpack {tar_path}: {e}") from None
     except OSError as e:
         raise BundleError(f"cannot unpack {tar_path}: {e.strerror or e}") from None
-    tops = {PurePosixPath(m.name).parts[0] for m in members if m.name not in ("", ".")}
-    if len(tops) != 1:
-        raise BundleError(f"{tar_path} is not a bundle: expected one top-level directory, found {sorted(tops)}")
-    return dest / tops.pop()
-
-
 
 
 def open_bundle(path: Path, scratch: Path) -> Path:

@@ -139,14 +139,14 @@ def _openvino_section(bundle_name: str, artifacts: list) -> str:
     return readme_section(bundle_name, variants, int8) + "\n"
 
 
-#: The README's last section (also appended by `resnet-deploy bench` to bundles made before it).
+#: The README's last section.
 BENCH_README_SECTION = """## Benchmarks
 
 `make bench` (or `resnet-deploy bench <bundle>`) measures every artifact on the machine it runs
-on: load time, latency p50/p90/p99 at batch 1 and 8, throughput, peak memory, top-1 agreement
-with the fp32 reference, and the machine's own float32 matmul ceiling; every `.tflite` also at
-1 and 2 LiteRT threads (batch 1), what one and two of a phone's cores give. It writes
-[bench/bench.md](bench/bench.md) (tables), [bench/bench.json](bench/bench.json) and
-[bench/bench.png](bench/bench.png) (latency vs size) and lists them in `manifest.json`; they are
-absent until it has run.
+on: load time, latency p50/p90 and the slowest run at batch 1 and 8, throughput, peak memory,
+top-1 agreement with the fp32 reference, and the machine's own float32 matmul ceiling; every
+`.tflite` also at 1 and 2 LiteRT threads (batch 1), what one and two of a phone's cores give. It
+checks this folder against `manifest.json` first and refuses a changed one, and it writes
+nothing here: `bench.md` (tables), `bench.json` and `bench.png` (latency vs size) go to
+`<name>-<version>.bench/` beside this folder, so the checksums and the signature still hold.
 """

@@ -21,6 +21,8 @@ def add_parsers(sub, commands: dict[str, Callable[[argparse.Namespace], int]]) -
     s.add_argument("--variant", action="append", default=None, help="benchmark only this variant (repeatable)")
     s.add_argument("--out", default=None, metavar="DIR",
                    help="write bench.{json,md,png} here instead of BUNDLE/bench/ (the bundle is left untouched)")
+    s.add_argument("--wait", action="store_true",
+                   help="wait for a run holding the bundle's folder (make export) instead of refusing")
     s.add_argument("--no-serving", action="store_true",
                    help="skip the local server's load run (gRPC overhead, batching on/off per backend)")
     s.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -50,7 +52,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         probe = None if args.no_serving else (lambda threads: _serving_probe(root, threads))
         report = bench.run_bench(root, threads=args.threads, warmup=args.warmup, runs=args.runs,
                               batch_sizes=batch_sizes, out=args.out, variants=args.variant,
-                              progress=None if args.json else progress, serving_probe=probe)
+                              progress=None if args.json else progress, serving_probe=probe, wait=args.wait)
     doc = report.to_dict()
     if args.json:
         print_json(doc)
@@ -60,18 +62,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0 if report else 1
 
 
+#: Seconds the local server's load run may take (its servers start, then 3 s per backend and mode).
+LOADTEST_TIMEOUT_S = 900
+
+
 def _serving_probe(root, threads: int) -> dict:
     """The local server's load run for the bench targets (serving.tools.loadtest --bench-json), in its
     own process so the bench's process stays free of TensorFlow."""
     import json
-    import subprocess
     import tempfile
     from pathlib import Path
 
+    from export.core.processes import run_group
     with tempfile.TemporaryDirectory(prefix="resnet-deploy-loadtest.") as tmp:
         out = Path(tmp) / "serving.json"
-        proc = subprocess.run([sys.executable, "-m", "serving.tools.loadtest", str(root), "--bench-json", str(out),
-                               "--threads", str(threads)], capture_output=True, text=True, check=False, timeout=900)
+        # Its own process group: on the timeout, its `serve` children are killed with it.
+        proc = run_group([sys.executable, "-m", "serving.tools.loadtest", str(root), "--bench-json", str(out),
+                          "--threads", str(threads)], timeout=LOADTEST_TIMEOUT_S)
         if proc.returncode != 0 or not out.is_file():
             lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
             return {"error": (lines[-1] if lines else f"exit code {proc.returncode}")[:300]}

@@ -3,10 +3,10 @@ changed since, and how it compares with another export of the same commit.
 
 `sign` writes the bundle's signature.sig with an offline model-signing signer (EC key, or key +
 certificate + CA chain) and re-packs its .tar.gz so the tarball carries it. `verify` checks, in
-this order, the signature (when given --public-key or --certificate-chain; a failing signature
-stops there, so no possibly altered SavedModel is loaded), the files against manifest.json, the
-CycloneDX BOM (it validates, its model hashes equal the manifest's), the parity from the golden
-files, and with --against the per-file difference to another bundle.
+this order, the signature (when given --public-key or --certificate-chain), the files against
+manifest.json, the CycloneDX BOM (it validates, its model hashes equal the manifest's), the parity
+from the golden files (not run when the signature, a checksum or the BOM failed, so no possibly
+altered SavedModel is loaded), and with --against the per-file difference to another bundle.
 """
 from __future__ import annotations
 
@@ -93,7 +93,8 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Signature (if asked), files, parity (unless skipped or the signature failed), --against; 0 or 1."""
+    """Signature (if asked), files, parity (unless skipped, or the signature or a checksum failed:
+    an altered SavedModel is never loaded), --against; 0 or 1."""
     from export.bundle import layout as bundle
     from export.bundle import packing, signing
     from export.quality import golden, parity
@@ -124,6 +125,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
             pass
         elif not signature_ok:
             print("parity: skipped: the signature failed, so the artifacts are not loaded")
+        elif not files:
+            print("parity: skipped: files differ from manifest.json, so the artifacts are not loaded")
         else:
             present = [a for a in manifest.artifacts if (root / a.path).exists()]
             goldens = {v: golden.load(root, v) for v in sorted({a.variant for a in present})}

@@ -31,9 +31,19 @@ def ensure_writable_dir(path: str | os.PathLike) -> Path:
 
 
 def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """The process's umask, read without changing it: os.umask can only set it, and setting it to
+    read it would, for a moment, apply to every file any other thread creates. Linux reports it in
+    /proc/self/status; elsewhere a probe directory, made with 0o777, shows what the umask removes."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with tempfile.TemporaryDirectory(prefix=".umask-probe.") as d:
+        probe = os.path.join(d, "probe")
+        os.mkdir(probe, 0o777)
+        return 0o777 & ~os.stat(probe).st_mode
 
 
 def make_readable(path: str | os.PathLike) -> None:

@@ -21,6 +21,12 @@ if TYPE_CHECKING:
     from export.runtimes.base import Runner
 
 
+#: The SavedModel's two serving signatures (export.formats.savedmodel writes them; the server and
+#: the clients name them): pixels in, and encoded images in.
+DEFAULT_SIGNATURE = "serving_default"
+IMAGE_BYTES_SIGNATURE = "predict_image_bytes"
+
+
 class Precision(StrEnum):
     """Numeric precisions an artifact can be exported in."""
 

@@ -68,10 +68,13 @@ class BundleInfo:
         if not cfg.is_file():
             raise BundleError(f"{root} has no models.config: not a bundle made by `make export` "
                               "(the Deployment serves what models.config lists)")
-        from export.bench.document import BenchReport
+        from export.bench.document import BenchReport, bench_dir
         manifest = _read_json(root / "manifest.json") or {}
-        bench_doc = _read_json(root / "bench" / "bench.json")
-        bench = BenchReport.from_dict(bench_doc, source=str(root / "bench" / "bench.json")) if bench_doc else None
+        # `make bench` writes beside the bundle (<bundle>.bench/); bundles benched before that, inside it.
+        bench_json = next((p for p in (bench_dir(root) / "bench.json", root / "bench" / "bench.json")
+                           if p.is_file()), None)
+        bench_doc = _read_json(bench_json) if bench_json else None
+        bench = BenchReport.from_dict(bench_doc, source=str(bench_json)) if bench_doc else None
 
         def text(name: str) -> str | None:
             return (root / name).read_text() if (root / name).is_file() else None

@@ -42,7 +42,7 @@ its own OVMS model, `<variant>_int8`, since OVMS reads one IR per version direct
 `openvino/<variant>/<version>/model.xml` + `model.bin` is the OpenVINO IR of each variant
 (fp16 weights; the same `image` -> `logits`, `probabilities` I/O, batch dimension dynamic).
 OpenVINO computes it in bf16 on CPUs with AMX-BF16 or AVX512-BF16 (its default there) and in
-f32 elsewhere; `parity.md` has a row for each (`@ f32`, `@ bf16`) and `bench/bench.md` their speed.
+f32 elsewhere; `parity.md` has a row for each (`@ f32`, `@ bf16`) and `make bench`'s `bench.md` their speed.
 
 Locally, through the TF Serving-compatible server of resnet-deploy:
 

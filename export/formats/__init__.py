@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from export.core.versions import tool_versions as tool_versions  # what Artifact.tool_versions records
+
 #: artifacts.json: the index an export writes beside its artifacts (read by parity, bundle).
 INDEX_NAME = "artifacts.json"
 INDEX_FORMAT_VERSION = 1
@@ -68,18 +70,6 @@ def sha256_path(path: str | os.PathLike) -> tuple[str, int]:
                 h.update(chunk)
                 total += len(chunk)
     return h.hexdigest(), total
-
-
-def tool_versions() -> dict[str, str]:
-    """Versions of the converters and runtimes, for Artifact and manifest records."""
-    from importlib.metadata import PackageNotFoundError, version
-    out = {}
-    for pkg in ("tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "ai-edge-litert", "openvino", "nncf"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
 
 
 def write_index(out_dir: str | os.PathLike, artifacts: list[Artifact]) -> Path:

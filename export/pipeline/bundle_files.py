@@ -2,6 +2,7 @@
 the Kubernetes and KServe manifests, the README and, last, manifest.json."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from export.pipeline import gate as gate_bundle
@@ -42,6 +43,14 @@ def _write_deploy_manifests(root: Path, bundle_name: str, storage_uri: str, tens
     kubernetes.write(root / "deploy", files)
 
 
+def served_versions(variants: Iterable[str], artifacts: list, version: int) -> dict[str, list[int]]:
+    """models.config's models: the variants (in config order) whose SavedModel is in the bundle. A
+    variant whose SavedModel the accuracy gate dropped (on_accuracy_fail = "drop"), or that ships
+    none, is not listed: TF Serving would fail to load a model without a version directory."""
+    shipped = {a.variant for a in artifacts if a.format == "savedmodel"}
+    return {v: [version] for v in variants if v in shipped}
+
+
 def lay_out(root: Path, cfg, variants_meta, artifacts, report, timings, versions, created_at,
             dropped=()) -> None:
     """Write the TF Serving configs, the bundle README and, last, manifest.json."""
@@ -51,7 +60,7 @@ def lay_out(root: Path, cfg, variants_meta, artifacts, report, timings, versions
     from export.deploy import tfserving as serving_config
     version = cfg["version"]
     write_text(root / "models.config",
-               serving_config.bundle_models_config({v: [version] for v in variants_meta}))
+               serving_config.bundle_models_config(served_versions(variants_meta, artifacts, version)))
     write_text(root / "batching.config", serving_config.batching_config())
     write_text(root / "monitoring.config", serving_config.monitoring_config())
     _write_deploy_manifests(root, f"{cfg['name']}-{version}", cfg["storage_uri"], versions.get("tensorflow"))

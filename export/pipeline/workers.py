@@ -13,12 +13,14 @@ from __future__ import annotations
 import importlib
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,7 +100,11 @@ def run_tasks(tasks: list[Task], *, workers: int | None = None, memory_budget_gb
               env: dict[str, str] | None = None) -> PoolReport:
     """Run `tasks` respecting `after`, at most `workers` at once and within `memory_budget_gb`
     (a task larger than the budget still runs, alone). Returns every result and cost; raises
-    the first failure after stopping the tasks still running."""
+    the first failure after stopping the tasks still running.
+
+    concurrent.futures runs and waits for the tasks (one thread per running task, each waiting
+    on its process); what is ours is which task may start next (`_startable`: dependencies met,
+    a worker free, the memory estimates within the budget)."""
     workers = workers or default_workers()
     by_key = {t.key: t for t in tasks}
     for t in tasks:
@@ -106,69 +112,111 @@ def run_tasks(tasks: list[Task], *, workers: int | None = None, memory_budget_gb
         if missing:
             raise ValueError(f"task {t.key!r} waits for unknown task(s) {missing}")
     pending = list(tasks)
-    running: dict[str, tuple[Task, subprocess.Popen, Path, float]] = {}
+    running: dict[Future, Task] = {}
     results: dict[str, Any] = {}
     costs: dict[str, TaskCost] = {}
     sampler = _RssSampler()
-    started = time.perf_counter()
+    processes = _Processes(Path(tempfile.mkdtemp(prefix="resnet-deploy-pool.")), sampler, env or {})
     cpu0 = _cpu_self()
-    scratch = Path(tempfile.mkdtemp(prefix="resnet-deploy-pool."))
     sampler.start()
-    try:
-        while pending or running:
-            for t in list(pending):
-                if len(running) >= workers:
-                    break
-                ready = all(d in results for d in (*t.after, *t.inputs.values()))
-                in_use = sum(r[0].memory_gb for r in running.values())
-                if not ready or (running and in_use + t.memory_gb > memory_budget_gb):
-                    continue
-                pending.remove(t)
-                kwargs = {**t.kwargs, **{name: results[key] for name, key in t.inputs.items()}}
-                job = scratch / f"{len(results) + len(running)}.{_safe(t.key)}"
-                job.with_suffix(".in").write_bytes(pickle.dumps((t.fn, kwargs)))
-                with open(job.with_suffix(".log"), "wb") as log:  # converters' chatter; its tail on a crash
-                    proc = subprocess.Popen([sys.executable, "-m", "export.pipeline.workers", str(job)],
-                                            env={**os.environ, **(env or {}), PARENT_ENV: str(os.getpid())},
-                                            stdin=subprocess.DEVNULL,
-                                            stdout=log, stderr=subprocess.STDOUT)
-                sampler.add(proc.pid, t.key)
-                running[t.key] = (t, proc, job, time.perf_counter())
-                if on_start:
-                    on_start(t)
-            if pending and not running:
-                waiting = {t.key: [d for d in t.after if d not in results] for t in pending}
-                raise ExportError(f"export tasks cannot start (unmet dependencies): {waiting}")
-            time.sleep(0.1)
-            for key, (t, proc, job, t0) in list(running.items()):
-                if proc.poll() is None:
-                    continue
-                del running[key]
-                sampler.remove(proc.pid)
-                outcome = _read_outcome(job, proc.returncode, t)
-                if isinstance(outcome, BaseException):
-                    raise outcome
-                value, cpu_s, peak_mb = outcome
-                results[key] = value
-                costs[key] = TaskCost(key, round(t0 - started, 2), round(time.perf_counter() - t0, 2),
-                                      round(cpu_s, 2), round(peak_mb, 1))
-                if on_done:
-                    on_done(t, costs[key])
-    finally:
-        for _t, proc, _job, _t0 in running.values():
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="export-task") as threads:
+        try:
+            while pending or running:
+                for t in _startable(pending, list(running.values()), results, workers, memory_budget_gb):
+                    pending.remove(t)
+                    kwargs = {**t.kwargs, **{name: results[key] for name, key in t.inputs.items()}}
+                    running[threads.submit(processes.run, t, kwargs)] = t
+                    if on_start:
+                        on_start(t)
+                if pending and not running:
+                    waiting = {t.key: [d for d in t.after if d not in results] for t in pending}
+                    raise ExportError(f"export tasks cannot start (unmet dependencies): {waiting}")
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in sorted(done, key=lambda f: running[f].key):
+                    t = running.pop(future)
+                    results[t.key], costs[t.key] = future.result()  # a failed task raises its error here
+                    if on_done:
+                        on_done(t, costs[t.key])
+        finally:
+            processes.stop_all()
+            sampler.stop()
+            shutil.rmtree(processes.scratch, ignore_errors=True)
+    wall = time.perf_counter() - processes.started
+    cpu = _cpu_self() - cpu0 + sum(c.cpu_s for c in costs.values())
+    return PoolReport(results, costs, round(wall, 2), round(cpu, 2), round(sampler.peak_mb, 1), workers,
+                      memory_budget_gb, round(sampler.peak_pss_mb, 1), sampler.at_peak)
+
+
+def _startable(pending: list[Task], running: list[Task], results: dict[str, Any], workers: int,
+               budget_gb: float) -> list[Task]:
+    """The pending tasks to start now, in order: their dependencies done, a worker free, and the
+    memory estimates of the running ones plus theirs within the budget (one alone may exceed it)."""
+    chosen: list[Task] = []
+    for t in pending:
+        if len(running) + len(chosen) >= workers:
+            break
+        ready = all(d in results for d in (*t.after, *t.inputs.values()))
+        in_use = sum(r.memory_gb for r in (*running, *chosen))
+        if ready and not ((running or chosen) and in_use + t.memory_gb > budget_gb):
+            chosen.append(t)
+    return chosen
+
+
+class _Processes:
+    """Each task's fresh Python process: started, waited for and read back from a worker thread;
+    every one still running is stopped by stop_all (a failure elsewhere, an interrupt)."""
+
+    def __init__(self, scratch: Path, sampler: _RssSampler, env: dict[str, str]) -> None:
+        self.scratch, self.sampler, self.env = scratch, sampler, env
+        self.started = time.perf_counter()
+        self._lock = threading.Lock()
+        self._procs: dict[str, subprocess.Popen] = {}
+        self._count = 0
+        self._stopping = False
+
+    def run(self, t: Task, kwargs: dict[str, Any]) -> tuple[Any, TaskCost]:
+        """Run `t` in a new interpreter (`python -m export.pipeline.workers JOB`); its result and
+        cost, or its error raised."""
+        with self._lock:
+            self._count += 1
+            job = self.scratch / f"{self._count}.{_safe(t.key)}"
+        job.with_suffix(".in").write_bytes(pickle.dumps((t.fn, kwargs)))
+        t0 = time.perf_counter()
+        with open(job.with_suffix(".log"), "wb") as log:  # converters' chatter; its tail on a crash
+            proc = subprocess.Popen([sys.executable, "-m", "export.pipeline.workers", str(job)],
+                                    env={**os.environ, **self.env, PARENT_ENV: str(os.getpid())},
+                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        with self._lock:
+            self._procs[t.key] = proc
+            stopping = self._stopping
+        if stopping:
             proc.terminate()
-        for _t, proc, _job, _t0 in running.values():
+        self.sampler.add(proc.pid, t.key)
+        try:
+            proc.wait()
+        finally:
+            self.sampler.remove(proc.pid)
+            with self._lock:
+                self._procs.pop(t.key, None)
+        outcome = _read_outcome(job, proc.returncode, t)
+        if isinstance(outcome, BaseException):
+            raise outcome
+        value, cpu_s, peak_mb = outcome
+        return value, TaskCost(t.key, round(t0 - self.started, 2), round(time.perf_counter() - t0, 2),
+                               round(cpu_s, 2), round(peak_mb, 1))
+
+    def stop_all(self) -> None:
+        """Terminate every task still running (then kill what has not exited after 30 s)."""
+        with self._lock:
+            self._stopping = True
+            procs = list(self._procs.values())
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        sampler.stop()
-        import shutil
-        shutil.rmtree(scratch, ignore_errors=True)
-    wall = time.perf_counter() - started
-    cpu = _cpu_self() - cpu0 + sum(c.cpu_s for c in costs.values())
-    return PoolReport(results, costs, round(wall, 2), round(cpu, 2), round(sampler.peak_mb, 1), workers,
-                      memory_budget_gb, round(sampler.peak_pss_mb, 1), sampler.at_peak)
 
 
 def _safe(key: str) -> str:
@@ -184,7 +232,7 @@ def _read_outcome(job: Path, returncode: int, task: Task) -> tuple[Any, float, f
     out = job.with_suffix(".out")
     try:
         status, payload, cpu_s, peak_mb = pickle.loads(out.read_bytes())
-    except (OSError, EOFError, pickle.UnpicklingError):
+    except Exception:  # noqa: BLE001 -- missing, truncated, or an object that cannot be rebuilt here
         how = f"was killed by signal {-returncode}" if returncode < 0 else f"exited with code {returncode}"
         hint = " (out of memory?)" if returncode in (-9, 137) else ""
         try:
@@ -195,7 +243,9 @@ def _read_outcome(job: Path, returncode: int, task: Task) -> tuple[Any, float, f
         return ExportError(f"export task {task.label or task.key} {how}{hint} without a result{last}")
     if status == "ok":
         return payload, cpu_s, peak_mb
-    return payload if isinstance(payload, BaseException) else ExportError(str(payload))
+    if isinstance(payload, BaseException):
+        return payload
+    return ExportError(f"export task {task.label or task.key} failed: {payload}")
 
 
 class _RssSampler(threading.Thread):
@@ -263,18 +313,6 @@ def _pss_kb(pid: int) -> int:
     return 0
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident set (VmHWM), MB; ru_maxrss where /proc is absent."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 def _die_with_parent() -> None:
     """Ask Linux to SIGTERM this task when the pool's process dies (even by SIGKILL), so no task
     goes on writing into a staging directory nobody owns; exit at once if it is already gone."""
@@ -289,9 +327,23 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
+def _portable(e: BaseException) -> BaseException | str:
+    """`e` when it survives a pickle round trip (the parent raises its class and message), else its
+    one line `Type: message`: an exception whose __init__ takes other arguments than its message
+    pickles but cannot be rebuilt, and the parent would raise a TypeError about pickling instead."""
+    try:
+        pickle.loads(pickle.dumps(e))
+        return e
+    except Exception:  # noqa: BLE001 -- whatever rebuilding it raises, its message still goes back
+        from export.core.errors import first_line
+        return f"{type(e).__name__}: {first_line(e)}"
+
+
 def _child(job: str) -> int:
     """Entry point of a task process: run the pickled call, pickle back the result and costs."""
     import resource
+
+    from export.core.processes import peak_rss_bytes
     _die_with_parent()
     path = Path(job)
     fn_name, kwargs = pickle.loads(path.with_suffix(".in").read_bytes())
@@ -300,15 +352,15 @@ def _child(job: str) -> int:
         value = getattr(importlib.import_module(module), name)(**kwargs)
         status, payload = "ok", value
     except BaseException as e:  # noqa: BLE001 -- every failure goes back to the parent, which raises it
-        status, payload = "error", e
+        status, payload = "error", _portable(e)
     own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
     try:
-        data = pickle.dumps((status, payload, cpu, peak_rss_mb()))
+        data = pickle.dumps((status, payload, cpu, peak_rss_bytes() / 2**20))
     except Exception as e:  # noqa: BLE001 -- an unpicklable result or exception still reports a message
         from export.core.errors import first_line
         what = payload if isinstance(payload, BaseException) else e
-        data = pickle.dumps(("error", f"{type(what).__name__}: {first_line(what)}", cpu, peak_rss_mb()))
+        data = pickle.dumps(("error", f"{type(what).__name__}: {first_line(what)}", cpu, peak_rss_bytes() / 2**20))
     tmp = path.with_suffix(".out.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path.with_suffix(".out"))

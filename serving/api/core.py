@@ -6,12 +6,12 @@ Its own module so that the two front ends depend on it and not on each other.
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
 from functools import partial
 
 import numpy as np
 
 from serving.api import tensors
+from serving.api.metrics import ServerMetrics
 from serving.api.status import ServingStatus
 from serving.backends.batching import Batcher, BatchingOptions
 from serving.backends.registry import ModelRegistry
@@ -26,8 +26,7 @@ class ServingCore:
         self.batching = batching
         self._batchers: dict[tuple[str, int, str], Batcher] = {}
         self._lock = threading.Lock()
-        self.metrics: dict[tuple[str, str, str], int] = defaultdict(int)
-        self.latency: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        self.metrics = ServerMetrics(registry.models, self._batch_stats)
 
     def _batcher(self, servable: Servable, signature: str) -> Batcher:
         key = (servable.name, servable.version, signature)
@@ -50,11 +49,7 @@ class ServingCore:
         return self._batcher(servable, sig.name).run(inputs)
 
     def record(self, model: str, api: str, code: str, seconds: float) -> None:
-        with self._lock:
-            self.metrics[(model, api, code)] += 1
-            acc = self.latency[api]
-            acc[0] += seconds
-            acc[1] += 1
+        self.metrics.record(model, api, code, seconds)
 
     def status_response(self, name: str, version: int | None, label: str | None):
         from tensorflow_serving.apis import get_model_status_pb2
@@ -74,22 +69,13 @@ class ServingCore:
         response.metadata["signature_def"].Pack(servable.signature_def_map())
         return response
 
-    def prometheus_text(self) -> str:
-        lines = ["# TYPE :tensorflow:serving:request_count counter"]
+    def _batch_stats(self) -> list[tuple[str, int, str, int, int]]:
         with self._lock:
-            for (model, api, code), n in sorted(self.metrics.items()):
-                lines.append(f':tensorflow:serving:request_count{{model_name="{model}",api="{api}",'
-                             f'status="{code}"}} {n}')
-            lines.append("# TYPE :tensorflow:serving:request_latency_seconds summary")
-            for api, (total, count) in sorted(self.latency.items()):
-                lines.append(f':tensorflow:serving:request_latency_seconds_sum{{api="{api}"}} {total:.6f}')
-                lines.append(f':tensorflow:serving:request_latency_seconds_count{{api="{api}"}} {int(count)}')
-            lines.append("# TYPE :tensorflow:serving:batching_session:processed_batch_size summary")
-            for (model, version, sig), b in sorted(self._batchers.items()):
-                labels = f'model_name="{model}",version="{version}",signature="{sig}"'
-                lines.append(f":tensorflow:serving:batching_session:processed_batch_size_sum{{{labels}}} {b.rows_run}")
-                lines.append(f":tensorflow:serving:batching_session:processed_batch_size_count{{{labels}}} {b.batches_run}")
-        return "\n".join(lines) + "\n"
+            return [(model, version, sig, b.rows_run, b.batches_run)
+                    for (model, version, sig), b in self._batchers.items()]
+
+    def prometheus_text(self) -> str:
+        return self.metrics.text()
 
     def close(self) -> None:
         for b in list(self._batchers.values()):

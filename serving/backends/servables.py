@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from export.core.errors import BundleError
+from export.core.registry import DEFAULT_SIGNATURE as DEFAULT_SIGNATURE
 from export.core.registry import FORMATS
+from export.core.registry import IMAGE_BYTES_SIGNATURE as IMAGE_BYTES_SIGNATURE
 from serving.api.status import ServingStatus
 
 BACKENDS = tuple(FORMATS)
 PREDICT_METHOD = "tensorflow/serving/predict"
-IMAGE_BYTES_SIGNATURE = "predict_image_bytes"
-DEFAULT_SIGNATURE = "serving_default"
 
 
 @dataclass(frozen=True)

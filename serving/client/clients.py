@@ -12,14 +12,13 @@ import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from export.core.errors import ServingError
-
-DEFAULT_SIGNATURE = "serving_default"
-IMAGE_BYTES_SIGNATURE = "predict_image_bytes"
+from export.core.registry import DEFAULT_SIGNATURE as DEFAULT_SIGNATURE
+from export.core.registry import IMAGE_BYTES_SIGNATURE as IMAGE_BYTES_SIGNATURE
+from serving.api.protos import to_dict
 
 
 def _spec_path(model: str, version: int | None, label: str | None) -> str:
@@ -159,7 +158,7 @@ class GrpcClient:
         from tensorflow_serving.apis import get_model_status_pb2
         request = get_model_status_pb2.GetModelStatusRequest()
         self._spec(request.model_spec, model, version, label)
-        return _to_dict(self._call(self._models.GetModelStatus, request))
+        return to_dict(self._call(self._models.GetModelStatus, request))
 
     def metadata(self, model: str, version: int | None = None, label: str | None = None) -> dict:
         from tensorflow_serving.apis import get_model_metadata_pb2
@@ -168,10 +167,10 @@ class GrpcClient:
         response = self._call(self._predict.GetModelMetadata, request)
         sig_map = get_model_metadata_pb2.SignatureDefMap()
         response.metadata["signature_def"].Unpack(sig_map)
-        spec = _to_dict(response.model_spec)
+        spec = to_dict(response.model_spec)
         return {"model_spec": {"name": spec["name"], "signature_name": spec.get("signature_name", ""),
                                "version": spec.get("version", "")},
-                "metadata": {"signature_def": _to_dict(sig_map)}}
+                "metadata": {"signature_def": to_dict(sig_map)}}
 
     def predict_request(self, model: str, inputs: dict[str, np.ndarray], signature: str = DEFAULT_SIGNATURE,
                         version: int | None = None, label: str | None = None, output_filter: Sequence[str] = ()):
@@ -202,46 +201,24 @@ class GrpcClient:
         return self.predict_outputs(self.predict_response(model, inputs, signature, version, label))
 
 
-def _to_dict(message) -> dict:
-    from google.protobuf import json_format
-    return json_format.MessageToDict(message, preserving_proto_field_name=True,
-                                     always_print_fields_with_no_presence=True)
-
-
-# TensorProto without TensorFlow: float32 / int / string tensors are all this API needs.
-_DTYPES = {np.dtype(np.float32): 1, np.dtype(np.float64): 2, np.dtype(np.int32): 3, np.dtype(np.uint8): 4,
-           np.dtype(np.int64): 9}
-
-
 def make_tensor_proto(a: np.ndarray):
-    """A TensorProto of `a` (float/int as tensor_content, object/bytes arrays as DT_STRING)."""
-    from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2
+    """TensorFlow's own tf.make_tensor_proto (the gRPC protos import TensorFlow anyway, so a codec of
+    our own would save nothing); ServingError for an array it cannot encode."""
+    import tensorflow as tf
     a = np.asarray(a)
-    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=d) for d in a.shape])
-    if a.dtype == np.dtype(object) or a.dtype.kind == "S":
-        return tensor_pb2.TensorProto(dtype=7, tensor_shape=shape, string_val=[bytes(b) for b in a.reshape(-1)])
-    if a.dtype not in _DTYPES:
-        raise ServingError(f"cannot send a {a.dtype} tensor; use float32, int32, int64, uint8 or bytes")
-    return tensor_pb2.TensorProto(dtype=_DTYPES[a.dtype], tensor_shape=shape,
-                                  tensor_content=np.ascontiguousarray(a).astype(a.dtype.newbyteorder("<")).tobytes())
+    try:
+        return tf.make_tensor_proto(a)
+    except (TypeError, ValueError) as e:
+        raise ServingError(f"cannot send a {a.dtype} tensor: {e}") from None
 
 
 def make_ndarray(proto) -> np.ndarray:
-    """The NumPy array of a float/int/string TensorProto."""
-    shape = tuple(d.size for d in proto.tensor_shape.dim)
-    if proto.dtype == 7:
-        return np.asarray(list(proto.string_val), dtype=object).reshape(shape)
-    dtype: Any = {v: k for k, v in _DTYPES.items()}.get(proto.dtype)
-    if dtype is None:
-        raise ServingError(f"unsupported output dtype enum {proto.dtype}")
-    if proto.tensor_content:
-        return np.frombuffer(proto.tensor_content, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(shape)
-    values = {1: proto.float_val, 2: proto.double_val, 9: proto.int64_val}.get(proto.dtype, proto.int_val)
-    n = int(np.prod(shape)) if shape else 1
-    arr = np.asarray(values, dtype=dtype)
-    if arr.size != n:  # TF semantics: the last value repeats
-        arr = np.concatenate([arr, np.repeat(arr[-1:] if arr.size else np.zeros(1, dtype), n - arr.size)])
-    return arr.reshape(shape)
+    """TensorFlow's own tf.make_ndarray; ServingError for a TensorProto it cannot read."""
+    import tensorflow as tf
+    try:
+        return tf.make_ndarray(proto)
+    except (TypeError, ValueError) as e:
+        raise ServingError(f"cannot read a TensorProto of the answer: {e}") from None
 
 
 # -- images, labels, top-k --------------------------------------------------------------------

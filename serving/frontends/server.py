@@ -33,6 +33,7 @@ from export.core.errors import BundleError, ServingError
 from export.deploy import tfserving as config_mod
 from serving.api import tensors
 from serving.api.core import ServingCore
+from serving.api.protos import to_dict
 from serving.api.status import ServingStatus
 from serving.backends.batching import BatchingOptions
 from serving.backends.registry import ModelRegistry
@@ -55,7 +56,12 @@ def _json_response(body: dict, status: int = 200):
 
 
 def _error(e: ServingStatus):
-    return _json_response({"error": e.message}, e.http_status)
+    response = _json_response({"error": e.message}, e.http_status)
+    if e.http_status == 413:
+        # Close after answering, so the rest of the body is never read: uvicorn would otherwise read
+        # (and discard) it to the end to keep the connection open for the next request.
+        response.headers["Connection"] = "close"
+    return response
 
 
 def _version(text: str | None) -> int | None:
@@ -67,15 +73,19 @@ def _version(text: str | None) -> int | None:
 
 
 async def _read_body(request, limit: int) -> bytes:
-    """The body, or 413 past `limit` bytes (the rest is drained, not kept, so the client reads
-    the answer instead of a reset connection)."""
+    """The body, or 413 as soon as it is known to pass `limit` bytes: from its Content-Length before
+    anything is read, else (chunked) once the bytes read pass it. The rest is never read: a client
+    sending gigabytes costs the server no more than the limit."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ServingStatus.too_large(f"request body of {int(declared)} bytes is larger than the limit of {limit} bytes")
     chunks, total = [], 0
     async for chunk in request.stream():
         total += len(chunk)
-        if total <= limit:
-            chunks.append(chunk)
-    if total > limit:
-        raise ServingStatus.too_large(f"request body of {total} bytes is larger than the limit of {limit} bytes")
+        if total > limit:
+            raise ServingStatus.too_large(f"request body is larger than the limit of {limit} bytes "
+                                          f"({total} bytes read before it was refused)")
+        chunks.append(chunk)
     return b"".join(chunks)
 
 
@@ -89,11 +99,6 @@ def create_app(core: ServingCore, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     from tensorflow_serving.apis import get_model_metadata_pb2
 
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False)
-
-    def to_dict(message) -> dict:
-        from google.protobuf import json_format
-        return json_format.MessageToDict(message, preserving_proto_field_name=True,
-                                         always_print_fields_with_no_presence=True)
 
     def predict_sync(name: str, version: int | None, label: str | None, body: bytes) -> dict:
         doc = tensors.parse_json_body(body)
@@ -275,7 +280,6 @@ def serve(bundle: str | Path, rest_port: int = 8501, grpc_port: int = 8500, host
     if not bound:
         sock.close()
         raise ServingError(f"cannot listen on {host}:{grpc_port} for gRPC (in use?); choose another --grpc-port")
-    grpc_server.start()
     grpc_stopped = threading.Event()
     grpc_stopped_set = False
 
@@ -298,11 +302,12 @@ def serve(bundle: str | Path, rest_port: int = 8501, grpc_port: int = 8500, host
         print(f"REST http://{host}:{rest_port}/v1/models/<name>  gRPC {host}:{bound}", file=out)
         print(f"ready: rest_port={rest_port} grpc_port={bound}", file=out, flush=True)
 
-    server: Any = _UvicornServer(
-        uvicorn.Config(create_app(core, max_body_bytes), log_level="warning", access_log=False, lifespan="off",
-                       timeout_graceful_shutdown=int(grace_seconds)),
-        on_signal=stop_grpc, on_started=ready)
-    try:
+    try:  # from gRPC's start on: a REST app that fails to start must not leave gRPC serving
+        grpc_server.start()
+        server: Any = _UvicornServer(
+            uvicorn.Config(create_app(core, max_body_bytes), log_level="warning", access_log=False, lifespan="off",
+                           timeout_graceful_shutdown=int(grace_seconds)),
+            on_signal=stop_grpc, on_started=ready)
         asyncio.run(server.serve(sockets=[sock]))
     finally:
         stop_grpc()

@@ -28,7 +28,8 @@ def add_parsers(sub, commands: dict[str, Callable[[argparse.Namespace], int]]) -
                    help="rows go to PREFIX-SSSSS-of-NNNNN.jsonl, unreadable images to PREFIX-dead-letter-*.jsonl")
     p.add_argument("--format", default="savedmodel",
                    help=f"{' | '.join(FORMATS)} (default savedmodel)")
-    p.add_argument("--precision", default=None, help="the artifact's precision (default fp32)")
+    p.add_argument("--precision", default=None,
+                   help="the artifact's precision (default fp32, or the format's own: fp16 for openvino)")
     p.add_argument("--top-k", type=int_at_least(1), default=5)
     p.add_argument("--max-batch-size", type=int_at_least(1), default=None,
                    help="RunInference's BatchElements maximum (default: the bundle's batching.config)")

@@ -102,6 +102,13 @@ def check_output(prefix: str) -> None:
                          "give a writable prefix such as out/scores or gs://BUCKET/scores") from None
 
 
+def default_precision(fmt: str, available: list[str]) -> str:
+    """fp32 when the bundle has it for the format, else the format's own first precision (OpenVINO's
+    IR is fp16): `--format openvino` without `--precision` scores the artifact that is there."""
+    from export.core.registry import get_format
+    return "fp32" if "fp32" in available or not available else get_format(fmt).precisions[0]
+
+
 def plan(bundle: str, model: str, inputs: str, output: str, fmt: str = "savedmodel", precision: str | None = None,
          *, top_k: int = 5, max_batch_size: int | None = None, num_shards: int = 0,
          num_threads: int | None = None) -> ScoreJob:
@@ -117,8 +124,8 @@ def plan(bundle: str, model: str, inputs: str, output: str, fmt: str = "savedmod
     manifest = Manifest.from_dict(_read_json(uri), source=uri)
     if model not in manifest.variants:
         raise UsageError(f"unknown model {model!r}: bundle {bundle} has {', '.join(sorted(manifest.variants)) or 'none'}")
-    precision = precision or "fp32"
     found = [a for a in manifest.artifacts if a.variant == model and a.format == fmt]
+    precision = precision or default_precision(fmt, [a.precision for a in found])
     match = [a for a in found if a.precision == precision]
     if not match:
         have = ", ".join(sorted(a.precision for a in found)) or "none"

@@ -65,21 +65,45 @@ def start_local_server(bundle: Path, batching: bool, backend: str = "savedmodel"
     if not batching:
         cmd.append("--no-batching")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    rest_port, grpc_port = wait_ready(proc, f"the local server ({backend})", timeout)
+    return proc, rest_port, grpc_port
+
+
+def wait_ready(proc: subprocess.Popen, what: str, timeout: float) -> tuple[int, int]:
+    """The ports from the server's `ready:` line, waiting at most `timeout` seconds by the clock
+    (a server that hangs silently is given up on too); RuntimeError, the server killed, otherwise.
+    Its output is drained from a thread for as long as it runs."""
+    import queue
     assert proc.stdout is not None
     stdout = proc.stdout
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def drain() -> None:
+        for line in stdout:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=drain, daemon=True, name="server-output").start()
     end = time.monotonic() + timeout
     seen: list[str] = []
-    for line in stdout:
+    exited = False
+    while (left := end - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
+            exited = True
+            break
         seen.append(line.strip())
         m = re.match(r"ready: rest_port=(\d+) grpc_port=(\d+)", line)
         if m:
-            threading.Thread(target=lambda: [None for _ in stdout], daemon=True).start()  # keep draining
-            return proc, int(m[1]), int(m[2])
-        if time.monotonic() > end:
-            break
+            return int(m[1]), int(m[2])
     proc.kill()
+    proc.wait()
     last = next((s for s in reversed(seen) if s), "no output")
-    raise RuntimeError(f"the local server ({backend}) did not start: {last}")
+    raise RuntimeError(f"{what} did not start: {last}" if exited
+                       else f"{what} did not start within {timeout:g} s: {last}")
 
 
 def stop_server(proc: subprocess.Popen) -> None:

@@ -208,3 +208,17 @@ def test_on_accuracy_fail_drop_leaves_the_artifact_out_and_says_why(tmp_path):
     assert "`v/tflite_int8`: accuracy 0.800 is 20 points below" in readme_section(dropped)
     again = ParityReport.from_dict(report.to_dict())
     assert again.accuracy[0].results[0].status == "dropped" and again.to_markdown() == report.to_markdown()
+
+
+def test_models_config_lists_only_the_variants_whose_savedmodel_stayed():
+    """A SavedModel the gate dropped (on_accuracy_fail = "drop") leaves models.config with it: TF
+    Serving would otherwise fail on a model without a version directory."""
+    from export.deploy.tfserving import bundle_models_config, served_models
+    from export.formats import Artifact
+    from export.pipeline.bundle_files import served_versions
+    kept = [Artifact(p, f, pr, v, "0", 0, [], [], {}, 0.0) for p, f, pr, v in (
+        ("tfserving/dense/1", "savedmodel", "fp32", "dense"), ("tflite/conv/model_fp32.tflite", "tflite", "fp32", "conv"),
+        ("tfserving/dropout/1", "savedmodel", "fp32", "dropout"))]  # conv's SavedModel was dropped
+    versions = served_versions(["dense", "conv", "dropout"], kept, 3)
+    assert versions == {"dense": [3], "dropout": [3]}
+    assert [m["name"] for m in served_models(bundle_models_config(versions))] == ["dense", "dropout"]

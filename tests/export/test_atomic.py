@@ -55,3 +55,23 @@ def test_exchange_swaps_two_paths(tmp_path):
     a, b = _version_dir(tmp_path / "a", "A"), _version_dir(tmp_path / "b", "B")
     assert atomic.exchange_paths(a, b)
     assert (a / "saved_model.pb").read_text() == "B" and (b / "saved_model.pb").read_text() == "A"
+
+
+def test_published_files_get_the_umask_without_the_process_umask_ever_changing(tmp_path, monkeypatch):
+    """write_text makes its file readable like a normally created one (0o666 less the umask) and a
+    staged directory like mkdir would (0o777 less it), without calling os.umask: setting it to read
+    it changed it for every thread of the process for a moment (a file another thread created
+    then got mode 0o666)."""
+    old = os.umask(0o027)
+    try:
+        def no_umask(mask):
+            raise AssertionError("os.umask changes the whole process's umask")
+        monkeypatch.setattr(os, "umask", no_umask)
+        atomic.write_text(tmp_path / "models.config", "model_config_list {}\n")
+        assert (tmp_path / "models.config").stat().st_mode & 0o777 == 0o640
+        with atomic.staged_dir(tmp_path / "1") as staging:
+            (staging / "saved_model.pb").write_text("graph")
+        assert (tmp_path / "1").stat().st_mode & 0o777 == 0o750
+    finally:
+        monkeypatch.undo()
+        os.umask(old)

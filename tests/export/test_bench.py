@@ -1,6 +1,7 @@
 """`resnet-deploy bench` on a small real bundle: the JSON schema, every artifact present, ratios
-and percentages computed from the measured numbers, the files written and the bundle still
-verifying. No test asserts a timing."""
+and percentages computed from the measured numbers, the files written beside the bundle and the
+bundle left byte for byte as it was (its signature still verifying); a changed bundle refused, a
+locked dist/ respected. No test asserts a timing."""
 from __future__ import annotations
 
 import json
@@ -16,7 +17,7 @@ from export.bench.document import BenchReport
 from export.bundle import layout as bundle
 from export.bundle import packing
 from export.core.errors import BundleError, UsageError
-from tests.helpers import has_bf16, link_tree, run_cli, run_main
+from tests.helpers import demo_bundle, has_bf16, link_tree, run_cli, run_main
 
 #: The artifacts of the small bundle: dense, fp32 and int8 of every format, and the OpenVINO IR
 #: (measured twice: at the f32 and the bf16 precision hint).
@@ -30,12 +31,15 @@ BENCH_ARGS = ("--threads", "1", "--warmup", "0", "--runs", "2", "--batch-sizes",
 
 @pytest.fixture(scope="module")
 def small_bundle(tmp_path_factory, exported):
-    """A bundle `bench-smoke-1/` in the pipeline's layout (manifest, golden files, README, tarball)
-    made of the session's shared dense export, then benchmarked once by the CLI."""
+    """A bundle `bench-smoke-1/` in the pipeline's layout (manifest, golden files, README, tarball,
+    signature) made of the session's shared dense export, then benchmarked once by the CLI.
+    Returns the bundle, the bench document, the CLI's result and what the bundle was before."""
+    from export.bundle import signing
     from export.bundle.manifest import Manifest, ParitySummary, StageTiming, VariantRecord
     from export.formats import Artifact, tool_versions
     from export.model.build import io_spec, param_counts
     from export.quality import golden
+    from tests.export import pki
     built, out, arts = exported("dense")
     out = Path(out)
     if not golden.exists(out, "dense"):
@@ -68,23 +72,30 @@ def small_bundle(tmp_path_factory, exported):
                         StageTiming("all", "pack", 1.5)],
         extra={"provenance_note": "a field this version does not know"},
     ))
+    keys = tmp_path_factory.mktemp("keys")
+    private, public, _ = pki.write_key_pair(keys, "publisher")
+    signing.sign_bundle(root, private)
     packing.pack(root)
+    tar = root.with_name("bench-smoke-1.tar.gz")
+    before = {"files": bundle.file_table(root), "manifest": (root / bundle.MANIFEST).read_bytes(),
+              "signature": (root / "signature.sig").read_bytes(), "tarball": tar.read_bytes(),
+              "export_seconds": round(sum(a["seconds"] for a in kept), 2), "public_key": public}
     r = run_cli("bench", str(root), *BENCH_ARGS, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    doc = json.loads((root / "bench" / "bench.json").read_text())
-    return root, doc, r
+    doc = json.loads((root.with_name("bench-smoke-1.bench") / "bench.json").read_text())
+    return root, doc, r, before
 
 
 ROW_FIELDS = {"load_1m": float, "key": str, "variant": str, "format": str, "precision": str, "path": str, "bytes": int,
               "gflop_per_image": float, "device": str, "load_s": float, "first_inference_s": float,
               "latency_ms": dict, "peak_rss_mb": float, "rss_load_mb": float, "top1": dict, "wall_s": float}
-STAT_FIELDS = {"runs": int, "p50": float, "p90": float, "p99": float, "mean": float, "min": float,
+STAT_FIELDS = {"runs": int, "p50": float, "p90": float, "max": float, "mean": float, "min": float,
                "images_per_s": float}
 
 
 @pytest.mark.e2e
 def test_bench_json_schema(small_bundle):
-    _, doc, _ = small_bundle
+    _, doc, _, before = small_bundle
     assert doc["format_version"] == bench.BENCH_FORMAT_VERSION and doc["bundle"] == "bench-smoke-1"
     assert set(doc) >= {"created_at", "environment", "settings", "ceiling", "flops", "artifacts",
                         "export_timings", "export_total_s", "files", "seconds"}
@@ -116,7 +127,7 @@ def test_bench_json_schema(small_bundle):
             for name, kind in STAT_FIELDS.items():
                 assert isinstance(stats[name], kind), (row["key"], b, name)
             assert stats["runs"] == s["runs"][b]
-            assert stats["min"] <= stats["p50"] <= stats["p90"] <= stats["p99"]
+            assert stats["min"] <= stats["p50"] <= stats["p90"] <= stats["max"]
         t = row["top1"]
         assert t["total"] == 12 and len(t["photos"]) == 12 and "astronaut" in t["photos"]
         assert t["agreement"] == pytest.approx(t["agree"] / t["total"], abs=1e-4)
@@ -124,8 +135,10 @@ def test_bench_json_schema(small_bundle):
         for name in ("achieved_gflops", "pct_of_ceiling", "achieved_at_batch", "speedup_vs_fp32",
                      "speedup_vs_fastest_fp32"):
             assert name in row
-    assert doc["export_timings"][0] == {"variant": "dense", "stage": "export",
-                                        "seconds": doc["export_timings"][0]["seconds"]}
+    # The manifest's timings, copied: the fixture wrote the export's as the kept artifacts' seconds.
+    assert doc["export_timings"] == [{"variant": "dense", "stage": "export", "seconds": before["export_seconds"]},
+                                     {"variant": "all", "stage": "pack", "seconds": 1.5}]
+    assert doc["export_total_s"] == round(before["export_seconds"] + 1.5, 2)
 
 
 @pytest.mark.e2e
@@ -133,7 +146,7 @@ def test_litert_latency_with_one_and_two_threads(small_bundle):
     """Every .tflite row has batch-1 latency at 1 and 2 LiteRT threads (the registry's bench_threads);
     the 1-thread figures are the main measurement's (this run uses --threads 1), the 2-thread ones
     a process of their own; other formats have none."""
-    root, doc, _ = small_bundle
+    root, doc, _, _ = small_bundle
     assert doc["settings"]["thread_sweep"] == {"tflite": [1, 2]}
     for row in doc["artifacts"]:
         if row["format"] != "tflite":
@@ -141,15 +154,16 @@ def test_litert_latency_with_one_and_two_threads(small_bundle):
             continue
         t = row["thread_sweep"]
         assert set(t) == {"1", "2"}
-        assert t["1"] == {k: row["latency_ms"]["1"][k] for k in ("runs", "p50", "p90", "p99", "images_per_s")}
-        assert t["2"]["runs"] == doc["settings"]["runs"]["1"] and t["2"]["p50"] <= t["2"]["p99"]
-    section = (root / "bench" / "bench.md").read_text().split("## Threads (batch 1): LiteRT on 1 and 2 cores")[1]
+        assert t["1"] == {k: row["latency_ms"]["1"][k] for k in ("runs", "p50", "p90", "max", "images_per_s")}
+        assert t["2"]["runs"] == doc["settings"]["runs"]["1"] and t["2"]["p50"] <= t["2"]["max"]
+    md = (root.with_name("bench-smoke-1.bench") / "bench.md").read_text()
+    section = md.split("## Threads (batch 1): LiteRT on 1 and 2 cores")[1]
     assert "| `dense` tflite int8 | " in section and "| `dense` onnx fp32 | " not in section
 
 
 @pytest.mark.e2e
 def test_every_artifact_appears_once(small_bundle):
-    root, doc, _ = small_bundle
+    root, doc, _, _ = small_bundle
     manifest = bundle.read_manifest(root)
     listed = {a.key: a for a in manifest.artifacts}
     rows = {r["label"]: r for r in doc["artifacts"]}
@@ -161,15 +175,13 @@ def test_every_artifact_appears_once(small_bundle):
 
 @pytest.mark.e2e
 def test_ratios_and_percentages_come_from_the_measured_numbers(small_bundle):
-    _, doc, _ = small_bundle
+    _, doc, _, _ = small_bundle
     from export.bench.paired import paired_ratio
     rows = {r["label"]: r for r in doc["artifacts"] if not r["skipped"]}
     ceiling = doc["ceiling"]["gflops"]
     paired = doc["paired"]["dense"]["by_batch"]
     assert doc["flops"]["dense"]["total"] == pytest.approx(2 * (3_855_925_248 + 2048 * 10) / 1e9, abs=1e-6)
     for r in rows.values():
-        for b, stats in r["latency_ms"].items():
-            assert stats["images_per_s"] == pytest.approx(int(b) * 1e3 / stats["mean"], rel=2e-3)
         if r["precision_hint"]:  # OpenVINO: against the fastest fp32 artifact of another format
             sp = r["speedup_vs_fastest_fp32"]
             fp32 = [o for o in rows.values() if o["precision"] == "fp32" and o["format"] != "openvino"]
@@ -197,9 +209,10 @@ def test_ratios_and_percentages_come_from_the_measured_numbers(small_bundle):
 
 
 @pytest.mark.e2e
-def test_markdown_chart_manifest_and_verify(small_bundle):
-    root, doc, r = small_bundle
-    md = (root / "bench" / "bench.md").read_text()
+def test_markdown_chart_and_the_bundle_left_as_exported(small_bundle):
+    root, doc, r, before = small_bundle
+    out = root.with_name("bench-smoke-1.bench")
+    md = (out / "bench.md").read_text()
     assert md.splitlines()[2] == "## Which file to deploy on this machine", "bench.md opens with the deploy choice"
     assert "\n## Targets\n" in md
     rec = {e["batch"]: e for e in doc["recommended"]}
@@ -220,11 +233,12 @@ def test_markdown_chart_manifest_and_verify(small_bundle):
     assert paired["fastest_fp32"] == min((k for k in paired["p50_ms"] if k.endswith("fp32")),
                                          key=lambda k: paired["p50_ms"][k])
     assert "## Artifacts in turn: the timings every speed-up comes from" in md
-    assert md.strip() in r.stdout and "wrote bench/bench.json, bench/bench.md, bench/bench.png" in r.stdout
+    assert md.strip() in r.stdout
+    assert f"wrote {out / 'bench.json'}, {out / 'bench.md'}, {out / 'bench.png'}" in r.stdout
     assert "**1 threads**" in md and doc["environment"]["cpu_model"] in md and "tensorflow 2." in md
     assert "## Machine ceiling" in md and "| numpy | " in md and "| tensorflow | " in md
     assert "## Each row against its own precision's ceiling" in md and "int8 **" in md
-    assert "b1 p50 / p90 / p99 ms" in md and "b2 p50 / p90 / p99 ms" in md and "## Export pipeline" in md
+    assert "b1 p50 / p90 / max ms" in md and "b2 p50 / p90 / max ms" in md and "## Export pipeline" in md
     for key in KEEP[:-1]:
         variant, rest = key.split("/")
         fmt, precision = rest.split("_")
@@ -234,29 +248,25 @@ def test_markdown_chart_manifest_and_verify(small_bundle):
     ov_f32 = next(line for line in md.splitlines() if line.startswith("| `dense` openvino fp16 @ f32 |"))
     assert "×** b1 vs " in ov_f32 and "×** b2 vs " in ov_f32
     assert "CPU features detected: AMX-BF16 " in md and ", AVX512-BF16 " in md and ", AVX512-VNNI " in md
-    assert (root / "bench" / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    manifest = bundle.read_manifest(root)
-    assert {"bench/bench.json", "bench/bench.md", "bench/bench.png"} <= set(manifest.files)
-    assert manifest.parity.failures == ["none: kept by bench"] and manifest.config == "test"
-    assert manifest.extra == {"provenance_note": "a field this version does not know"}  # kept by the re-list
-    assert manifest.bench["files"] == ["bench/bench.json", "bench/bench.md", "bench/bench.png"]
-    assert set(manifest.bench["artifacts"]) == set(LABELS) and manifest.bench["threads"] == 1
-    readme = (root / "README.md").read_text()
-    assert readme.startswith("# bench-smoke-1") and "## Benchmarks" in readme and "(bench/bench.md)" in readme
-    html = (root / "report.html").read_text()  # bench adds its section to report.html (issue 26)
-    assert "report.html" in manifest.files and 'id="chart-dense-latency"><svg' in html
-    assert doc["environment"]["cpu_model"] in html
+    assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert doc["files"] == [str(out / n) for n in ("bench.json", "bench.md", "bench.png", "report.html")]
+    html = (out / "report.html").read_text()  # the bundle's report with the bench section (issue 26)
+    assert 'id="chart-dense-latency"><svg' in html and doc["environment"]["cpu_model"] in html
+    # The bundle is byte for byte what was exported and signed: nothing added, rewritten or removed.
     tar = root.with_name("bench-smoke-1.tar.gz")
-    assert tar.with_name(tar.name + ".sha256").read_text().split()[0] == bundle.sha256_file(tar)
+    assert bundle.file_table(root) == before["files"] and not (root / "bench").exists()
+    assert (root / bundle.MANIFEST).read_bytes() == before["manifest"]
+    assert (root / "signature.sig").read_bytes() == before["signature"]
+    assert tar.read_bytes() == before["tarball"]
     for target in (root, tar):
-        v = run_cli("verify", str(target), "--skip-parity")
+        v = run_cli("verify", str(target), "--skip-parity", "--public-key", str(before["public_key"]))
         assert v.returncode == 0 and "0 changed, 0 missing, 0 extra" in v.stdout, v.stdout + v.stderr
 
 
 @pytest.mark.e2e
 def test_busy_machine_is_flagged(small_bundle):
     from export.bench.report import render_markdown
-    _, doc, _ = small_bundle
+    _, doc, _, _ = small_bundle
     quiet = json.loads(json.dumps(doc))
     quiet["environment"].update(load_average_start=[0.1, 0, 0], load_average_end=[0.2, 0, 0], logical_cpus=2)
     for r in quiet["artifacts"]:
@@ -268,7 +278,7 @@ def test_busy_machine_is_flagged(small_bundle):
 
 @pytest.mark.e2e
 def test_out_elsewhere_leaves_the_bundle_untouched(small_bundle, tmp_path):
-    root, doc, _ = small_bundle
+    root, doc, _, _ = small_bundle
     before = bundle.file_table(root)
     manifest = (root / bundle.MANIFEST).read_bytes()
     files = bench_results.write_results(root, BenchReport.from_dict(doc), tmp_path / "elsewhere")
@@ -289,10 +299,53 @@ def test_flops_of_the_heads():
     assert flops_mod.resnet50_macs(160)[1] == 5
 
 
+@pytest.mark.unit
+def test_latency_stats_of_known_runs():
+    """Four runs of a 2-image batch at 10, 20, 30 and 40 ms: the figures worked out by hand."""
+    from export.bench.worker import stats
+    assert stats([0.010, 0.040, 0.020, 0.030], batch=2) == {
+        "runs": 4, "p50": 25.0, "p90": 37.0, "max": 40.0, "mean": 25.0, "min": 10.0, "images_per_s": 80.0}
+
+
+@pytest.mark.unit
+def test_a_bundle_changed_after_export_is_refused_and_left_alone(tmp_path):
+    root = demo_bundle(tmp_path / "dist" / "demo-1")
+    (root / "tflite" / "demo" / "model_fp32.tflite").write_bytes(b"swapped weights")
+    (root / "extra.txt").write_text("planted")
+    manifest = (root / bundle.MANIFEST).read_bytes()
+    with pytest.raises(BundleError, match=r"refusing to benchmark .*demo-1: its files do not match manifest\.json "
+                                          r"\(changed: tflite/demo/model_fp32\.tflite; extra: extra\.txt\)"):
+        bench.run_bench(root)
+    assert (root / bundle.MANIFEST).read_bytes() == manifest  # not re-hashed into a "clean" manifest
+    from export.core.locks import LOCK_NAME
+    assert sorted(p.name for p in root.parent.iterdir()) == [LOCK_NAME, "demo-1"]  # no results written
+
+
+@pytest.mark.unit
+def test_bench_refuses_a_locked_dist(tmp_path):
+    """While `make export` holds dist/'s lock (here: a process holding it), bench refuses in one line."""
+    import subprocess
+    import sys
+    root = demo_bundle(tmp_path / "dist" / "demo-1")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nfrom export.core.locks import exclusive_output\n"
+         "with exclusive_output(sys.argv[1], command='resnet-deploy bundle'):\n"
+         "    print('held', flush=True)\n    sys.stdin.read()\n", str(root.parent)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        from export.core.locks import OutputBusy
+        with pytest.raises(OutputBusy, match=r"dist is in use by pid \d+ .*\(resnet-deploy bundle, since "):
+            bench.run_bench(root)
+    finally:
+        holder.communicate("", timeout=30)
+    assert not root.with_name("demo-1.bench").exists()
+
+
 def _row(key: str, p50: dict[str, float] | None, hint: str = "", skipped: str | None = None) -> dict:
     variant, rest = key.split("/")
     fmt, precision = rest.split("_")
-    lat = {b: {"p50": v, "p90": v, "p99": v, "mean": v, "min": v, "runs": 1, "images_per_s": int(b) * 1e3 / v}
+    lat = {b: {"p50": v, "p90": v, "max": v, "mean": v, "min": v, "runs": 1, "images_per_s": int(b) * 1e3 / v}
            for b, v in (p50 or {}).items()}
     return {"key": key, "label": f"{key}@{hint}" if hint else key, "precision_hint": hint, "variant": variant,
             "format": fmt, "precision": precision, "path": key, "bytes": 1_000_000, "gflop_per_image": 7.7,
@@ -340,7 +393,7 @@ def test_bad_batch_sizes(text):
 
 @pytest.mark.e2e
 def test_bad_bundle_and_variant_in_process(small_bundle, tmp_path):
-    root, _, _ = small_bundle
+    root, _, _, _ = small_bundle
     with pytest.raises(BundleError, match=r"is not a bundle: it has no manifest\.json"):
         bench.run_bench(tmp_path)
     with pytest.raises(UsageError, match=r"variant\(s\) \['nope'\] not in .*; it has \['dense'\]"):
@@ -357,7 +410,7 @@ def test_bad_bundle_and_variant_in_process(small_bundle, tmp_path):
     (("{bundle}", "--threads", "0"), "argument --threads: must be >= 1, got 0"),
 ])
 def test_bad_input_is_a_one_line_error(small_bundle, tmp_path, args, message):
-    root, _, _ = small_bundle
+    root, _, _, _ = small_bundle
     paths = {"empty": tmp_path, "tar": root.with_name("bench-smoke-1.tar.gz"), "bundle": root}
     r = run_main("bench", *(a.format(**paths) for a in args))
     assert r.returncode == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr

@@ -348,11 +348,12 @@ def test_failed_parity_is_not_published(published, tmp_path):
 
 @pytest.mark.integration
 @pytest.mark.parametrize("text,message", [
-    ("name = 'x'\nversion = 0\n[[variants]]\nname='dense'\n", "version must be an integer >= 1"),
-    ("name = 'x'\n", "no [[variants]] listed"),
-    ("name = 'x'\n[[variants]]\nname='dense'\ncolour='red'\n", "unknown key(s) ['colour']"),
+    ("name = 'x'\nversion = 0\n[[variants]]\nname='dense'\n", "version = 0: input should be greater than or equal to 1"),
+    ("name = 'x'\n", "variants is required (at least one [[variants]] table with a name)"),
+    ("name = 'x'\n[[variants]]\nname='dense'\ncolour='red'\n", "variant 'dense': unknown key 'colour'; allowed: "),
     ("name = 'x'\n[[variants]]\nname='nope'\n", "unknown variant 'nope'"),
-    ("name = 'x'\n[[variants]]\nname='dense'\nprecisions=['int4']\n", "unknown precision 'int4'"),
+    ("name = 'x'\n[[variants]]\nname='dense'\nprecisions=['int4']\n",
+     "variant 'dense': precisions.0 = 'int4': input should be 'fp32', 'fp16', 'dynamic' or 'int8'"),
     ("name = [\n", "is not valid TOML"),
     ("name = 'x'\nstorage_uri = 'ftp://host/models'\n[[variants]]\nname='dense'\n",
      "storage_uri scheme ftp:// is not one KServe supports"),

@@ -24,9 +24,10 @@ pytestmark = pytest.mark.unit
 MODELS = {"dense": [3], "conv": [3]}
 
 
-def write_bundle(root: Path, bench: dict | None = None) -> Path:
+def write_bundle(root: Path, bench: dict | None = None, bench_inside: bool = False) -> Path:
     """A bundle directory with what the manifests read: the three TF Serving configs (written
-    by the project's writers), manifest.json and, optionally, bench/bench.json."""
+    by the project's writers), manifest.json and, optionally, the bench's bench.json where `make
+    bench` writes it (`<bundle>.bench/`), or inside the bundle as bench runs before it did."""
     from export.deploy import tfserving as config
     root.mkdir(parents=True)
     (root / "models.config").write_text(config.bundle_models_config(MODELS))
@@ -36,8 +37,9 @@ def write_bundle(root: Path, bench: dict | None = None) -> Path:
                                                     "tool_versions": {"tensorflow": "2.21.0"}, "files": {}}))
     if bench is not None:
         from export.bench.document import BENCH_FORMAT_VERSION
-        (root / "bench").mkdir()
-        (root / "bench" / "bench.json").write_text(json.dumps({
+        where = root / "bench" if bench_inside else root.with_name(root.name + ".bench")
+        where.mkdir()
+        (where / "bench.json").write_text(json.dumps({
             "format_version": BENCH_FORMAT_VERSION, "bundle": root.name, "created_at": "2026-01-01T00:00:00+00:00",
             "environment": {}, "settings": {}, "ceiling": {}, "flops": {}, **bench}))
     return root
@@ -122,10 +124,11 @@ def test_serve_and_the_deployment_share_one_flag_builder(bundle):
         "/models/models.config", "/models/batching.config", "/models/monitoring.config")
 
 
-def test_memory_is_sized_from_the_bench_peak_rss(tmp_path):
+@pytest.mark.parametrize("bench_inside", [False, True], ids=["beside", "inside (older bundles)"])
+def test_memory_is_sized_from_the_bench_peak_rss(tmp_path, bench_inside):
     bench = {"artifacts": [bench_row("dense", "savedmodel", 900, 300), bench_row("conv", "savedmodel", 1000, 420),
                            bench_row("dense", "onnx", 5000, 4000)]}
-    info = kubernetes.BundleInfo.from_dir(write_bundle(tmp_path / "b-1", bench))
+    info = kubernetes.BundleInfo.from_dir(write_bundle(tmp_path / "b-1", bench, bench_inside))
     files = docs(kubernetes.render(info, "s3://bucket/models"))
     (dep,) = files["kubernetes/deployment.yaml"]
     (server,) = dep["spec"]["template"]["spec"]["containers"]
@@ -309,7 +312,7 @@ def test_placeholder_uri_renders_marked_manifests(bundle):
 
 @pytest.mark.parametrize("value,message", [
     ("'ftp://x/y'", "storage_uri scheme ftp:// is not one KServe supports"),
-    ("3", "storage_uri must be a string such as 'gs://BUCKET/models', got 3"),
+    ("3", "storage_uri = 3: input should be a valid string; expected a string such as 'gs://BUCKET/models'"),
 ])
 def test_config_storage_uri_is_checked_when_the_config_is_read(tmp_path, value, message):
     from export.pipeline.config import load_config

@@ -133,6 +133,11 @@ RULES = [
     ("export.model", "export.formats", "the model is built before any format exists"),
     ("export.bundle", "export.pipeline", "the bundle is written by the pipeline, not the reverse"),
     ("export.deploy", "export.pipeline", "deployment files are written for the pipeline"),
+    ("serving.api", "serving.frontends", "both front ends share the API; it knows neither"),
+    ("serving.backends", "serving.frontends", "backends run models for whichever front end asks"),
+    ("serving.client", "serving.backends", "a client talks to a server over the wire, never to its insides"),
+    ("serving.client", "serving.frontends", "a client talks to a server over the wire, never to its insides"),
+    ("serving.scoring", "serving.frontends", "Beam scoring runs the artifacts itself, not through the server"),
 ] + [(room, "export.cli", "only the entry point sits on top") for room in (
     "export.core", "export.model", "export.images", "export.training", "export.formats", "export.runtimes",
     "export.quality", "export.bundle", "export.pipeline", "export.bench", "export.deploy")]
@@ -156,6 +161,15 @@ def test_exporters_never_import_each_other():
     exporters = {f"export.formats.{f}" for f in ("savedmodel", "tflite", "onnx", "openvino")}
     for m in exporters:
         assert not (graph[m] & exporters), f"{m} imports another format module: {graph[m] & exporters}"
+
+
+def test_core_imports_only_core():
+    """core is the bottom layer: errors, files, locks, the registry; it names other rooms' modules
+    by dotted path only (the registry imports exporters and runners on first use)."""
+    graph = import_graph()
+    wrong = {m: sorted(t for t in graph[m] if not (t.startswith("export.core") or t == "export"))
+             for m in _rooms(graph, "export.core")}
+    assert {m: d for m, d in wrong.items() if d} == {}
 
 
 def test_images_imports_only_core():

@@ -10,20 +10,14 @@ from export.bundle import layout as bundle
 from export.bundle import packing
 from export.bundle.manifest import Manifest, ParitySummary
 from tests.export import pki
-from tests.helpers import run_cli
+from tests.helpers import demo_bundle, run_cli
 
 pytestmark = pytest.mark.integration  # verify imports TensorFlow in its subprocess
 
 
 @pytest.fixture
 def signed(tmp_path):
-    root = tmp_path / "dist" / "demo-1"
-    (root / "tflite" / "demo").mkdir(parents=True)
-    (root / "tflite" / "demo" / "model_fp32.tflite").write_bytes(bytes(range(256)) * 16)
-    (root / "models.config").write_text("model_config_list {}\n")
-    bundle.write_manifest(root, Manifest(name="demo", version=1, created_at="2026-01-01T00:00:00+00:00",
-                                         tool_versions={}, config="test", variants={}, artifacts=[],
-                                         parity=ParitySummary(passed=True)))
+    root = demo_bundle(tmp_path / "dist" / "demo-1")
     packing.pack(root)
     keys = tmp_path / "keys"
     keys.mkdir()
@@ -93,3 +87,27 @@ def test_export_refuses_an_out_in_use_before_building(tmp_path):
     assert r.stderr.startswith(f"error: {out} is in use by pid {os.getpid()} (resnet-deploy export --variant conv, "
                                "since ")
     assert sorted(p.name for p in out.iterdir()) == [".resnet-deploy.lock"], "nothing built or written"
+
+
+def test_verify_without_a_key_stops_at_a_failed_checksum_before_loading_anything(tmp_path):
+    """A bundle whose listed SavedModel was altered after export: verify (no key) reports the
+    changed file and skips parity; it never loads the model (loading this one would fail with a
+    TensorFlow parse error, and its golden files are absent: exit 2 instead of 1)."""
+    from export.formats import Artifact
+    root = tmp_path / "dist" / "demo-1"
+    sm = root / "tfserving" / "demo" / "1"
+    sm.mkdir(parents=True)
+    (sm / "saved_model.pb").write_bytes(b"\x08\x01")
+    (root / "models.config").write_text("model_config_list {}\n")
+    art = Artifact(path="tfserving/demo/1", format="savedmodel", precision="fp32", variant="demo", sha256="0" * 64,
+                   bytes=2, inputs=[], outputs=[], tool_versions={}, seconds=0.0)
+    bundle.write_manifest(root, Manifest(name="demo", version=1, created_at="2026-01-01T00:00:00+00:00",
+                                         tool_versions={}, config="test", variants={}, artifacts=[art],
+                                         parity=ParitySummary(passed=True)))
+    (sm / "saved_model.pb").write_bytes(b"altered after export")
+    r = run_cli("verify", str(root))
+    assert r.returncode == 1, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert "FAIL changed: tfserving/demo/1/saved_model.pb" in lines
+    assert "parity: skipped: files differ from manifest.json, so the artifacts are not loaded" in lines
+    assert lines[-1] == "verification FAILED" and r.stderr == ""

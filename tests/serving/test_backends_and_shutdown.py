@@ -1,10 +1,7 @@
 """The local server on the ONNX Runtime and LiteRT backends (image bytes decoded in Python), with
-batching off, and its graceful shutdown: SIGTERM lets a request in flight finish."""
+batching off, and a warmup record that fails the load. (Graceful shutdown, SIGTERM with a request
+in flight, is in test_server_seams.py, on the tiny model.)"""
 from __future__ import annotations
-
-import json
-import threading
-import time
 
 import httpx
 import numpy as np
@@ -46,43 +43,6 @@ def test_runner_backend_answers_like_keras(bundle, photos4, reference, backend):
             assert r.status("dense")["model_version_status"][0]["state"] == "AVAILABLE"
     finally:
         assert s.stop() == 0
-
-
-def test_sigterm_lets_the_request_in_flight_finish(bundle, photos4, reference):
-    s = start_server(bundle, "--no-batching")
-    body = json.dumps({"inputs": photos4[:1].tolist()}).encode()
-    chunks = [body[i:i + 65536] for i in range(0, len(body), 65536)]
-    sent_first = threading.Event()
-
-    def slow_body():  # the request is on the wire, half sent, when SIGTERM arrives
-        yield chunks[0]
-        sent_first.set()
-        time.sleep(1.5)
-        yield from chunks[1:]
-
-    answer = {}
-
-    def in_flight():
-        try:
-            answer["response"] = httpx.post(f"{s.rest}/v1/models/dense:predict", content=slow_body(), timeout=60,
-                                            headers={"Content-Type": "application/json"})
-        except Exception as e:  # noqa: BLE001
-            answer["error"] = e
-
-    t = threading.Thread(target=in_flight)
-    t.start()
-    assert sent_first.wait(30)
-    time.sleep(0.5)
-    s.proc.send_signal(__import__("signal").SIGTERM)
-    t.join(60)
-    assert "error" not in answer, answer.get("error")
-    r = answer["response"]
-    assert r.status_code == 200, r.text
-    np.testing.assert_allclose(r.json()["outputs"]["probabilities"], reference["probabilities"][:1], atol=1e-5)
-    assert s.proc.wait(60) == 0
-    assert "stopped: in-flight requests finished" in s.output()
-    with pytest.raises(httpx.TransportError):  # and nothing listens any more
-        httpx.get(f"{s.rest}/v1/models/dense", timeout=5)
 
 
 def test_a_failing_warmup_record_fails_the_load_like_tf_serving(bundle):

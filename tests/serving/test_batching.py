@@ -3,7 +3,6 @@ request, a bad request fails alone, limits answer as TF Serving does, close drai
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -19,8 +18,20 @@ def double(inputs):
     x = inputs["x"]
     if (x < 0).any():
         raise ServingStatus.invalid("negative input")
-    time.sleep(0.02)  # like a real model call: long enough for peers to queue up
     return {"y": x * 2, "n": np.full(len(x), len(x))}
+
+
+class Gated:
+    """`double` whose calls wait until the test opens the gate, and which says when the first began:
+    requests submitted meanwhile are queued, whatever the machine's speed."""
+
+    def __init__(self) -> None:
+        self.gate, self.first_call = threading.Event(), threading.Event()
+
+    def __call__(self, inputs):
+        self.first_call.set()
+        assert self.gate.wait(30), "the test never opened the gate"
+        return double(inputs)
 
 
 def opts(**kw):
@@ -43,15 +54,21 @@ def submit_all(batcher, requests):
 
 
 def test_concurrent_requests_are_merged_and_split_back():
-    b = Batcher(double, opts())
-    requests = [np.full((1 + i % 3, 2), float(i)) for i in range(12)]
-    futures = submit_all(b, requests)
-    for req, fut in zip(requests, futures, strict=False):
+    """The first request occupies the one batch thread (its call waits at a gate) while eleven more
+    queue in a known order; once the gate opens they run merged, greedily up to 8 rows a batch."""
+    model = Gated()
+    b = Batcher(model, opts())
+    requests = [np.full((1 + i % 3, 2), float(i)) for i in range(12)]  # 1, 2, 3, 1, 2, 3, ... rows
+    futures = [b.submit({"x": requests[0]})]
+    assert model.first_call.wait(30)
+    futures += [b.submit({"x": r}) for r in requests[1:]]
+    model.gate.set()
+    for req, fut in zip(requests, futures, strict=True):
         out = fut.result(10)
         np.testing.assert_array_equal(out["y"], req * 2)
     b.close()
-    assert max(b.batch_sizes) > 1 and max(b.batch_sizes) <= 8
-    assert sum(b.batch_sizes) == sum(len(r) for r in requests)
+    # 1 alone; then 2+3+1+2 = 8; 3+1+2 = 6 (a 3 would make 9); 3+1+2 = 6; the last 3.
+    assert list(b.batch_sizes) == [1, 8, 6, 6, 3]
 
 
 def test_a_bad_request_fails_alone():
@@ -75,20 +92,15 @@ def test_task_larger_than_max_batch_size_is_refused():
 
 
 def test_full_queue_answers_unavailable():
-    gate = threading.Event()
-
-    def blocked(inputs):
-        gate.wait(10)
-        return {"y": inputs["x"]}
-
-    b = Batcher(blocked, opts(max_enqueued_batches=1, batch_timeout_micros=0))
+    model = Gated()
+    b = Batcher(model, opts(max_enqueued_batches=1, batch_timeout_micros=0))
     first = b.submit({"x": np.ones((8, 1))})  # taken by the only batch thread, which blocks
-    time.sleep(0.1)
+    assert model.first_call.wait(30)
     queued = b.submit({"x": np.ones((8, 1))})  # fills the one queued batch
     with pytest.raises(ServingStatus) as info:
         b.submit({"x": np.ones((1, 1))})
     assert info.value.code == "UNAVAILABLE" and "queue" in info.value.message
-    gate.set()
+    model.gate.set()
     assert first.result(10)["y"].shape == (8, 1) and queued.result(10)["y"].shape == (8, 1)
     b.close()
 

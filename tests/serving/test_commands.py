@@ -35,6 +35,32 @@ def test_bundle_dir_accepts_a_directory_or_its_tarball(tmp_path):
     assert unpacked == (tmp_path / "work" / "resnet-1").resolve() and (unpacked / "models.config").is_file()
 
 
+@pytest.mark.parametrize("change", ["edited", "added", "removed"])
+def test_a_directory_beside_the_tarball_that_differs_is_not_served_for_it(tmp_path, change):
+    """`serve X.tar.gz` with an X/ beside it that changed since packing (a file edited to the same
+    size, added or removed): the tarball is unpacked and served, not the directory."""
+    b = fake_bundle(tmp_path / "resnet-1")
+    (b / "tfserving" / "dense" / "1" / "saved_model.pb").write_bytes(b"graph-v1")
+    tar_path = tmp_path / "resnet-1.tar.gz"
+    with tarfile.open(tar_path, "w:gz") as tar:
+        tar.add(b, arcname="resnet-1")
+    if change == "edited":
+        (b / "tfserving" / "dense" / "1" / "saved_model.pb").write_bytes(b"graph-v2")
+    elif change == "added":
+        (b / "tfserving" / "dense" / "2").mkdir()
+        (b / "tfserving" / "dense" / "2" / "saved_model.pb").write_bytes(b"graph-v9")
+    else:
+        (b / "batching.config").unlink()
+    served = bundle_dir(tar_path, tmp_path / "work")
+    assert served == (tmp_path / "work" / "resnet-1").resolve()
+    assert (served / "tfserving" / "dense" / "1" / "saved_model.pb").read_bytes() == b"graph-v1"
+    expected = {"edited": "tfserving/dense/1/saved_model.pb differs",
+                "added": "tfserving/dense/2/saved_model.pb is not in the tarball",
+                "removed": "batching.config differs"}[change]
+    with pytest.raises(BundleError, match=rf"resnet-1 is not what .*resnet-1\.tar\.gz holds \({expected}\); "):
+        bundle_dir(tar_path)
+
+
 def test_bundle_dir_refuses_what_is_not_a_bundle(tmp_path):
     (tmp_path / "notes.txt").write_text("hi")
     with pytest.raises(BundleError, match=r"is neither a bundle directory nor a \.tar\.gz bundle"):

@@ -284,4 +284,4 @@ def test_concurrent_burst_matches_sequential_answers(server, photos4):
 def test_prometheus_metrics_count_requests(server, rest, photos4):
     rest.status("dense")
     text = httpx.get(f"{server.rest}/monitoring/prometheus/metrics", timeout=30).text
-    assert ':tensorflow:serving:request_count{model_name="dense",api="status",status="OK"}' in text
+    assert ':tensorflow:serving:request_count{api="status",model_name="dense",status="OK"}' in text

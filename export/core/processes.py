@@ -1,0 +1,49 @@
+"""Processes: run a command in its own process group and, on a timeout or an interrupt, kill the
+whole group (its own children too), not only the process that was started; and this process's
+peak memory, read one way for the bench and the export's worker pool alike."""
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set, bytes: VmHWM, which (unlike ru_maxrss, which keeps the
+    parent's high-water mark across fork + exec) counts only this program; ru_maxrss where there
+    is no /proc."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+    import sys
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL every process in `proc`'s process group (it leads one: start_new_session=True)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def run_group(cmd: Sequence[str], *, timeout: float, env: dict[str, str] | None = None,
+              cwd: str | os.PathLike | None = None) -> subprocess.CompletedProcess:
+    """`subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)`, except that the command
+    leads a new process group, and a timeout (TimeoutExpired) or an interrupt kills that whole group:
+    a load test's servers do not stay up holding their ports after it was given up on."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        kill_group(proc)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.communicate(timeout=30)  # reap it; the group's pipes close with its processes
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
