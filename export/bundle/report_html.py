@@ -47,7 +47,8 @@ def _variant_view(docs: BundleDocs, card: dict[str, Any]) -> dict[str, Any]:
     name = card["name"]
     training = docs.variants[name].get("training") or {}
     parity_rows = _parity_rows(docs, name)
-    view: dict[str, Any] = {"card": card, "parity": parity_rows, "charts": {}, "bench": []}
+    view: dict[str, Any] = {"card": card, "parity": parity_rows, "bench": [],  # a chart the documents cannot draw is None
+                            "charts": dict.fromkeys(("accuracy", "parity", "latency", "training", "confusion"))}
     ev = card["evaluation"]
     if ev and ev["artifacts"]:
         view["charts"]["accuracy"] = charts.accuracy(ev["artifacts"], ev["reference"], f"{name}-accuracy")
