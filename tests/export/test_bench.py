@@ -282,7 +282,7 @@ def test_out_elsewhere_leaves_the_bundle_untouched(small_bundle, tmp_path):
     before = bundle.file_table(root)
     manifest = (root / bundle.MANIFEST).read_bytes()
     files = bench_results.write_results(root, BenchReport.from_dict(doc), tmp_path / "elsewhere")
-    assert files == [str(tmp_path / "elsewhere" / n) for n in ("bench.json", "bench.md", "bench.png")]
+    assert files == [str(tmp_path / "elsewhere" / n) for n in ("bench.json", "bench.md", "bench.png", "report.html")]
     assert all(Path(f).is_file() for f in files)
     assert bundle.file_table(root) == before and (root / bundle.MANIFEST).read_bytes() == manifest
 
