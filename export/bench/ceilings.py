@@ -12,26 +12,14 @@ Each is the best of `reps` timed runs after one warm-up.
 """
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import numpy as np
 
+from export.bench.worker import time_matmul
+
 #: Which precision each kind of row is measured against (a row's precision, or its runner hint).
 PRECISIONS = ("fp32", "int8", "bf16")
-
-
-def _time(fn, n: int, reps: int) -> dict[str, Any]:
-    fn()
-    seconds = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        seconds.append(time.perf_counter() - t)
-    ops = 2.0 * n ** 3
-    return {"gflops": round(ops / min(seconds) / 1e9, 2),
-            "gflops_median": round(ops / float(np.median(seconds)) / 1e9, 2),
-            "seconds": [round(s, 5) for s in seconds]}
 
 
 def _ort_int8(n: int, reps: int, threads: int) -> dict[str, Any]:
@@ -53,7 +41,7 @@ def _ort_int8(n: int, reps: int, threads: int) -> dict[str, Any]:
     a = rng.integers(0, 256, size=(n, n), dtype=np.uint8)
     return {"precision": "int8", "library": "onnxruntime",
             "kernel": f"MatMulInteger u8×s8 (ONNX Runtime {ort.__version__}, onnx {onnx.__version__})",
-            **_time(lambda: sess.run(None, {"a": a}), n, reps)}
+            **time_matmul(lambda: sess.run(None, {"a": a}), n, reps)}
 
 
 def _openvino_model(n: int, int8: bool):
@@ -86,7 +74,7 @@ def _openvino(n: int, reps: int, threads: int, precision: str) -> dict[str, Any]
     a = np.random.default_rng(1).uniform(0, 4, size=(n, n)).astype(np.float32)
     kernel = ("FakeQuantize(u8) × int8 weights matmul" if precision == "int8" else f"matmul at the {hint} hint")
     return {"precision": precision, "library": "openvino", "kernel": f"{kernel} (OpenVINO {ov.__version__})",
-            **_time(lambda: request.infer({"a": a}), n, reps)}
+            **time_matmul(lambda: request.infer({"a": a}), n, reps)}
 
 
 def measure(n: int, reps: int, threads: int, bf16_unit: str | None) -> list[dict[str, Any]]:

@@ -56,7 +56,8 @@ def in_fresh_process(job: dict[str, Any], threads: int) -> dict[str, Any]:
         return json.loads(out_path.read_text())
 
 
-def _time_matmul(matmul, n: int, reps: int) -> dict[str, Any]:
+def time_matmul(matmul, n: int, reps: int) -> dict[str, Any]:
+    """GFLOP/s of an n x n x n matmul (2 n^3 operations): best and median of `reps` timed runs."""
     matmul()  # warm-up: thread pool start, page faults, tracing
     seconds = []
     for _ in range(reps):
@@ -76,7 +77,7 @@ def _ceiling(n: int, reps: int, threads: int) -> list[dict[str, Any]]:
     b = rng.standard_normal((n, n), dtype=np.float32)
     blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
     out = [{"library": "numpy", "kernel": f"{blas.get('name', '?')} {blas.get('version', '')}".strip(),
-            **_time_matmul(lambda: a @ b, n, reps)}]
+            **time_matmul(lambda: a @ b, n, reps)}]
     from export.runtimes.tensorflow import TensorFlowRunner
     TensorFlowRunner.preload(threads)
     import tensorflow as tf
@@ -84,7 +85,7 @@ def _ceiling(n: int, reps: int, threads: int) -> list[dict[str, Any]]:
         ta, tb = tf.constant(a), tf.constant(b)
         fn = tf.function(lambda x, y: tf.linalg.matmul(x, y))
         out.append({"library": "tensorflow", "kernel": f"tf.linalg.matmul (TensorFlow {tf.__version__})",
-                    **_time_matmul(lambda: fn(ta, tb).numpy(), n, reps)})
+                    **time_matmul(lambda: fn(ta, tb).numpy(), n, reps)})
     return out
 
 
