@@ -12,14 +12,27 @@ Each is the best of `reps` timed runs after one warm-up.
 """
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
 
-from export.bench.worker import time_matmul
-
 #: Which precision each kind of row is measured against (a row's precision, or its runner hint).
 PRECISIONS = ("fp32", "int8", "bf16")
+
+
+def time_matmul(matmul, n: int, reps: int) -> dict[str, Any]:
+    """GFLOP/s of an n x n x n matmul (2 n^3 operations): best and median of `reps` timed runs."""
+    matmul()  # warm-up: thread pool start, page faults, tracing
+    seconds = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        matmul()
+        seconds.append(time.perf_counter() - t)
+    flops = 2.0 * n ** 3
+    return {"gflops": round(flops / min(seconds) / 1e9, 2),
+            "gflops_median": round(flops / float(np.median(seconds)) / 1e9, 2),
+            "seconds": [round(s, 5) for s in seconds]}
 
 
 def _ort_int8(n: int, reps: int, threads: int) -> dict[str, Any]:

@@ -56,22 +56,9 @@ def in_fresh_process(job: dict[str, Any], threads: int) -> dict[str, Any]:
         return json.loads(out_path.read_text())
 
 
-def time_matmul(matmul, n: int, reps: int) -> dict[str, Any]:
-    """GFLOP/s of an n x n x n matmul (2 n^3 operations): best and median of `reps` timed runs."""
-    matmul()  # warm-up: thread pool start, page faults, tracing
-    seconds = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        matmul()
-        seconds.append(time.perf_counter() - t)
-    flops = 2.0 * n ** 3
-    return {"gflops": round(flops / min(seconds) / 1e9, 2),
-            "gflops_median": round(flops / float(np.median(seconds)) / 1e9, 2),
-            "seconds": [round(s, 5) for s in seconds]}
-
-
 def _ceiling(n: int, reps: int, threads: int) -> list[dict[str, Any]]:
     """Float32 n x n matmul GFLOP/s with NumPy and with TensorFlow, `threads` threads each."""
+    from export.bench.ceilings import time_matmul
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
