@@ -22,6 +22,8 @@ class ServingStatus(Exception):
         self.code = code
         self.message = message
         self._http_status = http_status
+        #: HTTP: close the connection after the answer (a body too large to read and discard)
+        self.close_connection = False
 
     @property
     def http_status(self) -> int:

@@ -57,7 +57,7 @@ def _json_response(body: dict, status: int = 200):
 
 def _error(e: ServingStatus):
     response = _json_response({"error": e.message}, e.http_status)
-    if e.http_status == 413:
+    if e.close_connection:
         # Close after answering, so the rest of the body is never read: uvicorn would otherwise read
         # (and discard) it to the end to keep the connection open for the next request.
         response.headers["Connection"] = "close"
@@ -72,19 +72,29 @@ def _version(text: str | None) -> int | None:
     return int(text)
 
 
+#: A declared body up to this many times the limit is drained after its 413 (see _read_body).
+DRAIN_FACTOR = 16
+
+
 async def _read_body(request, limit: int) -> bytes:
     """The body, or 413 as soon as it is known to pass `limit` bytes: from its Content-Length before
     anything is read, else (chunked) once the bytes read pass it. The rest is never read: a client
     sending gigabytes costs the server no more than the limit."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise ServingStatus.too_large(f"request body of {int(declared)} bytes is larger than the limit of {limit} bytes")
+        err = ServingStatus.too_large(f"request body of {int(declared)} bytes is larger than the limit of {limit} bytes")
+        # Up to DRAIN_FACTOR x the limit the rest is read and discarded, so that a client still writing
+        # its body gets the 413 instead of a reset connection; past it the connection is closed.
+        err.close_connection = int(declared) > DRAIN_FACTOR * limit
+        raise err
     chunks, total = [], 0
     async for chunk in request.stream():
         total += len(chunk)
         if total > limit:
-            raise ServingStatus.too_large(f"request body is larger than the limit of {limit} bytes "
+            err = ServingStatus.too_large(f"request body is larger than the limit of {limit} bytes "
                                           f"({total} bytes read before it was refused)")
+            err.close_connection = True
+            raise err
         chunks.append(chunk)
     return b"".join(chunks)
 
