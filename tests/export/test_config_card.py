@@ -32,7 +32,7 @@ def test_author_license_description_read_and_defaulted(tmp_path):
     ('[[variants]]\nname = "dense"\ndescription = ["x"]\n',
      r"variant 'dense': description = \['x'\]: input should be a valid string$"),
     ('licence = "MIT"\n[[variants]]\nname = "dense"\n',
-     "unknown key 'licence'; allowed: author, calibration_count, license, max_accuracy_drop, name, on_accuracy_fail, "
+     "unknown key 'licence'; allowed: author, calibration_count, card, license, max_accuracy_drop, name, on_accuracy_fail, "
      "storage_uri, variants, version, weights$"),
 ])
 def test_bad_card_keys(tmp_path, text, message):
@@ -72,7 +72,7 @@ def test_the_schema_lists_every_gate_key_and_precision():
     assert set(typing.get_args(PrecisionName)) == {p.value for p in Precision}
     assert gate.VARIANT_KEYS <= set(VariantEntry.model_fields)
     assert gate.TOP_KEYS == set(BundleConfig.model_fields) - {
-        "name", "version", "weights", "variants", "author", "license", "storage_uri"}
+        "name", "version", "weights", "variants", "author", "license", "storage_uri", "card"}  # card: export.bundle.card
 
 
 def test_the_shipped_config_passes_the_schema():
