@@ -101,7 +101,8 @@ def readme_sequence(tmp_path_factory) -> ReadmeSequence:
     def run(pattern: str) -> subprocess.CompletedProcess:
         return subprocess.run(readme_command(pattern), cwd=cwd, capture_output=True, text=True, timeout=900, env=env)
     export = run(rf"\.venv/bin/resnet-deploy export --variant {README_VARIANT} ")
-    parity = run(r"\.venv/bin/resnet-deploy parity --artifacts ") if export.returncode == 0 else None
+    parity_line = rf"\.venv/bin/resnet-deploy parity --artifacts artifacts/ --variant {README_VARIANT} "
+    parity = run(parity_line) if export.returncode == 0 else None
     return ReadmeSequence(cwd, export, parity)
 
 

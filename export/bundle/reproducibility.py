@@ -21,10 +21,38 @@ from typing import Any
 
 
 def _json_without(drop: Callable[[Any], Any]) -> Callable[[Path], str]:
+    def stable(path: Path) -> Any:
+        return drop(json.loads(path.read_text()))
+
     def digest(path: Path) -> str:
-        doc = drop(json.loads(path.read_text()))
-        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+        return hashlib.sha256(json.dumps(stable(path), sort_keys=True).encode()).hexdigest()
+    digest.stable = stable  # type: ignore[attr-defined]  # compare() names where two stable parts part
     return digest
+
+
+def first_difference(a: Any, b: Any, where: str = "") -> str | None:
+    """The JSON path of the first place two documents differ (`variants.dense.training.epochs`,
+    `components[3].properties`), or None when they are equal."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b), key=str):
+            if key not in a or key not in b:
+                return f"{where}.{key}".lstrip(".") + (" (only in this bundle)" if key in a else " (only in the other)")
+            found = first_difference(a[key], b[key], f"{where}.{key}")
+            if found:
+                return found
+        return None
+    if isinstance(a, list) and isinstance(b, list):
+        for i, (x, y) in enumerate(zip(a, b, strict=False)):
+            found = first_difference(x, y, f"{where}[{i}]")
+            if found:
+                return found
+        return None if len(a) == len(b) else f"{where} (length {len(a)} vs {len(b)})".lstrip(".")
+    return None if a == b else (where.lstrip(".") or "the document") + f" ({_short(a)} vs {_short(b)})"
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 #: FingerprintDef's `uuid` field (tensorflow/core/protobuf/fingerprint.proto): random per save.
@@ -91,7 +119,8 @@ def _drop_bom_volatile(doc: dict) -> dict:
     doc.get("metadata", {}).pop("timestamp", None)
     for c in doc.get("components", []):
         if {"name": "resnet-deploy:format", "value": "savedmodel"} in c.get("properties", []):
-            c.pop("hashes", None)
+            c.pop("hashes", None)  # the directory digest and size cover fingerprint.pb (as in artifacts.json)
+            c["properties"] = [p for p in c["properties"] if p.get("name") != "resnet-deploy:bytes"]
     return doc
 
 
@@ -222,7 +251,10 @@ def compare(root: str | Path, other: str | Path) -> list[FileDiff]:
             if da == db:
                 out.append(FileDiff(rel, "expected", f"{v.why}; stable part equal ({v.stable})"))
             else:
-                out.append(FileDiff(rel, "DIFFERENT", f"{v.stable} differs ({da[:12]} vs {db[:12]})"))
+                stable = getattr(v.digest, "stable", None)
+                where = first_difference(stable(mine[rel]), stable(theirs[rel])) if stable else None
+                out.append(FileDiff(rel, "DIFFERENT", f"{v.stable} differs ({da[:12]} vs {db[:12]})"
+                                    + (f": first at {where}" if where else "")))
     return out
 
 

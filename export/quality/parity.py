@@ -79,7 +79,10 @@ TOLERANCES: dict[str, Tolerance] = {
     # judged by top-1 and cosine, as TFLite's post-training quantization guide suggests.
     # Measured: logit error 0.02-0.86 (std 1), mean cosine 0.976-0.991, and every top-1 change
     # was on an input whose reference margin was <= 0.23 logits.
-    "dynamic": Tolerance(None, 0.0, None, 0.95, 0.5, 0.75,
+    # Overall top-1 (every input, near-ties included) re-measured with the image contract's photos
+    # (issue 21): the random conv head leads by < 0.4 logits on 9 of its 12 photos, and 0.6875 of
+    # its 16 inputs kept their class, every decisive one among them; floor 0.6.
+    "dynamic": Tolerance(None, 0.0, None, 0.95, 0.5, 0.6,
                          "int8 weights, dynamic activations: measured mean cosine >= 0.976, "
                          "top-1 changes only at margins <= 0.23"),
     # Full-integer int8 (TFLite uint8 I/O, ONNX QDQ static), activations calibrated (MinMax)
@@ -96,10 +99,14 @@ TOLERANCES: dict[str, Tolerance] = {
     # logits_atol is the largest error measured, 0.89, rounded up to 0.9. Probabilities: measured
     # 0.028 on random heads, 0.084 on the trained 2-class heads of make export ('all_white',
     # 0.187 -> 0.271): 0.125, ~1.5x that.
-    "openvino-bf16": Tolerance(0.9, 0.02, 0.125, 0.99, 0.4, 0.85,
+    # Overall top-1 re-measured with the image contract's photos: 0.75 on the random conv head (its
+    # photos' margins mostly < 0.4), every decisive input kept; floor 0.7.
+    "openvino-bf16": Tolerance(0.9, 0.02, 0.125, 0.99, 0.4, 0.7,
                                "OpenVINO bf16 hint: measured logits <= 0.19 (photos), <= 0.89 (noise), "
                                "probabilities <= 0.084, mean cosine >= 0.9939, top-1 flips only at margins <= 0.007"),
-    "int8": Tolerance(None, 0.0, None, 0.8, 1.0, 0.6,
+    # Overall top-1 re-measured with the image contract's photos: 0.5625 on the random conv head
+    # (11 of its 16 inputs lead by < 1 logit), every decisive input kept; floor 0.5.
+    "int8": Tolerance(None, 0.0, None, 0.8, 1.0, 0.5,
                       "int8 weights+activations (MinMax on the photos): measured mean cosine >= 0.883, "
                       "top-1 changes only at margins <= 0.43"),
     # Full-integer int8 calibrated on the variant's own images (issue 12: its training data or

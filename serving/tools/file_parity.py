@@ -11,6 +11,7 @@ The rows and the markdown are export.quality.file_parity's.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -279,4 +280,17 @@ def run(bundle: str | Path, files_dir: str | Path, variant: str | None = None, *
         report.rows += server_rows(root, files, server_refs, client_pixels, report.bad_files, say)
     elif server:
         report.skipped.append(f"server: {root} has no models.config (not a bundle) or no SavedModel")
+    _relative_messages(report.bad_files, folder)
     return report
+
+
+def _relative_messages(bad: dict[str, dict[str, str]], folder: Path) -> None:
+    """Refusal messages name the file as the corpus does (`empty.png`, not `/tmp/<random>/empty.png`):
+    the report of the same files is the same report, whichever folder held them (a bundle's
+    file_parity.json is compared byte for byte between identical exports)."""
+    prefixes = sorted({str(folder) + os.sep, str(folder.resolve()) + os.sep}, key=len, reverse=True)
+    for paths in bad.values():
+        for path, message in paths.items():
+            for prefix in prefixes:
+                message = message.replace(prefix, "")
+            paths[path] = message
