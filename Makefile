@@ -23,10 +23,8 @@ RUNS ?= runs
 # The newest bundle directory in $(OUT)/ (highest <name>-<version> holding a manifest.json).
 BUNDLE ?= $(shell ls -d $(OUT)/*/manifest.json 2>/dev/null | sort -V | tail -n 1 | xargs -r dirname)
 PYTEST_ARGS ?=
-# pytest-xdist workers for test-fast: its ~355 short tests on 2 processes took 4:48 instead of 8:05
-# (2 cores, machine shared, load ~6; peak RSS of all processes 5.9 GB vs 3.7 GB). `make test` stays
-# one process: its session fixtures (the ResNet50 exports) would be built once per worker; with
-# PYTEST_ARGS="-n 2 --dist loadgroup" the e2e tests stay together on one worker (tests/conftest.py).
+# pytest-xdist workers for both test targets (`--dist loadgroup`: the e2e tests are two groups that
+# build disjoint session artifacts, tests/conftest.py e2e_group, so nothing is built twice).
 TEST_WORKERS ?= 2
 
 .PHONY: help setup setup-gpu browser train export verify test test-fast lint bench serve parity-gpu lock clean
@@ -80,10 +78,10 @@ browser: ## install headless Chromium for the report.html browser test (Debian's
 	  echo "warning: could not install chromium; the browser test will report 'skipped: no chromium'" >&2
 
 test: setup browser ## run the whole test suite (what CI runs)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: setup browser ## the inner loop: unit + integration tests only (no ResNet50 exports, servers, bench)
-	$(PY) -m pytest -n $(TEST_WORKERS) -m "unit or integration" $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "unit or integration" $(PYTEST_ARGS)
 
 lint: setup ## ruff (style, imports, bugbear) and mypy (export/, serving/)
 	$(VENV)/bin/ruff check export serving tests

@@ -19,8 +19,10 @@ Tiny models (`tiny`, `tiny_tflite`, tests.helpers.tiny_model) cover the logic in
 
 Every test carries exactly one tier marker (unit, integration or e2e; see pyproject.toml): a test
 without one fails collection, and a run of unit tests alone fails if anything imported TensorFlow.
-`make test-fast` runs on 2 pytest-xdist workers; e2e tests are one xdist group, so that
-`-n 2 --dist loadgroup` runs them on one worker and builds each session artifact once.
+`make test` and `make test-fast` run on 2 pytest-xdist workers (`--dist loadgroup`). The e2e tests
+form two xdist groups that share no session artifact (`e2e_group`: the published bundle and
+training runs; the shared exports and everything served from them), so each artifact is built
+once, on one worker, while the other worker runs the other group and the short tests.
 """
 from __future__ import annotations
 
@@ -47,9 +49,21 @@ def pytest_collection_modifyitems(config, items):
         raise pytest.UsageError("tests need exactly one tier marker (unit, integration or e2e): "
                                 + ", ".join(untiered[:10]))
     config._only_unit = bool(items) and all(item.get_closest_marker("unit") for item in items)
-    for item in items:  # under `-n N --dist loadgroup`, every e2e test on one worker: one set of exports
+    for item in items:  # under `-n N --dist loadgroup`: each session artifact is built on one worker only
         if item.get_closest_marker("e2e"):
-            item.add_marker(pytest.mark.xdist_group("e2e"))
+            item.add_marker(pytest.mark.xdist_group(e2e_group(item)))
+
+
+#: e2e modules that never touch the shared exports (`exported`, `readme_sequence`, the served
+#: `bundle`): the published bundle, training runs, in-process builds. They form one xdist group and
+#: every other e2e test the other, so that the two workers of `make test` build disjoint artifacts.
+BUNDLE_GROUP_MODULES = frozenset({"test_bundle.py", "test_train.py", "test_train_runs.py", "test_cli.py",
+                                  "test_weights.py", "test_build.py"})
+
+
+def e2e_group(item) -> str:
+    module = Path(str(item.fspath)).name
+    return "e2e-bundle" if module in BUNDLE_GROUP_MODULES and "export" in Path(str(item.fspath)).parts else "e2e-exports"
 
 
 def pytest_sessionfinish(session, exitstatus):
