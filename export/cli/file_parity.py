@@ -40,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def bundle_hook(bundle_dir: Path, files_dir: Path):
-    """`make export`'s end-to-end check (export.pipeline.end_to_end.Hook): every path, every variant."""
+    """`make export`'s end-to-end check (export.pipeline.end_to_end.Hook): every path, every variant,
+    the variants at once on the export's workers (one per core)."""
+    from export.pipeline.workers import default_workers
     from serving.tools.file_parity import run as run_files
-    return run_files(bundle_dir, files_dir)
+    return run_files(bundle_dir, files_dir, workers=default_workers())

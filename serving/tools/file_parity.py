@@ -14,6 +14,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -244,44 +245,101 @@ def _score_rows(bundle, variant, art, files_dir, files, ref, rows, bad, labels, 
                         [f.name for f in files], ref, got, **_tolerance(art.precision == "int8", art.precision in QUANTIZED)))
 
 
-def run(bundle: str | Path, files_dir: str | Path, variant: str | None = None, *, server: bool = True,
-        beam: bool = True, mediapipe: bool = True, threads: int | None = None,
-        progress: Callable[[str], None] | None = None) -> FileParityReport:
-    """The end-to-end report for every variant (or `variant`) of `bundle` on the files in `files_dir`."""
+@dataclass
+class VariantPart:
+    """What one variant's paths give (everything but the server's rows, which need every variant's
+    SavedModel reference and one server): picklable, so that variants can run in the export pool."""
+
+    rows: list = field(default_factory=list)
+    bad_files: dict[str, dict[str, str]] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    server_ref: Probs | None = None
+    client_pixels: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def variant_part(bundle: str | Path, files_dir: str | Path, variant: str, *, beam: bool = True,
+                 mediapipe: bool = True, threads: int | None = None,
+                 progress: Callable[[str], None] | None = None) -> VariantPart:
+    """Every path of one variant's artifacts but the server's (a pool task: export.pipeline.workers)."""
     from export.formats import read_index
     root, folder = Path(bundle), Path(files_dir)
     files = corpus_files(folder)
     say = progress or (lambda _what: None)
-    artifacts = [a for a in read_index(root) if variant is None or a.variant == variant]
-    report = FileParityReport(corpus=[f.name for f in files])
-    server_refs: dict[str, Probs] = {}
-    client_pixels: dict[str, dict[str, np.ndarray]] = {}
-    for name in sorted({a.variant for a in artifacts}):
-        contract, labels, is_bundle = _variant_facts(root, name, artifacts)
-        tf_px = _tf_pixels(files, contract, report.bad_files)
-        pil_px = client_pixels[name] = _pil_pixels(files, contract, report.bad_files)
-        refs: dict[str, Probs] = {}
-        for art in (a for a in artifacts if a.variant == name):
-            if art.format == "savedmodel":
-                refs[art.key] = server_refs[name] = _savedmodel_rows(name, art, root, files, tf_px, pil_px, report.rows, say)
-            else:
-                refs[art.key] = _runner_rows(name, art, root, files, tf_px, pil_px, report.rows, report.bad_files,
+    artifacts = [a for a in read_index(root) if a.variant == variant]
+    part = VariantPart()
+    contract, labels, is_bundle = _variant_facts(root, variant, artifacts)
+    tf_px = _tf_pixels(files, contract, part.bad_files)
+    pil_px = part.client_pixels = _pil_pixels(files, contract, part.bad_files)
+    refs: dict[str, Probs] = {}
+    for art in artifacts:
+        if art.format == "savedmodel":
+            refs[art.key] = part.server_ref = _savedmodel_rows(variant, art, root, files, tf_px, pil_px, part.rows, say)
+        else:
+            refs[art.key] = _runner_rows(variant, art, root, files, tf_px, pil_px, part.rows, part.bad_files,
                                          say, mediapipe, threads)
-        if beam and is_bundle and labels:
-            with tempfile.TemporaryDirectory(prefix="resnet-deploy-file-parity.") as tmp:
-                for art in (a for a in artifacts if a.variant == name):
-                    _score_rows(root, name, art, folder, files, refs[art.key], report.rows, report.bad_files,
-                                labels, Path(tmp))
-                    say(f"{name}: score {art.format} {art.precision}")
-        elif beam:
-            report.skipped.append(f"{name}: score needs a bundle (manifest.json), {root} has none")
+    if beam and is_bundle and labels:
+        with tempfile.TemporaryDirectory(prefix="resnet-deploy-file-parity.") as tmp:
+            for art in artifacts:
+                _score_rows(root, variant, art, folder, files, refs[art.key], part.rows, part.bad_files,
+                            labels, Path(tmp))
+                say(f"{variant}: score {art.format} {art.precision}")
+    elif beam:
+        part.skipped.append(f"{variant}: score needs a bundle (manifest.json), {root} has none")
+    return part
+
+
+#: Peak memory of one variant's part (TensorFlow, a SavedModel, one runner at a time, Beam,
+#: MediaPipe), for the export pool's budget.
+VARIANT_PART_GB = 4.0
+
+
+def run(bundle: str | Path, files_dir: str | Path, variant: str | None = None, *, server: bool = True,
+        beam: bool = True, mediapipe: bool = True, threads: int | None = None,
+        progress: Callable[[str], None] | None = None, workers: int = 1) -> FileParityReport:
+    """The end-to-end report for every variant (or `variant`) of `bundle` on the files in `files_dir`.
+
+    With `workers` > 1 the variants' parts run at once in fresh processes (export.pipeline.workers,
+    one intra-op thread each per core); the report is the same, merged in variant order."""
+    from export.formats import read_index
+    root, folder = Path(bundle), Path(files_dir)
+    files = corpus_files(folder)
+    say = progress or (lambda _what: None)
+    names = sorted({a.variant for a in read_index(root) if variant is None or a.variant == variant})
+    if workers > 1:
+        parts = _parts_in_pool(root, folder, names, beam, mediapipe, workers, threads, say)
+    else:
+        parts = {name: variant_part(root, folder, name, beam=beam, mediapipe=mediapipe, threads=threads,
+                                    progress=say) for name in names}
+    report = FileParityReport(corpus=[f.name for f in files])
+    for name in names:
+        part = parts[name]
+        report.rows += part.rows
+        for file, paths in part.bad_files.items():
+            report.bad_files.setdefault(file, {}).update(paths)
+        report.skipped += part.skipped
+    server_refs = {n: parts[n].server_ref for n in names if parts[n].server_ref is not None}
     if server and (root / "models.config").is_file() and server_refs:
         from serving.tools.file_parity_server import server_rows
-        report.rows += server_rows(root, files, server_refs, client_pixels, report.bad_files, say)
+        client_pixels = {n: parts[n].client_pixels for n in names}
+        report.rows += server_rows(root, files, server_refs, client_pixels, report.bad_files, say)  # type: ignore[arg-type]
     elif server:
         report.skipped.append(f"server: {root} has no models.config (not a bundle) or no SavedModel")
     _relative_messages(report.bad_files, folder)
     return report
+
+
+def _parts_in_pool(root: Path, folder: Path, names: list[str], beam: bool, mediapipe: bool, workers: int,
+                   threads: int | None, say: Callable[[str], None]) -> dict[str, VariantPart]:
+    from export.pipeline.workers import Task, run_tasks, threads_per_task
+    threads = threads or threads_per_task(min(workers, len(names)))
+    tasks = [Task(key=f"{name}:file-parity", fn="serving.tools.file_parity:variant_part",
+                  kwargs={"bundle": str(root), "files_dir": str(folder), "variant": name, "beam": beam,
+                          "mediapipe": mediapipe, "threads": threads},
+                  memory_gb=VARIANT_PART_GB, label=f"{name} end-to-end parity from files") for name in names]
+    pool = run_tasks(tasks, workers=workers, memory_budget_gb=VARIANT_PART_GB * workers,
+                     on_done=lambda t, cost: say(f"{t.key.split(':')[0]}: every path but the server's "
+                                                 f"({cost.wall_s:.0f} s)"))
+    return {name: pool.results[f"{name}:file-parity"] for name in names}
 
 
 def _relative_messages(bad: dict[str, dict[str, str]], folder: Path) -> None:

@@ -74,7 +74,9 @@ def test_differences_that_must_not_happen(pair):
     assert got["tflite/demo/model_fp32.tflite"][0] == "DIFFERENT"
     assert got["tflite/demo/model_fp32.tflite"][1].endswith("this file should be byte-identical")
     assert got["parity.json"][0] == "DIFFERENT" and got["parity.json"][1].startswith("the verdicts and error metrics")
+    assert got["parity.json"][1].endswith("first at results[0].max_abs (1e-06 vs 0.5)")  # where, not only that
     assert got["manifest.json"][0] == "DIFFERENT"
+    assert got["manifest.json"][1].endswith("first at variants.demo (only in this bundle)")
     assert got["tflite/demo/extra.txt"] == ("only-in-other", "")
     assert got["artifacts.json"] == ("only-in-other", "")
     assert not all(d.ok for d in diffs)
@@ -128,3 +130,26 @@ def test_fingerprint_digest_ignores_only_the_uuid_and_needs_no_tensorflow(tmp_pa
     assert a.read_bytes() != b.read_bytes()
     assert _fingerprint_digest(a) == _fingerprint_digest(b)
     assert _fingerprint_digest(fingerprint(43, "1234567890")) != _fingerprint_digest(a)
+
+
+def test_first_difference_names_the_json_path():
+    assert reproducibility.first_difference({"a": [1, {"b": 2}]}, {"a": [1, {"b": 2}]}) is None
+    assert reproducibility.first_difference({"a": [1, {"b": 2}]}, {"a": [1, {"b": 3}]}) == "a[1].b (2 vs 3)"
+    assert reproducibility.first_difference({"a": [1, 2]}, {"a": [1]}) == "a (length 2 vs 1)"
+    assert reproducibility.first_difference({"x": 1}, {"y": 1}) == "x (only in this bundle)"
+    assert reproducibility.first_difference(1, 2) == "the document (1 vs 2)"
+
+
+@pytest.mark.parametrize("doc_change", ["hashes", "bytes"])
+def test_bom_savedmodel_size_and_hash_are_volatile(tmp_path, doc_change):
+    """fingerprint.pb's random uuid moves the SavedModel directory's digest and, at times, its size."""
+    def bom(sha: str, size: str) -> dict:
+        return {"serialNumber": "urn:uuid:1", "components": [{
+            "name": "demo/savedmodel_fp32", "hashes": [{"alg": "SHA-256", "content": sha}],
+            "properties": [{"name": "resnet-deploy:format", "value": "savedmodel"},
+                           {"name": "resnet-deploy:bytes", "value": size}]}]}
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps(bom("aa", "100")))
+    b.write_text(json.dumps(bom("bb", "100") if doc_change == "hashes" else bom("aa", "101")))
+    v = reproducibility.volatile_for("bom.cdx.json")
+    assert v is not None and v.digest is not None and v.digest(a) == v.digest(b)

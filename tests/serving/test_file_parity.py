@@ -57,6 +57,19 @@ def test_every_in_process_path_answers_like_the_bytes_signature(tiny):
 
 
 @pytest.mark.integration
+def test_variants_in_the_export_pool_give_the_same_report(tiny):
+    """make export runs each variant's paths in a pool process (workers > 1): the same rows, refusals
+    and skips as in-process, and refusals name the file as the corpus does, not its folder."""
+    from serving.tools.file_parity import run
+    bundle, files = tiny
+    serial = run(bundle, files, server=False, beam=False, mediapipe=False, threads=1)
+    pooled = run(bundle, files, server=False, beam=False, mediapipe=False, threads=1, workers=2)
+    assert pooled.to_dict() == serial.to_dict()
+    assert not [m for paths in pooled.bad_files.values() for m in paths.values() if str(files) in m]
+    assert pooled.bad_files["text.jpg"]["contract (PIL twin)"] == "cannot decode image text.jpg: " + BAD["text.jpg"]
+
+
+@pytest.mark.integration
 def test_a_flip_or_a_refusal_fails_the_row():
     import numpy as np
     ref = {"a": np.array([0.6, 0.4]), "b": np.array([0.5, 0.5]), "c": np.array([0.1, 0.9])}
