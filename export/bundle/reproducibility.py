@@ -124,14 +124,24 @@ def _drop_bom_volatile(doc: dict) -> dict:
     return doc
 
 
+def _drop_file_parity_measurements(doc: dict) -> dict:
+    """Without the measured probability differences (and the file that gave the largest)."""
+    for r in doc.get("rows", []):
+        for key in ("max_prob_diff", "mean_prob_diff", "worst_file"):
+            r.pop(key, None)
+    return doc
+
+
 def _drop_manifest_volatile(doc: dict) -> dict:
     for key in ("created_at", "export_timings", "bench", "reproducibility"):
         doc.pop(key, None)
+    (doc.get("end_to_end_parity") or {}).pop("max_prob_diff_by_path", None)
     for variant in doc.get("variants", {}).values():  # a trained variant: was its run reused, where, how long
         for key in ("cached", "run", "seconds"):
             (variant.get("training") or {}).pop(key, None)
     _drop_artifact_volatile(doc)
-    for name in ("parity.json", "parity.md", "README.md", "artifacts.json", "bom.cdx.json", "report.html"):
+    for name in ("parity.json", "parity.md", "README.md", "artifacts.json", "bom.cdx.json", "report.html",
+                 "file_parity.json"):
         doc.get("files", {}).pop(name, None)
     for path in list(doc.get("files", {})):
         if path.endswith("/fingerprint.pb") or path.startswith("bench/"):
@@ -162,7 +172,11 @@ VOLATILE: tuple[Volatile, ...] = (
              "every other field", _json_without(_drop_artifact_volatile)),
     Volatile(r"parity\.json", "records when parity ran and the mean inference time per batch",
              "the verdicts and error metrics (everything but created and mean_ms)", _json_without(_drop_parity_timing)),
-    Volatile(r"parity\.md", "renders parity.json, with its time and latencies", "see parity.json"),
+    Volatile(r"file_parity\.json", "records the probability differences measured from the files; Beam's "
+                                   "DirectRunner batches files as they come, and a batch's size moves the last bits",
+             "every row's verdict, tolerance, top-1 agreement and refusals, the corpus and the bad files' "
+             "messages (all but the measured differences)", _json_without(_drop_file_parity_measurements)),
+    Volatile(r"parity\.md", "renders parity.json and file_parity.json, with times and latencies", "see parity.json"),
     Volatile(r"README\.md", "embeds parity.md", "see parity.json"),
     Volatile(r"bom\.cdx\.json", "its serial number and the SavedModel components' SHA-256 derive from the "
                                 "SavedModel directory digest (fingerprint.pb), its timestamp is the export's",
@@ -171,7 +185,8 @@ VOLATILE: tuple[Volatile, ...] = (
              "see manifest.json and parity.json"),
     Volatile(r"bench/.*", "benchmark measurements of the machine it ran on", "nothing (measurements)"),
     Volatile(r"manifest\.json", "created_at, export_timings, each artifact's seconds, the SavedModel "
-                                "directory digest, and whether a trained variant's run was reused (its path, seconds)",
+                                "directory digest, whether a trained variant's run was reused (its path, seconds), "
+                                "and the end-to-end parity's measured differences",
              "the file table of every reproducible file, variants, configs and tool versions",
              _json_without(_drop_manifest_volatile)),
     Volatile(r"signature\.sig", "ECDSA signatures use a random nonce, and the signed statement lists "

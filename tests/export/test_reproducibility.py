@@ -153,3 +153,19 @@ def test_bom_savedmodel_size_and_hash_are_volatile(tmp_path, doc_change):
     b.write_text(json.dumps(bom("bb", "100") if doc_change == "hashes" else bom("aa", "101")))
     v = reproducibility.volatile_for("bom.cdx.json")
     assert v is not None and v.digest is not None and v.digest(a) == v.digest(b)
+
+
+def test_file_parity_measurements_are_volatile_and_verdicts_are_not(tmp_path):
+    """Beam batches the files as they come: the measured differences move in their last bits between
+    identical exports; a verdict, a top-1 agreement or a refusal must not."""
+    def report(mean: float, passed: bool = True) -> dict:
+        return {"passed": passed, "corpus": ["a.jpg"], "bad_files": {}, "rows": [
+            {"path": "score", "max_prob_diff": 5e-5, "mean_prob_diff": mean, "worst_file": "a.jpg",
+             "top1_agreement": 1.0, "passed": passed}]}
+    v = reproducibility.volatile_for("file_parity.json")
+    assert v is not None and v.digest is not None
+    a, b, c = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
+    a.write_text(json.dumps(report(8.357e-06)))
+    b.write_text(json.dumps(report(8.409e-06)))
+    c.write_text(json.dumps(report(8.357e-06, passed=False)))
+    assert v.digest(a) == v.digest(b) and v.digest(a) != v.digest(c)
