@@ -42,6 +42,7 @@ os.environ.setdefault("PYTHONHASHSEED", "0")
 TIERS = ("unit", "integration", "e2e")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads xdist_group to group the tests
 def pytest_collection_modifyitems(config, items):
     untiered = [item.nodeid for item in items
                 if sum(1 for tier in TIERS if item.get_closest_marker(tier)) != 1]
@@ -49,9 +50,23 @@ def pytest_collection_modifyitems(config, items):
         raise pytest.UsageError("tests need exactly one tier marker (unit, integration or e2e): "
                                 + ", ".join(untiered[:10]))
     config._only_unit = bool(items) and all(item.get_closest_marker("unit") for item in items)
-    for item in items:  # under `-n N --dist loadgroup`: each session artifact is built on one worker only
+    grouping = bool(getattr(config.option, "loadgroup", False))  # a pytest-xdist worker under --dist loadgroup
+    for item in items:  # each session artifact is built on one worker only
         if item.get_closest_marker("e2e"):
-            item.add_marker(pytest.mark.xdist_group(e2e_group(item)))
+            group = e2e_group(item)
+            item.add_marker(pytest.mark.xdist_group(group))
+            if grouping:
+                _write_group_into_node_id(item, group)
+
+
+def _write_group_into_node_id(item, group: str) -> None:
+    """What pytest-xdist 3.8's loadgroup does to a grouped test's node id (`<id>@<group>`, which its
+    scheduler reads), written where pytest 9.2 reads node ids: xdist writes `item._nodeid`, which
+    pytest 9.2 no longer reads, so every group was silently split across the workers (pytest-xdist
+    issue 1386, fix proposed in PR 1388) and each worker built its own copy of every session artifact."""
+    from _pytest.nodeid import NodeId
+    if not item.nodeid.endswith(f"@{group}") and hasattr(item, "_id"):
+        item._id = NodeId.parse(f"{item.nodeid}@{group}")
 
 
 #: e2e modules that never touch the shared exports (`exported`, `readme_sequence`, the served
