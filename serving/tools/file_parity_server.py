@@ -18,11 +18,14 @@ from export.quality.file_parity import PathRow, compare
 READY_TIMEOUT_S = 600
 
 
-def _start(bundle: Path) -> tuple[subprocess.Popen, int, int, list[str]]:
-    """`resnet-deploy serve BUNDLE --local` on free ports, once it says `ready:`."""
+def start_local_server(bundle: Path, *args: str, cwd: Path | None = None,
+                       timeout_s: float = READY_TIMEOUT_S) -> tuple[subprocess.Popen, int, int, list[str]]:
+    """`resnet-deploy serve BUNDLE --local ARGS` on free ports, once it says `ready:`: the process,
+    its REST and gRPC ports and the lines it printed (still growing: a thread keeps reading them)."""
     import os
-    cmd = [sys.executable, "-m", "export.cli", "serve", str(bundle), "--rest-port", "0", "--grpc-port", "0", "--local"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    cmd = [sys.executable, "-m", "export.cli", "serve", str(bundle), "--rest-port", "0", "--grpc-port", "0", "--local",
+           *args]
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines: list[str] = []
     ready: queue.Queue = queue.Queue()
@@ -38,7 +41,7 @@ def _start(bundle: Path) -> tuple[subprocess.Popen, int, int, list[str]]:
 
     threading.Thread(target=pump, daemon=True).start()
     try:
-        ports = ready.get(timeout=READY_TIMEOUT_S)
+        ports = ready.get(timeout=timeout_s)
     except queue.Empty:
         ports = None
     if ports is None:
@@ -49,7 +52,7 @@ def _start(bundle: Path) -> tuple[subprocess.Popen, int, int, list[str]]:
     return proc, ports[0], ports[1], lines
 
 
-def _stop(proc: subprocess.Popen) -> None:
+def stop_local_server(proc: subprocess.Popen) -> None:
     import signal
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -65,7 +68,7 @@ def server_rows(bundle: Path, files: list[Path], refs: dict[str, dict[str, np.nd
     """Rows for REST and gRPC x (predict_image_bytes, serving_default) of every variant in `refs`."""
     from export.core.errors import ServingError
     from serving.client.clients import GrpcClient, RestClient
-    proc, rest_port, grpc_port, _ = _start(bundle)
+    proc, rest_port, grpc_port, _ = start_local_server(bundle)
     rows = []
     try:
         with RestClient(f"http://127.0.0.1:{rest_port}", timeout=300) as rest, \
@@ -90,5 +93,5 @@ def server_rows(bundle: Path, files: list[Path], refs: dict[str, dict[str, np.nd
                                         names, ref, got_pixels))
                     progress(f"{variant}: server {api}")
     finally:
-        _stop(proc)
+        stop_local_server(proc)
     return rows

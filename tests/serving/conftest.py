@@ -2,13 +2,8 @@
 `resnet-deploy serve` in subprocesses on free loopback ports (port 0; the `ready:` line says which)."""
 from __future__ import annotations
 
-import os
-import queue
-import re
 import signal
 import subprocess
-import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,32 +89,12 @@ class ServerProcess:
 
 
 def start_server(bundle: Path, *args: str) -> ServerProcess:
-    """`resnet-deploy serve BUNDLE --rest-port 0 --grpc-port 0 ARGS`, once it says `ready:`."""
-    cmd = [sys.executable, "-m", "export.cli", "serve", str(bundle), "--rest-port", "0", "--grpc-port", "0",
-           "--local", "--max-body-bytes", str(MAX_BODY_BYTES), *args]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    lines: list[str] = []
-    ready: queue.Queue = queue.Queue()
-
-    def pump():
-        for line in proc.stdout:
-            lines.append(line)
-            m = re.match(r"ready: rest_port=(\d+) grpc_port=(\d+)", line)
-            if m:
-                ready.put((int(m[1]), int(m[2])))
-        ready.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    try:
-        ports = ready.get(timeout=READY_TIMEOUT_S)
-    except queue.Empty:
-        ports = None
-    if ports is None:
-        proc.kill()
-        proc.wait(10)
-        raise RuntimeError("the server did not become ready:\n" + "".join(lines))
-    return ServerProcess(proc, *ports, lines=lines)
+    """`resnet-deploy serve BUNDLE --rest-port 0 --grpc-port 0 --local ARGS`, once it says `ready:`
+    (the tool's own start: serving.tools.file_parity_server.start_local_server)."""
+    from serving.tools.file_parity_server import start_local_server
+    proc, rest, grpc, lines = start_local_server(bundle, "--max-body-bytes", str(MAX_BODY_BYTES), *args, cwd=ROOT,
+                                                 timeout_s=READY_TIMEOUT_S)
+    return ServerProcess(proc, rest, grpc, lines=lines)
 
 
 @pytest.fixture(scope="session")
