@@ -42,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
 def bundle_hook(bundle_dir: Path, files_dir: Path):
     """`make export`'s end-to-end check (export.pipeline.end_to_end.Hook): every path, every variant,
     the variants at once on the export's workers (one per core)."""
+    from export.formats import read_index
     from export.pipeline.workers import default_workers
     from serving.tools.file_parity import run as run_files
-    return run_files(bundle_dir, files_dir, workers=default_workers())
+    variants = {a.variant for a in read_index(bundle_dir)}
+    return run_files(bundle_dir, files_dir, workers=min(default_workers(), len(variants)))  # 1: in-process

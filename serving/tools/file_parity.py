@@ -305,11 +305,20 @@ def run(bundle: str | Path, files_dir: str | Path, variant: str | None = None, *
     files = corpus_files(folder)
     say = progress or (lambda _what: None)
     names = sorted({a.variant for a in read_index(root) if variant is None or a.variant == variant})
-    if workers > 1:
-        parts = _parts_in_pool(root, folder, names, beam, mediapipe, workers, threads, say)
-    else:
-        parts = {name: variant_part(root, folder, name, beam=beam, mediapipe=mediapipe, threads=threads,
-                                    progress=say) for name in names}
+    served = server and (root / "models.config").is_file() and any(
+        a.format == "savedmodel" for a in read_index(root) if a.variant in names)
+    from serving.tools.file_parity_server import StartedServer, server_rows
+    started = StartedServer(root) if served else None  # loads while the variants' paths run
+    try:
+        if workers > 1:
+            parts = _parts_in_pool(root, folder, names, beam, mediapipe, workers, threads, say)
+        else:
+            parts = {name: variant_part(root, folder, name, beam=beam, mediapipe=mediapipe, threads=threads,
+                                        progress=say) for name in names}
+    except BaseException:
+        if started is not None:
+            started.stop()
+        raise
     report = FileParityReport(corpus=[f.name for f in files])
     for name in names:
         part = parts[name]
@@ -318,11 +327,13 @@ def run(bundle: str | Path, files_dir: str | Path, variant: str | None = None, *
             report.bad_files.setdefault(file, {}).update(paths)
         report.skipped += part.skipped
     server_refs = {n: parts[n].server_ref for n in names if parts[n].server_ref is not None}
-    if server and (root / "models.config").is_file() and server_refs:
-        from serving.tools.file_parity_server import server_rows
+    if started is not None and server_refs:
         client_pixels = {n: parts[n].client_pixels for n in names}
-        report.rows += server_rows(root, files, server_refs, client_pixels, report.bad_files, say)  # type: ignore[arg-type]
-    elif server:
+        report.rows += server_rows(root, files, server_refs, client_pixels, report.bad_files, say,  # type: ignore[arg-type]
+                                   started=started)
+    elif started is not None:
+        started.stop()
+    if server and started is None:
         report.skipped.append(f"server: {root} has no models.config (not a bundle) or no SavedModel")
     _relative_messages(report.bad_files, folder)
     return report

@@ -52,6 +52,38 @@ def start_local_server(bundle: Path, *args: str, cwd: Path | None = None,
     return proc, ports[0], ports[1], lines
 
 
+class StartedServer:
+    """The bundle's local server, started at once in a thread (TensorFlow's import and the SavedModel's
+    load take ~20 s) so that the caller's other work runs meanwhile; `wait()` gives its process and
+    ports, or raises the start's error."""
+
+    def __init__(self, bundle: Path) -> None:
+        self._result: tuple[subprocess.Popen, int, int] | None = None
+        self._error: BaseException | None = None
+
+        def start() -> None:
+            try:
+                proc, rest, grpc, _ = start_local_server(bundle)
+                self._result = (proc, rest, grpc)
+            except Exception as e:  # noqa: BLE001  # handed to wait(), raised there in the caller
+                self._error = e
+        self._thread = threading.Thread(target=start, name="file-parity-server", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> tuple[subprocess.Popen, int, int]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    def stop(self) -> None:
+        """Stop it without using it (the caller failed first)."""
+        self._thread.join()
+        if self._result is not None:
+            stop_local_server(self._result[0])
+
+
 def stop_local_server(proc: subprocess.Popen) -> None:
     import signal
     if proc.poll() is None:
@@ -64,11 +96,14 @@ def stop_local_server(proc: subprocess.Popen) -> None:
 
 
 def server_rows(bundle: Path, files: list[Path], refs: dict[str, dict[str, np.ndarray]],
-                pixels: dict[str, dict[str, np.ndarray]], bad: dict, progress: Callable[[str], None]) -> list[PathRow]:
-    """Rows for REST and gRPC x (predict_image_bytes, serving_default) of every variant in `refs`."""
+                pixels: dict[str, dict[str, np.ndarray]], bad: dict, progress: Callable[[str], None],
+                started: StartedServer | None = None) -> list[PathRow]:
+    """Rows for REST and gRPC x (predict_image_bytes, serving_default) of every variant in `refs`, on
+    the bundle's local server: `started` (by start_server_early: it loads while the other paths run),
+    else one started here; stopped either way."""
     from export.core.errors import ServingError
     from serving.client.clients import GrpcClient, RestClient
-    proc, rest_port, grpc_port, _ = start_local_server(bundle)
+    proc, rest_port, grpc_port = (started or StartedServer(bundle)).wait()
     rows = []
     try:
         with RestClient(f"http://127.0.0.1:{rest_port}", timeout=300) as rest, \
