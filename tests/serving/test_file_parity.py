@@ -179,9 +179,9 @@ def test_gate_eval_set_through_the_bytes_signature(tiny, tmp_path):
 def test_predict_refuses_bad_files_with_one_line_and_exit_2(tiny, tmp_path):
     """`predict` on a truncated JPEG and a text file named .jpg: exit 2 and one line, whether the
     server decodes (bytes, HTTP 400) or the client does (--pixels)."""
-    from serving.tools.file_parity_server import _start, _stop
+    from serving.tools.file_parity_server import start_local_server, stop_local_server
     bundle, files = tiny
-    proc, rest_port, grpc_port, _ = _start(bundle)
+    proc, rest_port, grpc_port, _ = start_local_server(bundle)
     try:
         for name, server_says, client_says in (
                 ("text.jpg", "HTTP 400: image 0: not a JPEG, PNG, GIF, BMP or WebP file",
@@ -196,4 +196,4 @@ def test_predict_refuses_bad_files_with_one_line_and_exit_2(tiny, tmp_path):
                 assert r.returncode == 2 and len(err) == 1 and err[0].startswith("error: "), (name, where, err)
                 assert err[0].endswith(says), (name, err)
     finally:
-        _stop(proc)
+        stop_local_server(proc)
