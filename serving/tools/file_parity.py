@@ -259,15 +259,17 @@ class VariantPart:
 
 def variant_part(bundle: str | Path, files_dir: str | Path, variant: str, *, beam: bool = True,
                  mediapipe: bool = True, threads: int | None = None,
-                 progress: Callable[[str], None] | None = None) -> VariantPart:
-    """Every path of one variant's artifacts but the server's (a pool task: export.pipeline.workers)."""
+                 progress: Callable[[str], None] | None = None, formats: tuple[str, ...] | None = None) -> VariantPart:
+    """Every path of one variant's artifacts (those of `formats`, or all) but the server's (a pool
+    task: export.pipeline.workers)."""
     from export.formats import read_index
     root, folder = Path(bundle), Path(files_dir)
     files = corpus_files(folder)
     say = progress or (lambda _what: None)
-    artifacts = [a for a in read_index(root) if a.variant == variant]
+    every = [a for a in read_index(root) if a.variant == variant]
+    artifacts = [a for a in every if formats is None or a.format in formats]
     part = VariantPart()
-    contract, labels, is_bundle = _variant_facts(root, variant, artifacts)
+    contract, labels, is_bundle = _variant_facts(root, variant, every)
     tf_px = _tf_pixels(files, contract, part.bad_files)
     pil_px = part.client_pixels = _pil_pixels(files, contract, part.bad_files)
     refs: dict[str, Probs] = {}
@@ -322,9 +324,9 @@ def run(bundle: str | Path, files_dir: str | Path, variant: str | None = None, *
     report = FileParityReport(corpus=[f.name for f in files])
     for name in names:
         part = parts[name]
-        report.rows += part.rows
-        for file, paths in part.bad_files.items():
-            report.bad_files.setdefault(file, {}).update(paths)
+        report.rows += sorted(part.rows, key=lambda r: (r.artifact, r.path))  # the same order, however run
+        for file, paths in sorted(part.bad_files.items()):
+            report.bad_files.setdefault(file, {}).update(sorted(paths.items()))
         report.skipped += part.skipped
     server_refs = {n: parts[n].server_ref for n in names if parts[n].server_ref is not None}
     if started is not None and server_refs:
@@ -339,18 +341,39 @@ def run(bundle: str | Path, files_dir: str | Path, variant: str | None = None, *
     return report
 
 
+#: How the pool splits one variant's paths: runner formats apart from LiteRT (whose four files each add
+#: `classify` and two MediaPipe rows). Three variants make six tasks of similar length, which 2
+#: workers run in three full rounds, where three whole variants left a core idle for the third.
+POOL_SPLIT = (("savedmodel", "onnx", "openvino"), ("tflite",))
+
+
 def _parts_in_pool(root: Path, folder: Path, names: list[str], beam: bool, mediapipe: bool, workers: int,
                    threads: int | None, say: Callable[[str], None]) -> dict[str, VariantPart]:
+    from export.formats import read_index
     from export.pipeline.workers import Task, run_tasks, threads_per_task
-    threads = threads or threads_per_task(min(workers, len(names)))
-    tasks = [Task(key=f"{name}:file-parity", fn="serving.tools.file_parity:variant_part",
+    threads = threads or threads_per_task(workers)
+    present = {(a.variant, a.format) for a in read_index(root)}
+    known = {f for group in POOL_SPLIT for f in group}
+    groups = [*POOL_SPLIT, tuple(sorted({f for _, f in present} - known))]
+    tasks = [Task(key=f"{name}:file-parity:{i}", fn="serving.tools.file_parity:variant_part",
                   kwargs={"bundle": str(root), "files_dir": str(folder), "variant": name, "beam": beam,
-                          "mediapipe": mediapipe, "threads": threads},
-                  memory_gb=VARIANT_PART_GB, label=f"{name} end-to-end parity from files") for name in names]
+                          "mediapipe": mediapipe, "threads": threads, "formats": group},
+                  memory_gb=VARIANT_PART_GB, label=f"{name} end-to-end parity from files ({', '.join(group)})")
+             for name in names for i, group in enumerate(groups) if any((name, f) in present for f in group)]
     pool = run_tasks(tasks, workers=workers, memory_budget_gb=VARIANT_PART_GB * workers,
-                     on_done=lambda t, cost: say(f"{t.key.split(':')[0]}: every path but the server's "
-                                                 f"({cost.wall_s:.0f} s)"))
-    return {name: pool.results[f"{name}:file-parity"] for name in names}
+                     on_done=lambda t, cost: say(f"{t.key.split(':')[0]}: {', '.join(t.kwargs['formats'])}, every path "
+                                                 f"but the server's ({cost.wall_s:.0f} s)"))
+    parts = {name: VariantPart() for name in names}
+    for t in tasks:  # in task order: deterministic
+        got, part = pool.results[t.key], parts[t.kwargs["variant"]]
+        part.rows += got.rows
+        for file, paths in got.bad_files.items():
+            part.bad_files.setdefault(file, {}).update(paths)
+        part.skipped += [s for s in got.skipped if s not in part.skipped]
+        if got.server_ref is not None:
+            part.server_ref, part.client_pixels = got.server_ref, got.client_pixels
+        part.client_pixels = part.client_pixels or got.client_pixels
+    return parts
 
 
 def _relative_messages(bad: dict[str, dict[str, str]], folder: Path) -> None:
