@@ -73,8 +73,14 @@ TOLERANCES: dict[str, Tolerance] = {
     # rounded to 2^-11 relative. Measured: logits <= 0.03 on photos, <= 0.064 on noise
     # (logits ~100); probabilities <= 5e-3; mean cosine >= 0.9999; top-1 always kept. The OpenVINO
     # IR (fp16 weights) at the f32 hint is the same case: measured <= 0.027 and <= 0.064, 4.9e-3.
-    "fp16": Tolerance(0.1, 2e-3, 0.02, 0.999, 0.2, 0.9,
-                      "fp16 weights (2^-11 rounding): measured logits <= 0.03 (photos), <= 0.064 (noise)"),
+    # Probabilities: 0.05, what the logits tolerance implies. A softmax moves each probability by at
+    # most 2 p (1 - p) max|dlogit| <= max|dlogit| / 2 (first order), so logits within 0.1 allow 0.05;
+    # the former 0.02 (4x the random heads' 5e-3) judged the head's sharpness, not the conversion. A
+    # trained 2-class head (issue 22's default recipe, lfw_subset, random:0) measured logits 0.084
+    # and cosine 1.000000, top-1 kept everywhere, and probabilities 0.0325 ('retina' 0.722 -> 0.755).
+    "fp16": Tolerance(0.1, 2e-3, 0.05, 0.999, 0.2, 0.9,
+                      "fp16 weights (2^-11 rounding): measured logits <= 0.03 (photos), <= 0.064 (noise), "
+                      "0.084 on a trained 2-class head; probabilities: what logits within 0.1 allow (0.05)"),
     # Dynamic-range quantization (int8 weights, activations quantized per batch at run time):
     # judged by top-1 and cosine, as TFLite's post-training quantization guide suggests.
     # Measured: logit error 0.02-0.86 (std 1), mean cosine 0.976-0.991, and every top-1 change
