@@ -20,14 +20,18 @@ from pathlib import Path
 from typing import Any
 
 
-def _json_without(drop: Callable[[Any], Any]) -> Callable[[Path], str]:
-    def stable(path: Path) -> Any:
-        return drop(json.loads(path.read_text()))
+@dataclass(frozen=True)
+class JsonStable:
+    """A JSON file's stable part (the document less what `drop` removes) and its digest; compare()
+    also names where two stable parts first differ."""
 
-    def digest(path: Path) -> str:
-        return hashlib.sha256(json.dumps(stable(path), sort_keys=True).encode()).hexdigest()
-    digest.stable = stable  # type: ignore[attr-defined]  # compare() names where two stable parts part
-    return digest
+    drop: Callable[[Any], Any]
+
+    def part(self, path: Path) -> Any:
+        return self.drop(json.loads(path.read_text()))
+
+    def __call__(self, path: Path) -> str:
+        return hashlib.sha256(json.dumps(self.part(path), sort_keys=True).encode()).hexdigest()
 
 
 def first_difference(a: Any, b: Any, where: str = "") -> str | None:
@@ -169,18 +173,18 @@ VOLATILE: tuple[Volatile, ...] = (
              "object graph and checkpoint (graph and weights)", _fingerprint_digest),
     Volatile(r"artifacts\.json", "records each artifact's export time in seconds, and the SavedModel "
                                  "directory's digest, which covers fingerprint.pb",
-             "every other field", _json_without(_drop_artifact_volatile)),
+             "every other field", JsonStable(_drop_artifact_volatile)),
     Volatile(r"parity\.json", "records when parity ran and the mean inference time per batch",
-             "the verdicts and error metrics (everything but created and mean_ms)", _json_without(_drop_parity_timing)),
+             "the verdicts and error metrics (everything but created and mean_ms)", JsonStable(_drop_parity_timing)),
     Volatile(r"file_parity\.json", "records the probability differences measured from the files; Beam's "
                                    "DirectRunner batches files as they come, and a batch's size moves the last bits",
              "every row's verdict, tolerance, top-1 agreement and refusals, the corpus and the bad files' "
-             "messages (all but the measured differences)", _json_without(_drop_file_parity_measurements)),
+             "messages (all but the measured differences)", JsonStable(_drop_file_parity_measurements)),
     Volatile(r"parity\.md", "renders parity.json and file_parity.json, with times and latencies", "see parity.json"),
     Volatile(r"README\.md", "embeds parity.md", "see parity.json"),
     Volatile(r"bom\.cdx\.json", "its serial number and the SavedModel components' SHA-256 derive from the "
                                 "SavedModel directory digest (fingerprint.pb), its timestamp is the export's",
-             "every component, model card and dependency but those", _json_without(_drop_bom_volatile)),
+             "every component, model card and dependency but those", JsonStable(_drop_bom_volatile)),
     Volatile(r"report\.html", "shows when the bundle was exported, and the benchmark once bench has run",
              "see manifest.json and parity.json"),
     Volatile(r"bench/.*", "benchmark measurements of the machine it ran on", "nothing (measurements)"),
@@ -188,7 +192,7 @@ VOLATILE: tuple[Volatile, ...] = (
                                 "directory digest, whether a trained variant's run was reused (its path, seconds), "
                                 "and the end-to-end parity's measured differences",
              "the file table of every reproducible file, variants, configs and tool versions",
-             _json_without(_drop_manifest_volatile)),
+             JsonStable(_drop_manifest_volatile)),
     Volatile(r"signature\.sig", "ECDSA signatures use a random nonce, and the signed statement lists "
                                 "manifest.json", "nothing: verify it with the public key instead"),
 )
@@ -266,8 +270,8 @@ def compare(root: str | Path, other: str | Path) -> list[FileDiff]:
             if da == db:
                 out.append(FileDiff(rel, "expected", f"{v.why}; stable part equal ({v.stable})"))
             else:
-                stable = getattr(v.digest, "stable", None)
-                where = first_difference(stable(mine[rel]), stable(theirs[rel])) if stable else None
+                where = (first_difference(v.digest.part(mine[rel]), v.digest.part(theirs[rel]))
+                         if isinstance(v.digest, JsonStable) else None)
                 out.append(FileDiff(rel, "DIFFERENT", f"{v.stable} differs ({da[:12]} vs {db[:12]})"
                                     + (f": first at {where}" if where else "")))
     return out
