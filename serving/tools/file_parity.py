@@ -250,6 +250,7 @@ class VariantPart:
     """What one variant's paths give (everything but the server's rows, which need every variant's
     SavedModel reference and one server): picklable, so that variants can run in the export pool."""
 
+    variant: str = ""
     rows: list = field(default_factory=list)
     bad_files: dict[str, dict[str, str]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
@@ -268,7 +269,7 @@ def variant_part(bundle: str | Path, files_dir: str | Path, variant: str, *, bea
     say = progress or (lambda _what: None)
     every = [a for a in read_index(root) if a.variant == variant]
     artifacts = [a for a in every if formats is None or a.format in formats]
-    part = VariantPart()
+    part = VariantPart(variant)
     contract, labels, is_bundle = _variant_facts(root, variant, every)
     tf_px = _tf_pixels(files, contract, part.bad_files)
     pil_px = part.client_pixels = _pil_pixels(files, contract, part.bad_files)
@@ -300,39 +301,42 @@ def run(bundle: str | Path, files_dir: str | Path, variant: str | None = None, *
         progress: Callable[[str], None] | None = None, workers: int = 1) -> FileParityReport:
     """The end-to-end report for every variant (or `variant`) of `bundle` on the files in `files_dir`.
 
-    With `workers` > 1 the variants' parts run at once in fresh processes (export.pipeline.workers,
-    one intra-op thread each per core); the report is the same, merged in variant order."""
+    With `workers` > 1 the variants' paths run as POOL_SPLIT's tasks in fresh processes
+    (export.pipeline.workers, one intra-op thread each per core); the report is the same."""
     from export.formats import read_index
+    from serving.tools.file_parity_server import StartedServer, server_rows
     root, folder = Path(bundle), Path(files_dir)
     files = corpus_files(folder)
     say = progress or (lambda _what: None)
-    names = sorted({a.variant for a in read_index(root) if variant is None or a.variant == variant})
-    served = server and (root / "models.config").is_file() and any(
-        a.format == "savedmodel" for a in read_index(root) if a.variant in names)
-    from serving.tools.file_parity_server import StartedServer, server_rows
+    index = [a for a in read_index(root) if variant is None or a.variant == variant]
+    names = sorted({a.variant for a in index})
+    served = server and (root / "models.config").is_file() and any(a.format == "savedmodel" for a in index)
     started = StartedServer(root) if served else None  # loads while the variants' paths run
     try:
         if workers > 1:
-            parts = _parts_in_pool(root, folder, names, beam, mediapipe, workers, threads, say)
+            parts = _parts_in_pool(root, folder, index, beam, mediapipe, workers, threads, say)
         else:
-            parts = {name: variant_part(root, folder, name, beam=beam, mediapipe=mediapipe, threads=threads,
-                                        progress=say) for name in names}
+            parts = [variant_part(root, folder, name, beam=beam, mediapipe=mediapipe, threads=threads,
+                                  progress=say) for name in names]
     except BaseException:
         if started is not None:
             started.stop()
         raise
     report = FileParityReport(corpus=[f.name for f in files])
-    for name in names:
-        part = parts[name]
-        report.rows += sorted(part.rows, key=lambda r: (r.artifact, r.path))  # the same order, however run
-        for file, paths in sorted(part.bad_files.items()):
-            report.bad_files.setdefault(file, {}).update(sorted(paths.items()))
-        report.skipped += part.skipped
-    server_refs = {n: parts[n].server_ref for n in names if parts[n].server_ref is not None}
+    server_refs: dict[str, Probs] = {}
+    client_pixels: dict[str, dict[str, np.ndarray]] = {}
+    for part in parts:
+        report.rows += part.rows
+        for file, paths in part.bad_files.items():
+            report.bad_files.setdefault(file, {}).update(paths)
+        report.skipped += [s for s in part.skipped if s not in report.skipped]  # once per variant
+        if part.server_ref is not None:
+            server_refs[part.variant], client_pixels[part.variant] = part.server_ref, part.client_pixels
+    # the same order however the parts ran: by variant, artifact and path; refusals by file and path
+    report.rows.sort(key=lambda r: (r.variant, r.artifact, r.path))
+    report.bad_files = {file: dict(sorted(paths.items())) for file, paths in sorted(report.bad_files.items())}
     if started is not None and server_refs:
-        client_pixels = {n: parts[n].client_pixels for n in names}
-        report.rows += server_rows(root, files, server_refs, client_pixels, report.bad_files, say,  # type: ignore[arg-type]
-                                   started=started)
+        report.rows += server_rows(root, files, server_refs, client_pixels, report.bad_files, say, started=started)
     elif started is not None:
         started.stop()
     if server and started is None:
@@ -347,33 +351,24 @@ def run(bundle: str | Path, files_dir: str | Path, variant: str | None = None, *
 POOL_SPLIT = (("savedmodel", "onnx", "openvino"), ("tflite",))
 
 
-def _parts_in_pool(root: Path, folder: Path, names: list[str], beam: bool, mediapipe: bool, workers: int,
-                   threads: int | None, say: Callable[[str], None]) -> dict[str, VariantPart]:
-    from export.formats import read_index
+def _parts_in_pool(root: Path, folder: Path, index: list, beam: bool, mediapipe: bool, workers: int,
+                   threads: int | None, say: Callable[[str], None]) -> list[VariantPart]:
+    """Each variant's paths as POOL_SPLIT's tasks in the export pool: their parts, in task order."""
     from export.pipeline.workers import Task, run_tasks, threads_per_task
     threads = threads or threads_per_task(workers)
-    present = {(a.variant, a.format) for a in read_index(root)}
+    present = {(a.variant, a.format) for a in index}
     known = {f for group in POOL_SPLIT for f in group}
     groups = [*POOL_SPLIT, tuple(sorted({f for _, f in present} - known))]
     tasks = [Task(key=f"{name}:file-parity:{i}", fn="serving.tools.file_parity:variant_part",
                   kwargs={"bundle": str(root), "files_dir": str(folder), "variant": name, "beam": beam,
                           "mediapipe": mediapipe, "threads": threads, "formats": group},
                   memory_gb=VARIANT_PART_GB, label=f"{name} end-to-end parity from files ({', '.join(group)})")
-             for name in names for i, group in enumerate(groups) if any((name, f) in present for f in group)]
+             for name in sorted({v for v, _ in present}) for i, group in enumerate(groups)
+             if any((name, f) in present for f in group)]
     pool = run_tasks(tasks, workers=workers, memory_budget_gb=VARIANT_PART_GB * workers,
                      on_done=lambda t, cost: say(f"{t.key.split(':')[0]}: {', '.join(t.kwargs['formats'])}, every path "
                                                  f"but the server's ({cost.wall_s:.0f} s)"))
-    parts = {name: VariantPart() for name in names}
-    for t in tasks:  # in task order: deterministic
-        got, part = pool.results[t.key], parts[t.kwargs["variant"]]
-        part.rows += got.rows
-        for file, paths in got.bad_files.items():
-            part.bad_files.setdefault(file, {}).update(paths)
-        part.skipped += [s for s in got.skipped if s not in part.skipped]
-        if got.server_ref is not None:
-            part.server_ref, part.client_pixels = got.server_ref, got.client_pixels
-        part.client_pixels = part.client_pixels or got.client_pixels
-    return parts
+    return [pool.results[t.key] for t in tasks]
 
 
 def _relative_messages(bad: dict[str, dict[str, str]], folder: Path) -> None:

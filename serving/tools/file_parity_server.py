@@ -99,7 +99,7 @@ def server_rows(bundle: Path, files: list[Path], refs: dict[str, dict[str, np.nd
                 pixels: dict[str, dict[str, np.ndarray]], bad: dict, progress: Callable[[str], None],
                 started: StartedServer | None = None) -> list[PathRow]:
     """Rows for REST and gRPC x (predict_image_bytes, serving_default) of every variant in `refs`, on
-    the bundle's local server: `started` (by start_server_early: it loads while the other paths run),
+    the bundle's local server: `started` (a StartedServer, loading while the other paths ran),
     else one started here; stopped either way."""
     from export.core.errors import ServingError
     from serving.client.clients import GrpcClient, RestClient
