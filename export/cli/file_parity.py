@@ -41,9 +41,11 @@ def run(args: argparse.Namespace) -> int:
 
 def bundle_hook(bundle_dir: Path, files_dir: Path):
     """`make export`'s end-to-end check (export.pipeline.end_to_end.Hook): every path, every variant,
-    the variants at once on the export's workers (one per core)."""
+    as the pool's tasks (each variant in POOL_SPLIT's parts) on the export's workers (one per core).
+    A one-variant bundle gets both cores too: its two parts run at once."""
     from export.formats import read_index
     from export.pipeline.workers import default_workers
+    from serving.tools.file_parity import pool_tasks
     from serving.tools.file_parity import run as run_files
-    variants = {a.variant for a in read_index(bundle_dir)}
-    return run_files(bundle_dir, files_dir, workers=min(default_workers(), len(variants)))  # 1: in-process
+    tasks = pool_tasks(read_index(bundle_dir))
+    return run_files(bundle_dir, files_dir, workers=min(default_workers(), tasks))  # 1: in-process

@@ -1,6 +1,7 @@
 """A corpus of encoded files made from scikit-image's photos: every kind the contract decodes,
 several sizes (up to a 3000-px phone JPEG), all 8 EXIF orientations, and bad files. The twin
-agreement tests and `parity --files` (make export) run on it; everything is seeded and offline."""
+agreement tests and `parity --files` run on it, and `make export` on its compact form (one file of
+each kind and size, the rotations phones write); everything is seeded and offline."""
 from __future__ import annotations
 
 import io
@@ -14,6 +15,10 @@ from export.images.pil import orient
 
 #: Stored orientation o of an upright image: `orient(stored, o)` gives the upright one back.
 _INVERSE = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 8, 7: 7, 8: 6}
+#: The orientations a phone camera writes (rotations: upright, 180, 90 and 270 degrees). The mirrored
+#: ones (2, 4, 5, 7) are the same code path with a flip added; the full corpus and the twin tests
+#: (tests/export/test_images_tf.py) cover all 8.
+PHONE_ORIENTATIONS = (1, 3, 6, 8)
 
 
 def _photo(name: str) -> np.ndarray:
@@ -59,15 +64,20 @@ def oriented_jpeg(upright: np.ndarray, orientation: int, quality: int = 92) -> b
     return _save(Image.fromarray(stored), "JPEG", quality=quality, exif=exif.tobytes())
 
 
-def files(large: bool = True) -> dict[str, bytes]:
-    """name -> encoded bytes of the good files (3000-px JPEGs when `large`)."""
+def files(large: bool = True, compact: bool = False) -> dict[str, bytes]:
+    """name -> encoded bytes of the good files (3000-px JPEGs when `large`). `compact` keeps every kind
+    and size once (the native and 1000-px progressive JPEGs of one photo each, not of all three) and the
+    PHONE_ORIENTATIONS: 23 files instead of 31, for `make export`, whose every file runs through about
+    40 paths per variant."""
     from PIL import Image
     astro, coffee, chelsea = _photo("astronaut"), _photo("coffee"), _photo("chelsea")
     out: dict[str, bytes] = {}
     for name, img in (("astronaut", astro), ("coffee", coffee), ("chelsea", chelsea)):
-        out[f"{name}_native.jpg"] = _save(Image.fromarray(img), "JPEG", quality=90)
-        out[f"{name}_1000_progressive.jpg"] = _save(Image.fromarray(_resized(img, 1000)), "JPEG",
-                                                    quality=90, progressive=True)
+        if not compact or name == "coffee":
+            out[f"{name}_native.jpg"] = _save(Image.fromarray(img), "JPEG", quality=90)
+        if not compact or name == "astronaut":
+            out[f"{name}_1000_progressive.jpg"] = _save(Image.fromarray(_resized(img, 1000)), "JPEG",
+                                                        quality=90, progressive=True)
         if large:
             out[f"{name}_3000.jpg"] = _save(Image.fromarray(_resized(img, 3000)), "JPEG", quality=88)
     small = _resized(astro, 160)
@@ -89,7 +99,7 @@ def files(large: bool = True) -> dict[str, bytes]:
     out["camera_grey.bmp"] = _save(Image.fromarray(_photo("camera")[..., 0]), "BMP")
     out["coffee.webp"] = _save(Image.fromarray(coffee), "WEBP", quality=90)
     upright = _resized(chelsea, 400 if not large else 2000)
-    for o in range(1, 9):
+    for o in PHONE_ORIENTATIONS if compact else range(1, 9):
         out[f"chelsea_exif{o}.jpg"] = oriented_jpeg(upright, o)
     return out
 
@@ -102,12 +112,13 @@ def bad_files() -> dict[str, bytes]:
             "empty.png": b""}
 
 
-def write(out_dir: str | Path, large: bool = True, bad: bool = False) -> list[Path]:
-    """Write the corpus (and the bad files with `bad`) into `out_dir`; returns the paths."""
+def write(out_dir: str | Path, large: bool = True, bad: bool = False, compact: bool = False) -> list[Path]:
+    """Write the corpus (`compact`: see files()) and the bad files with `bad` into `out_dir`; returns
+    the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for name, data in {**files(large), **(bad_files() if bad else {})}.items():
+    for name, data in {**files(large, compact), **(bad_files() if bad else {})}.items():
         (out / name).write_bytes(data)
         written.append(out / name)
     return written

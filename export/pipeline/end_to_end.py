@@ -1,5 +1,6 @@
 """`make export`'s end-to-end parity: the laid-out bundle (still in its staging directory) run
-from a generated corpus of encoded files through every real path, written into parity.md, the
+from a generated corpus of encoded files (export.images.corpus, compact: every kind and size once,
+3000-px phone JPEGs and the rotations phones write) through every real path, written into parity.md, the
 README, file_parity.json and the manifest before the bundle is signed and published.
 
 The runner (serving/tools/file_parity.py) needs the local server and Beam; the pipeline never
@@ -36,7 +37,7 @@ def check(staging: Path, hook: Hook, bundle_mod) -> bool:
     from export.core.atomic import write_text
     from export.images import corpus
     with tempfile.TemporaryDirectory(prefix="resnet-deploy-corpus.") as tmp:
-        corpus.write(tmp, large=True, bad=True)
+        corpus.write(tmp, large=True, bad=True, compact=True)
         report = hook(staging, Path(tmp))
     section = render_markdown(report)
     write_text(staging / REPORT_FILE, json.dumps(report.to_dict(), indent=2) + "\n")

@@ -351,20 +351,31 @@ def run(bundle: str | Path, files_dir: str | Path, variant: str | None = None, *
 POOL_SPLIT = (("savedmodel", "onnx", "openvino"), ("tflite",))
 
 
+def _task_groups(index: list) -> list[tuple[str, int, tuple[str, ...]]]:
+    """(variant, part number, formats) of each pool task: POOL_SPLIT's parts that the variant has,
+    then one for any format POOL_SPLIT does not name."""
+    present = {(a.variant, a.format) for a in index}
+    known = {f for group in POOL_SPLIT for f in group}
+    groups = [*POOL_SPLIT, tuple(sorted({f for _, f in present} - known))]
+    return [(name, i, group) for name in sorted({v for v, _ in present}) for i, group in enumerate(groups)
+            if any((name, f) in present for f in group)]
+
+
+def pool_tasks(index: list) -> int:
+    """How many pool tasks the artifacts of `index` make (more workers than this would idle)."""
+    return len(_task_groups(index))
+
+
 def _parts_in_pool(root: Path, folder: Path, index: list, beam: bool, mediapipe: bool, workers: int,
                    threads: int | None, say: Callable[[str], None]) -> list[VariantPart]:
     """Each variant's paths as POOL_SPLIT's tasks in the export pool: their parts, in task order."""
     from export.pipeline.workers import Task, run_tasks, threads_per_task
     threads = threads or threads_per_task(workers)
-    present = {(a.variant, a.format) for a in index}
-    known = {f for group in POOL_SPLIT for f in group}
-    groups = [*POOL_SPLIT, tuple(sorted({f for _, f in present} - known))]
     tasks = [Task(key=f"{name}:file-parity:{i}", fn="serving.tools.file_parity:variant_part",
                   kwargs={"bundle": str(root), "files_dir": str(folder), "variant": name, "beam": beam,
                           "mediapipe": mediapipe, "threads": threads, "formats": group},
                   memory_gb=VARIANT_PART_GB, label=f"{name} end-to-end parity from files ({', '.join(group)})")
-             for name in sorted({v for v, _ in present}) for i, group in enumerate(groups)
-             if any((name, f) in present for f in group)]
+             for name, i, group in _task_groups(index)]
     pool = run_tasks(tasks, workers=workers, memory_budget_gb=VARIANT_PART_GB * workers,
                      on_done=lambda t, cost: say(f"{t.key.split(':')[0]}: {', '.join(t.kwargs['formats'])}, every path "
                                                  f"but the server's ({cost.wall_s:.0f} s)"))

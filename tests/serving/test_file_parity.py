@@ -69,6 +69,19 @@ def test_variants_in_the_export_pool_give_the_same_report(tiny):
     assert pooled.bad_files["text.jpg"]["contract (PIL twin)"] == "cannot decode image text.jpg: " + BAD["text.jpg"]
 
 
+@pytest.mark.unit
+def test_a_one_variant_bundle_makes_two_pool_tasks():
+    """`make export`'s hook gives the pool as many workers as there are tasks, up to the cores: one
+    variant's LiteRT part and its other runtimes' part run at once, on both cores."""
+    from types import SimpleNamespace as A
+
+    from serving.tools.file_parity import pool_tasks
+    one = [A(variant="dense", format=f) for f in ("savedmodel", "tflite", "tflite", "onnx", "openvino")]
+    assert pool_tasks(one) == 2
+    assert pool_tasks([*one, *(A(variant="conv", format=f) for f in ("savedmodel", "onnx"))]) == 3
+    assert pool_tasks([A(variant="dense", format="tflite"), A(variant="dense", format="tensorrt")]) == 2
+
+
 @pytest.mark.integration
 def test_a_flip_or_a_refusal_fails_the_row():
     import numpy as np
@@ -139,6 +152,9 @@ def test_make_export_writes_the_section_into_the_bundle(tmp_path):
 
     assert end_to_end.check(bundle, hook, layout)
     assert "coffee_3000.jpg" in seen[0] and "chelsea_exif6.jpg" in seen[0] and "truncated.jpg" in seen[0]
+    # the compact corpus: every kind and size once, the rotations phones write, the bad files
+    assert len(seen[0]) == 23 + 3 and not {"chelsea_exif2.jpg", "astronaut_native.jpg"} & set(seen[0])
+    assert {f"chelsea_exif{o}.jpg" for o in (1, 3, 6, 8)} <= set(seen[0])
     for name in ("parity.md", "README.md"):
         text = (bundle / name).read_text()
         assert text.startswith("# ") and "## End-to-end parity from the file" in text
