@@ -15,7 +15,10 @@ Steps, identical in both twins (`pil.decode`, `tf_ops.decode`):
    square of the upright image);
 5. resize to size x size: bilinear (triangle filter) with antialiasing, half-pixel centres,
    computed in float32 (tf.image.resize(antialias=True) = PIL BILINEAR on mode "F");
-6. output float32 RGB [size, size, 3] in [0, 255], not rounded.
+6. clip to [0, 255] and round half to even (np.rint, tf.round): whole grey levels, so the server,
+   clients, training's uint8 storage and MediaPipe's uint8 images all see the same integers (the
+   float resizes of the twins differ by ~4e-3, so a few pixels straddling .5 land one level apart);
+   output RGB [size, size, 3], float32 for the model's input (uint8 where a path stores pixels).
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from typing import Any
 
 from export.core.errors import DataError
 
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2  # 2: the output is rounded to whole grey levels (1: float, not rounded)
 ASPECTS = ("stretch", "center_crop")
 #: File kinds the contract decodes, by name.
 KINDS = ("JPEG", "PNG", "GIF", "BMP", "WebP")
@@ -79,7 +82,8 @@ class ImageContract:
             "alpha": "dropped (the stored colour is used); transparent GIF pixels are black",
             "resize": ("bilinear (triangle filter) with antialiasing, half-pixel centres, float32 "
                        "(tf.image.resize antialias=True; PIL BILINEAR on mode F)"),
-            "output": "float32 RGB [size, size, 3] in [0, 255], not rounded",
+            "output": ("RGB [size, size, 3] of whole grey levels 0-255 (clipped, rounded half to even after the "
+                       "resize), float32 for the model's image input"),
         }
 
     @classmethod
