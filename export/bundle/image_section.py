@@ -24,7 +24,7 @@ Every path decodes a file the same way (the image contract, `manifest.json` → 
 `predict_image_bytes` in the SavedModel graph, `resnet-deploy predict --pixels`, `classify`,
 `score`, training, calibration and the accuracy gate. It ends in whole grey levels 0..255 (rounded
 after the float resize), so a path that stores or sends 8-bit pixels loses nothing; its in-graph and
-Python versions give the same levels but on a few pixels one apart; `parity.md`'s end-to-end
+Python versions give the same levels (bit for bit on the test corpus); `parity.md`'s end-to-end
 section measures each path from the file.
 
 {chr(10).join(parts)}

@@ -16,11 +16,11 @@ import numpy as np
 
 FILE_PARITY_FORMAT_VERSION = 1
 #: Largest |probability difference| allowed for a path that decodes by the image contract. Both twins
-#: round to whole grey levels and differ on ~5e-4 of the values by one level (test_images_tf.py); the
-#: largest effect through a model is well below.
+#: give the same whole grey levels (bit for bit on test_images_tf.py's corpus): what is left is the
+#: runtimes' own float differences.
 CONTRACT_ATOL = 0.01
-CONTRACT_SOURCE = ("image contract twins give the same whole grey levels but on ~5e-4 of the values one level "
-                   "apart (tests/export/test_images_tf.py); target of issue 21: 0.01 and no top-1 flip")
+CONTRACT_SOURCE = ("image contract twins give the same whole grey levels (bit for bit on the corpus of "
+                   "tests/export/test_images_tf.py); target of issue 21: 0.01 and no top-1 flip")
 #: An artifact that quantizes (int8 weights and activations, dynamic range; a full-integer TFLite also takes
 #: uint8 pixels) rounds its input to the activation scale inside the model: the twins' one-level
 #: differences on a few pixels cross some of those boundaries, and every requantization after.
@@ -29,7 +29,7 @@ UINT8_SOURCE = ("int8 activations: quantizing the contract's pixels; measured on
                 "head, random:0 backbone), 31 files, before the contract rounded: int8 TFLite 0.070, ONNX int8 "
                 "0.071; no top-1 flip")
 #: MediaPipe fed the contract pre-resize gets the contract's pixels as uint8: the same whole grey levels
-#: the server sees but on a few pixels one level apart; it resizes nothing more.
+#: the server sees; it resizes nothing more.
 MEDIAPIPE_PRE_ATOL = 0.01
 MEDIAPIPE_PRE_SOURCE = ("MediaPipe fed the contract pre-resize (uint8, the contract's whole grey levels): target of "
                         "issue 21: 0.01; measured on ResNet50 `dense` (lfw_subset head, random:0 backbone), 31 files: "

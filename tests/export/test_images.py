@@ -119,6 +119,28 @@ def test_output_is_whole_grey_levels_the_same_in_float_and_uint8(files, name, as
     np.testing.assert_array_equal(u8, out)
 
 
+@pytest.mark.parametrize("aspect", ["stretch", "center_crop"])
+def test_fast_paths_equal_the_plain_resize_then_round(files, aspect):
+    """contract_pixels resizes small RGB images in one stacked Pillow call per pass and grey ones once:
+    bit for bit what rounding `resize` (three planes, one at a time) gives, every file and odd shapes."""
+    rng = np.random.default_rng(0)
+    odd = {f"random_{h}x{w}": rng.integers(0, 256, (h, w, 3), np.uint8) for h, w in ((25, 25), (7, 300), (224, 5), (1, 1))}
+    inputs = {**{n: pil.decode_pixels(d, 224)[0] for n, d in files.items()}, **odd}
+    small = 0
+    for name, rgb in inputs.items():
+        square = pil.crop(rgb, aspect)
+        small += square.shape[0] <= 224
+        want = pil.round_pixels(pil.resize(square, 224))
+        for source in (rgb, rgb[..., :1]):
+            got = pil.contract_pixels(source, ImageContract(224, aspect))
+            grey = np.repeat(pil.crop(source, aspect), 3, axis=2)
+            expect = want if source is rgb else pil.round_pixels(pil.resize(grey, 224))[..., :1]
+            np.testing.assert_array_equal(got if source is rgb else got[..., :1], expect, err_msg=name)
+            if source is not rgb:
+                assert (got == got[..., :1]).all(), name
+    assert 4 <= small < len(inputs)  # both branches ran
+
+
 def test_rounding_is_half_to_even_and_clipped():
     x = np.array([-3.0, -0.5, 0.5, 1.5, 2.5, 127.49998, 254.5, 255.5, 300.0], np.float32)
     np.testing.assert_array_equal(pil.round_pixels(x), [0, 0, 0, 2, 2, 127, 254, 255, 255])
