@@ -136,7 +136,8 @@ def _pillow_coefficients(in_size, out_size: int):
     xmin = tf.maximum(tf.cast(center - support + 0.5, tf.int32), 0)  # C's (int): toward zero
     xmax = tf.minimum(tf.cast(center + support + 0.5, tf.int32), in_size) - xmin
     x = tf.range(ksize)
-    w = 1.0 - tf.abs((tf.cast(x[None] + xmin[:, None], tf.float64) - center[:, None] + 0.5) / filterscale)
+    ss = 1.0 / filterscale  # multiplied, not divided: Pillow's rounding
+    w = 1.0 - tf.abs((tf.cast(x[None] + xmin[:, None], tf.float64) - center[:, None] + 0.5) * ss)
     w = tf.where((x[None] < xmax[:, None]) & (w > 0), w, tf.zeros_like(w))
     ww = tf.foldl(lambda acc, col: acc + col, tf.transpose(w), initializer=tf.zeros([out_size], tf.float64))
     return xmin, tf.where(ww[:, None] != 0, w / ww[:, None], w), ksize
