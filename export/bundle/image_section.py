@@ -22,8 +22,10 @@ def image_section(variants: dict[str, Any]) -> str:
 
 Every path decodes a file the same way (the image contract, `manifest.json` → `variants.<name>.image`):
 `predict_image_bytes` in the SavedModel graph, `resnet-deploy predict --pixels`, `classify`,
-`score`, training, calibration and the accuracy gate. Its in-graph and Python versions agree to one
-grey level per pixel; `parity.md`'s end-to-end section measures each path from the file.
+`score`, training, calibration and the accuracy gate. It ends in whole grey levels 0..255 (rounded
+after the float resize), so a path that stores or sends 8-bit pixels loses nothing; its in-graph and
+Python versions give the same levels (bit for bit on the test corpus); `parity.md`'s end-to-end
+section measures each path from the file.
 
 {chr(10).join(parts)}
 
@@ -32,6 +34,7 @@ A client that decodes images itself (and sends `image` pixels to `serving_defaul
 
     from export.images import ImageContract, pil
     pixels = pil.decode_file("cat.jpg", ImageContract({first.size}, "{first.aspect}"))  # float32 [{first.size}, {first.size}, 3]
+    # whole grey levels; pil.decode_file(..., dtype=numpy.uint8) gives the same values as uint8
 
 Images stored rotated are turned upright by their EXIF orientation (JPEG only); send the file as
 the camera wrote it, or upright pixels.

@@ -61,7 +61,8 @@ def contract_line(contract) -> str:
     return (f"Image contract v{d['version']} (aspect={contract.aspect}, size={contract.size}): EXIF orientation "
             "applied; JPEG decoded with the accurate IDCT and downscaled by 1/2, 1/4 or 1/8 while both sides stay "
             ">= size; grey and palette to RGB, alpha dropped; bilinear resize with antialiasing (half-pixel "
-            "centres, float). A phone app matches it by pre-resizing to exactly size x size this way.")
+            "centres, float), rounded to whole grey levels (halves to even). A phone app matches it by "
+            "pre-resizing to exactly size x size this way.")
 
 
 def aspect_of(description: str | None) -> str:

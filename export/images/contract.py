@@ -14,8 +14,11 @@ Steps, identical in both twins (`pil.decode`, `tf_ops.decode`):
 4. aspect: `stretch` (the whole image, aspect not kept) or `center_crop` (the central
    square of the upright image);
 5. resize to size x size: bilinear (triangle filter) with antialiasing, half-pixel centres,
-   computed in float32 (tf.image.resize(antialias=True) = PIL BILINEAR on mode "F");
-6. output float32 RGB [size, size, 3] in [0, 255], not rounded.
+   Pillow BILINEAR on mode "F" (float64 sums, float32 between the passes), which tf_ops.resize
+   reproduces with graph ops bit for bit;
+6. clip to [0, 255] and round half to even (np.rint, tf.round): whole grey levels, so the server,
+   clients, training's uint8 storage and MediaPipe's uint8 images all see the same integers;
+   output RGB [size, size, 3], float32 for the model's input (uint8 where a path stores pixels).
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from typing import Any
 
 from export.core.errors import DataError
 
-CONTRACT_VERSION = 1
+CONTRACT_VERSION = 2  # 2: the output is rounded to whole grey levels (1: float, not rounded)
 ASPECTS = ("stretch", "center_crop")
 #: File kinds the contract decodes, by name.
 KINDS = ("JPEG", "PNG", "GIF", "BMP", "WebP")
@@ -77,9 +80,10 @@ class ImageContract:
             "orientation": "EXIF 0x0112 (IFD0 of a JPEG's APP1 segment) applied, values 1-8; other kinds: none",
             "colour": "grey replicated to RGB; palette expanded; 16-bit: high byte; CMYK JPEG converted to RGB",
             "alpha": "dropped (the stored colour is used); transparent GIF pixels are black",
-            "resize": ("bilinear (triangle filter) with antialiasing, half-pixel centres, float32 "
-                       "(tf.image.resize antialias=True; PIL BILINEAR on mode F)"),
-            "output": "float32 RGB [size, size, 3] in [0, 255], not rounded",
+            "resize": ("bilinear (triangle filter) with antialiasing, half-pixel centres: PIL BILINEAR on mode F "
+                       "(float64 sums, float32 between the passes), reproduced in the graph bit for bit"),
+            "output": ("RGB [size, size, 3] of whole grey levels 0-255 (clipped, rounded half to even after the "
+                       "resize), float32 for the model's image input"),
         }
 
     @classmethod

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from export.images import pil
+from export.images import ImageContract, pil
 
 #: Photos bundled in scikit-image (no download needed), in a fixed order.
 PHOTO_NAMES = (
@@ -27,12 +27,12 @@ def _loader(name: str) -> Callable[[], np.ndarray]:
 
 def load_photo(name: str, size: int = 224) -> np.ndarray:
     """One scikit-image photo as uint8 RGB [size, size, 3] (grey images get 3 channels), resized
-    by the image contract's resize (export.images.pil) and rounded."""
+    by the image contract's resize and rounding (export.images.pil, aspect stretch)."""
     img = np.asarray(_loader(name)())
     if img.ndim == 2:
         img = np.stack([img] * 3, axis=-1)
     img = img[..., :3]
-    return np.clip(np.rint(pil.resize(img.astype(np.uint8), size)), 0, 255).astype(np.uint8)
+    return pil.contract_pixels(img.astype(np.uint8), ImageContract(size), np.uint8)
 
 
 def photos(size: int = 224, names: tuple[str, ...] = PHOTO_NAMES) -> np.ndarray:

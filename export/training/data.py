@@ -121,10 +121,9 @@ def scan_folder(root: str | Path, what: str = "--data", min_classes: int = 2) ->
 
 def decode_image(path: Path, size: int, aspect: str = "stretch") -> np.ndarray:
     """One file as uint8 RGB [size, size, 3] by the image contract (export.images.pil: what the
-    SavedModel's `predict_image_bytes` does in the graph), rounded to the nearest grey level."""
+    SavedModel's `predict_image_bytes` does in the graph; its pixels are whole grey levels)."""
     from export.images import ImageContract, pil
-    pixels = pil.decode(Path(path).read_bytes(), ImageContract(size, aspect))
-    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+    return pil.decode(Path(path).read_bytes(), ImageContract(size, aspect), np.uint8)
 
 
 def load_images(index: FolderIndex, size: int, what: str = "--data",

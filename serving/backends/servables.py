@@ -65,8 +65,9 @@ def tf_error_message(e: Exception) -> str:
 
 
 def decode_images(blobs: np.ndarray, size: int, aspect: str = "stretch") -> np.ndarray:
-    """Encoded images -> float32 [N, size, size, 3] in [0, 255] by the image contract's NumPy twin
-    (export.images.pil, within a grey level of the SavedModel graph's), for backends without that graph."""
+    """Encoded images -> float32 [N, size, size, 3], whole grey levels in [0, 255], by the image contract's
+    NumPy twin (export.images.pil: the SavedModel graph's pixels but for a few one level apart), for
+    backends without that graph."""
     from export.images import ImageContract, ImageError, pil
     contract = ImageContract(size, aspect)
     out = []
@@ -200,7 +201,9 @@ class RunnerServable(Servable):
         pixels = decode_images(inputs["image_bytes"], self.size, self.aspect) \
             if signature == IMAGE_BYTES_SIGNATURE else inputs["image"]
         if self._input_dtype == np.uint8:  # full-integer TFLite takes uint8 pixels
-            pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
+            # decoded pixels are whole grey levels already; a client's float `image` tensor may not be
+            pixels = pixels if signature == IMAGE_BYTES_SIGNATURE else np.clip(np.rint(pixels), 0, 255)
+            pixels = pixels.astype(np.uint8)
         from export.core.errors import RunnerError
         try:
             with self._lock:

@@ -97,8 +97,53 @@ def test_center_crop_takes_the_central_square(files):
     h, w = full.shape[:2]
     side = min(h, w)
     square = full[(h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
-    np.testing.assert_allclose(pil.decode(data, ImageContract(64, "center_crop")), pil.resize(square, 64))
-    assert not np.allclose(pil.decode(data, ImageContract(64, "stretch")), pil.resize(square, 64), atol=1)
+    want = pil.round_pixels(pil.resize(square, 64))
+    np.testing.assert_array_equal(pil.decode(data, ImageContract(64, "center_crop")), want)
+    assert not np.allclose(pil.decode(data, ImageContract(64, "stretch")), want, atol=1)
+
+
+@pytest.mark.parametrize("name", ["chelsea_rgb.png", "camera_grey.png", "coins_grey16.png", "camera_grey.jpg",
+                                  "camera_grey.bmp", "coffee.gif", "chelsea_exif6.jpg", "astronaut_160.jpg"])
+@pytest.mark.parametrize("aspect", ["stretch", "center_crop"])
+def test_output_is_whole_grey_levels_the_same_in_float_and_uint8(files, name, aspect):
+    contract = ImageContract(96, aspect)
+    rgb, _ = pil.decode_pixels(files[name], 96)
+    out = pil.decode(files[name], contract)
+    assert out.dtype == np.float32 and out.shape == (96, 96, 3)
+    np.testing.assert_array_equal(out, np.rint(out))  # whole grey levels
+    assert out.min() >= 0 and out.max() <= 255
+    # rounded once after the float resize, the same through the full RGB path (grey sources resize one plane)
+    np.testing.assert_array_equal(out, np.clip(np.rint(pil.resize(pil.crop(rgb, aspect), 96)), 0, 255))
+    u8 = pil.decode(files[name], contract, np.uint8)
+    assert u8.dtype == np.uint8
+    np.testing.assert_array_equal(u8, out)
+
+
+@pytest.mark.parametrize("aspect", ["stretch", "center_crop"])
+def test_fast_paths_equal_the_plain_resize_then_round(files, aspect):
+    """contract_pixels resizes small RGB images in one stacked Pillow call per pass and grey ones once:
+    bit for bit what rounding `resize` (three planes, one at a time) gives, every file and odd shapes."""
+    rng = np.random.default_rng(0)
+    odd = {f"random_{h}x{w}": rng.integers(0, 256, (h, w, 3), np.uint8) for h, w in ((25, 25), (7, 300), (224, 5), (1, 1))}
+    inputs = {**{n: pil.decode_pixels(d, 224)[0] for n, d in files.items()}, **odd}
+    small = 0
+    for name, rgb in inputs.items():
+        square = pil.crop(rgb, aspect)
+        small += square.shape[0] <= 224
+        want = pil.round_pixels(pil.resize(square, 224))
+        for source in (rgb, rgb[..., :1]):
+            got = pil.contract_pixels(source, ImageContract(224, aspect))
+            grey = np.repeat(pil.crop(source, aspect), 3, axis=2)
+            expect = want if source is rgb else pil.round_pixels(pil.resize(grey, 224))[..., :1]
+            np.testing.assert_array_equal(got if source is rgb else got[..., :1], expect, err_msg=name)
+            if source is not rgb:
+                assert (got == got[..., :1]).all(), name
+    assert 4 <= small < len(inputs)  # both branches ran
+
+
+def test_rounding_is_half_to_even_and_clipped():
+    x = np.array([-3.0, -0.5, 0.5, 1.5, 2.5, 127.49998, 254.5, 255.5, 300.0], np.float32)
+    np.testing.assert_array_equal(pil.round_pixels(x), [0, 0, 0, 2, 2, 127, 254, 255, 255])
 
 
 def test_resize_is_antialiased_bilinear_in_float():
@@ -159,7 +204,10 @@ def test_missing_file_names_itself(tmp_path):
 def test_contract_round_trips_and_refuses_unknown_aspects():
     c = ImageContract(160, "center_crop")
     d = c.to_dict()
-    assert ImageContract.from_dict(d) == c and d["version"] == 1 and "EXIF" in d["orientation"]
+    assert ImageContract.from_dict(d) == c and d["version"] == 2 and "EXIF" in d["orientation"]
+    assert "whole grey levels" in d["output"] and "rounded half to even" in d["output"]
+    with pytest.raises(DataError, match=r"^image contract version 1 is not 2; use the resnet-deploy that wrote"):
+        ImageContract.from_dict({**d, "version": 1})  # v1 pixels were not rounded
     assert "center_crop" in c.markdown() and "bilinear" in c.markdown()
     with pytest.raises(DataError, match="image aspect policy 'pad' is unknown; choose one of: stretch, center_crop"):
         ImageContract(224, "pad")

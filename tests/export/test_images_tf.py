@@ -1,6 +1,6 @@
 """The image contract's two twins agree: export.images.tf_ops (in the SavedModel graph) and
-export.images.pil (everywhere else), to one grey level per pixel on a corpus of every kind,
-sizes up to a 3000-px JPEG, all 8 EXIF orientations and both aspect policies."""
+export.images.pil (everywhere else) give the same whole grey levels, bit for bit, on a corpus of
+every kind, sizes up to a 3000-px JPEG, all 8 EXIF orientations and both aspect policies."""
 from __future__ import annotations
 
 import numpy as np
@@ -31,21 +31,50 @@ def tf_decode():
     return run
 
 
+#: Both twins round to whole grey levels after the float resize, and tf_ops.resize reproduces Pillow's
+#: arithmetic, so they are equal bit for bit here (0 values apart, 31 files, 224 and 96 px, both aspects).
+#: With tf.image.resize(antialias=True) (float32 sums, up to ~4e-3 from Pillow) rounding put 5.2e-4 of the
+#: values one level apart (camera_grey.jpg 8.0e-3), 0.014 in probability on a trained `dense` head.
+#: A value can still come out one level apart only where the float64 sums differ, so the contract
+#: allows at most one level and this share of values (now measured 0).
+OFF_BY_ONE_SHARE = 0.0
+
+
+def _compare(files, tf_decode, contract, names=None) -> dict[str, float]:
+    """file -> share of values one level apart; asserts whole levels and at most one level anywhere."""
+    shares = {}
+    for name in names or files:
+        a, b = pil.decode(files[name], contract), tf_decode(files[name], contract)
+        assert a.shape == b.shape == (contract.size, contract.size, 3), name
+        np.testing.assert_array_equal(b, np.rint(b), err_msg=name)  # the graph's pixels are whole levels too
+        diff = np.abs(a - b)
+        assert diff.max() <= 1.0, (name, float(diff.max()))
+        shares[name] = float((diff > 0).mean())
+    return shares
+
+
 @pytest.mark.parametrize("aspect", ["stretch", "center_crop"])
-def test_twins_agree_to_one_grey_level(files, tf_decode, aspect):
-    contract = ImageContract(224, aspect)
-    worst = {}
-    for name, data in files.items():
-        a, b = pil.decode(data, contract), tf_decode(data, contract)
-        assert a.shape == b.shape == (224, 224, 3), name
-        worst[name] = float(np.abs(a - b).max())
-    assert max(worst.values()) <= 1.0, {k: v for k, v in worst.items() if v > 1.0}
+def test_twins_give_the_same_grey_levels(files, tf_decode, aspect):
+    shares = _compare(files, tf_decode, ImageContract(224, aspect))
+    assert max(shares.values()) <= OFF_BY_ONE_SHARE, {k: v for k, v in shares.items() if v}
 
 
 def test_twins_agree_at_small_sizes(files, tf_decode):
-    for name in ("astronaut_160.jpg", "chelsea_exif6.jpg", "coins_grey16.png", "coffee.gif"):
-        contract = ImageContract(96, "stretch")
-        assert np.abs(pil.decode(files[name], contract) - tf_decode(files[name], contract)).max() <= 1.0, name
+    names = ("astronaut_160.jpg", "chelsea_exif6.jpg", "coins_grey16.png", "coffee.gif", "camera_grey.jpg")
+    shares = _compare(files, tf_decode, ImageContract(96, "stretch"), names)
+    assert max(shares.values()) <= OFF_BY_ONE_SHARE, shares
+
+
+def test_in_graph_resize_is_pillows_before_rounding(tf_decode):
+    """The float resize itself, on odd shapes (upscale, 1-px, long strips, a 13x downscale)."""
+    import tensorflow as tf
+
+    from export.images import tf_ops
+    rng = np.random.default_rng(1)
+    for h, w, size in ((25, 25, 224), (1, 1, 8), (7, 300, 224), (3000, 40, 224), (250, 375, 224), (224, 224, 224)):
+        img = rng.integers(0, 256, (h, w, 3), np.uint8)
+        got = tf.function(lambda x, s=size: tf_ops.resize(tf.cast(x, tf.float32), s))(tf.constant(img)).numpy()
+        np.testing.assert_array_equal(got, pil.resize(img, size), err_msg=f"{h}x{w} -> {size}")
 
 
 def test_in_graph_exif_orientation_matches_the_python_reader(files):

@@ -24,7 +24,7 @@ def test_metadata_fields_read_back(tiny_tflite):
         assert md.description.startswith("A tiny test classifier; 10 classes; TFLite " + precision)
         assert md.input_name == "image" and md.color_space == "RGB"
         assert md.default_size == [TINY_SIZE, TINY_SIZE]  # ImageProperties.default_size: the contract's size
-        assert f"Image contract v1 (aspect=stretch, size={TINY_SIZE}): EXIF orientation applied" in md.input_description
+        assert f"Image contract v2 (aspect=stretch, size={TINY_SIZE}): EXIF orientation applied" in md.input_description
         if precision == "int8":  # uint8 pixels: no normalization, raw 0..255
             assert md.norm_mean is None and md.norm_std is None
         else:

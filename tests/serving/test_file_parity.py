@@ -188,7 +188,7 @@ def test_gate_eval_set_through_the_bytes_signature(tiny, tmp_path):
         image=tf.constant(evalset.images.astype(np.float32)))["logits"].numpy()
     check = bytes_path_check(sm_dir, evalset, logits)
     assert check["images"] == len(LABELS) and check["top1_agreement"] == 1.0 and check["flips"] == []
-    assert 0 < check["max_prob_diff"] < 0.01  # stored uint8 pixels: close, not equal
+    assert check["max_prob_diff"] < 1e-4  # stored uint8 pixels are the graph's whole grey levels (measured 0.0)
 
 
 @pytest.mark.e2e
