@@ -143,20 +143,21 @@ def _pillow_coefficients(in_size, out_size: int):
     return xmin, tf.where(ww[:, None] != 0, w / ww[:, None], w), ksize
 
 
-def _pillow_pass(image, out_size: int, axis: int):
-    """One pass of Pillow's float resample along `axis` (0 rows, 1 columns) of float32 [H, W, C]: each
-    output sums input x weight in float64 tap by tap from 0.0 (Pillow's order), then rounds to float32."""
+def _pillow_pass(image, out_size: int):
+    """One pass of Pillow's float resample along axis 0 of float32 [N, M, C]: each output row sums
+    input row x weight in float64 tap by tap from 0.0 (Pillow's order), then rounds to float32. Whole
+    rows are gathered (contiguous copies) in float32 and widened per tap: 5x faster than gathering
+    columns of a float64 copy (a 3000x2000 PNG: 0.1 s against 0.5 s, 2 loaded cores)."""
     import tensorflow as tf
-    in_size = tf.shape(image)[axis]
+    in_size = tf.shape(image)[0]
     xmin, k, ksize = _pillow_coefficients(in_size, out_size)
-    src = tf.cast(image, tf.float64)
-    shape = [-1, 1, 1] if axis == 0 else [1, -1, 1]
 
     def tap(i, acc):
         index = tf.minimum(xmin + i, in_size - 1)  # taps past xmax have weight 0 (0 x a finite pixel adds 0)
-        return i + 1, acc + tf.gather(src, index, axis=axis) * tf.reshape(k[:, i], shape)
-    out_shape = tf.tensor_scatter_nd_update(tf.shape(image), [[axis]], [out_size])
-    _, acc = tf.while_loop(lambda i, acc: i < ksize, tap, (tf.constant(0), tf.zeros(out_shape, tf.float64)))
+        return i + 1, acc + tf.cast(tf.gather(image, index), tf.float64) * k[:, i][:, None, None]
+    out_shape = tf.concat([[out_size], tf.shape(image)[1:]], 0)
+    _, acc = tf.while_loop(lambda i, acc: i < ksize, tap, (tf.constant(0), tf.zeros(out_shape, tf.float64)),
+                           parallel_iterations=1)
     return tf.cast(acc, tf.float32)
 
 
@@ -164,8 +165,12 @@ def resize(image, size: int):
     """float32 [H, W, C] -> [size, size, C]: Pillow's BILINEAR on mode "F" reproduced with graph ops
     (horizontal pass then vertical, float64 sums, float32 between and after), so the twins agree bit
     for bit before the rounding; tf.image.resize(antialias=True) is the same filter in float32 and
-    differed by up to ~4e-3, which rounding turned into one-level differences (0.014 in probability)."""
-    return _pillow_pass(_pillow_pass(image, size, axis=1), size, axis=0)
+    differed by up to ~4e-3, which rounding turned into one-level differences (0.014 in probability).
+    Its cost, against tf.image.resize's (2 loaded cores): a 3000-px JPEG (DCT-downscaled to 375x250)
+    15 vs 6 ms, a 1000x667 image 18 vs 8 ms, a 3000x2000 PNG 102 vs 11 ms."""
+    import tensorflow as tf
+    columns = tf.transpose(_pillow_pass(tf.transpose(image, [1, 0, 2]), size), [1, 0, 2])  # the horizontal pass
+    return _pillow_pass(columns, size)
 
 
 def decode(data, contract: ImageContract = DEFAULT_CONTRACT):
