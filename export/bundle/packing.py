@@ -166,10 +166,17 @@ def unpack(tar_path: Path, dest: Path) -> Path:
         return extract(Path(tar_path), Path(dest))
     except UnsafeArchive as e:
         raise BundleError(str(e)) from None
+    except tarfile.ReadError:  # tarfile's own text lists every compression it tried, one line each
+        raise BundleError(f"cannot unpack {tar_path}: not a tar archive (plain, gzip, bzip2 or xz); "
+                          "pass a bundle directory or its .tar.gz") from None
     except tarfile.TarError as e:
-        raise BundleError(f"cannot unpack {tar_path}: {e}") from None
+        raise BundleError(f"cannot unpack {tar_path}: {_first_line(e)}") from None
     except OSError as e:
         raise BundleError(f"cannot unpack {tar_path}: {e.strerror or e}") from None
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0].rstrip(":")
 
 
 def open_bundle(path: Path, scratch: Path) -> Path:

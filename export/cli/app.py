@@ -18,7 +18,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 #: `bundle` and `bench` run their TensorFlow work in worker processes: TensorFlow in the parent
 #: would hold ~650 MB for nothing (measured: 665 MB of make export's 6.1 GiB peak).
 WITHOUT_TENSORFLOW = {"variants", "predict", "status", "metadata", "k8s", "sign", "bundle", "bench", "demo-data",
-                      "report"}
+                      "report", "verify"}  # verify imports it (quietly) for its parity step only
 
 
 class _Parser(argparse.ArgumentParser):

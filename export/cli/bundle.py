@@ -128,6 +128,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         elif not files:
             print("parity: skipped: files differ from manifest.json, so the artifacts are not loaded")
         else:
+            from export import import_tensorflow_quietly
+            import_tensorflow_quietly()  # only here: a refused tarball or a failed checksum never waits for it
             present = [a for a in manifest.artifacts if (root / a.path).exists()]
             goldens = {v: golden.load(root, v) for v in sorted({a.variant for a in present})}
             report = parity.run_suite(root, present, goldens)

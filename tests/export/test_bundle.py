@@ -3,6 +3,7 @@ and the trained head's provenance. Most tests read the session's `published` bun
 (tests/export/conftest.py: the dense head trained on the demo faces, fp32 and fp16)."""
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import re
@@ -221,6 +222,18 @@ def test_malicious_tarballs_are_refused(tmp_path, kind, message):
     assert not (tmp_path / "evil").exists() and not list(dest.rglob("*"))
     r = run_cli("verify", str(evil))
     assert r.returncode == 2 and r.stderr.startswith("error: refusing to unpack")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("data", [b"x", gzip.compress(b"not a tar archive\n" * 40)], ids=["garbage", "gzip-of-text"])
+def test_a_file_that_is_not_a_tarball_is_one_line(tmp_path, data):
+    """`verify` refuses it in one line, before loading TensorFlow (which only its parity step needs)."""
+    path = tmp_path / "bundle.tar.gz"
+    path.write_bytes(data)
+    r = run_cli("verify", str(path))
+    assert r.returncode == 2 and r.stdout == "", r.stdout
+    assert r.stderr == (f"error: cannot unpack {path}: not a tar archive (plain, gzip, bzip2 or xz); pass a bundle "
+                        "directory or its .tar.gz\n")
 
 
 @pytest.mark.e2e
