@@ -5,7 +5,7 @@ The ResNet50 artifacts, one export per variant for the whole session (use these;
 a ResNet50 again in a test unless the export itself is what the test checks):
 - `built_model(variant, weights="random:0")`: the BuiltModel, built once.
 - `exported(variant)`: (BuiltModel, out_dir, {key: Artifact}) with every format and precision of the
-  variant (8 artifacts, artifact paths absolute, golden files in out_dir for "conv"). "conv" is made
+  variant (9 artifacts, artifact paths absolute, golden files in out_dir for "conv"). "conv" is made
   by the README's own `resnet-deploy export --variant conv` line (`readme_sequence`), dense and
   dropout in this process. Treat out_dir as read-only: copy or `tests.helpers.link_tree` what a
   test changes.

@@ -91,10 +91,7 @@ FORMATS: dict[str, FormatSpec] = {
                    "export.runtimes.openvino:OpenVINORunner", gpu=False, suffix=".xml", marker="D",
                    description="OpenVINO IR (model.xml + model.bin: fp16 weights, or int8 by NNCF) for OpenVINO's "
                                "CPU plugin",
-                   precision_hints=("f32", "bf16"),
-                   # NNCF int8 passes the accuracy gate on the default bundle's heads but not yet parity's
-                   # int8-data tolerance (a decisive top-1 flips on an out-of-distribution input): opt in
-                   opt_in=("int8",)),
+                   precision_hints=("f32", "bf16")),
     )
 }
 

@@ -12,7 +12,7 @@ import pytest
 from tests.helpers import TINY_SIZE, VARIANTS, has_bf16, run_cli, run_main, tiny_model
 
 ARTIFACTS = ("savedmodel_fp32", "tflite_fp32", "tflite_fp16", "tflite_dynamic", "tflite_int8",
-             "onnx_fp32", "onnx_int8", "openvino_fp16")
+             "onnx_fp32", "onnx_int8", "openvino_fp16", "openvino_int8")
 GPU_CAPABLE = ("savedmodel_fp32", "onnx_fp32", "onnx_int8")
 
 
