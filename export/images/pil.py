@@ -109,7 +109,8 @@ def round_pixels(pixels: np.ndarray) -> np.ndarray:
     """The contract's last step: clip to [0, 255] and round half to even (np.rint; tf.round in the
     graph), so that every path sees whole grey levels. Returns a new float array. (contract_pixels
     does the same in place; rounding and clipping to whole bounds commute.)"""
-    out = np.clip(pixels, 0, 255)
+    pixels = np.asarray(pixels)
+    out = np.clip(pixels.astype(np.result_type(pixels.dtype, np.float32)), 0, 255)  # uint8 in: float32 out
     return np.rint(out, out=out)
 
 

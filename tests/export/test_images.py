@@ -144,6 +144,9 @@ def test_fast_paths_equal_the_plain_resize_then_round(files, aspect):
 def test_rounding_is_half_to_even_and_clipped():
     x = np.array([-3.0, -0.5, 0.5, 1.5, 2.5, 127.49998, 254.5, 255.5, 300.0], np.float32)
     np.testing.assert_array_equal(pil.round_pixels(x), [0, 0, 0, 2, 2, 127, 254, 255, 255])
+    u8 = np.array([[[0, 17, 255]]], np.uint8)  # whole levels already (samples.load_photo): kept, as float32
+    assert pil.round_pixels(u8).dtype == np.float32 and (pil.round_pixels(u8) == u8).all()
+    assert pil.decode(pil.encode_png(u8)).shape == (224, 224, 3)  # encode_* take uint8 photos too
 
 
 def test_resize_is_antialiased_bilinear_in_float():
