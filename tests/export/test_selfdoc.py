@@ -193,6 +193,16 @@ def test_report_command_rerenders_relists_and_is_idempotent(tmp_path):
         f"error: {tmp_path / 'nope'} is not a bundle directory; give dist/<name>-<version>")
 
 
+def chromium() -> str:
+    """The browser the two tests below drive. `make test` and `make test-fast` install it first
+    (`make browser`: Debian's chromium), so its absence is a failure that says what to run, not a skip."""
+    from tests.export import browser
+    exe = browser.executable()
+    if exe is None:
+        pytest.fail("no chromium on PATH: run `make browser` (make test and make test-fast run it first)")
+    return exe
+
+
 @pytest.mark.integration
 def test_report_in_headless_chromium(tmp_path):
     """report.html in a real browser: it loads with no console error and no request, every chart has a
@@ -200,9 +210,7 @@ def test_report_in_headless_chromium(tmp_path):
     import os
 
     from tests.export import browser
-    exe = browser.executable()
-    if exe is None:
-        pytest.skip("skipped: no chromium (`make browser` installs Debian's chromium; .ci/run does)")
+    exe = chromium()
     plant(tmp_path / "b")
     page = browser.load(tmp_path / "b" / "report.html", exe)
     assert page.title == "planted-7: report"
@@ -222,9 +230,7 @@ def test_report_in_headless_chromium(tmp_path):
 def test_a_console_error_and_a_fetch_would_be_seen(tmp_path):
     """The browser check can fail: a page with a script error and an image from the network is reported."""
     from tests.export import browser
-    exe = browser.executable()
-    if exe is None:
-        pytest.skip("skipped: no chromium (`make browser` installs Debian's chromium; .ci/run does)")
+    exe = chromium()
     page = tmp_path / "bad.html"
     page.write_text('<html><head><title>bad</title></head><body><img src="http://127.0.0.1:9/x.png">'
                     '<script>console.error("planted error"); undefinedFunction();</script></body></html>')
