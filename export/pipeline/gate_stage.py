@@ -88,7 +88,7 @@ def bytes_path_check(saved_model: str | Path, evalset, logits: np.ndarray) -> di
     """The eval set's files through the SavedModel's `predict_image_bytes` (the production path)
     against the reference on the contract-decoded pixels the gate judges: top-1 agreement and the
     largest probability difference (the stored uint8 pixels are the contract's whole grey levels, the
-    graph's but for a few one level apart; a flip here is a bug)."""
+    graph's bit for bit on the test corpus; a flip here is a bug)."""
     import tensorflow as tf
     sm = tf.saved_model.load(str(saved_model))
     root = Path(evalset.record["path"])

@@ -66,7 +66,7 @@ def tf_error_message(e: Exception) -> str:
 
 def decode_images(blobs: np.ndarray, size: int, aspect: str = "stretch") -> np.ndarray:
     """Encoded images -> float32 [N, size, size, 3], whole grey levels in [0, 255], by the image contract's
-    NumPy twin (export.images.pil: the SavedModel graph's pixels but for a few one level apart), for
+    NumPy twin (export.images.pil: the SavedModel graph's pixels, bit for bit on the test corpus), for
     backends without that graph."""
     from export.images import ImageContract, ImageError, pil
     contract = ImageContract(size, aspect)
@@ -201,9 +201,7 @@ class RunnerServable(Servable):
         pixels = decode_images(inputs["image_bytes"], self.size, self.aspect) \
             if signature == IMAGE_BYTES_SIGNATURE else inputs["image"]
         if self._input_dtype == np.uint8:  # full-integer TFLite takes uint8 pixels
-            # decoded pixels are whole grey levels already; a client's float `image` tensor may not be
-            pixels = pixels if signature == IMAGE_BYTES_SIGNATURE else np.clip(np.rint(pixels), 0, 255)
-            pixels = pixels.astype(np.uint8)
+            pixels = np.clip(np.rint(pixels), 0, 255).astype(np.uint8)  # a client's `image` may not be whole levels
         from export.core.errors import RunnerError
         try:
             with self._lock:
