@@ -59,6 +59,10 @@ class PathRow:
     refused: list[str] = field(default_factory=list)  # files the path refused that the reference decoded
     failures: list[str] = field(default_factory=list)
     gate: bool = True  # False: measured and shown, not part of the verdict (MediaPipe fed the raw file)
+    #: Files whose input tensor was bit-identical to one this loaded runner had already run (the reference's
+    #: pixels, or another row's): not run again, the answer reused (a CPU runtime answers the same tensor
+    #: the same way). Where the tensor is the reference's own, the difference is 0 by construction.
+    same_input: int = 0
 
     @property
     def passed(self) -> bool:
@@ -94,9 +98,10 @@ class FileParityReport:
 
 def compare(variant: str, artifact: str, path: str, names: list[str], ref: dict[str, np.ndarray],
             got: dict[str, np.ndarray], tolerance: float = CONTRACT_ATOL, source: str = CONTRACT_SOURCE,
-            refused: list[str] | None = None, gate: bool = True) -> PathRow:
+            refused: list[str] | None = None, gate: bool = True, same_input: int = 0) -> PathRow:
     """A row from per-file probabilities (`ref` and `got`: file -> [classes]); files missing from
-    `got` count as refused. Fails on a probability difference above `tolerance` or a top-1 flip."""
+    `got` count as refused. Fails on a probability difference above `tolerance` or a top-1 flip.
+    `same_input`: how many files' inputs were bit-identical to the reference's (see PathRow)."""
     common = [n for n in names if n in got and n in ref]
     refused = sorted(set(refused or []) | {n for n in names if n in ref and n not in got})
     diffs = {n: np.abs(np.asarray(got[n], np.float64) - np.asarray(ref[n], np.float64)) for n in common}
@@ -106,7 +111,7 @@ def compare(variant: str, artifact: str, path: str, names: list[str], ref: dict[
                   round(1 - len(flips) / len(common), 4) if common else 0.0,
                   float(diffs[worst].max()) if worst else 0.0,
                   float(np.mean([d.mean() for d in diffs.values()])) if diffs else 0.0,
-                  worst, tolerance, source, refused, gate=gate)
+                  worst, tolerance, source, refused, gate=gate, same_input=same_input)
     if row.max_prob_diff > tolerance:
         row.failures.append(f"largest probability difference {row.max_prob_diff:.4g} > {tolerance} ({worst})")
     if flips:
@@ -128,13 +133,16 @@ def render_markdown(report: FileParityReport) -> str:
         "## End-to-end parity from the file",
         "",
         f"{len(report.corpus)} encoded files through every path, each compared with the same artifact fed the "
-        "pixels `predict_image_bytes` decodes in the graph (the image contract's in-graph twin).",
+        "pixels `predict_image_bytes` decodes in the graph (the image contract's in-graph twin). \"same input\": "
+        "files whose tensor was bit-identical to one the same loaded runner had already run (the reference's "
+        "pixels, or the row above's), so not run again: a CPU runtime answers the same tensor the same way.",
         "",
-        "| variant | artifact | path | files | top-1 agreement | max prob diff | mean prob diff | tolerance | verdict |",
-        "|---|---|---|---:|---:|---:|---:|---:|---|",
+        "| variant | artifact | path | files | same input | top-1 agreement | max prob diff | mean prob diff | tolerance "
+        "| verdict |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in report.rows:
-        lines.append(f"| `{r.variant}` | {r.artifact} | {r.path} | {r.files} | {r.top1_agreement:.3f} | "
+        lines.append(f"| `{r.variant}` | {r.artifact} | {r.path} | {r.files} | {r.same_input} | {r.top1_agreement:.3f} | "
                      f"{r.max_prob_diff:.2e} | {r.mean_prob_diff:.2e} | {r.tolerance} | "
                      f"{_verdict(r)} |")
     sources = sorted({r.tolerance_source for r in report.rows})

@@ -44,6 +44,11 @@ def test_every_in_process_path_answers_like_the_bytes_signature(tiny):
             assert row.max_prob_diff <= 0.01 and row.top1_agreement == 1.0
         raw = rows[(art, "MediaPipe ImageClassifier, raw file (create_from_file)")]
         assert not raw.gate  # measured and shown: MediaPipe's own resize is not the contract
+        # the twins' pixels are bit-identical, so the runner answered the reference's tensors once
+        assert rows[(art, "runner on contract pixels (server backend, score handler)")].same_input == len(report.corpus) - len(BAD)
+        assert rows[(art, "classify (LiteRT)")].same_input == 0  # its own process path, run for real
+    stored = rows[("savedmodel fp32", "training / calibration / gate decode (contract, stored uint8)")]
+    assert stored.same_input == stored.files == len(report.corpus) - len(BAD)
     assert rows[("onnx fp32", "runner on contract pixels (server backend, score handler)")].passed
     assert report, [r.failures for r in report.rows if not r.passed]
     for name, message in BAD.items():
@@ -80,6 +85,22 @@ def test_a_one_variant_bundle_makes_two_pool_tasks():
     assert pool_tasks(one) == 2
     assert pool_tasks([*one, *(A(variant="conv", format=f) for f in ("savedmodel", "onnx"))]) == 3
     assert pool_tasks([A(variant="dense", format="tflite"), A(variant="dense", format="tensorrt")]) == 2
+
+
+@pytest.mark.unit
+def test_answers_run_each_distinct_tensor_once():
+    """A tensor bit-identical to one already run is answered from it, and counted; any other runs."""
+    import numpy as np
+
+    from serving.tools.file_parity import Answers
+    ran = []
+    answers = Answers(lambda feed: (ran.append(feed.copy()), np.array([feed.sum(), 1.0]))[1])
+    a, b = np.zeros((2, 2, 3), np.float32), np.ones((2, 2, 3), np.float32)
+    first, reused = answers({"a.png": a, "b.png": b, "a.bmp": a.copy()})
+    assert reused == 1 and len(ran) == 2 and first["a.bmp"] is first["a.png"]
+    again, reused = answers({"a.png": a.copy(), "b.png": b + np.float32(1e-6), "c.png": a.astype(np.uint8)})
+    assert reused == 1 and len(ran) == 4  # one ulp off runs again; so does the same values in another dtype
+    assert again["b.png"][0] == float(np.sum(b + np.float32(1e-6))) and first["b.png"][0] == 12.0
 
 
 @pytest.mark.integration
