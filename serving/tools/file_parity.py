@@ -283,7 +283,6 @@ class VariantPart:
     bad_files: dict[str, dict[str, str]] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
     server_ref: Probs | None = None
-    client_pixels: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def variant_part(bundle: str | Path, files_dir: str | Path, variant: str, *, beam: bool = True,
@@ -300,7 +299,7 @@ def variant_part(bundle: str | Path, files_dir: str | Path, variant: str, *, bea
     part = VariantPart(variant)
     contract, labels, is_bundle = _variant_facts(root, variant, every)
     tf_px = _tf_pixels(files, contract, part.bad_files)
-    pil_px = part.client_pixels = _pil_pixels(files, contract, part.bad_files)
+    pil_px = _pil_pixels(files, contract, part.bad_files)
     refs: dict[str, Probs] = {}
     for art in artifacts:
         if art.format == "savedmodel":
@@ -332,14 +331,23 @@ def run(bundle: str | Path, files_dir: str | Path, variant: str | None = None, *
     With `workers` > 1 the variants' paths run as POOL_SPLIT's tasks in fresh processes
     (export.pipeline.workers, one intra-op thread each per core); the report is the same."""
     from export.formats import read_index
-    from serving.tools.file_parity_server import StartedServer, server_rows
+    from serving.tools.file_parity_server import BackgroundQueries, StartedServer, rows_from
     root, folder = Path(bundle), Path(files_dir)
     files = corpus_files(folder)
     say = progress or (lambda _what: None)
-    index = [a for a in read_index(root) if variant is None or a.variant == variant]
+    every = read_index(root)
+    index = [a for a in every if variant is None or a.variant == variant]
     names = sorted({a.variant for a in index})
     served = server and (root / "models.config").is_file() and any(a.format == "savedmodel" for a in index)
-    started = StartedServer(root) if served else None  # loads while the variants' paths run
+    started, queries = None, None
+    if served:  # the server loads, and is queried, while the variants' paths run
+        started = StartedServer(root)
+        on_server = sorted({a.variant for a in index if a.format == "savedmodel"})
+
+        def client_pixels() -> dict[str, dict[str, np.ndarray]]:
+            return {v: _pil_pixels(files, _variant_facts(root, v, [a for a in every if a.variant == v])[0], {})
+                    for v in on_server}
+        queries = BackgroundQueries(started, files, client_pixels)
     try:
         if workers > 1:
             parts = _parts_in_pool(root, folder, index, beam, mediapipe, workers, threads, say)
@@ -347,26 +355,24 @@ def run(bundle: str | Path, files_dir: str | Path, variant: str | None = None, *
             parts = [variant_part(root, folder, name, beam=beam, mediapipe=mediapipe, threads=threads,
                                   progress=say) for name in names]
     except BaseException:
-        if started is not None:
-            started.stop()
+        if queries is not None:
+            queries.abandon()
         raise
     report = FileParityReport(corpus=[f.name for f in files])
     server_refs: dict[str, Probs] = {}
-    client_pixels: dict[str, dict[str, np.ndarray]] = {}
     for part in parts:
         report.rows += part.rows
         for file, paths in part.bad_files.items():
             report.bad_files.setdefault(file, {}).update(paths)
         report.skipped += [s for s in part.skipped if s not in report.skipped]  # once per variant
         if part.server_ref is not None:
-            server_refs[part.variant], client_pixels[part.variant] = part.server_ref, part.client_pixels
+            server_refs[part.variant] = part.server_ref
     # the same order however the parts ran: by variant, artifact and path; refusals by file and path
     report.rows.sort(key=lambda r: (r.variant, r.artifact, r.path))
     report.bad_files = {file: dict(sorted(paths.items())) for file, paths in sorted(report.bad_files.items())}
-    if started is not None and server_refs:
-        report.rows += server_rows(root, files, server_refs, client_pixels, report.bad_files, say, started=started)
-    elif started is not None:
-        started.stop()
+    if queries is not None:
+        answers = queries.result()
+        report.rows += rows_from(answers, files, server_refs, report.bad_files, say)
     if server and started is None:
         report.skipped.append(f"server: {root} has no models.config (not a bundle) or no SavedModel")
     _relative_messages(report.bad_files, folder)

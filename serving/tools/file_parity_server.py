@@ -98,52 +98,102 @@ def stop_local_server(proc: subprocess.Popen) -> None:
         proc.wait(10)
 
 
+Answers = dict[tuple[str, str], tuple[dict, dict, dict]]  # (variant, api) -> (bytes, pixels, refused)
+
+
+def query_server(started: StartedServer, files: list[Path], pixels: dict[str, dict[str, np.ndarray]],
+                 concurrent: int = CONCURRENT_QUERIES) -> Answers:
+    """Every file of every variant in `pixels` to the started server, over REST and gRPC, with both
+    signatures: what came back, per (variant, api). `concurrent` requests at once."""
+    from export.core.errors import ServingError
+    from serving.client.clients import GrpcClient, RestClient
+    _, rest_port, grpc_port = started.wait()
+    with RestClient(f"http://127.0.0.1:{rest_port}", timeout=300) as rest, \
+            GrpcClient(f"127.0.0.1:{grpc_port}", timeout=300) as grpc:
+        def query(variant: str, client) -> tuple[dict, dict, dict]:
+            got_bytes, got_pixels, refused = {}, {}, {}
+            for f in files:
+                blob = np.empty(1, dtype=object)
+                blob[0] = f.read_bytes()
+                try:
+                    out = client.predict(variant, {"image_bytes": blob}, signature="predict_image_bytes")
+                    got_bytes[f.name] = out["probabilities"][0]
+                except ServingError as e:
+                    refused[f.name] = str(e)
+            for name, px in pixels[variant].items():
+                got_pixels[name] = client.predict(variant, {"image": px[None]})["probabilities"][0]
+            return got_bytes, got_pixels, refused
+
+        # REST first (its JSON makes it the longer); with two at once, one request's client-side
+        # encoding and the server's parsing overlap the other's inference.
+        jobs = [(variant, api, client) for api, client in (("REST", rest), ("gRPC", grpc)) for variant in sorted(pixels)]
+        with ThreadPoolExecutor(max_workers=concurrent) as pool:
+            futures = [pool.submit(query, variant, client) for variant, _, client in jobs]
+            return {(variant, api): future.result() for (variant, api, _), future in zip(jobs, futures, strict=True)}
+
+
+def rows_from(answers: Answers, files: list[Path], refs: dict[str, dict[str, np.ndarray]], bad: dict,
+              progress: Callable[[str], None]) -> list[PathRow]:
+    """The server's rows and refusals from `query_server`'s answers, in a fixed order (so the report is
+    the same whichever query finished first)."""
+    rows = []
+    names = [f.name for f in files]
+    for variant in sorted(refs):
+        for api in ("REST", "gRPC"):
+            got_bytes, got_pixels, refused = answers[variant, api]
+            for name, message in refused.items():
+                bad.setdefault(name, {})[f"server {api} predict_image_bytes"] = message
+            rows.append(compare(variant, "savedmodel fp32", f"server {api} predict_image_bytes", names,
+                                refs[variant], got_bytes))
+            rows.append(compare(variant, "savedmodel fp32", f"server {api} serving_default (client pixels)",
+                                names, refs[variant], got_pixels))
+            progress(f"{variant}: server {api}")
+    return rows
+
+
+class BackgroundQueries:
+    """`query_server` in a thread, started with the server, so the requests run while the caller's
+    other paths do (make export: the variants' pool tasks) rather than after them. `pixels()` gives
+    the client-decoded pixels per variant (decoded in the thread too); `result()` waits, stops the
+    server, and gives the answers or raises the thread's error."""
+
+    def __init__(self, started: StartedServer, files: list[Path],
+                 pixels: Callable[[], dict[str, dict[str, np.ndarray]]], concurrent: int = 1) -> None:
+        self._started = started
+        self._answers: Answers | None = None
+        self._error: BaseException | None = None
+
+        def work() -> None:
+            try:
+                self._answers = query_server(started, files, pixels(), concurrent)
+            except BaseException as e:  # noqa: BLE001  # raised in the caller by result()
+                self._error = e
+        self._thread = threading.Thread(target=work, name="file-parity-queries", daemon=True)
+        self._thread.start()
+
+    def result(self) -> Answers:
+        self._thread.join()
+        self._started.stop()
+        if self._error is not None:
+            raise self._error
+        assert self._answers is not None
+        return self._answers
+
+    def abandon(self) -> None:
+        """The caller failed: stop the server (the queries in flight then fail) and let the thread end."""
+        self._started.stop()
+        self._thread.join(timeout=60)
+
+
 def server_rows(bundle: Path, files: list[Path], refs: dict[str, dict[str, np.ndarray]],
                 pixels: dict[str, dict[str, np.ndarray]], bad: dict, progress: Callable[[str], None],
                 started: StartedServer | None = None) -> list[PathRow]:
     """Rows for REST and gRPC x (predict_image_bytes, serving_default) of every variant in `refs`, on
     the bundle's local server: `started` (a StartedServer, loading while the other paths ran),
     else one started here; stopped either way."""
-    from export.core.errors import ServingError
-    from serving.client.clients import GrpcClient, RestClient
-    proc, rest_port, grpc_port = (started or StartedServer(bundle)).wait()
-    rows = []
+    started = started or StartedServer(bundle)
     try:
-        with RestClient(f"http://127.0.0.1:{rest_port}", timeout=300) as rest, \
-                GrpcClient(f"127.0.0.1:{grpc_port}", timeout=300) as grpc:
-            def query(variant: str, api: str, client) -> tuple[dict, dict, dict]:
-                got_bytes, got_pixels, refused = {}, {}, {}
-                for f in files:
-                    blob = np.empty(1, dtype=object)
-                    blob[0] = f.read_bytes()
-                    try:
-                        out = client.predict(variant, {"image_bytes": blob}, signature="predict_image_bytes")
-                        got_bytes[f.name] = out["probabilities"][0]
-                    except ServingError as e:
-                        refused[f.name] = str(e)
-                for name, px in pixels[variant].items():
-                    got_pixels[name] = client.predict(variant, {"image": px[None]})["probabilities"][0]
-                return got_bytes, got_pixels, refused
-
-            # REST first (its JSON makes it the longer), two at once: one request's client-side encoding
-            # and the server's parsing overlap the other's inference. Rows and refusals are merged in
-            # this fixed order, so the report is the same whichever finished first.
-            jobs = [(variant, api, client) for api, client in (("REST", rest), ("gRPC", grpc))
-                    for variant in sorted(refs)]
-            with ThreadPoolExecutor(max_workers=CONCURRENT_QUERIES) as pool:
-                futures = [pool.submit(query, *job) for job in jobs]
-                done = {job[:2]: future.result() for job, future in zip(jobs, futures, strict=True)}
-            for variant in sorted(refs):
-                for api in ("REST", "gRPC"):
-                    got_bytes, got_pixels, refused = done[variant, api]
-                    for name, message in refused.items():
-                        bad.setdefault(name, {})[f"server {api} predict_image_bytes"] = message
-                    names = [f.name for f in files]
-                    rows.append(compare(variant, "savedmodel fp32", f"server {api} predict_image_bytes", names,
-                                        refs[variant], got_bytes))
-                    rows.append(compare(variant, "savedmodel fp32", f"server {api} serving_default (client pixels)",
-                                        names, refs[variant], got_pixels))
-                    progress(f"{variant}: server {api}")
+        answers = query_server(started, files, {v: pixels[v] for v in refs})
     finally:
-        stop_local_server(proc)
-    return rows
+        started.stop()
+    return rows_from(answers, files, refs, bad, progress)

@@ -45,7 +45,8 @@ def test_every_in_process_path_answers_like_the_bytes_signature(tiny):
         raw = rows[(art, "MediaPipe ImageClassifier, raw file (create_from_file)")]
         assert not raw.gate  # measured and shown: MediaPipe's own resize is not the contract
         # the twins' pixels are bit-identical, so the runner answered the reference's tensors once
-        assert rows[(art, "runner on contract pixels (server backend, score handler)")].same_input == len(report.corpus) - len(BAD)
+        runner = rows[(art, "runner on contract pixels (server backend, score handler)")]
+        assert runner.same_input == runner.files == len(report.corpus) - len(BAD)
         assert rows[(art, "classify (LiteRT)")].same_input == 0  # its own process path, run for real
     stored = rows[("savedmodel fp32", "training / calibration / gate decode (contract, stored uint8)")]
     assert stored.same_input == stored.files == len(report.corpus) - len(BAD)
