@@ -178,8 +178,12 @@ def create_app(core: ServingCore, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 # -- running both -----------------------------------------------------------------------------
 
 def _listen(host: str, port: int) -> socket.socket:
+    """The REST listening socket. Its protocol is named (IPPROTO_TCP, not 0): the connections it
+    accepts inherit it, and asyncio sets TCP_NODELAY only on sockets that say they are TCP. Without
+    it, every answer on a kept-alive connection waited ~40 ms: Nagle held its first segment until the
+    client's delayed ACK of the previous answer (measured 43 ms per GET, 0.8 ms with it)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
