@@ -6,7 +6,6 @@ preprocessing inside the graph, runs the (frozen) backbone and the declared head
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import keras
@@ -15,6 +14,7 @@ from keras import layers, ops, regularizers
 
 from export.core.errors import UsageError, WeightsError
 from export.model import weights as weights_mod
+from export.model.built import BuiltModel
 from export.model.variants import HeadLayer, VariantSpec
 
 #: ResNet50 stage prefixes, last first: `unfreeze_stages=N` makes the first N trainable.
@@ -121,18 +121,6 @@ def io_spec(model: keras.Model) -> dict[str, dict[str, dict[str, Any]]]:
     outputs = model.output if isinstance(model.output, dict) else {"output": model.output}
     return {"inputs": {t.name: one(t) for t in model.inputs},
             "outputs": {name: one(t) for name, t in outputs.items()}}
-
-
-@dataclass
-class BuiltModel:
-    """A built variant: the Keras model plus what exporters and manifests need to know."""
-
-    model: keras.Model
-    spec: VariantSpec
-    num_classes: int
-    input_size: int
-    weights: dict[str, Any] = field(default_factory=dict)
-    labels: list[str] = field(default_factory=list)
 
 
 def build(

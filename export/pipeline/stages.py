@@ -169,9 +169,10 @@ def convert_task(*, variant: str, fmt: str, precisions: list[str], staging: str,
     if keras.get("stop"):
         return {"variant": variant, "task": fmt, "artifacts": [], "results": [], "timings": [], "accuracy": [],
                 "quantization": {}, "stopped": keras["stop"]}
-    _setup_threads(threads)
+    if fmt != "openvino":  # OpenVINO reads the SavedModel, and runs it, without TensorFlow (~5 CPU s to import)
+        _setup_threads(threads)
     from export.core.registry import FORMATS
-    from export.model.build import BuiltModel
+    from export.model.built import BuiltModel
     from export.model.variants import get_variant
     from export.quality import golden
     clock = _Clock(variant)

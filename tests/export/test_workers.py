@@ -136,3 +136,17 @@ def test_tasks_die_with_a_killed_pool(tmp_path):
         pool.wait(10)
     assert _poll(lambda: not _alive(task_pid), 30), "the task outlived its killed pool"
     assert not marker.exists()
+
+
+def test_the_openvino_task_imports_no_tensorflow():
+    """The OpenVINO converter task reads the SavedModel with OpenVINO's own frontend and runs the IR
+    with OpenVINO: what it imports must not pull in TensorFlow or Keras (~5 CPU s per process)."""
+    import subprocess
+    import sys
+    code = ("import sys\n"
+            "import export.pipeline.stages, export.model.built, export.formats.openvino, export.runtimes.openvino\n"
+            "import export.quality.golden, export.quality.parity, export.pipeline.gate_stage, nncf\n"
+            "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "[]", r.stdout
