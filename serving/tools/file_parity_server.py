@@ -11,11 +11,13 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import numpy as np
 
 from export.quality.file_parity import PathRow, compare
 
+T = TypeVar("T")
 READY_TIMEOUT_S = 600
 #: Requests in flight at once from the server rows (a core each on the 2-core machine this was sized on).
 CONCURRENT_QUERIES = 2
@@ -55,36 +57,50 @@ def start_local_server(bundle: Path, *args: str, cwd: Path | None = None,
     return proc, ports[0], ports[1], lines
 
 
+class _InThread(Generic[T]):
+    """`fn()` run at once in a daemon thread; `join()` gives what it returned, or raises what it raised."""
+
+    def __init__(self, fn: Callable[[], T], name: str) -> None:
+        self._result: T | None = None
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self._result = fn()
+            except BaseException as e:  # noqa: BLE001  # handed to join(), raised there in the caller
+                self._error = e
+        self._thread = threading.Thread(target=run, name=name, daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> T:
+        self._thread.join(timeout)
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+    def finished_result(self) -> T | None:
+        """Wait, then what `fn` returned, or None if it raised."""
+        self._thread.join()
+        return self._result
+
+
 class StartedServer:
     """The bundle's local server, started at once in a thread (TensorFlow's import and the SavedModel's
     load take ~20 s) so that the caller's other work runs meanwhile; `wait()` gives its process and
     ports, or raises the start's error."""
 
     def __init__(self, bundle: Path) -> None:
-        self._result: tuple[subprocess.Popen, int, int] | None = None
-        self._error: BaseException | None = None
-
-        def start() -> None:
-            try:
-                proc, rest, grpc, _ = start_local_server(bundle)
-                self._result = (proc, rest, grpc)
-            except Exception as e:  # noqa: BLE001  # handed to wait(), raised there in the caller
-                self._error = e
-        self._thread = threading.Thread(target=start, name="file-parity-server", daemon=True)
-        self._thread.start()
+        self._start = _InThread(lambda: start_local_server(bundle)[:3], "file-parity-server")
 
     def wait(self) -> tuple[subprocess.Popen, int, int]:
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
-        assert self._result is not None
-        return self._result
+        return self._start.join()
 
     def stop(self) -> None:
-        """Stop it without using it (the caller failed first)."""
-        self._thread.join()
-        if self._result is not None:
-            stop_local_server(self._result[0])
+        """Stop it, whether it was used or not (the caller may have failed first)."""
+        started = self._start.finished_result()
+        if started is not None:
+            stop_local_server(started[0])
 
 
 def stop_local_server(proc: subprocess.Popen) -> None:
@@ -160,29 +176,21 @@ class BackgroundQueries:
     def __init__(self, started: StartedServer, files: list[Path],
                  pixels: Callable[[], dict[str, dict[str, np.ndarray]]], concurrent: int = 1) -> None:
         self._started = started
-        self._answers: Answers | None = None
-        self._error: BaseException | None = None
-
-        def work() -> None:
-            try:
-                self._answers = query_server(started, files, pixels(), concurrent)
-            except BaseException as e:  # noqa: BLE001  # raised in the caller by result()
-                self._error = e
-        self._thread = threading.Thread(target=work, name="file-parity-queries", daemon=True)
-        self._thread.start()
+        self._queries = _InThread(lambda: query_server(started, files, pixels(), concurrent), "file-parity-queries")
 
     def result(self) -> Answers:
-        self._thread.join()
-        self._started.stop()
-        if self._error is not None:
-            raise self._error
-        assert self._answers is not None
-        return self._answers
+        try:
+            return self._queries.join()
+        finally:
+            self._started.stop()
 
     def abandon(self) -> None:
         """The caller failed: stop the server (the queries in flight then fail) and let the thread end."""
         self._started.stop()
-        self._thread.join(timeout=60)
+        try:
+            self._queries.join(timeout=60)
+        except Exception:  # noqa: BLE001 -- the queries fail once the server is gone; the caller's error is the one raised
+            pass
 
 
 def server_rows(bundle: Path, files: list[Path], refs: dict[str, dict[str, np.ndarray]],
