@@ -101,7 +101,7 @@ def compare(variant: str, artifact: str, path: str, names: list[str], ref: dict[
             refused: list[str] | None = None, gate: bool = True, same_input: int = 0) -> PathRow:
     """A row from per-file probabilities (`ref` and `got`: file -> [classes]); files missing from
     `got` count as refused. Fails on a probability difference above `tolerance` or a top-1 flip.
-    `same_input`: how many files' inputs were bit-identical to the reference's (see PathRow)."""
+    `same_input`: how many files the runner answered without running them again (see PathRow)."""
     common = [n for n in names if n in got and n in ref]
     refused = sorted(set(refused or []) | {n for n in names if n in ref and n not in got})
     diffs = {n: np.abs(np.asarray(got[n], np.float64) - np.asarray(ref[n], np.float64)) for n in common}

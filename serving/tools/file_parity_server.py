@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -19,8 +18,6 @@ from export.quality.file_parity import PathRow, compare
 
 T = TypeVar("T")
 READY_TIMEOUT_S = 600
-#: Requests in flight at once from the server rows (a core each on the 2-core machine this was sized on).
-CONCURRENT_QUERIES = 2
 
 
 def start_local_server(bundle: Path, *args: str, cwd: Path | None = None,
@@ -114,41 +111,37 @@ def stop_local_server(proc: subprocess.Popen) -> None:
         proc.wait(10)
 
 
-Answers = dict[tuple[str, str], tuple[dict, dict, dict]]  # (variant, api) -> (bytes, pixels, refused)
+ServerAnswers = dict[tuple[str, str], tuple[dict, dict, dict]]  # (variant, api) -> (bytes, pixels, refused)
 
 
-def query_server(started: StartedServer, files: list[Path], pixels: dict[str, dict[str, np.ndarray]],
-                 concurrent: int = CONCURRENT_QUERIES) -> Answers:
+def query_server(started: StartedServer, files: list[Path], pixels: dict[str, dict[str, np.ndarray]]) -> ServerAnswers:
     """Every file of every variant in `pixels` to the started server, over REST and gRPC, with both
-    signatures: what came back, per (variant, api). `concurrent` requests at once."""
+    signatures, one request at once (they run beside the caller's other paths): what came back, per
+    (variant, api)."""
     from export.core.errors import ServingError
     from serving.client.clients import GrpcClient, RestClient
     _, rest_port, grpc_port = started.wait()
+    answers: ServerAnswers = {}
     with RestClient(f"http://127.0.0.1:{rest_port}", timeout=300) as rest, \
             GrpcClient(f"127.0.0.1:{grpc_port}", timeout=300) as grpc:
-        def query(variant: str, client) -> tuple[dict, dict, dict]:
-            got_bytes, got_pixels, refused = {}, {}, {}
-            for f in files:
-                blob = np.empty(1, dtype=object)
-                blob[0] = f.read_bytes()
-                try:
-                    out = client.predict(variant, {"image_bytes": blob}, signature="predict_image_bytes")
-                    got_bytes[f.name] = out["probabilities"][0]
-                except ServingError as e:
-                    refused[f.name] = str(e)
-            for name, px in pixels[variant].items():
-                got_pixels[name] = client.predict(variant, {"image": px[None]})["probabilities"][0]
-            return got_bytes, got_pixels, refused
-
-        # REST first (its JSON makes it the longer); with two at once, one request's client-side
-        # encoding and the server's parsing overlap the other's inference.
-        jobs = [(variant, api, client) for api, client in (("REST", rest), ("gRPC", grpc)) for variant in sorted(pixels)]
-        with ThreadPoolExecutor(max_workers=concurrent) as pool:
-            futures = [pool.submit(query, variant, client) for variant, _, client in jobs]
-            return {(variant, api): future.result() for (variant, api, _), future in zip(jobs, futures, strict=True)}
+        for api, client in (("REST", rest), ("gRPC", grpc)):
+            for variant in sorted(pixels):
+                got_bytes, got_pixels, refused = {}, {}, {}
+                for f in files:
+                    blob = np.empty(1, dtype=object)
+                    blob[0] = f.read_bytes()
+                    try:
+                        out = client.predict(variant, {"image_bytes": blob}, signature="predict_image_bytes")
+                        got_bytes[f.name] = out["probabilities"][0]
+                    except ServingError as e:
+                        refused[f.name] = str(e)
+                for name, px in pixels[variant].items():
+                    got_pixels[name] = client.predict(variant, {"image": px[None]})["probabilities"][0]
+                answers[variant, api] = (got_bytes, got_pixels, refused)
+    return answers
 
 
-def rows_from(answers: Answers, files: list[Path], refs: dict[str, dict[str, np.ndarray]], bad: dict,
+def rows_from(answers: ServerAnswers, files: list[Path], refs: dict[str, dict[str, np.ndarray]], bad: dict,
               progress: Callable[[str], None]) -> list[PathRow]:
     """The server's rows and refusals from `query_server`'s answers, in a fixed order (so the report is
     the same whichever query finished first)."""
@@ -174,11 +167,11 @@ class BackgroundQueries:
     server, and gives the answers or raises the thread's error."""
 
     def __init__(self, started: StartedServer, files: list[Path],
-                 pixels: Callable[[], dict[str, dict[str, np.ndarray]]], concurrent: int = 1) -> None:
+                 pixels: Callable[[], dict[str, dict[str, np.ndarray]]]) -> None:
         self._started = started
-        self._queries = _InThread(lambda: query_server(started, files, pixels(), concurrent), "file-parity-queries")
+        self._queries = _InThread(lambda: query_server(started, files, pixels()), "file-parity-queries")
 
-    def result(self) -> Answers:
+    def result(self) -> ServerAnswers:
         try:
             return self._queries.join()
         finally:
@@ -191,17 +184,3 @@ class BackgroundQueries:
             self._queries.join(timeout=60)
         except Exception:  # noqa: BLE001 -- the queries fail once the server is gone; the caller's error is the one raised
             pass
-
-
-def server_rows(bundle: Path, files: list[Path], refs: dict[str, dict[str, np.ndarray]],
-                pixels: dict[str, dict[str, np.ndarray]], bad: dict, progress: Callable[[str], None],
-                started: StartedServer | None = None) -> list[PathRow]:
-    """Rows for REST and gRPC x (predict_image_bytes, serving_default) of every variant in `refs`, on
-    the bundle's local server: `started` (a StartedServer, loading while the other paths ran),
-    else one started here; stopped either way."""
-    started = started or StartedServer(bundle)
-    try:
-        answers = query_server(started, files, {v: pixels[v] for v in refs})
-    finally:
-        started.stop()
-    return rows_from(answers, files, refs, bad, progress)
