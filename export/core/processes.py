@@ -26,6 +26,14 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
 
 
+def cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process and of every child it has waited for (their own
+    waited-for children included): what a run costs when part of it runs in subprocesses, such as the
+    export's worker pool and the end-to-end parity's pool inside it."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 def kill_group(proc: subprocess.Popen) -> None:
     """SIGKILL every process in `proc`'s process group (it leads one: start_new_session=True)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -29,8 +29,46 @@ from export.formats import Artifact, sha256_path, tool_versions
 def _converter(built, saved_model_dir: str | Path | None):
     import tensorflow as tf
     if saved_model_dir is not None:
-        return tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=["serving_default"])
+        with _saved_model_loaded_once():
+            return tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=["serving_default"])
     return tf.lite.TFLiteConverter.from_keras_model(built.model)
+
+
+#: SavedModels the TFLite converter loaded in this process, by (path, tags, saved_model.pb's size and
+#: mtime): see _saved_model_loaded_once.
+_LOADED: dict[tuple, object] = {}
+
+
+@contextlib.contextmanager
+def _saved_model_loaded_once():
+    """While open, the TFLite converter's Python-side loads of a SavedModel (`from_saved_model` loads it
+    for its signatures, and `convert()` loads it again only for the graph's debug info) reuse one load
+    per SavedModel in this process. Each load is ~2.9 s for this project's SavedModel (56 functions), 8
+    of them for the four precisions: ~20 of a variant's ~55 s of conversion. The conversion itself reads
+    the SavedModel from disk (MLIR's importer), so the .tflite bytes are the same (checked in
+    tests/export/test_formats.py). The objects are only read, never changed (one signature key)."""
+    from unittest import mock
+
+    from tensorflow.lite.python import lite
+    load = lite._load
+
+    def loaded_once(path, tags=None, options=None):
+        pb = Path(path) / "saved_model.pb"
+        try:
+            stat = pb.stat()
+        except OSError:
+            return load(path, tags, options)
+        key = (str(Path(path).resolve()), frozenset(tags or ()), stat.st_size, stat.st_mtime_ns)
+        if options is not None or key not in _LOADED:
+            obj = load(path, tags, options)
+            if options is not None:
+                return obj
+            _LOADED.clear()  # one SavedModel at a time: a task converts one variant
+            _LOADED[key] = obj
+        return _LOADED[key]
+
+    with mock.patch.object(lite, "_load", loaded_once):
+        yield
 
 
 def convert(built, precision: str, saved_model_dir: str | Path | None = None,
@@ -57,7 +95,8 @@ def convert(built, precision: str, saved_model_dir: str | Path | None = None,
             except Exception as e:  # noqa: BLE001 -- as below
                 raise ExportError(f"TFLite int8 with {len(keep_float)} layer(s) in float failed: {first_line(e)}") from None
     try:
-        model = conv.convert()
+        with _saved_model_loaded_once():
+            model = conv.convert()
     except Exception as e:  # noqa: BLE001 -- the converter/runtime raises many types; each becomes one user-facing line
         raise ExportError(f"TFLite conversion ({precision}) failed: {first_line(e)}") from None
     return raw_pixel_input(model) if precision == "int8" else model
@@ -98,7 +137,8 @@ def calibrate(converter, images) -> bytes:
     converter.representative_dataset = lambda: ([images[i:i + 1]] for i in range(len(images)))
     converter.experimental_mlir_quantizer = True
     converter._experimental_calibrate_only = True  # the debugger's own way to calibrate once
-    return bytes(converter.convert())
+    with _saved_model_loaded_once():
+        return bytes(converter.convert())
 
 
 def quantize_int8(calibrated: bytes, keep_float: tuple[str, ...] = ()) -> bytes:

@@ -169,3 +169,29 @@ def test_parser_version_port_follows_the_upstream_table():
     assert version(pack(md)) == "1.2.0"
     md.subgraphMetadata[0].customMetadata = []
     assert version(pack(md)) == "1.5.0"
+
+
+def test_conversions_from_one_savedmodel_load_it_once_and_give_the_same_bytes(tmp_path, monkeypatch):
+    """The TFLite task converts four precisions from one SavedModel: the converter's Python-side loads
+    (two per conversion: signatures, then debug info) are one load in the process, and the files are
+    byte for byte what the converter writes loading it every time."""
+    import contextlib
+
+    from tensorflow.lite.python import lite
+
+    from export.formats import savedmodel, tflite
+    from tests.helpers import tiny_built
+    built = tiny_built(resnet_preprocess=True)
+    sm = tmp_path / "savedmodel"
+    savedmodel.write_saved_model(built.model, sm, TINY_SIZE)
+    loads = []
+    real_load = lite._load
+    monkeypatch.setattr(lite, "_load", lambda *a, **k: loads.append(a[0]) or real_load(*a, **k))
+    tflite._LOADED.clear()
+    once = {p: tflite.convert(built, p, sm) for p in ("fp32", "dynamic", "int8")}
+    assert loads == [str(sm)]
+    monkeypatch.setattr(tflite, "_saved_model_loaded_once", contextlib.nullcontext)
+    every_time = {p: tflite.convert(built, p, sm) for p in ("fp32", "dynamic", "int8")}
+    assert len(loads) == 1 + 2 * 3
+    assert once == every_time
+    tflite._LOADED.clear()

@@ -150,3 +150,16 @@ def test_the_openvino_task_imports_no_tensorflow():
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == "[]", r.stdout
+
+
+def test_cpu_seconds_counts_the_subprocesses_waited_for():
+    """The export's CPU record counts what its subprocesses burn (the end-to-end parity's pool ran
+    uncounted before): a child spinning 0.5 s of CPU adds about that much."""
+    import subprocess
+    import sys
+
+    from export.core.processes import cpu_seconds
+    before = cpu_seconds()
+    subprocess.run([sys.executable, "-c", "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass"],
+                   check=True)
+    assert cpu_seconds() - before >= 0.45
