@@ -65,3 +65,16 @@ def rendezvous(directory: str, tag: str, peers: int, timeout: float = 60.0) -> d
             return {"pid": os.getpid(), "tag": tag, "met": False}
         time.sleep(0.02)
     return {"pid": os.getpid(), "tag": tag, "met": True}
+
+
+def already_imported(names: list[str], env: str) -> dict:
+    """Which of `names` were imported before this task ran, and the environment variable `env`."""
+    import sys
+    return {"imported": [n for n in names if n in sys.modules], "env": os.environ.get(env)}
+
+
+def spin(seconds: float) -> None:
+    """Burn `seconds` of CPU."""
+    start = time.process_time()
+    while time.process_time() - start < seconds:
+        pass

@@ -3,4 +3,5 @@ import sys
 
 from export.cli.app import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not again in a process forked by the export pool's fork server
+    sys.exit(main())

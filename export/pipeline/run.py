@@ -123,7 +123,7 @@ def _run_bundle(cfg: dict, targets: dict, out: str | Path, quiet: bool, signer, 
     staging = scratch / bundle_name
     staging.mkdir()
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
-    from export.core.processes import cpu_seconds
+    from export.pipeline.workers import cpu_seconds
     started, cpu0, load0 = time.perf_counter(), cpu_seconds(), os.getloadavg()
     workers = workers or default_workers()
     budget = memory_budget_gb or float(os.environ.get("EXPORT_MEMORY_GB", DEFAULT_MEMORY_BUDGET_GB))
@@ -228,14 +228,14 @@ def _refuse(out: Path, bundle_name: str, staging: Path, report, timings: list[di
 def _finish_record(run: dict, pool, started: float, cpu0: float, timings: list[dict], bundle_name: str,
                    trained: dict) -> float:
     """Complete the run record with the export's own wall and CPU time; returns the wall seconds.
-    The CPU is this process's and every subprocess's it waited for: the pool's tasks, and the
+    The CPU is this process's and every task's and subprocess's it ran: the pool's tasks, and the
     end-to-end parity's own pool (before, only the first pool's tasks were counted, and the ratio
     left out the end-to-end stage's ~250 CPU s)."""
     import os
     import time
 
-    from export.core.processes import cpu_seconds
     from export.pipeline.bundle_files import created_at
+    from export.pipeline.workers import cpu_seconds
     wall = time.perf_counter() - started
     cpu = cpu_seconds() - cpu0
     # Training runs alone (every Keras task waits for it), so the export's own cost is the

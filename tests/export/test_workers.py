@@ -163,3 +163,28 @@ def test_cpu_seconds_counts_the_subprocesses_waited_for():
     subprocess.run([sys.executable, "-c", "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass"],
                    check=True)
     assert cpu_seconds() - before >= 0.45
+
+
+@pytest.mark.parametrize("forkserver", ["1", "0"])
+def test_the_pool_counts_its_tasks_cpu_forked_or_not(monkeypatch, forkserver):
+    """A task forked by the fork server is the server's child, not the pool's: workers.cpu_seconds
+    still counts its CPU, and the export's record with it."""
+    from export.pipeline import workers
+    monkeypatch.setenv(workers.FORKSERVER_ENV, forkserver)
+    before = workers.cpu_seconds()
+    run_tasks([Task("t", "tests.pool_tasks:spin", {"seconds": 0.5})], env=ENV)
+    assert workers.cpu_seconds() - before >= 0.45
+
+
+@pytest.mark.parametrize("forkserver", ["1", "0"])
+def test_tasks_fork_from_a_server_that_imported_tensorflow_once(monkeypatch, forkserver):
+    """A task forked from the fork server finds TensorFlow imported (it does not pay ~4 CPU s for it)
+    and sees the pool's environment as it is now; with RESNET_DEPLOY_FORKSERVER=0 it is a new
+    interpreter, which has imported nothing, with the same environment."""
+    from export.pipeline import workers
+    monkeypatch.setenv(workers.FORKSERVER_ENV, forkserver)
+    monkeypatch.setenv("RESNET_DEPLOY_TEST_VALUE", f"set after the fork server started ({forkserver})")
+    task = Task("t", "tests.pool_tasks:already_imported", {"names": ["tensorflow"], "env": "RESNET_DEPLOY_TEST_VALUE"})
+    result = run_tasks([task], env=ENV).results["t"]
+    assert result["imported"] == (["tensorflow"] if forkserver == "1" else [])
+    assert result["env"] == f"set after the fork server started ({forkserver})"
