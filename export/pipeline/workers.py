@@ -265,6 +265,8 @@ def _forkserver():
 
 
 _STOP_REGISTERED: list[bool] = []
+#: One task is started at a time (each start patches multiprocessing's preparation data for itself).
+_START_LOCK = threading.Lock()
 
 
 def _stop_forkserver() -> None:
@@ -288,9 +290,22 @@ class _Forked:
     wait, terminate, kill, returncode: negative for a signal, as Popen's)."""
 
     def __init__(self, job: Path, env: dict[str, str]) -> None:
+        from multiprocessing import spawn
+        from unittest import mock
         ctx = _forkserver()
         self._process = ctx.Process(target=_forked_child, args=(str(job), env), name=f"export-task {job.name}")
-        self._process.start()
+        prepare = spawn.get_preparation_data
+
+        def without_main(name):
+            # multiprocessing would run the caller's main script again in the task (as __mp_main__), and a
+            # script that calls the export without `if __name__ == "__main__":` would start it again there;
+            # the task needs only export.pipeline.workers, which it imports by name
+            data = prepare(name)
+            data.pop("init_main_from_path", None)
+            data.pop("init_main_from_name", None)
+            return data
+        with _START_LOCK, mock.patch.object(spawn, "get_preparation_data", without_main):
+            self._process.start()
         self.pid = self._process.pid
 
     def wait(self, timeout: float | None = None) -> int:

@@ -188,10 +188,10 @@ def test_conversions_from_one_savedmodel_load_it_once_and_give_the_same_bytes(tm
     real_load = lite._load
     monkeypatch.setattr(lite, "_load", lambda *a, **k: loads.append(a[0]) or real_load(*a, **k))
     tflite._LOADED.clear()
-    once = {p: tflite.convert(built, p, sm) for p in ("fp32", "dynamic", "int8")}
+    once = {p: tflite.convert(built, p, sm) for p in ("fp32", "dynamic")}
     assert loads == [str(sm)]
     monkeypatch.setattr(tflite, "_saved_model_loaded_once", contextlib.nullcontext)
-    every_time = {p: tflite.convert(built, p, sm) for p in ("fp32", "dynamic", "int8")}
-    assert len(loads) == 1 + 2 * 3
+    every_time = {p: tflite.convert(built, p, sm) for p in ("fp32", "dynamic")}
+    assert len(loads) == 1 + 2 * 2
     assert once == every_time
     tflite._LOADED.clear()

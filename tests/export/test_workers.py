@@ -188,3 +188,18 @@ def test_tasks_fork_from_a_server_that_imported_tensorflow_once(monkeypatch, for
     result = run_tasks([task], env=ENV).results["t"]
     assert result["imported"] == (["tensorflow"] if forkserver == "1" else [])
     assert result["env"] == f"set after the fork server started ({forkserver})"
+
+
+def test_a_script_without_a_main_guard_can_run_the_pool(tmp_path):
+    """The fork server's tasks do not run the caller's main script again (multiprocessing would, and a
+    script calling the export without `if __name__ == "__main__":` would start it again in every task)."""
+    import subprocess
+    import sys
+    script = tmp_path / "unguarded.py"
+    script.write_text("from export.pipeline.workers import Task, run_tasks\n"
+                      "print('script ran')\n"
+                      "print(run_tasks([Task('t', 'tests.pool_tasks:value', {'v': 7})]).results)\n")
+    r = subprocess.run([sys.executable, str(script)], cwd=ROOT, env={**os.environ, **ENV}, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.splitlines() == ["script ran", "{'t': {'value': 7}}"]
