@@ -68,9 +68,10 @@ def rendezvous(directory: str, tag: str, peers: int, timeout: float = 60.0) -> d
 
 
 def already_imported(names: list[str], env: str) -> dict:
-    """Which of `names` were imported before this task ran, and the environment variable `env`."""
+    """Which of `names` were imported before this task ran, the environment variable `env`, and the
+    working directory."""
     import sys
-    return {"imported": [n for n in names if n in sys.modules], "env": os.environ.get(env)}
+    return {"imported": [n for n in names if n in sys.modules], "env": os.environ.get(env), "cwd": os.getcwd()}
 
 
 def spin(seconds: float) -> None:

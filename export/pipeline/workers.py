@@ -192,7 +192,7 @@ class _Processes:
         t0 = time.perf_counter()
         proc: subprocess.Popen | _Forked
         if _forkserver() is not None:
-            proc = _Forked(job, {**os.environ, **self.env})
+            proc = _Forked(job, {**os.environ, **self.env}, os.getcwd())
         else:
             with open(job.with_suffix(".log"), "wb") as log:  # converters' chatter; its tail on a crash
                 proc = subprocess.Popen([sys.executable, "-m", "export.pipeline.workers", str(job)],
@@ -289,11 +289,11 @@ class _Forked:
     """A task forked from the fork server, with the subprocess.Popen methods the pool uses (pid,
     wait, terminate, kill, returncode: negative for a signal, as Popen's)."""
 
-    def __init__(self, job: Path, env: dict[str, str]) -> None:
+    def __init__(self, job: Path, env: dict[str, str], cwd: str) -> None:
         from multiprocessing import spawn
         from unittest import mock
         ctx = _forkserver()
-        self._process = ctx.Process(target=_forked_child, args=(str(job), env), name=f"export-task {job.name}")
+        self._process = ctx.Process(target=_forked_child, args=(str(job), env, cwd), name=f"export-task {job.name}")
         prepare = spawn.get_preparation_data
 
         def without_main(name):
@@ -325,9 +325,10 @@ class _Forked:
         self._process.kill()
 
 
-def _forked_child(job: str, env: dict[str, str]) -> None:
+def _forked_child(job: str, env: dict[str, str], cwd: str) -> None:
     """A forked task's entry point: what `python -m export.pipeline.workers JOB` does, with stdout and
-    stderr into the job's log, stdin from /dev/null, the pool's environment (what is read at import,
+    stderr into the job's log, stdin from /dev/null, the pool's working directory (relative paths such
+    as `--runs runs` mean what they mean to the pool) and environment (what is read at import,
     TensorFlow's included, was read already: the fork server has the pool's environment at its start), and
     its parent (the fork server, which exits with the pool) as the one to outlive."""
     log = os.open(Path(job).with_suffix(".log"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -340,6 +341,7 @@ def _forked_child(job: str, env: dict[str, str]) -> None:
     os.close(log)
     os.close(null)
     _let_the_fork_server_exit_with_the_pool()
+    os.chdir(cwd)
     os.environ.clear()  # the pool's environment now, as a new interpreter would be given
     os.environ.update({**env, PARENT_ENV: str(os.getppid())})
     sys.exit(_child(job))

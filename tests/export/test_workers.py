@@ -177,17 +177,20 @@ def test_the_pool_counts_its_tasks_cpu_forked_or_not(monkeypatch, forkserver):
 
 
 @pytest.mark.parametrize("forkserver", ["1", "0"])
-def test_tasks_fork_from_a_server_that_imported_tensorflow_once(monkeypatch, forkserver):
+def test_tasks_fork_from_a_server_that_imported_tensorflow_once(monkeypatch, tmp_path, forkserver):
     """A task forked from the fork server finds TensorFlow imported (it does not pay ~4 CPU s for it)
-    and sees the pool's environment as it is now; with RESNET_DEPLOY_FORKSERVER=0 it is a new
-    interpreter, which has imported nothing, with the same environment."""
+    and sees the pool's environment and working directory as they are now; with
+    RESNET_DEPLOY_FORKSERVER=0 it is a new interpreter, which has imported nothing, with the same."""
     from export.pipeline import workers
     monkeypatch.setenv(workers.FORKSERVER_ENV, forkserver)
-    monkeypatch.setenv("RESNET_DEPLOY_TEST_VALUE", f"set after the fork server started ({forkserver})")
     task = Task("t", "tests.pool_tasks:already_imported", {"names": ["tensorflow"], "env": "RESNET_DEPLOY_TEST_VALUE"})
+    run_tasks([task], env=ENV)  # the fork server, if any, starts here
+    monkeypatch.setenv("RESNET_DEPLOY_TEST_VALUE", f"set after the fork server started ({forkserver})")
+    monkeypatch.chdir(tmp_path)
     result = run_tasks([task], env=ENV).results["t"]
     assert result["imported"] == (["tensorflow"] if forkserver == "1" else [])
     assert result["env"] == f"set after the fork server started ({forkserver})"
+    assert result["cwd"] == str(tmp_path)
 
 
 def test_a_script_without_a_main_guard_can_run_the_pool(tmp_path):
