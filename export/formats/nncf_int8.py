@@ -14,10 +14,12 @@ labeled validation set (export.formats.openvino's `int8`).
   dropout 'all_white', conv 'camera', 'coins' and 'all_white', margins 1.74-8.5 logits; mean cosine
   0.63 / 0.81 / 0.96) and lost 7.5 accuracy points on dense; MinMax kept every decisive class (mean
   cosine 0.947 / 0.952 / 0.997) and lost 2.5 / 2.5 / 0 points.
-- Accuracy control: `nncf.quantize_with_accuracy_control` with the validation images and labels,
-  top-1 accuracy as the metric and the accuracy gate's int8 threshold as `max_drop` (absolute, in
-  points / 100). NNCF quantizes, validates, and if the drop exceeds `max_drop`, ranks the quantized
-  operations by their effect on the outputs and reverts the worst to float until it is within.
+- Accuracy control (given `validation`): `nncf.quantize_with_accuracy_control` with the validation
+  images and labels, top-1 accuracy as the metric and the accuracy gate's int8 threshold as `max_drop`
+  (absolute, in points / 100). NNCF quantizes, validates, and if the drop exceeds `max_drop`, ranks the
+  quantized operations by their effect on the outputs and reverts the worst to float until it is within.
+  `make export` quantizes plainly first and asks for this only when the accuracy gate fails the plain
+  IR (export.quality.repair_openvino): it costs ~10 CPU s more per ResNet50 variant.
 - When accuracy control cannot reach `max_drop` (NNCF then returns a model with every layer it
   tried reverted, float in all but name), the plain PTQ is kept and the accuracy gate judges it:
   it fails or is dropped like any int8 that fails.

@@ -5,10 +5,10 @@ training run's validation split), its calibration set (`calibration`, else a see
 sample of the run's training split, else the sample photos), and the reference's logits on the
 eval set. It leaves them in the staging's scratch directory for the converter tasks, and the
 reference's eval logits in golden/<variant>/eval.json (so `parity --eval-data` can reuse them).
-Each task then `judge`s its artifacts; an int8 that fails goes through export.quality.repair_onnx (ONNX) or
-export.quality.repair_tflite (TFLite). OpenVINO int8 is repaired while it is made: NNCF's accuracy
-control gets the eval set and the int8 threshold (`accuracy_control`); one that still fails is
-dropped or fails the bundle like the others.
+Each task then `judge`s its artifacts; an int8 that fails goes through export.quality.repair_onnx (ONNX),
+export.quality.repair_tflite (TFLite) or export.quality.repair_openvino (OpenVINO: quantized again with
+NNCF's accuracy control, given the eval set and the int8 threshold by `accuracy_control`); one that still
+fails is dropped or fails the bundle like the others.
 
 The gate's eval runs ride on the parity check (`Measured.take` as check_artifacts' `while_loaded`):
 each artifact is loaded once for both, and an fp32 artifact whose parity is bit-close to the
@@ -162,7 +162,7 @@ class Measured:
 def judge(artifacts: list[Artifact], root: str | Path, prepared: dict[str, Any] | None, threads: int,
           work: str | Path, repair_onnx_int8=None,
           measured: Measured | None = None) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Judge every artifact on the eval set; an int8 (ONNX or TFLite: the task's format) that fails goes
+    """Judge every artifact on the eval set; an int8 (of the task's format) that fails goes
     through `repair_onnx_int8(art, result, evaluate) -> (art, result, record)`. Returns the results (as dicts) and the
     quantization records of the int8 artifacts (for quantization.md). What `measured` holds for an
     artifact (same sha256) is used instead of loading it again."""
@@ -199,12 +199,16 @@ def judge(artifacts: list[Artifact], root: str | Path, prepared: dict[str, Any] 
     results = []
     for i, art in enumerate(artifacts):
         result = evaluate(art)
-        if not result.passed and art.format in ("onnx", "tflite") and art.precision == "int8" and repair_onnx_int8:
+        if not result.passed and art.precision == "int8" and repair_onnx_int8:
             art, result, record = repair_onnx_int8(art, result, evaluate)
             artifacts[i] = art
             quant[art.key].update(repair=record)
             if art.format == "onnx":
                 quant[art.key]["scheme"] = art.details["quantization"]["name"]
+            elif art.format == "openvino":
+                q = art.details["quantization"]
+                quant[art.key].update(scheme=f"{q['name']}; {q['summary']}", nncf_log=q.get("nncf_log", []),
+                                      accuracy_control=q.get("accuracy_control", ""))
             elif art.details.get("keep_float"):
                 quant[art.key]["scheme"] += f"; {len(art.details['keep_float'])} layer(s) kept in float"
             art.details["repair"] = {k: v for k, v in record.items() if k != "layer_errors"}

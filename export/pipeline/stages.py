@@ -6,7 +6,8 @@ Then three or four tasks per variant, so two cores stay busy and no process hold
   and save the golden outputs, check the SavedModel against them;
 - `convert_task(fmt="tflite")`: every TFLite precision from that SavedModel, each checked;
 - `convert_task(fmt="onnx")`: ONNX fp32 from the same SavedModel, int8 quantized from it, checked;
-- `convert_task(fmt="openvino")`: the fp16 IR and the int8 IR (NNCF, with accuracy control), checked.
+- `convert_task(fmt="openvino")`: the fp16 IR and the int8 IR (NNCF PTQ; one that fails the accuracy gate is
+  quantized again with NNCF's accuracy control), checked.
 Each returns plain data (artifacts relative to the staging root, parity results, stage seconds)
 that the parent merges into one ParityReport and one manifest.
 
@@ -188,8 +189,6 @@ def convert_task(*, variant: str, fmt: str, precisions: list[str], staging: str,
     from export.pipeline import gate_stage
     work = root / WORK_DIR / variant
     calibration = gate_stage.calibration_options(work, keras.get("gate"))
-    if fmt == "openvino":  # NNCF's accuracy control: the eval set and the gate's int8 threshold
-        calibration = {**calibration, "accuracy_control": gate_stage.accuracy_control(work, keras.get("gate"))}
     for precision in sorted(precisions, key=lambda p: p != "fp32"):
         stage = "openvino_int8" if (fmt, precision) == ("openvino", "int8") else fmt  # NNCF's cost on its own
         art = clock.run(stage, exporter.export, built, root, precision,
@@ -219,7 +218,17 @@ def convert_task(*, variant: str, fmt: str, precisions: list[str], staging: str,
         return tflite_repair.repair_exported(art, result, evaluate, built=built, root=root, export_options=options,
                                              calibration=calibration)
 
-    repairer = repair if fmt == "onnx" and "fp32_path" in options else repair_tflite if fmt == "tflite" else None
+    def repair_openvino(art, result, evaluate):
+        from export.quality.repair_openvino import repair_openvino as repair_ir
+        control = gate_stage.accuracy_control(work, keras.get("gate"))  # judge() repairs only with an eval set
+
+        def requantize():
+            return exporter.export(built, root, "int8", **options, **calibration, accuracy_control=control,
+                                   overwrite=True).relative_to(root)
+        return repair_ir(art, result, requantize=requantize, evaluate=evaluate)
+
+    repairer = (repair if fmt == "onnx" and "fp32_path" in options else repair_tflite if fmt == "tflite"
+                else repair_openvino if fmt == "openvino" else None)
     results, accuracy, quant = _parity_and_gate(clock, golden.load(root, variant), artifacts, root, keras.get("gate"),
                                                 threads, work, batch_sizes, repairer)
     return {"variant": variant, "task": fmt, "artifacts": artifacts, "results": results, "timings": clock.timings(),

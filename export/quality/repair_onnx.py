@@ -134,7 +134,7 @@ def quantization_markdown(records: dict[str, dict[str, Any]], top: int = 15) -> 
         repair = rec.get("repair")
         if not repair:
             nncf = rec.get("nncf_log")
-            if nncf is not None:  # OpenVINO int8: NNCF's accuracy control is its repair, run while quantizing
+            if nncf is not None:  # OpenVINO int8 as NNCF quantized it (the gate did not send it to accuracy control)
                 lines += [f"Accuracy gate: {rec.get('gate', 'not judged (no eval set)')}. NNCF: "
                           + ("; ".join(nncf) or "plain post-training quantization (no eval set)") + "."
                           + (f" {rec['accuracy_control']}." if rec.get("accuracy_control") else ""), ""]
@@ -149,6 +149,9 @@ def quantization_markdown(records: dict[str, dict[str, Any]], top: int = 15) -> 
                   for t in repair["tried"]]
         if repair.get("note"):
             lines += ["", f"Note: {repair['note']}."]
+        if rec.get("nncf_log"):  # OpenVINO int8 repaired by NNCF's accuracy control: what NNCF said
+            lines += ["", "NNCF: " + "; ".join(rec["nncf_log"]) + "."
+                      + (f" {rec['accuracy_control']}." if rec.get("accuracy_control") else "")]
         if repair.get("layer_errors") and "rmse_scale" in repair["layer_errors"][0]:
             lines += ["", f"Worst {min(top, len(repair['layer_errors']))} layers by quantization error "
                       "(tf.lite.experimental.QuantizationDebugger; RMS error in quantization steps: higher is worse; "

@@ -121,3 +121,36 @@ def test_quantization_md_says_what_nncf_did():
     assert ("Accuracy gate: passed. NNCF: Metric of initial model: 0.95; Accuracy drop: 0.05 (absolute); 2 out of 54 "
             "were reverted back to the floating-point precision: conv1 fc.") in md
     assert "Passed the accuracy gate as calibrated" not in md
+
+
+def test_a_failing_int8_ir_is_quantized_again_with_accuracy_control(decided, tmp_path):
+    """The gate's repair of an OpenVINO int8 IR (make export quantizes plainly first): NNCF's accuracy
+    control is run only for one that fails. Calibrated on black images, the plain PTQ fails; accuracy
+    control cannot reach the threshold either (it keeps the plain PTQ: see above), so nothing fires and the
+    gate still fails it, with both attempts in the record and quantization.md."""
+    from export.quality.repair_onnx import quantization_markdown
+    from export.quality.repair_openvino import REMEDY, repair_openvino
+    built = decided[0]
+    black = np.zeros((50, TINY_SIZE, TINY_SIZE, 3), np.float32)
+    plain = openvino.export(built, tmp_path, "int8", calibration=black)
+    failed = _judge(plain, decided)
+    assert not failed.passed
+    calls = []
+
+    def requantize():
+        calls.append("requantize")
+        return openvino.export(built, tmp_path, "int8", calibration=black, accuracy_control=_control(decided),
+                               overwrite=True)
+    art, result, record = repair_openvino(plain, failed, requantize=requantize, evaluate=lambda a: _judge(a, decided))
+    assert calls == ["requantize"]
+    assert [t["remedy"] for t in record["tried"]] == ["NNCF post-training quantization as calibrated", REMEDY]
+    assert record["tried"][0]["drop_points"] == failed.drop_points > 20
+    assert record["fired"] is None and not result.passed and result.remedy == ""
+    q = art.details["quantization"]
+    assert q["accuracy_control"].startswith("NNCF could not reach max_drop")
+    md = quantization_markdown({"tiny/openvino_int8": {"calibration_data": {"count": 50, "source": "black"},
+                                                        "gate": str(result.status), "repair": record,
+                                                        "nncf_log": q["nncf_log"],
+                                                        "accuracy_control": q["accuracy_control"]}})
+    assert "Remedy that fired: **none passed**." in md and f"| {REMEDY} |" in md
+    assert "NNCF: " in md and "NNCF could not reach max_drop" in md
