@@ -135,8 +135,12 @@ def quantization_markdown(records: dict[str, dict[str, Any]], top: int = 15) -> 
         if not repair:
             nncf = rec.get("nncf_log")
             if nncf is not None:  # OpenVINO int8 as NNCF quantized it (the gate did not send it to accuracy control)
-                lines += [f"Accuracy gate: {rec.get('gate', 'not judged (no eval set)')}. NNCF: "
-                          + ("; ".join(nncf) or "plain post-training quantization (no eval set)") + "."
+                plain = ("Passed the accuracy gate as calibrated (plain NNCF post-training quantization): "
+                         "NNCF's accuracy control not needed." if rec.get("gate") == "passed" else
+                         f"Accuracy gate: {rec.get('gate', 'not judged (no eval set)')}. NNCF: plain post-training "
+                         "quantization.")
+                lines += [(f"Accuracy gate: {rec.get('gate', 'not judged (no eval set)')}. NNCF: " + "; ".join(nncf)
+                           + "." if nncf else plain)
                           + (f" {rec['accuracy_control']}." if rec.get("accuracy_control") else ""), ""]
                 continue
             lines += ["Passed the accuracy gate as calibrated: no remedy needed." if rec.get("gate") == "passed"

@@ -121,6 +121,13 @@ def test_quantization_md_says_what_nncf_did():
     assert ("Accuracy gate: passed. NNCF: Metric of initial model: 0.95; Accuracy drop: 0.05 (absolute); 2 out of 54 "
             "were reverted back to the floating-point precision: conv1 fc.") in md
     assert "Passed the accuracy gate as calibrated" not in md
+    # make export's usual case: the plain PTQ passed the gate, so accuracy control never ran
+    md = quantization_markdown({"dense/openvino_int8": {
+        "calibration_data": {"count": 50, "source": "training split"}, "gate": "passed",
+        "scheme": "NNCF PTQ (MinMax, preset performance); 55 of 55 weighted layers in int8", "nncf_log": []}})
+    assert ("Passed the accuracy gate as calibrated (plain NNCF post-training quantization): NNCF's accuracy "
+            "control not needed.") in md
+    assert "no eval set" not in md
 
 
 def test_a_failing_int8_ir_is_quantized_again_with_accuracy_control(decided, tmp_path):
