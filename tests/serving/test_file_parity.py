@@ -235,3 +235,24 @@ def test_predict_refuses_bad_files_with_one_line_and_exit_2(tiny, tmp_path):
                 assert err[0].endswith(says), (name, err)
     finally:
         stop_local_server(proc)
+
+
+@pytest.mark.unit
+def test_beam_scores_one_artifact_per_format_and_input_type():
+    """`score` runs Beam once per format and input dtype (fp32, OpenVINO's fp16, and TFLite int8's uint8
+    input); the other precisions take the same Beam path, and their runner rows check their runtime."""
+    from export.formats import Artifact
+    from serving.tools.file_parity import beam_artifacts
+
+    def art(fmt: str, precision: str, dtype: str = "float32") -> Artifact:
+        return Artifact(path=f"{fmt}/{precision}", format=fmt, precision=precision, variant="dense", sha256="0",
+                        bytes=1, inputs=[{"name": "image", "dtype": dtype, "shape": [None, 224, 224, 3]}],
+                        outputs=[], tool_versions={}, seconds=0.0, details={})
+    every = [art("savedmodel", "fp32"), art("tflite", "fp32"), art("tflite", "fp16"), art("tflite", "dynamic"),
+             art("tflite", "int8", "uint8"), art("onnx", "fp32"), art("onnx", "int8"), art("openvino", "fp16"),
+             art("openvino", "int8")]
+    scored, same = beam_artifacts(every)
+    assert [(a.format, a.precision) for a in scored] == [("savedmodel", "fp32"), ("tflite", "fp32"), ("tflite", "int8"),
+                                                         ("onnx", "fp32"), ("openvino", "fp16")]
+    assert [(a.format, a.precision) for a in same] == [("tflite", "fp16"), ("tflite", "dynamic"), ("onnx", "int8"),
+                                                       ("openvino", "int8")]
