@@ -315,29 +315,35 @@ def variant_part(bundle: str | Path, files_dir: str | Path, variant: str, *, bea
                 _score_rows(root, variant, art, folder, files, refs[art.key], part.rows, part.bad_files,
                             labels, Path(tmp))
                 say(f"{variant}: score {art.format} {art.precision}")
-        if same_path:
-            part.skipped.append(f"{variant}: score (Beam) for {', '.join(f'{a.format} {a.precision}' for a in same_path)}: "
-                                "Beam runs one artifact per format and input type, and these take the same path as "
-                                "that one; their runner rows check their own runtime on the same pixels")
+        for fmt in dict.fromkeys(a.format for a in same_path):
+            ran = ", ".join(a.precision for a in scored if a.format == fmt)
+            left = ", ".join(a.precision for a in same_path if a.format == fmt)
+            part.skipped.append(f"{variant}: score (Beam) of {fmt} {left}: "
+                                f"Beam's path is the one {fmt} {ran} took (one artifact per format and input type); "
+                                "their runner rows check their own runtime on the same pixels")
     elif beam:
         part.skipped.append(f"{variant}: score needs a bundle (manifest.json), {root} has none")
     return part
 
 
 def beam_artifacts(artifacts: list) -> tuple[list, list]:
-    """(scored, same path): the artifacts `score` (Beam) runs, one per format and input dtype (the first
-    in index order: fp32, or OpenVINO's fp16; TFLite int8's uint8 input is a path of its own), and the
-    others. Beam's part of the path (listing, decoding in the DoFn, batching, the shards, dead letters)
-    is the same for every artifact of a format and input type; what differs is the runtime, which each
-    artifact's runner row checks on the same pixels. Issue 21 asked for Beam per format; per artifact it
+    """(scored, same path): the artifacts `score` (Beam) runs, one per format and input dtype (its highest
+    precision: fp32, or OpenVINO's fp16; TFLite int8's uint8 input is a path of its own), and the
+    others; both in the order given. Beam's part of the path (listing, decoding in the DoFn, batching,
+    the shards, dead letters) is the same for every artifact of a format and input type; what differs is
+    the runtime, which each artifact's runner row checks on the same pixels. Issue 21 asked for Beam per format; per artifact it
     cost ~9 CPU s more per variant of `make export`."""
-    scored: list = []
-    same: list = []
-    seen: set[tuple[str, str]] = set()
-    for art in artifacts:
-        key = (art.format, str(art.inputs[0]["dtype"]) if art.inputs else "")
-        (same if key in seen else scored).append(art)
-        seen.add(key)
+    from export.core.registry import FORMATS
+
+    def rank(art) -> int:
+        precisions = FORMATS[art.format].precisions
+        return precisions.index(art.precision) if art.precision in precisions else len(precisions)
+    chosen: dict[tuple[str, str], object] = {}
+    for art in sorted(artifacts, key=rank):  # the highest precision of each (the index lists TFLite's alphabetically)
+        chosen.setdefault((art.format, str(art.inputs[0]["dtype"]) if art.inputs else ""), art)
+    picked = {id(a) for a in chosen.values()}
+    scored = [a for a in artifacts if id(a) in picked]
+    same = [a for a in artifacts if id(a) not in picked]
     return scored, same
 
 
