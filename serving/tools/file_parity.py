@@ -315,12 +315,14 @@ def variant_part(bundle: str | Path, files_dir: str | Path, variant: str, *, bea
                 _score_rows(root, variant, art, folder, files, refs[art.key], part.rows, part.bad_files,
                             labels, Path(tmp))
                 say(f"{variant}: score {art.format} {art.precision}")
-        for fmt in dict.fromkeys(a.format for a in same_path):
-            ran = ", ".join(a.precision for a in scored if a.format == fmt)
-            left = ", ".join(a.precision for a in same_path if a.format == fmt)
-            part.skipped.append(f"{variant}: score (Beam) of {fmt} {left}: "
-                                f"Beam's path is the one {fmt} {ran} took (one artifact per format and input type); "
-                                "their runner rows check their own runtime on the same pixels")
+        def path_of(a) -> tuple[str, str]:
+            return a.format, str(a.inputs[0]["dtype"]) if a.inputs else ""
+        for ran in scored:
+            left = ", ".join(a.precision for a in same_path if path_of(a) == path_of(ran))
+            if left:
+                part.skipped.append(f"{variant}: score (Beam) of {ran.format} {left}: Beam's path is the one "
+                                    f"{ran.format} {ran.precision} took (one artifact per format and input type); "
+                                    "their runner rows check their own runtime on the same pixels")
     elif beam:
         part.skipped.append(f"{variant}: score needs a bundle (manifest.json), {root} has none")
     return part
