@@ -6,7 +6,11 @@ weights at 91-93 % of their size and int8 weights at 98 %, at 30-50 MB/s on one 
 compressing 1.2 GB of them cost ~90 s (level 6) to save ~8 %. The graph protos, configs, README,
 JSON and warmup records shrink to 7-40 % instead. So each file is sampled first and written into
 its own gzip member: deflate level 6 when the sample compresses below STORE_ABOVE, stored
-(level 0: framing and CRC only) otherwise. A gzip file may hold several members one after the
+(level 0: framing and CRC only) otherwise. The sample is SAMPLES pieces spread over the file: three
+pieces (start, middle, end) caught the compressible headers of flatbuffers and ONNX protos, and sent
+455 MB of the default bundle's fp16 / int8 / dynamic weights (whole-file ratio 0.88-0.99 at level 1)
+through deflate level 6: 11 of the pack's 15 s, to save ~7 %. Spread pieces read them at 0.84-1.0
+against 0.08-0.40 for what does compress, so STORE_ABOVE sits between, at 0.75. A gzip file may hold several members one after the
 other (RFC 1952 §2.2); gzip, GNU/busybox tar, Python's tarfile and TF Serving's users' tools read
 it as one stream, so the name and format stay `<bundle>.tar.gz`.
 """
@@ -25,23 +29,24 @@ from export.core.atomic import replacing, write_text
 from export.core.errors import BundleError
 
 #: A file whose samples deflate (level 1) to more than this fraction of their size is stored.
-STORE_ABOVE = 0.85
+STORE_ABOVE = 0.75
 #: Deflate level for the files that do compress.
 COMPRESS_LEVEL = 6
-#: Bytes sampled at the start, middle and end of a file to decide.
-SAMPLE_BYTES = 256 * 1024
+#: How many pieces of a file are sampled, evenly spaced from its start to its end, and their size.
+SAMPLES = 16
+SAMPLE_BYTES = 32 * 1024
 
 
 def compress_level(path: Path) -> int:
     """COMPRESS_LEVEL if the file's samples deflate below STORE_ABOVE, else 0 (store)."""
     size = path.stat().st_size
-    if size <= 3 * SAMPLE_BYTES:
+    if size <= SAMPLES * SAMPLE_BYTES:
         data = path.read_bytes()
     else:
         with open(path, "rb") as f:
             chunks = []
-            for offset in (0, size // 2, size - SAMPLE_BYTES):
-                f.seek(offset)
+            for i in range(SAMPLES):
+                f.seek((size - SAMPLE_BYTES) * i // (SAMPLES - 1))
                 chunks.append(f.read(SAMPLE_BYTES))
         data = b"".join(chunks)
     if not data:

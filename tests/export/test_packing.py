@@ -32,6 +32,20 @@ def test_weights_are_stored_and_text_compressed(tree):
     assert compress_level(tree / "empty.txt") == COMPRESS_LEVEL
 
 
+def test_a_weights_file_with_compressible_header_middle_and_end_is_stored(tmp_path):
+    """Like a .tflite or .onnx file: compressible pieces where three samples (start, middle, end) would
+    look, near-random bytes between (~80 % of it). Sampled at spread pieces, it is stored."""
+    import zlib
+    size, piece = 4 * 2**20, 256 * 1024
+    data = bytearray(np.random.default_rng(1).integers(0, 256, size, dtype=np.uint8).tobytes())
+    for start in (0, size // 2, size - piece):
+        data[start:start + piece] = bytes(piece)
+    path = tmp_path / "model_fp16.tflite"
+    path.write_bytes(bytes(data))
+    assert len(zlib.compress(bytes(data), 1)) > 0.75 * size  # compressing it saves under a quarter
+    assert compress_level(path) == 0
+
+
 def test_archive_reads_back_identically_everywhere(tree, tmp_path):
     out = tmp_path / "b-1.tar.gz"
     members = [(p, f"b-1/{p.relative_to(tree).as_posix()}") for p in sorted(tree.rglob("*"))]
