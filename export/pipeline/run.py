@@ -123,7 +123,7 @@ def _run_bundle(cfg: dict, targets: dict, out: str | Path, quiet: bool, signer, 
     staging = scratch / bundle_name
     staging.mkdir()
     previous_sigterm = signal.signal(signal.SIGTERM, _raise_interrupt)
-    from export.pipeline.workers import cpu_seconds
+    from export.pipeline.forkserver import cpu_seconds
     started, cpu0, load0 = time.perf_counter(), cpu_seconds(), os.getloadavg()
     workers = workers or default_workers()
     budget = memory_budget_gb or float(os.environ.get("EXPORT_MEMORY_GB", DEFAULT_MEMORY_BUDGET_GB))
@@ -235,7 +235,7 @@ def _finish_record(run: dict, pool, started: float, cpu0: float, timings: list[d
     import time
 
     from export.pipeline.bundle_files import created_at
-    from export.pipeline.workers import cpu_seconds
+    from export.pipeline.forkserver import cpu_seconds
     wall = time.perf_counter() - started
     cpu = cpu_seconds() - cpu0
     # Training runs alone (every Keras task waits for it), so the export's own cost is the

@@ -4,9 +4,9 @@ as many at once as there are cores and as the memory budget allows.
 Each task names a module-level function (`"module:function"`) and its keyword arguments; it runs
 in a fresh process, so TensorFlow's thread pools and heap never outlive it and the memory a converter
 leaves behind is returned to the system. On Linux that process is forked from a fork server that
-imported TensorFlow once (multiprocessing's "forkserver", FORK_PRELOAD; no TensorFlow op has run
-there, so no thread pool or session is copied): a task no longer pays ~4 CPU s to import it. Elsewhere,
-or with RESNET_DEPLOY_FORKSERVER=0, each task is a new interpreter (`python -m export.pipeline.workers`). The pool reports
+imported TensorFlow once (export.pipeline.forkserver): a task no longer pays ~4 CPU s to import it.
+Elsewhere, or with RESNET_DEPLOY_FORKSERVER=0, each task is a new interpreter
+(`python -m export.pipeline.workers`). The pool reports
 what every task cost (wall and CPU seconds, its own peak RSS) and samples the summed RSS of all
 its processes, so `make export` can say what it used. A failing task stops the others and its
 exception is raised in the parent (export.core.errors classes keep their class and message).
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from export.core.errors import ExportError
+from export.pipeline.forkserver import Forked, context, count_forked_cpu
 
 #: Seconds between two samples of the pool's total RSS.
 SAMPLE_EVERY_S = 0.2
@@ -37,11 +38,6 @@ SAMPLE_EVERY_S = 0.2
 PSS_EVERY = 10
 #: The pool's pid, given to each task so that it can tell whether its parent already died.
 PARENT_ENV = "RESNET_DEPLOY_POOL_PARENT"
-#: "0" runs every task in a new interpreter instead of forking it from the fork server.
-FORKSERVER_ENV = "RESNET_DEPLOY_FORKSERVER"
-#: What the fork server imports once for every task it forks: TensorFlow (with Keras) is ~4 of the
-#: ~4.5 CPU s a task process spent importing (measured: `python -c "import tensorflow"`, 2-core EPYC).
-FORK_PRELOAD = ["export", "tensorflow", "export.pipeline.workers"]  # export first: it quiets TF's C++ log
 
 
 @dataclass
@@ -178,21 +174,22 @@ class _Processes:
         self.scratch, self.sampler, self.env = scratch, sampler, env
         self.started = time.perf_counter()
         self._lock = threading.Lock()
-        self._procs: dict[str, subprocess.Popen | _Forked] = {}
+        self._procs: dict[str, subprocess.Popen | Forked] = {}
         self._count = 0
         self._stopping = False
 
     def run(self, t: Task, kwargs: dict[str, Any]) -> tuple[Any, TaskCost]:
-        """Run `t` in a new interpreter (`python -m export.pipeline.workers JOB`); its result and
-        cost, or its error raised."""
+        """Run `t` in a forked task or a new interpreter (`python -m export.pipeline.workers JOB`); its
+        result and cost, or its error raised."""
         with self._lock:
             self._count += 1
             job = self.scratch / f"{self._count}.{_safe(t.key)}"
         job.with_suffix(".in").write_bytes(pickle.dumps((t.fn, kwargs)))
         t0 = time.perf_counter()
-        proc: subprocess.Popen | _Forked
-        if _forkserver() is not None:
-            proc = _Forked(job, {**os.environ, **self.env}, os.getcwd())
+        proc: subprocess.Popen | Forked
+        server = context()
+        if server is not None:
+            proc = Forked(server, _child, job, {**os.environ, **self.env}, os.getcwd(), PARENT_ENV)
         else:
             with open(job.with_suffix(".log"), "wb") as log:  # converters' chatter; its tail on a crash
                 proc = subprocess.Popen([sys.executable, "-m", "export.pipeline.workers", str(job)],
@@ -214,9 +211,8 @@ class _Processes:
         if isinstance(outcome, BaseException):
             raise outcome
         value, cpu_s, peak_mb = outcome
-        if isinstance(proc, _Forked):
-            with _FORKED_LOCK:
-                _FORKED_CPU[0] += cpu_s
+        if isinstance(proc, Forked):
+            count_forked_cpu(cpu_s)
         return value, TaskCost(t.key, round(t0 - self.started, 2), round(time.perf_counter() - t0, 2),
                                round(cpu_s, 2), round(peak_mb, 1))
 
@@ -232,131 +228,6 @@ class _Processes:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
-
-
-#: CPU seconds of the tasks this process had forked by the fork server (their own rusage): they are
-#: the server's children, not this process's, so os.times() never counts them.
-_FORKED_CPU = [0.0]
-_FORKED_LOCK = threading.Lock()
-
-
-def cpu_seconds() -> float:
-    """CPU seconds of this process, of the subprocesses it waited for, and of the tasks the fork server
-    forked for it: what a run that uses the pool costs (export.core.processes.cpu_seconds, plus those)."""
-    from export.core.processes import cpu_seconds as own_and_waited
-    with _FORKED_LOCK:
-        return own_and_waited() + _FORKED_CPU[0]
-
-
-def _forkserver():
-    """multiprocessing's fork-server context, set to preload FORK_PRELOAD; None where there is none
-    (not Linux) or FORKSERVER_ENV is "0". The server is stopped, and waited for, when this process
-    exits (so `time make export` counts the tasks it forked)."""
-    import atexit
-    import multiprocessing
-    if os.environ.get(FORKSERVER_ENV, "1") == "0" or "forkserver" not in multiprocessing.get_all_start_methods():
-        return None
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(FORK_PRELOAD)
-    if not _STOP_REGISTERED:
-        atexit.register(_stop_forkserver)
-        _STOP_REGISTERED.append(True)
-    return ctx
-
-
-_STOP_REGISTERED: list[bool] = []
-#: One task is started at a time (each start patches multiprocessing's preparation data for itself).
-_START_LOCK = threading.Lock()
-
-
-def _stop_forkserver() -> None:
-    """Close this process's end of the fork server's "alive" pipe (the server exits when it reads EOF)
-    and reap it, so its CPU and its tasks' reach this process's own children times."""
-    from multiprocessing import forkserver
-    server: Any = forkserver._forkserver  # its fields are private: typeshed does not list them
-    pid, alive = server._forkserver_pid, server._forkserver_alive_fd
-    if pid is None or alive is None:
-        return
-    server._forkserver_alive_fd = server._forkserver_pid = server._forkserver_address = None
-    os.close(alive)
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
-
-
-class _Forked:
-    """A task forked from the fork server, with the subprocess.Popen methods the pool uses (pid,
-    wait, terminate, kill, returncode: negative for a signal, as Popen's)."""
-
-    def __init__(self, job: Path, env: dict[str, str], cwd: str) -> None:
-        from multiprocessing import spawn
-        from unittest import mock
-        ctx = _forkserver()
-        self._process = ctx.Process(target=_forked_child, args=(str(job), env, cwd), name=f"export-task {job.name}")
-        prepare = spawn.get_preparation_data
-
-        def without_main(name):
-            # multiprocessing would run the caller's main script again in the task (as __mp_main__), and a
-            # script that calls the export without `if __name__ == "__main__":` would start it again there;
-            # the task needs only export.pipeline.workers, which it imports by name
-            data = prepare(name)
-            data.pop("init_main_from_path", None)
-            data.pop("init_main_from_name", None)
-            return data
-        with _START_LOCK, mock.patch.object(spawn, "get_preparation_data", without_main):
-            self._process.start()
-        self.pid = self._process.pid
-
-    def wait(self, timeout: float | None = None) -> int:
-        self._process.join(timeout)
-        if self._process.exitcode is None:
-            raise subprocess.TimeoutExpired(f"export task {self.pid}", timeout or 0)
-        return self._process.exitcode
-
-    @property
-    def returncode(self) -> int | None:
-        return self._process.exitcode
-
-    def terminate(self) -> None:
-        self._process.terminate()
-
-    def kill(self) -> None:
-        self._process.kill()
-
-
-def _forked_child(job: str, env: dict[str, str], cwd: str) -> None:
-    """A forked task's entry point: what `python -m export.pipeline.workers JOB` does, with stdout and
-    stderr into the job's log, stdin from /dev/null, the pool's working directory (relative paths such
-    as `--runs runs` mean what they mean to the pool) and environment (what is read at import,
-    TensorFlow's included, was read already: the fork server has the pool's environment at its start), and
-    its parent (the fork server, which exits with the pool) as the one to outlive."""
-    log = os.open(Path(job).with_suffix(".log"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    null = os.open(os.devnull, os.O_RDONLY)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.dup2(null, 0)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    os.close(log)
-    os.close(null)
-    _let_the_fork_server_exit_with_the_pool()
-    os.chdir(cwd)
-    os.environ.clear()  # the pool's environment now, as a new interpreter would be given
-    os.environ.update({**env, PARENT_ENV: str(os.getppid())})
-    sys.exit(_child(job))
-
-
-def _let_the_fork_server_exit_with_the_pool() -> None:
-    """Close this task's copy of the fork server's "alive" pipe. multiprocessing gives every process it
-    forks the write end, so that it could fork in turn; the server exits when every write end is closed,
-    and a task holding one would keep it (and, through PR_SET_PDEATHSIG, itself) alive after the pool
-    was killed. A task that forks tasks of its own starts its own fork server."""
-    from multiprocessing import forkserver
-    server: Any = forkserver._forkserver  # its fields are private: typeshed does not list them
-    if server._forkserver_alive_fd is not None:
-        os.close(server._forkserver_alive_fd)
-    server._forkserver_alive_fd = server._forkserver_pid = server._forkserver_address = None
 
 
 def _safe(key: str) -> str:

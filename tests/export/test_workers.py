@@ -167,13 +167,13 @@ def test_cpu_seconds_counts_the_subprocesses_waited_for():
 
 @pytest.mark.parametrize("forkserver", ["1", "0"])
 def test_the_pool_counts_its_tasks_cpu_forked_or_not(monkeypatch, forkserver):
-    """A task forked by the fork server is the server's child, not the pool's: workers.cpu_seconds
+    """A task forked by the fork server is the server's child, not the pool's: forkserver.cpu_seconds
     still counts its CPU, and the export's record with it."""
-    from export.pipeline import workers
-    monkeypatch.setenv(workers.FORKSERVER_ENV, forkserver)
-    before = workers.cpu_seconds()
+    from export.pipeline import forkserver as server
+    monkeypatch.setenv(server.FORKSERVER_ENV, forkserver)
+    before = server.cpu_seconds()
     run_tasks([Task("t", "tests.pool_tasks:spin", {"seconds": 0.5})], env=ENV)
-    assert workers.cpu_seconds() - before >= 0.45
+    assert server.cpu_seconds() - before >= 0.45
 
 
 @pytest.mark.parametrize("forkserver", ["1", "0"])
@@ -181,8 +181,8 @@ def test_tasks_fork_from_a_server_that_imported_tensorflow_once(monkeypatch, tmp
     """A task forked from the fork server finds TensorFlow imported (it does not pay ~4 CPU s for it)
     and sees the pool's environment and working directory as they are now; with
     RESNET_DEPLOY_FORKSERVER=0 it is a new interpreter, which has imported nothing, with the same."""
-    from export.pipeline import workers
-    monkeypatch.setenv(workers.FORKSERVER_ENV, forkserver)
+    from export.pipeline import forkserver as server
+    monkeypatch.setenv(server.FORKSERVER_ENV, forkserver)
     task = Task("t", "tests.pool_tasks:already_imported", {"names": ["tensorflow"], "env": "RESNET_DEPLOY_TEST_VALUE"})
     run_tasks([task], env=ENV)  # the fork server, if any, starts here
     monkeypatch.setenv("RESNET_DEPLOY_TEST_VALUE", f"set after the fork server started ({forkserver})")
