@@ -46,25 +46,23 @@ def _saved_model_loaded_once():
     per SavedModel in this process. Each load is ~2.9 s for this project's SavedModel (56 functions), 8
     of them for the four precisions: ~20 of a variant's ~55 s of conversion. The conversion itself reads
     the SavedModel from disk (MLIR's importer), so the .tflite bytes are the same (checked in
-    tests/export/test_formats.py). The objects are only read, never changed (one signature key)."""
+    tests/export/test_tflite_metadata.py). The objects are only read, never changed (one signature key)."""
     from unittest import mock
 
     from tensorflow.lite.python import lite
     load = lite._load
 
     def loaded_once(path, tags=None, options=None):
-        pb = Path(path) / "saved_model.pb"
         try:
-            stat = pb.stat()
+            stat = (Path(path) / "saved_model.pb").stat()
         except OSError:
+            stat = None
+        if options is not None or stat is None:
             return load(path, tags, options)
         key = (str(Path(path).resolve()), frozenset(tags or ()), stat.st_size, stat.st_mtime_ns)
-        if options is not None or key not in _LOADED:
-            obj = load(path, tags, options)
-            if options is not None:
-                return obj
+        if key not in _LOADED:
             _LOADED.clear()  # one SavedModel at a time: a task converts one variant
-            _LOADED[key] = obj
+            _LOADED[key] = load(path, tags)
         return _LOADED[key]
 
     with mock.patch.object(lite, "_load", loaded_once):

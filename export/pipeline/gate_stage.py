@@ -159,11 +159,19 @@ class Measured:
         self.seconds += time.perf_counter() - start
 
 
+def _nncf_record(art: Artifact) -> dict[str, Any]:
+    """quantization.md's entries for an OpenVINO int8 IR: NNCF's scheme with what it kept in float, its
+    own log lines, and why its accuracy control was not kept, if it was not."""
+    q = art.details["quantization"]
+    return {"scheme": f"{q['name']}; {q['summary']}", "nncf_log": q.get("nncf_log", []),
+            "accuracy_control": q.get("accuracy_control", "")}
+
+
 def judge(artifacts: list[Artifact], root: str | Path, prepared: dict[str, Any] | None, threads: int,
-          work: str | Path, repair_onnx_int8=None,
+          work: str | Path, repair_int8=None,
           measured: Measured | None = None) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """Judge every artifact on the eval set; an int8 (of the task's format) that fails goes
-    through `repair_onnx_int8(art, result, evaluate) -> (art, result, record)`. Returns the results (as dicts) and the
+    through `repair_int8(art, result, evaluate) -> (art, result, record)`. Returns the results (as dicts) and the
     quantization records of the int8 artifacts (for quantization.md). What `measured` holds for an
     artifact (same sha256) is used instead of loading it again."""
     quant: dict[str, dict[str, Any]] = {}
@@ -172,10 +180,8 @@ def judge(artifacts: list[Artifact], root: str | Path, prepared: dict[str, Any] 
             quant[art.key] = {"calibration_data": art.details.get("calibration_data"),
                               "scheme": (art.details.get("quantization") or {}).get("name", "TFLite converter "
                                                                                     "(MinMax, per-channel)")}
-            if art.format == "openvino":  # NNCF: what its accuracy control kept in float, and its own log
-                q = art.details["quantization"]
-                quant[art.key].update(scheme=f"{q['name']}; {q['summary']}", nncf_log=q.get("nncf_log", []),
-                                      accuracy_control=q.get("accuracy_control", ""))
+            if art.format == "openvino":
+                quant[art.key].update(_nncf_record(art))
     if not prepared or prepared.get("eval_set") is None:
         for rec in quant.values():
             rec["gate"] = "not judged (no eval set)"
@@ -199,16 +205,14 @@ def judge(artifacts: list[Artifact], root: str | Path, prepared: dict[str, Any] 
     results = []
     for i, art in enumerate(artifacts):
         result = evaluate(art)
-        if not result.passed and art.precision == "int8" and repair_onnx_int8:
-            art, result, record = repair_onnx_int8(art, result, evaluate)
+        if not result.passed and art.precision == "int8" and repair_int8:
+            art, result, record = repair_int8(art, result, evaluate)
             artifacts[i] = art
             quant[art.key].update(repair=record)
             if art.format == "onnx":
                 quant[art.key]["scheme"] = art.details["quantization"]["name"]
-            elif art.format == "openvino":
-                q = art.details["quantization"]
-                quant[art.key].update(scheme=f"{q['name']}; {q['summary']}", nncf_log=q.get("nncf_log", []),
-                                      accuracy_control=q.get("accuracy_control", ""))
+            elif art.format == "openvino":  # quantized again: NNCF's new record
+                quant[art.key].update(_nncf_record(art))
             elif art.details.get("keep_float"):
                 quant[art.key]["scheme"] += f"; {len(art.details['keep_float'])} layer(s) kept in float"
             art.details["repair"] = {k: v for k, v in record.items() if k != "layer_errors"}

@@ -227,8 +227,8 @@ def convert_task(*, variant: str, fmt: str, precisions: list[str], staging: str,
                                    overwrite=True).relative_to(root)
         return repair_ir(art, result, requantize=requantize, evaluate=evaluate)
 
-    repairer = (repair if fmt == "onnx" and "fp32_path" in options else repair_tflite if fmt == "tflite"
-                else repair_openvino if fmt == "openvino" else None)
+    repairer = {"onnx": repair if "fp32_path" in options else None, "tflite": repair_tflite,
+                "openvino": repair_openvino}.get(fmt)
     results, accuracy, quant = _parity_and_gate(clock, golden.load(root, variant), artifacts, root, keras.get("gate"),
                                                 threads, work, batch_sizes, repairer)
     return {"variant": variant, "task": fmt, "artifacts": artifacts, "results": results, "timings": clock.timings(),

@@ -118,6 +118,12 @@ def _fired(result: AccuracyResult, record: dict[str, Any]) -> AccuracyResult:
     return result
 
 
+def _nncf_sentence(rec: dict[str, Any]) -> str:
+    """What NNCF said of an OpenVINO int8 IR (its log lines), and why its accuracy control was not kept."""
+    return ("NNCF: " + "; ".join(rec["nncf_log"]) + "."
+            + (f" {rec['accuracy_control']}." if rec.get("accuracy_control") else ""))
+
+
 def quantization_markdown(records: dict[str, dict[str, Any]], top: int = 15) -> str:
     """quantization.md: per int8 artifact, what it was calibrated on, the remedies tried and the
     per-layer errors (worst first) when they were measured."""
@@ -135,13 +141,14 @@ def quantization_markdown(records: dict[str, dict[str, Any]], top: int = 15) -> 
         if not repair:
             nncf = rec.get("nncf_log")
             if nncf is not None:  # OpenVINO int8 as NNCF quantized it (the gate did not send it to accuracy control)
-                plain = ("Passed the accuracy gate as calibrated (plain NNCF post-training quantization): "
-                         "NNCF's accuracy control not needed." if rec.get("gate") == "passed" else
-                         f"Accuracy gate: {rec.get('gate', 'not judged (no eval set)')}. NNCF: plain post-training "
-                         "quantization.")
-                lines += [(f"Accuracy gate: {rec.get('gate', 'not judged (no eval set)')}. NNCF: " + "; ".join(nncf)
-                           + "." if nncf else plain)
-                          + (f" {rec['accuracy_control']}." if rec.get("accuracy_control") else ""), ""]
+                gate = rec.get("gate", "not judged (no eval set)")
+                if nncf:
+                    lines += [f"Accuracy gate: {gate}. {_nncf_sentence(rec)}", ""]
+                elif gate == "passed":
+                    lines += ["Passed the accuracy gate as calibrated (plain NNCF post-training quantization): "
+                              "NNCF's accuracy control not needed.", ""]
+                else:
+                    lines += [f"Accuracy gate: {gate}. NNCF: plain post-training quantization.", ""]
                 continue
             lines += ["Passed the accuracy gate as calibrated: no remedy needed." if rec.get("gate") == "passed"
                       else f"Accuracy gate: {rec.get('gate', 'not judged (no eval set)')}; "
@@ -154,8 +161,7 @@ def quantization_markdown(records: dict[str, dict[str, Any]], top: int = 15) -> 
         if repair.get("note"):
             lines += ["", f"Note: {repair['note']}."]
         if rec.get("nncf_log"):  # OpenVINO int8 repaired by NNCF's accuracy control: what NNCF said
-            lines += ["", "NNCF: " + "; ".join(rec["nncf_log"]) + "."
-                      + (f" {rec['accuracy_control']}." if rec.get("accuracy_control") else "")]
+            lines += ["", _nncf_sentence(rec)]
         if repair.get("layer_errors") and "rmse_scale" in repair["layer_errors"][0]:
             lines += ["", f"Worst {min(top, len(repair['layer_errors']))} layers by quantization error "
                       "(tf.lite.experimental.QuantizationDebugger; RMS error in quantization steps: higher is worse; "

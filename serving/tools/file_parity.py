@@ -315,10 +315,8 @@ def variant_part(bundle: str | Path, files_dir: str | Path, variant: str, *, bea
                 _score_rows(root, variant, art, folder, files, refs[art.key], part.rows, part.bad_files,
                             labels, Path(tmp))
                 say(f"{variant}: score {art.format} {art.precision}")
-        def path_of(a) -> tuple[str, str]:
-            return a.format, str(a.inputs[0]["dtype"]) if a.inputs else ""
         for ran in scored:
-            left = ", ".join(a.precision for a in same_path if path_of(a) == path_of(ran))
+            left = ", ".join(a.precision for a in same_path if _beam_path(a) == _beam_path(ran))
             if left:
                 part.skipped.append(f"{variant}: score (Beam) of {ran.format} {left}: Beam's path is the one "
                                     f"{ran.format} {ran.precision} took (one artifact per format and input type); "
@@ -328,13 +326,18 @@ def variant_part(bundle: str | Path, files_dir: str | Path, variant: str, *, bea
     return part
 
 
+def _beam_path(art) -> tuple[str, str]:
+    """What decides an artifact's path through `score` (Beam): its format and its input's dtype."""
+    return art.format, str(art.inputs[0]["dtype"]) if art.inputs else ""
+
+
 def beam_artifacts(artifacts: list) -> tuple[list, list]:
     """(scored, same path): the artifacts `score` (Beam) runs, one per format and input dtype (its highest
     precision: fp32, or OpenVINO's fp16; TFLite int8's uint8 input is a path of its own), and the
     others; both in the order given. Beam's part of the path (listing, decoding in the DoFn, batching,
     the shards, dead letters) is the same for every artifact of a format and input type; what differs is
-    the runtime, which each artifact's runner row checks on the same pixels. Issue 21 asked for Beam per format; per artifact it
-    cost ~9 CPU s more per variant of `make export`."""
+    the runtime, which each artifact's runner row checks on the same pixels. Issue 21 asked for Beam
+    per format; per artifact it cost ~9 CPU s more per variant of `make export`."""
     from export.core.registry import FORMATS
 
     def rank(art) -> int:
@@ -342,7 +345,7 @@ def beam_artifacts(artifacts: list) -> tuple[list, list]:
         return precisions.index(art.precision) if art.precision in precisions else len(precisions)
     chosen: dict[tuple[str, str], object] = {}
     for art in sorted(artifacts, key=rank):  # the highest precision of each (the index lists TFLite's alphabetically)
-        chosen.setdefault((art.format, str(art.inputs[0]["dtype"]) if art.inputs else ""), art)
+        chosen.setdefault(_beam_path(art), art)
     picked = {id(a) for a in chosen.values()}
     scored = [a for a in artifacts if id(a) in picked]
     same = [a for a in artifacts if id(a) not in picked]
