@@ -59,6 +59,19 @@ def _variant_facts(bundle: Path, variant: str, artifacts: list) -> tuple[ImageCo
     return contract, list(record.labels), True
 
 
+#: The in-graph twin's pixels of a corpus for one contract, and its refusals: (file name -> pixels,
+#: file name -> {path: message}). Every variant of one contract shares them (contract_pixels).
+TwinPixels = tuple[dict[str, np.ndarray], dict[str, dict[str, str]]]
+
+
+def contract_pixels(files_dir: str | Path, contract: dict[str, Any]) -> TwinPixels:
+    """The in-graph twin's pixels of the corpus in `files_dir` for `contract` (ImageContract.to_dict),
+    and its refusals: a pool task whose result every variant part of that contract takes, so that the
+    twin (~8 CPU s for the compact corpus, a third of it tracing) runs once, not once per part."""
+    bad: dict[str, dict[str, str]] = {}
+    return _tf_pixels(corpus_files(Path(files_dir)), ImageContract.from_dict(contract), bad), bad
+
+
 def _tf_pixels(files: list[Path], contract: ImageContract, bad: dict) -> dict[str, np.ndarray]:
     """file name -> the in-graph twin's pixels; refusals recorded in `bad` by their message."""
     import tensorflow as tf
@@ -288,9 +301,11 @@ class VariantPart:
 
 def variant_part(bundle: str | Path, files_dir: str | Path, variant: str, *, beam: bool = True,
                  mediapipe: bool = True, threads: int | None = None,
-                 progress: Callable[[str], None] | None = None, formats: tuple[str, ...] | None = None) -> VariantPart:
+                 progress: Callable[[str], None] | None = None, formats: tuple[str, ...] | None = None,
+                 twin: TwinPixels | None = None) -> VariantPart:
     """Every path of one variant's artifacts (those of `formats`, or all) but the server's (a pool
-    task: export.pipeline.workers)."""
+    task: export.pipeline.workers). `twin`: contract_pixels of this variant's contract, when already
+    computed."""
     from export.formats import read_index
     root, folder = Path(bundle), Path(files_dir)
     files = corpus_files(folder)
@@ -299,7 +314,11 @@ def variant_part(bundle: str | Path, files_dir: str | Path, variant: str, *, bea
     artifacts = [a for a in every if formats is None or a.format in formats]
     part = VariantPart(variant)
     contract, labels, is_bundle = _variant_facts(root, variant, every)
-    tf_px = _tf_pixels(files, contract, part.bad_files)
+    if twin is None:
+        twin = contract_pixels(folder, contract.to_dict())
+    tf_px = dict(twin[0])
+    for name, paths in twin[1].items():
+        part.bad_files.setdefault(name, {}).update(paths)
     pil_px = _pil_pixels(files, contract, part.bad_files)
     refs: dict[str, Probs] = {}
     for art in artifacts:
@@ -355,6 +374,8 @@ def beam_artifacts(artifacts: list) -> tuple[list, list]:
 #: Peak memory of one variant's part (TensorFlow, a SavedModel, one runner at a time, Beam,
 #: MediaPipe), for the export pool's budget.
 VARIANT_PART_GB = 4.0
+#: Peak memory of contract_pixels (TensorFlow, the twin on one 3000-px JPEG at a time).
+TWIN_GB = 1.5
 
 
 def run(bundle: str | Path, files_dir: str | Path, variant: str | None = None, *, server: bool = True,
@@ -386,8 +407,14 @@ def run(bundle: str | Path, files_dir: str | Path, variant: str | None = None, *
         if workers > 1:
             parts = _parts_in_pool(root, folder, index, beam, mediapipe, workers, threads, say)
         else:
-            parts = [variant_part(root, folder, name, beam=beam, mediapipe=mediapipe, threads=threads,
-                                  progress=say) for name in names]
+            twins: dict[ImageContract, TwinPixels] = {}
+            parts = []
+            for name in names:
+                contract = _variant_facts(root, name, [a for a in every if a.variant == name])[0]
+                if contract not in twins:
+                    twins[contract] = contract_pixels(folder, contract.to_dict())
+                parts.append(variant_part(root, folder, name, beam=beam, mediapipe=mediapipe, threads=threads,
+                                          progress=say, twin=twins[contract]))
     except BaseException:
         if queries is not None:
             queries.abandon()
@@ -434,20 +461,42 @@ def pool_tasks(index: list) -> int:
     return len(_task_groups(index))
 
 
-def _parts_in_pool(root: Path, folder: Path, index: list, beam: bool, mediapipe: bool, workers: int,
-                   threads: int | None, say: Callable[[str], None]) -> list[VariantPart]:
-    """Each variant's paths as POOL_SPLIT's tasks in the export pool: their parts, in task order."""
-    from export.pipeline.workers import Task, run_tasks, threads_per_task
-    threads = threads or threads_per_task(workers)
-    tasks = [Task(key=f"{name}:file-parity:{i}", fn="serving.tools.file_parity:variant_part",
+def pool_plan(root: Path, folder: Path, index: list, *, beam: bool, mediapipe: bool,
+              threads: int) -> tuple[list, list]:
+    """(twin tasks, part tasks) of the export pool: one contract_pixels task per image contract, and
+    POOL_SPLIT's tasks of each variant, each taking its contract's twin pixels as `twin`."""
+    from export.pipeline.workers import Task
+    contracts: dict[str, ImageContract] = {}
+    twins: dict[ImageContract, Task] = {}
+    for name in sorted({a.variant for a in index}):
+        contracts[name] = contract = _variant_facts(root, name, [a for a in index if a.variant == name])[0]
+        if contract not in twins:
+            twins[contract] = Task(key=f"contract-{len(twins)}:twin-pixels", fn="serving.tools.file_parity:"
+                                   "contract_pixels", kwargs={"files_dir": str(folder), "contract": contract.to_dict()},
+                                   memory_gb=TWIN_GB, label=f"in-graph twin's pixels ({contract.size} px)")
+    parts = [Task(key=f"{name}:file-parity:{i}", fn="serving.tools.file_parity:variant_part",
                   kwargs={"bundle": str(root), "files_dir": str(folder), "variant": name, "beam": beam,
                           "mediapipe": mediapipe, "threads": threads, "formats": group},
+                  inputs={"twin": twins[contracts[name]].key},
                   memory_gb=VARIANT_PART_GB, label=f"{name} end-to-end parity from files ({', '.join(group)})")
              for name, i, group in _task_groups(index)]
-    pool = run_tasks(tasks, workers=workers, memory_budget_gb=VARIANT_PART_GB * workers,
-                     on_done=lambda t, cost: say(f"{t.key.split(':')[0]}: {', '.join(t.kwargs['formats'])}, every path "
-                                                 f"but the server's ({cost.wall_s:.0f} s)"))
-    return [pool.results[t.key] for t in tasks]
+    return list(twins.values()), parts
+
+
+def _parts_in_pool(root: Path, folder: Path, index: list, beam: bool, mediapipe: bool, workers: int,
+                   threads: int | None, say: Callable[[str], None]) -> list[VariantPart]:
+    """Each variant's paths as POOL_SPLIT's tasks in the export pool, after their contract's twin
+    pixels: their parts, in task order."""
+    from export.pipeline.workers import run_tasks, threads_per_task
+    twins, parts = pool_plan(root, folder, index, beam=beam, mediapipe=mediapipe,
+                             threads=threads or threads_per_task(workers))
+
+    def done(t, cost) -> None:
+        if t in parts:
+            say(f"{t.kwargs['variant']}: {', '.join(t.kwargs['formats'])}, every path but the server's "
+                f"({cost.wall_s:.0f} s)")
+    pool = run_tasks([*twins, *parts], workers=workers, memory_budget_gb=VARIANT_PART_GB * workers, on_done=done)
+    return [pool.results[t.key] for t in parts]
 
 
 def _relative_messages(bad: dict[str, dict[str, str]], folder: Path) -> None:

@@ -89,6 +89,28 @@ def test_a_one_variant_bundle_makes_two_pool_tasks():
 
 
 @pytest.mark.unit
+def test_the_in_graph_twin_runs_once_per_contract_in_the_pool(tmp_path):
+    """The twin's pixels (~8 CPU s a corpus) are one pool task per image contract, whose result every
+    part of the variants of that contract takes; a variant of another size gets its own."""
+    from types import SimpleNamespace as A
+
+    from serving.tools.file_parity import pool_plan
+
+    def arts(variant, size):
+        return [A(variant=variant, format=f, inputs=[{"shape": [1, size, size, 3]}]) for f in ("savedmodel", "tflite")]
+    twins, parts = pool_plan(tmp_path, tmp_path / "files", [*arts("dense", 224), *arts("conv", 224)],
+                             beam=False, mediapipe=False, threads=1)
+    assert len(twins) == 1 and twins[0].kwargs["contract"]["size"] == 224
+    assert len(parts) == 4 and all(p.inputs == {"twin": twins[0].key} for p in parts)
+    twins, parts = pool_plan(tmp_path, tmp_path / "files", [*arts("dense", 224), *arts("small", 160)],
+                             beam=False, mediapipe=False, threads=1)
+    assert sorted(t.kwargs["contract"]["size"] for t in twins) == [160, 224]
+    assert {p.kwargs["variant"]: p.inputs["twin"] for p in parts} == {
+        "dense": next(t.key for t in twins if t.kwargs["contract"]["size"] == 224),
+        "small": next(t.key for t in twins if t.kwargs["contract"]["size"] == 160)}
+
+
+@pytest.mark.unit
 def test_answers_run_each_distinct_tensor_once():
     """A tensor bit-identical to one already run is answered from it, and counted; any other runs."""
     import numpy as np
