@@ -79,3 +79,15 @@ def spin(seconds: float) -> None:
     start = time.process_time()
     while time.process_time() - start < seconds:
         pass
+
+
+def refaults(mb: int) -> dict:
+    """Minor page faults while filling an `mb` MB buffer a second time, after the first one was freed:
+    about mb * 256 where malloc handed the first back to the kernel (a large buffer, by default)."""
+    import resource
+
+    import numpy as np
+    np.ones(mb << 17).fill(2.0)  # allocated, touched, freed
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    np.ones(mb << 17).fill(2.0)
+    return {"faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before, "pages": mb << 8}

@@ -93,10 +93,12 @@ class Forked:
     """A task forked from the fork server `ctx` (context()) that runs `entry(job)` (the pool's task entry
     point, a module-level function; its return is the exit code), with the subprocess.Popen methods the
     pool uses (pid, wait, terminate, kill, returncode: negative for a signal, as Popen's). `parent_env`
-    names the variable through which the task learns the process it must outlive."""
+    names the variable through which the task learns the process it must outlive. `server_env`: variables
+    the fork server is started with, if this start starts it (what a process reads at its own start, such
+    as glibc's GLIBC_TUNABLES, is the server's in every task it forks)."""
 
     def __init__(self, ctx, entry: Callable[[str], int], job: Path, env: dict[str, str], cwd: str,
-                 parent_env: str) -> None:
+                 parent_env: str, server_env: dict[str, str] | None = None) -> None:
         from multiprocessing import spawn
         from unittest import mock
         self._process = ctx.Process(target=_forked_child, args=(entry, str(job), env, cwd, parent_env),
@@ -112,7 +114,14 @@ class Forked:
             data.pop("init_main_from_name", None)
             return data
         with _START_LOCK, mock.patch.object(spawn, "get_preparation_data", without_main):
-            self._process.start()
+            added = {k: v for k, v in (server_env or {}).items() if k not in os.environ} \
+                if _server()._forkserver_pid is None else {}
+            os.environ.update(added)  # only the keys it adds, and only while the server starts
+            try:
+                self._process.start()
+            finally:
+                for key in added:
+                    os.environ.pop(key, None)
         self.pid = self._process.pid
 
     def wait(self, timeout: float | None = None) -> int:

@@ -38,6 +38,17 @@ SAMPLE_EVERY_S = 0.2
 PSS_EVERY = 10
 #: The pool's pid, given to each task so that it can tell whether its parent already died.
 PARENT_ENV = "RESNET_DEPLOY_POOL_PARENT"
+#: glibc's malloc in the tasks (read at a process's start; a GLIBC_TUNABLES of the caller's own wins):
+#: keep freed buffers up to 512 MB in the heap instead of mapping each large tensor buffer and
+#: unmapping it again, so that the kernel does not zero the same pages on every inference. Measured on
+#: the end-to-end parity's six tasks (2-core EPYC): minor page faults 5.8 M -> 2.4 M, system time 16.5
+#: -> 10.2 s, wall 93.8 -> 88.2 s; each task's peak RSS ~10-15 % higher.
+MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=536870912:glibc.malloc.trim_threshold=1073741824"
+
+
+def malloc_env() -> dict[str, str]:
+    """{"GLIBC_TUNABLES": MALLOC_TUNABLES}, unless the caller set GLIBC_TUNABLES (then theirs is kept)."""
+    return {} if "GLIBC_TUNABLES" in os.environ else {"GLIBC_TUNABLES": MALLOC_TUNABLES}
 
 
 @dataclass
@@ -189,11 +200,13 @@ class _Processes:
         proc: subprocess.Popen | Forked
         server = context()
         if server is not None:
-            proc = Forked(server, _child, job, {**os.environ, **self.env}, os.getcwd(), PARENT_ENV)
+            proc = Forked(server, _child, job, {**os.environ, **self.env}, os.getcwd(), PARENT_ENV,
+                          server_env=malloc_env())
         else:
             with open(job.with_suffix(".log"), "wb") as log:  # converters' chatter; its tail on a crash
                 proc = subprocess.Popen([sys.executable, "-m", "export.pipeline.workers", str(job)],
-                                        env={**os.environ, **self.env, PARENT_ENV: str(os.getpid())},
+                                        env={**os.environ, **malloc_env(), **self.env,
+                                             PARENT_ENV: str(os.getpid())},
                                         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         with self._lock:
             self._procs[t.key] = proc
