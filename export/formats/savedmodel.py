@@ -27,11 +27,11 @@ def signatures_for(model, size: int, aspect: str = "stretch"):
     from export.images import ImageContract, tf_ops
     contract = ImageContract(size, aspect)
 
-    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="image")])
+    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32, name="image")], autograph=False)
     def serving_default(image):
         return model(image, training=False)
 
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")], autograph=False)
     def predict_image_bytes(image_bytes):
         return model(tf_ops.decode_batch(image_bytes, contract), training=False)
 

@@ -78,7 +78,7 @@ def _tf_pixels(files: list[Path], contract: ImageContract, bad: dict) -> dict[st
 
     from export.images import tf_ops
     from serving.backends.servables import tf_error_message
-    fn = tf.function(lambda d: tf_ops.decode(d, contract), input_signature=[tf.TensorSpec([], tf.string)])
+    fn = tf.function(lambda d: tf_ops.decode(d, contract), input_signature=[tf.TensorSpec([], tf.string)], autograph=False)
     out = {}
     for f in files:
         try:

@@ -25,7 +25,7 @@ def tf_decode():
 
     def run(data: bytes, contract: ImageContract):
         if contract not in fns:
-            fns[contract] = tf.function(lambda d: tf_ops.decode(d, contract),
+            fns[contract] = tf.function(lambda d: tf_ops.decode(d, contract), autograph=False,
                                         input_signature=[tf.TensorSpec([], tf.string)])
         return fns[contract](tf.constant(data)).numpy()
     return run
