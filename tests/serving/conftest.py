@@ -48,6 +48,14 @@ def bundle(exported, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_scoring_bundle(tmp_path_factory) -> Path:
+    """tests/serving/scoring_bundle.py's tiny real bundle (SavedModel, TFLite fp32/int8, ONNX, OpenVINO
+    IR: ~10 s of exports), once per test process; read-only: a test that changes it copies it."""
+    from tests.serving.scoring_bundle import make_bundle
+    return make_bundle(tmp_path_factory.mktemp("tiny-scoring-bundle"))
+
+
+@pytest.fixture(scope="session")
 def photos4():
     from export.model import samples
     return samples.photos()[:4]

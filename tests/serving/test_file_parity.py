@@ -3,6 +3,7 @@ through every real path of a tiny real bundle, compared with `predict_image_byte
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,13 +13,11 @@ from tests.helpers import run_main
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, tiny_scoring_bundle):
     from export.images import corpus
-    from tests.serving.scoring_bundle import make_bundle
     root = tmp_path_factory.mktemp("file-parity")
-    bundle = make_bundle(root)
     corpus.write(root / "files", large=False, bad=True)
-    return bundle, root / "files"
+    return tiny_scoring_bundle, root / "files"
 
 
 def _rows(report: FileParityReport) -> dict[tuple[str, str], object]:
@@ -177,14 +176,13 @@ def test_server_and_score_answer_like_the_bytes_signature(tiny):
 
 
 @pytest.mark.integration
-def test_make_export_writes_the_section_into_the_bundle(tmp_path):
+def test_make_export_writes_the_section_into_the_bundle(tmp_path, tiny_scoring_bundle):
     """export.pipeline.end_to_end on a laid-out bundle: the section lands in parity.md and the README,
     file_parity.json beside them, the summary in the manifest, whose file table still verifies."""
     from export.bundle import layout
     from export.pipeline import end_to_end
     from serving.tools.file_parity import run
-    from tests.serving.scoring_bundle import make_bundle
-    bundle = make_bundle(tmp_path)
+    bundle = Path(shutil.copytree(tiny_scoring_bundle, tmp_path / tiny_scoring_bundle.name))  # it changes it
     (bundle / "parity.md").write_text("# Parity\n")
     (bundle / "README.md").write_text("# tiny\n")
     layout.write_manifest(bundle, layout.read_manifest(bundle))

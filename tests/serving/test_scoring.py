@@ -12,14 +12,14 @@ import pytest
 from export.core.errors import BundleError, UsageError
 from export.core.registry import FORMATS
 from tests.helpers import run_cli, run_main
-from tests.serving.scoring_bundle import LABELS, MODEL, make_bundle, make_images, rows_by_path, top_k_arrays
+from tests.serving.scoring_bundle import LABELS, MODEL, make_images, rows_by_path, top_k_arrays
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory):
-    return make_bundle(tmp_path_factory.mktemp("scoring"))
+def tiny_bundle(tiny_scoring_bundle):
+    return tiny_scoring_bundle
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,14 @@ import pytest
 
 from tests.helpers import run_cli
 from tests.serving.conftest import start_server
-from tests.serving.scoring_bundle import MODEL, make_bundle, make_images, rows_by_path, top_k_arrays
+from tests.serving.scoring_bundle import MODEL, make_images, rows_by_path, top_k_arrays
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory):
-    return make_bundle(tmp_path_factory.mktemp("scoring-predict"))
+def tiny_bundle(tiny_scoring_bundle):
+    return tiny_scoring_bundle
 
 
 @pytest.fixture(scope="module")
