@@ -26,11 +26,6 @@ PYTEST_ARGS ?=
 # pytest-xdist workers for both test targets (`--dist loadgroup`: the e2e tests are two groups that
 # build disjoint session artifacts, tests/conftest.py e2e_group, so nothing is built twice).
 TEST_WORKERS ?= 2
-# glibc malloc for the test processes (the export pool's tasks set their own, larger, values:
-# export/pipeline/workers.py MALLOC_TUNABLES): keep freed buffers up to 64 MB in the heap, and up to
-# 256 MB of free heap, instead of handing ResNet50's tensors back to the kernel and faulting them in
-# zeroed again on the next inference. A GLIBC_TUNABLES of your own wins.
-TEST_MALLOC ?= $(or $(GLIBC_TUNABLES),glibc.malloc.mmap_threshold=67108864:glibc.malloc.trim_threshold=268435456)
 
 .PHONY: help setup setup-gpu browser train export verify test test-fast lint bench serve parity-gpu lock clean
 
@@ -83,10 +78,10 @@ browser: ## install headless Chromium for the report.html browser test (Debian's
 	  echo "warning: could not install chromium; the browser test will report 'skipped: no chromium'" >&2
 
 test: setup browser ## run the whole test suite (what CI runs)
-	GLIBC_TUNABLES=$(TEST_MALLOC) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: setup browser ## the inner loop: unit + integration tests only (no ResNet50 exports, servers, bench)
-	GLIBC_TUNABLES=$(TEST_MALLOC) $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "unit or integration" $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup -m "unit or integration" $(PYTEST_ARGS)
 
 lint: setup ## ruff (style, imports, bugbear) and mypy (export/, serving/)
 	$(VENV)/bin/ruff check export serving tests

@@ -198,7 +198,7 @@ def test_tasks_fork_from_a_server_that_imported_tensorflow_once(monkeypatch, tmp
 
 @pytest.mark.parametrize("forkserver", ["1", "0"])
 def test_tasks_keep_freed_buffers_instead_of_faulting_them_in_again(monkeypatch, forkserver):
-    """Tasks run with MALLOC_TUNABLES (or the caller's own GLIBC_TUNABLES, such as make test's): a 40 MB
+    """Tasks run with MALLOC_TUNABLES (or the caller's own GLIBC_TUNABLES): a 40 MB
     buffer freed and allocated again reuses the heap's pages (glibc's default maps and unmaps any buffer
     over 32 MB, so the kernel zeroes every page again)."""
     from export.pipeline import forkserver as server
