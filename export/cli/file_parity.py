@@ -45,7 +45,7 @@ def bundle_hook(bundle_dir: Path, files_dir: Path):
     A one-variant bundle gets both cores too: its two parts run at once."""
     from export.formats import read_index
     from export.pipeline.workers import default_workers
-    from serving.tools.file_parity import pool_tasks
     from serving.tools.file_parity import run as run_files
+    from serving.tools.file_parity_pool import pool_tasks
     tasks = pool_tasks(read_index(bundle_dir))
     return run_files(bundle_dir, files_dir, workers=min(default_workers(), tasks))  # 1: in-process

@@ -60,16 +60,22 @@ def _variant_facts(bundle: Path, variant: str, artifacts: list) -> tuple[ImageCo
 
 
 #: The in-graph twin's pixels of a corpus for one contract, and its refusals: (file name -> pixels,
-#: file name -> {path: message}). Every variant of one contract shares them (contract_pixels).
+#: file name -> {path: message}). Every variant of one contract shares them (twin_pixels).
 TwinPixels = tuple[dict[str, np.ndarray], dict[str, dict[str, str]]]
 
 
-def contract_pixels(files_dir: str | Path, contract: dict[str, Any]) -> TwinPixels:
+def twin_pixels(files_dir: str | Path, contract: dict[str, Any]) -> TwinPixels:
     """The in-graph twin's pixels of the corpus in `files_dir` for `contract` (ImageContract.to_dict),
-    and its refusals: a pool task whose result every variant part of that contract takes, so that the
-    twin (~8 CPU s for the compact corpus, a third of it tracing) runs once, not once per part."""
+    and its refusals: computed once per contract (a pool task whose result every variant part of that
+    contract takes: file_parity_pool), not once per part (~8 CPU s for the compact corpus)."""
     bad: dict[str, dict[str, str]] = {}
     return _tf_pixels(corpus_files(Path(files_dir)), ImageContract.from_dict(contract), bad), bad
+
+
+def variant_contracts(root: Path, index: list) -> dict[str, ImageContract]:
+    """variant -> its image contract, for every variant of `index` (sorted by name)."""
+    return {name: _variant_facts(root, name, [a for a in index if a.variant == name])[0]
+            for name in sorted({a.variant for a in index})}
 
 
 def _tf_pixels(files: list[Path], contract: ImageContract, bad: dict) -> dict[str, np.ndarray]:
@@ -304,7 +310,7 @@ def variant_part(bundle: str | Path, files_dir: str | Path, variant: str, *, bea
                  progress: Callable[[str], None] | None = None, formats: tuple[str, ...] | None = None,
                  twin: TwinPixels | None = None) -> VariantPart:
     """Every path of one variant's artifacts (those of `formats`, or all) but the server's (a pool
-    task: export.pipeline.workers). `twin`: contract_pixels of this variant's contract, when already
+    task: export.pipeline.workers). `twin`: twin_pixels of this variant's contract, when already
     computed."""
     from export.formats import read_index
     root, folder = Path(bundle), Path(files_dir)
@@ -315,8 +321,8 @@ def variant_part(bundle: str | Path, files_dir: str | Path, variant: str, *, bea
     part = VariantPart(variant)
     contract, labels, is_bundle = _variant_facts(root, variant, every)
     if twin is None:
-        twin = contract_pixels(folder, contract.to_dict())
-    tf_px = dict(twin[0])
+        twin = twin_pixels(folder, contract.to_dict())
+    tf_px = twin[0]  # only read: the variants of a contract share it
     for name, paths in twin[1].items():
         part.bad_files.setdefault(name, {}).update(paths)
     pil_px = _pil_pixels(files, contract, part.bad_files)
@@ -371,20 +377,13 @@ def beam_artifacts(artifacts: list) -> tuple[list, list]:
     return scored, same
 
 
-#: Peak memory of one variant's part (TensorFlow, a SavedModel, one runner at a time, Beam,
-#: MediaPipe), for the export pool's budget.
-VARIANT_PART_GB = 4.0
-#: Peak memory of contract_pixels (TensorFlow, the twin on one 3000-px JPEG at a time).
-TWIN_GB = 1.5
-
-
 def run(bundle: str | Path, files_dir: str | Path, variant: str | None = None, *, server: bool = True,
         beam: bool = True, mediapipe: bool = True, threads: int | None = None,
         progress: Callable[[str], None] | None = None, workers: int = 1) -> FileParityReport:
     """The end-to-end report for every variant (or `variant`) of `bundle` on the files in `files_dir`.
 
-    With `workers` > 1 the variants' paths run as POOL_SPLIT's tasks in fresh processes
-    (export.pipeline.workers, one intra-op thread each per core); the report is the same."""
+    With `workers` > 1 the variants' paths run as the export pool's tasks in fresh processes
+    (serving.tools.file_parity_pool, one intra-op thread each per core); the report is the same."""
     from export.formats import read_index
     from serving.tools.file_parity_server import BackgroundQueries, StartedServer, rows_from
     root, folder = Path(bundle), Path(files_dir)
@@ -392,7 +391,6 @@ def run(bundle: str | Path, files_dir: str | Path, variant: str | None = None, *
     say = progress or (lambda _what: None)
     every = read_index(root)
     index = [a for a in every if variant is None or a.variant == variant]
-    names = sorted({a.variant for a in index})
     served = server and (root / "models.config").is_file() and any(a.format == "savedmodel" for a in index)
     started, queries = None, None
     if served:  # the server loads, and is queried, while the variants' paths run
@@ -404,17 +402,14 @@ def run(bundle: str | Path, files_dir: str | Path, variant: str | None = None, *
                     for v in on_server}
         queries = BackgroundQueries(started, files, client_pixels)
     try:
+        contracts = variant_contracts(root, index)
         if workers > 1:
-            parts = _parts_in_pool(root, folder, index, beam, mediapipe, workers, threads, say)
+            from serving.tools.file_parity_pool import parts_in_pool
+            parts = parts_in_pool(root, folder, index, contracts, beam, mediapipe, workers, threads, say)
         else:
-            twins: dict[ImageContract, TwinPixels] = {}
-            parts = []
-            for name in names:
-                contract = _variant_facts(root, name, [a for a in every if a.variant == name])[0]
-                if contract not in twins:
-                    twins[contract] = contract_pixels(folder, contract.to_dict())
-                parts.append(variant_part(root, folder, name, beam=beam, mediapipe=mediapipe, threads=threads,
-                                          progress=say, twin=twins[contract]))
+            twins = {c: twin_pixels(folder, c.to_dict()) for c in set(contracts.values())}
+            parts = [variant_part(root, folder, name, beam=beam, mediapipe=mediapipe, threads=threads,
+                                  progress=say, twin=twins[contract]) for name, contract in contracts.items()]
     except BaseException:
         if queries is not None:
             queries.abandon()
@@ -438,65 +433,6 @@ def run(bundle: str | Path, files_dir: str | Path, variant: str | None = None, *
         report.skipped.append(f"server: {root} has no models.config (not a bundle) or no SavedModel")
     _relative_messages(report.bad_files, folder)
     return report
-
-
-#: How the pool splits one variant's paths: runner formats apart from LiteRT (whose four files each add
-#: `classify` and two MediaPipe rows). Three variants make six tasks of similar length, which 2
-#: workers run in three full rounds, where three whole variants left a core idle for the third.
-POOL_SPLIT = (("savedmodel", "onnx", "openvino"), ("tflite",))
-
-
-def _task_groups(index: list) -> list[tuple[str, int, tuple[str, ...]]]:
-    """(variant, part number, formats) of each pool task: POOL_SPLIT's parts that the variant has,
-    then one for any format POOL_SPLIT does not name."""
-    present = {(a.variant, a.format) for a in index}
-    known = {f for group in POOL_SPLIT for f in group}
-    groups = [*POOL_SPLIT, tuple(sorted({f for _, f in present} - known))]
-    return [(name, i, group) for name in sorted({v for v, _ in present}) for i, group in enumerate(groups)
-            if any((name, f) in present for f in group)]
-
-
-def pool_tasks(index: list) -> int:
-    """How many pool tasks the artifacts of `index` make (more workers than this would idle)."""
-    return len(_task_groups(index))
-
-
-def pool_plan(root: Path, folder: Path, index: list, *, beam: bool, mediapipe: bool,
-              threads: int) -> tuple[list, list]:
-    """(twin tasks, part tasks) of the export pool: one contract_pixels task per image contract, and
-    POOL_SPLIT's tasks of each variant, each taking its contract's twin pixels as `twin`."""
-    from export.pipeline.workers import Task
-    contracts: dict[str, ImageContract] = {}
-    twins: dict[ImageContract, Task] = {}
-    for name in sorted({a.variant for a in index}):
-        contracts[name] = contract = _variant_facts(root, name, [a for a in index if a.variant == name])[0]
-        if contract not in twins:
-            twins[contract] = Task(key=f"contract-{len(twins)}:twin-pixels", fn="serving.tools.file_parity:"
-                                   "contract_pixels", kwargs={"files_dir": str(folder), "contract": contract.to_dict()},
-                                   memory_gb=TWIN_GB, label=f"in-graph twin's pixels ({contract.size} px)")
-    parts = [Task(key=f"{name}:file-parity:{i}", fn="serving.tools.file_parity:variant_part",
-                  kwargs={"bundle": str(root), "files_dir": str(folder), "variant": name, "beam": beam,
-                          "mediapipe": mediapipe, "threads": threads, "formats": group},
-                  inputs={"twin": twins[contracts[name]].key},
-                  memory_gb=VARIANT_PART_GB, label=f"{name} end-to-end parity from files ({', '.join(group)})")
-             for name, i, group in _task_groups(index)]
-    return list(twins.values()), parts
-
-
-def _parts_in_pool(root: Path, folder: Path, index: list, beam: bool, mediapipe: bool, workers: int,
-                   threads: int | None, say: Callable[[str], None]) -> list[VariantPart]:
-    """Each variant's paths as POOL_SPLIT's tasks in the export pool, after their contract's twin
-    pixels: their parts, in task order."""
-    from export.pipeline.workers import run_tasks, threads_per_task
-    twins, parts = pool_plan(root, folder, index, beam=beam, mediapipe=mediapipe,
-                             threads=threads or threads_per_task(workers))
-
-    def done(t, cost) -> None:
-        if t in parts:
-            say(f"{t.kwargs['variant']}: {', '.join(t.kwargs['formats'])}, every path but the server's "
-                f"({cost.wall_s:.0f} s)")
-    pool = run_tasks([*twins, *parts], workers=workers, memory_budget_gb=VARIANT_PART_GB * workers, on_done=done)
-    return [pool.results[t.key] for t in parts]
 
 
 def _relative_messages(bad: dict[str, dict[str, str]], folder: Path) -> None:

@@ -80,7 +80,7 @@ def test_a_one_variant_bundle_makes_two_pool_tasks():
     variant's LiteRT part and its other runtimes' part run at once, on both cores."""
     from types import SimpleNamespace as A
 
-    from serving.tools.file_parity import pool_tasks
+    from serving.tools.file_parity_pool import pool_tasks
     one = [A(variant="dense", format=f) for f in ("savedmodel", "tflite", "tflite", "onnx", "openvino")]
     assert pool_tasks(one) == 2
     assert pool_tasks([*one, *(A(variant="conv", format=f) for f in ("savedmodel", "onnx"))]) == 3
@@ -93,16 +93,19 @@ def test_the_in_graph_twin_runs_once_per_contract_in_the_pool(tmp_path):
     part of the variants of that contract takes; a variant of another size gets its own."""
     from types import SimpleNamespace as A
 
-    from serving.tools.file_parity import pool_plan
+    from serving.tools.file_parity import variant_contracts
+    from serving.tools.file_parity_pool import pool_plan
 
     def arts(variant, size):
         return [A(variant=variant, format=f, inputs=[{"shape": [1, size, size, 3]}]) for f in ("savedmodel", "tflite")]
-    twins, parts = pool_plan(tmp_path, tmp_path / "files", [*arts("dense", 224), *arts("conv", 224)],
-                             beam=False, mediapipe=False, threads=1)
+
+    def plan(index):
+        return pool_plan(tmp_path, tmp_path / "files", index, variant_contracts(tmp_path, index), beam=False,
+                         mediapipe=False, threads=1)
+    twins, parts = plan([*arts("dense", 224), *arts("conv", 224)])
     assert len(twins) == 1 and twins[0].kwargs["contract"]["size"] == 224
     assert len(parts) == 4 and all(p.inputs == {"twin": twins[0].key} for p in parts)
-    twins, parts = pool_plan(tmp_path, tmp_path / "files", [*arts("dense", 224), *arts("small", 160)],
-                             beam=False, mediapipe=False, threads=1)
+    twins, parts = plan([*arts("dense", 224), *arts("small", 160)])
     assert sorted(t.kwargs["contract"]["size"] for t in twins) == [160, 224]
     assert {p.kwargs["variant"]: p.inputs["twin"] for p in parts} == {
         "dense": next(t.key for t in twins if t.kwargs["contract"]["size"] == 224),
