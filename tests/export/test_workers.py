@@ -123,8 +123,6 @@ def test_tasks_die_with_a_killed_pool(tmp_path):
     """The pool is killed (SIGKILL) once its task has said it runs; the task must be gone soon
     after, long before its 60 s would end, and never write its marker."""
     import signal
-    import subprocess
-    import sys
     marker = tmp_path / "orphan-wrote-this"
     code = ("from export.pipeline.workers import Task, run_tasks\n"
             f"run_tasks([Task('t', 'tests.pool_tasks:orphan_check', {{'seconds': 60, 'marker': {str(marker)!r}}})])\n")
@@ -144,8 +142,6 @@ def test_tasks_die_with_a_killed_pool(tmp_path):
 def test_the_openvino_task_imports_no_tensorflow():
     """The OpenVINO converter task reads the SavedModel with OpenVINO's own frontend and runs the IR
     with OpenVINO: what it imports must not pull in TensorFlow or Keras (~5 CPU s per process)."""
-    import subprocess
-    import sys
     code = ("import sys\n"
             "import export.pipeline.stages, export.model.built, export.formats.openvino, export.runtimes.openvino\n"
             "import export.quality.golden, export.quality.parity, export.pipeline.gate_stage, nncf\n"
@@ -158,8 +154,6 @@ def test_the_openvino_task_imports_no_tensorflow():
 def test_cpu_seconds_counts_the_subprocesses_waited_for():
     """The export's CPU record counts what its subprocesses burn (the end-to-end parity's pool ran
     uncounted before): a child spinning 0.5 s of CPU adds about that much."""
-    import subprocess
-    import sys
 
     from export.core.processes import cpu_seconds
     before = cpu_seconds()
@@ -217,8 +211,6 @@ def test_tasks_keep_freed_buffers_instead_of_faulting_them_in_again(monkeypatch,
 def test_a_script_without_a_main_guard_can_run_the_pool(tmp_path):
     """The fork server's tasks do not run the caller's main script again (multiprocessing would, and a
     script calling the export without `if __name__ == "__main__":` would start it again in every task)."""
-    import subprocess
-    import sys
     script = tmp_path / "unguarded.py"
     script.write_text("from export.pipeline.workers import Task, run_tasks\n"
                       "print('script ran')\n"
