@@ -292,11 +292,14 @@ def read_metadata(model: bytes | str | Path) -> ModelMetadata | None:
     """The metadata of a .tflite model (bytes or path), or None if it has none."""
     metadata, _, schema = _mediapipe_metadata()
     buf = Path(model).read_bytes() if isinstance(model, (str, Path)) else bytes(model)
+    # MediaPipe's reader takes the immutable bytes as they are (flatbuffers and zipfile read any
+    # buffer; io.BytesIO shares bytes but copies a bytearray): a bytearray here cost a copy of the
+    # whole model per use, five for an fp32 ResNet50 (~0.15 of the 0.2 s each read took)
     try:
-        raw = metadata.get_metadata_buffer(bytearray(buf))
+        raw = metadata.get_metadata_buffer(buf)
         if not raw:
             return None
-        displayer = metadata.MetadataDisplayer.with_model_buffer(bytearray(buf))
+        displayer = metadata.MetadataDisplayer.with_model_buffer(buf)
     except (ValueError, struct.error, IndexError) as e:  # not a TFLite flatbuffer, or a truncated one
         raise ExportError(f"cannot read the TFLite metadata: corrupt or not a TFLite model ({e})") from None
     md = schema.ModelMetadataT.InitFromObj(schema.ModelMetadata.GetRootAsModelMetadata(raw, 0))
