@@ -92,6 +92,8 @@ def quantize(model, calibration: np.ndarray, *, validation: tuple[np.ndarray, np
 
     `validation` (images, integer labels) with `max_drop_points` turns on NNCF's accuracy control.
     """
+    from export.core.telemetry import decline_unless_opted_in
+    decline_unless_opted_in()  # before NNCF's import, where it reads its consent
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
     from nncf.quantization.range_estimator import RangeEstimatorParametersSet
