@@ -219,3 +219,25 @@ def test_a_script_without_a_main_guard_can_run_the_pool(tmp_path):
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.splitlines() == ["script ran", "{'t': {'value': 7}}"]
+
+
+def test_the_sampler_reads_pss_only_when_it_could_set_a_new_peak(monkeypatch):
+    """PSS (smaps_rollup) is costly to read and never above RSS: while the RSS sum is at or below the PSS
+    peak, a PSS read cannot raise the peak, and none is made."""
+    from export.pipeline import workers
+    rss = {"now": 0}
+    reads: list[int] = []
+    monkeypatch.setattr(workers, "_status_kb", lambda pid, field: rss["now"])
+    monkeypatch.setattr(workers, "_pss_kb", lambda pid: reads.append(pid) or rss["now"] // 2)
+    monkeypatch.setattr(workers, "PSS_EVERY", 1)
+    sampler = workers._RssSampler()  # samples this process only (not started: sample() by hand)
+    rss["now"] = 4096 * 1024  # 4 GiB of RSS, 2 GiB of PSS
+    sampler.sample()
+    assert len(reads) == 1 and sampler.peak_pss_mb == 2048 and sampler.peak_mb == 4096
+    rss["now"] = 2048 * 1024  # RSS down to the PSS peak: its PSS cannot be higher
+    sampler.sample()
+    sampler.sample()
+    assert len(reads) == 1 and sampler.peak_pss_mb == 2048
+    rss["now"] = 6144 * 1024  # above it again: read, new peak
+    sampler.sample()
+    assert len(reads) == 2 and sampler.peak_pss_mb == 3072 and sampler.peak_mb == 6144
