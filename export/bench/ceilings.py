@@ -58,9 +58,8 @@ def _ort_int8(n: int, reps: int, threads: int) -> dict[str, Any]:
 
 
 def _openvino_model(n: int, int8: bool):
-    from export.core.telemetry import decline_unless_opted_in
-    decline_unless_opted_in()  # before OpenVINO's import: it starts its usage telemetry
-    import openvino as ov
+    from export.core.telemetry import import_openvino
+    ov = import_openvino()
     import openvino.opset13 as ops
     rng = np.random.default_rng(0)
     a = ops.parameter([n, n], ov.Type.f32, name="a")
@@ -76,9 +75,8 @@ def _openvino_model(n: int, int8: bool):
 
 
 def _openvino(n: int, reps: int, threads: int, precision: str) -> dict[str, Any]:
-    from export.core.telemetry import decline_unless_opted_in
-    decline_unless_opted_in()  # before OpenVINO's import: it starts its usage telemetry
-    import openvino as ov
+    from export.core.telemetry import import_openvino
+    ov = import_openvino()
     core = ov.Core()
     hint = "bf16" if precision == "bf16" else "f32"
     compiled = core.compile_model(_openvino_model(n, precision == "int8"), "CPU",

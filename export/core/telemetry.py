@@ -3,18 +3,20 @@
 OpenVINO's converter (`openvino.convert_model`, set up by `import openvino` itself) and NNCF send
 Google Analytics events through `openvino_telemetry` whenever no consent file exists
 (~/intel/openvino_telemetry): "no file" counts as consent for tools that show no opt-in dialog, which
-both are. Each event is sent from a new
-multiprocessing process that opens a TLS context and waits up to 3 s for the network. In `make export`
-that was ~370 processes, ~120 per OpenVINO task: ~35 CPU s of certificate loading and seconds of
-waiting per task, on machines that often have no route out, for data a deployment tool's users did not
-agree to send.
+both are. Each event is sent from a new multiprocessing process that opens a TLS context and waits up
+to 3 s for the network. In `make export` that was ~370 processes, ~120 per OpenVINO task: ~35 CPU s of
+certificate loading and seconds of waiting per task, on machines that often have no route out, for data
+a deployment tool's users did not agree to send.
 
 `decline_unless_opted_in()` makes "no consent file" mean "declined" in this process. A consent file the
-user wrote with OpenVINO's own `opt_in_out --opt_in` (or `--opt_out`) is still obeyed. Call it before
+user wrote with OpenVINO's own `opt_in_out --opt_in` (or `--opt_out`) is still obeyed. It must run before
 the first `import openvino` or `import nncf` of a process (both read the consent when imported; the
-import alone wrote ~/intel/stats and a client id file).
+import alone wrote ~/intel/stats and a client id file): the project imports OpenVINO through
+`import_openvino()`, which calls it first.
 """
 from __future__ import annotations
+
+from typing import Any
 
 _DONE = False
 
@@ -40,3 +42,10 @@ def decline_unless_opted_in() -> None:
 
     checker.check = check_without_default_consent
     _DONE = True
+
+
+def import_openvino() -> Any:
+    """The `openvino` module, imported after decline_unless_opted_in (the project's one way to import it)."""
+    decline_unless_opted_in()
+    import openvino
+    return openvino

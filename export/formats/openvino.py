@@ -58,9 +58,8 @@ def convert(built, saved_model_dir: str | Path | None = None):
     Tensor names are reduced to the contract's (`image`, `logits`, `probabilities`); an IR
     whose I/O differs from the contract is refused with ExportError.
     """
-    from export.core.telemetry import decline_unless_opted_in
-    decline_unless_opted_in()  # before convert_model: OpenVINO's converter sends usage events otherwise
-    import openvino as ov
+    from export.core.telemetry import import_openvino
+    ov = import_openvino()  # its converter sends usage events otherwise
     try:
         if saved_model_dir is not None:
             model = ov.convert_model(str(saved_model_dir))
@@ -124,9 +123,8 @@ def export(built, out_dir: str | Path, precision: str = "fp16", *, saved_model_d
     validation split and the gate's int8 threshold, points) turns on NNCF's accuracy control.
     The Artifact's path is model.xml; its sha256 and bytes cover both files (the directory).
     """
-    from export.core.telemetry import decline_unless_opted_in
-    decline_unless_opted_in()  # before OpenVINO's import: it starts its usage telemetry
-    import openvino as ov
+    from export.core.telemetry import import_openvino
+    ov = import_openvino()
     get_format("openvino").check_precision(precision)
     if not isinstance(version, int) or version < 1:
         raise UsageError(f"version must be an integer >= 1, got {version!r}")

@@ -31,9 +31,8 @@ def bf16_available(flags: Iterable[str] | None) -> str | None:
     """
     if flags is not None:
         return cpu_features.bf16_unit(flags)
-    from export.core.telemetry import decline_unless_opted_in
-    decline_unless_opted_in()  # before OpenVINO's import: it starts its usage telemetry
-    import openvino as ov
+    from export.core.telemetry import import_openvino
+    ov = import_openvino()
     return "BF16 (OpenVINO capability)" if "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES") \
         else None
 
@@ -64,9 +63,8 @@ class OpenVINORunner(Runner):
 
     @classmethod
     def preload(cls, num_threads: int | None = None) -> None:
-        from export.core.telemetry import decline_unless_opted_in
-        decline_unless_opted_in()  # before OpenVINO's import: it starts its usage telemetry
-        import openvino  # noqa: F401
+        from export.core.telemetry import import_openvino
+        import_openvino()
 
     def _load(self) -> None:
         if wants_gpu(self.requested_device):
@@ -80,9 +78,8 @@ class OpenVINORunner(Runner):
             raise RunnerError(f"{self.name}: no such OpenVINO IR: {self.path} (expected model.xml with model.bin)")
         if not self.path.with_suffix(".bin").is_file():
             raise RunnerError(f"{self.name}: {self.path.with_suffix('.bin')} is missing (an IR is .xml + .bin)")
-        from export.core.telemetry import decline_unless_opted_in
-        decline_unless_opted_in()  # before OpenVINO's import: it starts its usage telemetry
-        import openvino as ov
+        from export.core.telemetry import import_openvino
+        ov = import_openvino()
         core = ov.Core()
         config = {"INFERENCE_PRECISION_HINT": PRECISION_HINTS[self.precision_hint],
                   "INFERENCE_NUM_THREADS": self.num_threads, "PERFORMANCE_HINT": "LATENCY"}

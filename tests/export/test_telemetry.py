@@ -21,12 +21,11 @@ import json, sys
 from openvino_telemetry.utils.opt_in_checker import OptInChecker
 before = OptInChecker().check(False, True).name
 if sys.argv[1] == "decline":
-    from export.core.telemetry import decline_unless_opted_in
-    decline_unless_opted_in()
+    from export.core.telemetry import import_openvino
+    import_openvino()  # how the project imports openvino (whose import starts the converter's telemetry)
 after = OptInChecker().check(False, True).name
 out = {"before": before, "after": after}
 if sys.argv[1] == "decline":
-    import openvino  # noqa: F401  (starts the converter's telemetry when imported)
     import nncf  # noqa: F401  (reads its consent when imported)
     from nncf.telemetry import telemetry
     from openvino.tools.ovc.telemetry_utils import init_ovc_telemetry
