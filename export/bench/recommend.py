@@ -60,8 +60,7 @@ def apply_paired(doc: dict[str, Any]) -> None:
     for r in doc["artifacts"]:
         r["paired_ms"], r["speedup_vs_savedmodel"] = {}, None
         r["ceiling_precision"], r["pct_of_own_ceiling"] = ceilings.row_precision(r), None
-        p = (doc.get("paired") or {}).get(r["variant"]) or {}
-        batches = p.get("by_batch") or {}
+        batches = _paired_batches(doc, r["variant"])
         if r.get("error") or r.get("skipped") or not batches:
             continue
         name = r["label"]
@@ -90,6 +89,11 @@ def apply_paired(doc: dict[str, Any]) -> None:
         ceiling = best.get(r["ceiling_precision"])
         if ceiling:
             r["pct_of_own_ceiling"] = round(100.0 * achieved / ceiling["gflops"], 2)
+
+
+def _paired_batches(doc: dict[str, Any], variant: str) -> dict[str, Any]:
+    """The paired rounds of `variant`, by batch size (export.bench.paired), or {}."""
+    return ((doc.get("paired") or {}).get(variant) or {}).get("by_batch") or {}
 
 
 def _ceiling_measurements(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -151,7 +155,7 @@ def recommend(doc: dict[str, Any], parity: dict[str, str], gate: dict[str, dict[
                             "and the accuracy gate", "excluded": excluded})
                 continue
             fastest = min(ok, key=lambda r: r["paired_ms"][b]["p50"])
-            times = (((doc.get("paired") or {}).get(variant) or {}).get("by_batch") or {}).get(b, {}).get("times_ms", {})
+            times = _paired_batches(doc, variant).get(b, {}).get("times_ms", {})
             ties = [r for r in ok if r is fastest or ties_with(times, r["label"], fastest["label"])]
             pick = min(ties, key=lambda r: (_rank(r), r["paired_ms"][b]["p50"]))
             out.append(_entry(doc, pick, b, [r["label"] for r in ties if r is not pick], excluded,

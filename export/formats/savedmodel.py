@@ -80,9 +80,10 @@ def write_saved_model(model, path: Path, size: int, aspect: str = "stretch") -> 
     archive.add_endpoint("predict_image_bytes", predict_image_bytes)
     archive._filter_and_track_resources()  # the variables, in the model's order (_ordered_archive)
     root = archive._tf_trackable
-    signatures = {name: getattr(root, name).get_concrete_function() for name in ("serving_default", "predict_image_bytes")}
+    signatures = {"serving_default": serving_default.get_concrete_function(),
+                  "predict_image_bytes": predict_image_bytes.get_concrete_function()}
     for name in signatures:
-        delattr(root, name)
+        delattr(root, name)  # the endpoints as restorable functions: not saved
     tf.saved_model.save(root, str(path), signatures=signatures)
 
 
