@@ -123,6 +123,18 @@ def test_same_seed_and_data_give_the_same_weights_in_a_fresh_process(fast_run, c
 
 
 @pytest.mark.e2e
+def test_a_head_that_does_not_pool_first_reuses_the_dense_heads_feature_pass(fast_run, colours):
+    """One feature pass per backbone and data: the cache holds the backbone's maps, which the dense head
+    pools (its own GlobalAveragePooling2D) and the conv head takes as they are."""
+    work, _, dense = fast_run
+    conv = train("conv", colours, work / "conv", settings=_settings(epochs=1, solver="adam", standardize=False),
+                 cache_dir=work / "cache", verbose=0)
+    assert conv["feature_cache"]["hit"] is True and conv["feature_cache"]["path"] == dense["feature_cache"]["path"]
+    assert conv["fast_path_max_abs_logit_diff"] < 1e-4  # the saved conv model on images = its head on the maps
+    assert np.load(dense["feature_cache"]["path"]).ndim == 4  # maps, not pooled vectors
+
+
+@pytest.mark.e2e
 def test_fast_path_matches_training_through_the_full_graph(fast_run, colours):
     """With Adam on raw features (what the full graph can do), the cached-feature fit is the same fit."""
     work, _, _ = fast_run
