@@ -26,8 +26,12 @@ TASK_MEMORY_GB = {"train": 3.0, "keras": 2.9, "tflite": 2.5, "onnx": 3.45, "open
 DEFAULT_MEMORY_BUDGET_GB = 6.0
 #: The formats converted from the SavedModel, one worker task each per variant.
 CONVERTED = ("tflite", "onnx", "openvino")
-#: The key of the one training task (see export_tasks).
-TRAIN_TASK = "all:train"
+#: The training tasks' keys: "<variant>:train", one per variant with `data` (see export_tasks).
+TRAIN_SUFFIX = ":train"
+
+
+def is_training(key: str) -> bool:
+    return key.endswith(TRAIN_SUFFIX)
 
 
 def _build_args(v: dict) -> dict:
@@ -37,19 +41,27 @@ def _build_args(v: dict) -> dict:
 
 def export_tasks(cfg: dict, staging: Path, targets: dict[str, list[tuple[str, str]]], threads: int,
                  batch_sizes: tuple[int, ...] = (1, 4), runs: str | Path = "runs") -> list:
-    """The worker tasks of `make export`: one training task for the variants with `data` (run or
-    reused from `runs`), then per variant a Keras task (build, SavedModel, golden), then one task
-    per converted format (TFLite, ONNX, OpenVINO) reading that SavedModel; each checks its parity.
+    """The worker tasks of `make export`: per variant with `data`, a training task (run, or reused
+    from `runs`), then per variant a Keras task (build, SavedModel, golden), then one task per
+    converted format (TFLite, ONNX, OpenVINO) reading that SavedModel; each checks its parity.
 
-    Training is one task, not one per variant: the variants share the frozen backbone, so the
-    first computes the cached backbone features and the others train their heads on them."""
+    Variants of one data set and backbone share its cached backbone features (export.training.head_fit):
+    the first of them trains first and computes them, the others wait for it, then train beside each
+    other and beside the first one's export tasks. The first gets every core when nothing else can
+    run beside it (every variant trained, one data set), the others `threads` each."""
     from export.pipeline.workers import Task
     tasks, converts = [], []
     trained = [v for v in cfg["variants"] if v.get("data")]
-    if trained:
-        tasks.append(Task(TRAIN_TASK, "export.pipeline.stages:train_task", {"variants": trained, "runs": str(runs),
-                          "threads": threads}, memory_gb=TASK_MEMORY_GB["train"],
-                          label=f"train {', '.join(v['name'] for v in trained)} (or reuse runs)"))
+    firsts: dict[tuple, str] = {}
+    for v in trained:
+        firsts.setdefault((v["data"], v["weights"]), v["name"])
+    alone = len(firsts) == 1 and len(trained) == len(cfg["variants"])
+    for v in trained:
+        first = firsts[(v["data"], v["weights"])]
+        tasks.append(Task(v["name"] + TRAIN_SUFFIX, "export.pipeline.stages:train_task",
+                          {"variants": [v], "runs": str(runs), "threads": threads, "alone": alone and first == v["name"]},
+                          after=() if first == v["name"] else (first + TRAIN_SUFFIX,),
+                          memory_gb=TASK_MEMORY_GB["train"], label=f"{v['name']} train (or reuse its run)"))
     for v in cfg["variants"]:
         name = v["name"]
         ships_sm = ("savedmodel", "fp32") in targets[name]
@@ -60,7 +72,7 @@ def export_tasks(cfg: dict, staging: Path, targets: dict[str, list[tuple[str, st
         keras_key = f"{name}:keras"
         gate = gate_bundle.variant_gate(cfg, v, runs) if "gate" in cfg else None
         tasks.append(Task(keras_key, "export.pipeline.stages:keras_task", {**common, "build_args": _build_args(v), "gate": gate},
-                          inputs={"train": TRAIN_TASK} if v.get("data") else {},
+                          inputs={"train": name + TRAIN_SUFFIX} if v.get("data") else {},
                           memory_gb=TASK_MEMORY_GB["keras"], label=f"{name} build, savedmodel, golden"))
         for fmt in CONVERTED:
             precisions = [p for f, p in targets[name] if f == fmt]
@@ -179,12 +191,13 @@ def _collect(cfg: dict, pool, staging: Path) -> dict:
     from export.quality.report import ParityReport
     order = {v["name"]: i for i, v in enumerate(cfg["variants"])}
     kinds = ("keras", *CONVERTED)
-    train_result = pool.results.get(TRAIN_TASK, {})
-    done = sorted((r for k, r in pool.results.items() if k != TRAIN_TASK),
+    train_results = [r for k, r in pool.results.items() if is_training(k)]
+    runs = {name: run for r in train_results for name, run in r["runs"].items()}
+    done = sorted((r for k, r in pool.results.items() if not is_training(k)),
                   key=lambda r: (order[r["variant"]], kinds.index(r["task"])))
     artifacts = [a for r in done for a in r["artifacts"]]
     keras = {r["variant"]: r for r in done if r["task"] == "keras"}
-    timings = _sum_timings([*train_result.get("timings", []), *(t for r in done for t in r["timings"])])
+    timings = _sum_timings([*(t for r in train_results for t in r["timings"]), *(t for r in done for t in r["timings"])])
     report = ParityReport(environment=keras[cfg["variants"][0]["name"]]["environment"],
                           references=[keras[v["name"]]["reference"] for v in cfg["variants"]],
                           results=[x for r in done for x in r["results"]],
@@ -201,7 +214,7 @@ def _collect(cfg: dict, pool, staging: Path) -> dict:
     write_index(staging, [Artifact.from_dict({**a.to_dict(), "path": str(staging / a.path)})
                           for a in artifacts])
     return {"report": report, "artifacts": artifacts, "keras": keras, "timings": timings, "dropped": dropped,
-            "trained": train_result.get("runs", {})}
+            "trained": {v["name"]: runs[v["name"]] for v in cfg["variants"] if v["name"] in runs}}
 
 
 def _pool_record(pool, workers: int, threads: int, budget: float, load0) -> dict:
@@ -238,16 +251,21 @@ def _finish_record(run: dict, pool, started: float, cpu0: float, timings: list[d
     from export.pipeline.forkserver import cpu_seconds
     wall = time.perf_counter() - started
     cpu = cpu_seconds() - cpu0
-    # Training runs alone (every Keras task waits for it), so the export's own cost is the
-    # run's less the training task's; training is reported apart.
-    train_cost = pool.costs.get(TRAIN_TASK)
-    if train_cost is not None:
-        wall, cpu = wall - train_cost.wall_s, cpu - train_cost.cpu_s
+    # Training is reported apart: the export's own wall starts when its first task does (before it,
+    # only training ran), and its CPU is the run's less the training tasks'. Training's wall runs
+    # from the start to the end of its last task, so where the two overlap both count that time.
+    trains = [c for k, c in pool.costs.items() if is_training(k)]
+    others = [c.started_s for k, c in pool.costs.items() if not is_training(k)]
+    train_wall = max((c.started_s + c.wall_s for c in trains), default=0.0)
+    export_start = min(others, default=train_wall) if trains else 0.0
+    wall, cpu = wall - export_start, cpu - sum(c.cpu_s for c in trains)
     run.update({"wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "cpu_per_wall": round(cpu / wall, 2),
                 "peak_total_rss_mb": pool.peak_total_rss_mb, "peak_total_pss_mb": pool.peak_total_pss_mb,
                 "stages": timings, "load_average_end": [round(x, 2) for x in os.getloadavg()],
-                "excluded": "training (timed separately)", "bundle": bundle_name,
-                "training": {"wall_s": round(train_cost.wall_s, 1) if train_cost else 0.0,
+                "excluded": "training (timed separately; the export's time starts with its first task)",
+                "bundle": bundle_name,
+                "training": {"wall_s": round(train_wall, 1), "cpu_s": round(sum(c.cpu_s for c in trains), 1),
+                             "beside_export_s": round(max(0.0, train_wall - export_start), 1) if trains else 0.0,
                              "runs": {name: r["summary"] for name, r in trained.items()}},
                 "measured_at": created_at()})
     return wall

@@ -1,6 +1,6 @@
 """The per-variant work of `make export`, as functions that export.pipeline.workers runs in worker processes.
 
-Before them, `train_task` trains (or reuses the cached runs of) the variants that have `data`.
+Before a variant's, its `train_task` trains it (or reuses its cached run) when it has `data`.
 Then three or four tasks per variant, so two cores stay busy and no process holds more than one converter:
 - `keras_task`: build the model, write the SavedModel (TF Serving's layout, with warmup), compute
   and save the golden outputs, check the SavedModel against them;
@@ -64,12 +64,12 @@ def saved_model_dir(staging: str | Path, variant: str, version: int, ships_saved
     return Path(staging) / WORK_DIR / variant / "savedmodel"
 
 
-def train_task(*, variants: list[dict[str, Any]], runs: str, threads: int) -> dict[str, Any]:
-    """Train each configured variant that has `data`, or reuse its cached run in `runs`
-    (export.training.runs), one after the other: they share the backbone's cached features.
-    Returns per variant what its Keras task builds from and what the manifest records."""
+def train_task(*, variants: list[dict[str, Any]], runs: str, threads: int, alone: bool = False) -> dict[str, Any]:
+    """Train each of `variants` (configured variants with `data`), or reuse its cached run in `runs`
+    (export.training.runs). Returns per variant what its Keras task builds from and what the manifest
+    records. `alone`: nothing else runs beside this task, so it takes every core."""
     import os
-    _setup_threads(max(threads, os.cpu_count() or 1))  # nothing else runs while training does
+    _setup_threads(max(threads, os.cpu_count() or 1) if alone else threads)
     from export.training.runs import ensure_run
     out, timings = {}, []
     for v in variants:

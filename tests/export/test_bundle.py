@@ -64,7 +64,7 @@ def test_bundle_layout(published):
     assert json.loads(config)["model_config_list"][0]["config"]["base_path"] == "/models/openvino/dense"
     run = json.loads(root.with_name("smoke-3.export.json").read_text())  # what the export cost, beside it
     assert run["wall_s"] > 0 and run["cpu_s"] > 0 and run["peak_total_rss_mb"] > 0 and run["workers"] >= 1
-    assert set(run["pool"]["tasks"]) == {"all:train", "dense:keras", "dense:tflite", "dense:onnx", "dense:openvino"}
+    assert set(run["pool"]["tasks"]) == {"dense:train", "dense:keras", "dense:tflite", "dense:onnx", "dense:openvino"}
     assert {t["stage"] for t in run["stages"]} >= {"build", "parity", "bundle", "pack"}
     assert (root / "tflite/dense/labels.txt").read_text().split() == ["face", "non_face"]
     # no storage_uri in the config: the manifests carry the marked placeholder
@@ -470,3 +470,6 @@ def test_the_console_says_training_and_export_apart():
     assert time_line(run) == ("time: training 132 s (dense, conv trained; dropout cached), export 210 s "
                               "(CPU 356 s, 1.69 per wall s)")
     assert time_line({**run, "training": {"wall_s": 0.0, "runs": {}}}).startswith("time: no training, export 210 s")
+    beside = {**run, "training": {**run["training"], "beside_export_s": 88.6}}  # per-variant tasks overlapping
+    assert time_line(beside).startswith("time: training 132 s (dense, conv trained; dropout cached; "
+                                        "the last 89 s beside the export), export 210 s")

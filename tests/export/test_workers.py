@@ -241,3 +241,31 @@ def test_the_sampler_reads_pss_only_when_it_could_set_a_new_peak(monkeypatch):
     rss["now"] = 6144 * 1024  # above it again: read, new peak
     sampler.sample()
     assert len(reads) == 2 and sampler.peak_pss_mb == 3072 and sampler.peak_mb == 6144
+
+
+def _config() -> dict:
+    from export.pipeline.config import load_config
+    return load_config(ROOT / "configs" / "variants.toml")
+
+
+def test_the_first_trained_variant_computes_the_shared_features_and_the_others_train_beside_the_export(tmp_path):
+    """make export's tasks: dense trains first, alone on every core (it computes the backbone features the
+    three heads share); conv and dropout wait for it only, so they train beside dense's export tasks."""
+    from export.pipeline.run import export_tasks
+    from export.pipeline.single import resolve_targets
+    cfg = _config()
+    targets = {v["name"]: resolve_targets("all", v.get("precisions")) for v in cfg["variants"]}
+    tasks = {t.key: t for t in export_tasks(cfg, tmp_path, targets, threads=1, runs=tmp_path / "runs")}
+    assert [k for k in tasks if k.endswith(":train")] == ["dense:train", "conv:train", "dropout:train"]
+    assert tasks["dense:train"].after == () and tasks["dense:train"].kwargs["alone"] is True
+    for name in ("conv", "dropout"):
+        assert tasks[f"{name}:train"].after == ("dense:train",) and tasks[f"{name}:train"].kwargs["alone"] is False
+        assert tasks[f"{name}:train"].kwargs["variants"][0]["name"] == name
+    assert {k: tasks[f"{k}:keras"].inputs for k in ("dense", "conv", "dropout")} == \
+        {k: {"train": f"{k}:train"} for k in ("dense", "conv", "dropout")}
+
+    # a variant without data can start at once, so the first training task no longer has the machine alone
+    del cfg["variants"][0]["data"]  # dense untrained
+    tasks = {t.key: t for t in export_tasks(cfg, tmp_path, targets, threads=1, runs=tmp_path / "runs")}
+    assert [k for k in tasks if k.endswith(":train")] == ["conv:train", "dropout:train"]
+    assert tasks["conv:train"].kwargs["alone"] is False and tasks["dense:keras"].inputs == {}
