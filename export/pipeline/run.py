@@ -45,22 +45,19 @@ def export_tasks(cfg: dict, staging: Path, targets: dict[str, list[tuple[str, st
     from `runs`), then per variant a Keras task (build, SavedModel, golden), then one task per
     converted format (TFLite, ONNX, OpenVINO) reading that SavedModel; each checks its parity.
 
-    Variants of one data set and backbone share its cached backbone features (export.training.head_fit):
-    the first of them trains first and computes them, the others wait for it, then train beside each
-    other and beside the first one's export tasks. The first gets every core when nothing else can
-    run beside it (every variant trained, one data set), the others `threads` each."""
+    The training tasks run one after another, in config order: training holds the lock of `runs`
+    (export.training.train), and the variants of one data set and backbone share the backbone features
+    that the first of them computes (export.training.head_fit). The first takes every core when nothing
+    else can start beside it (every variant has `data`); the others take `threads`, so that the variants
+    already trained are exported beside them instead of waiting for the last head."""
     from export.pipeline.workers import Task
     tasks, converts = [], []
     trained = [v for v in cfg["variants"] if v.get("data")]
-    firsts: dict[tuple, str] = {}
-    for v in trained:
-        firsts.setdefault((v["data"], v["weights"]), v["name"])
-    alone = len(firsts) == 1 and len(trained) == len(cfg["variants"])
-    for v in trained:
-        first = firsts[(v["data"], v["weights"])]
+    alone = len(trained) == len(cfg["variants"])
+    for i, v in enumerate(trained):
         tasks.append(Task(v["name"] + TRAIN_SUFFIX, "export.pipeline.stages:train_task",
-                          {"variants": [v], "runs": str(runs), "threads": threads, "alone": alone and first == v["name"]},
-                          after=() if first == v["name"] else (first + TRAIN_SUFFIX,),
+                          {"variants": [v], "runs": str(runs), "threads": threads, "alone": alone and i == 0},
+                          after=(trained[i - 1]["name"] + TRAIN_SUFFIX,) if i else (),
                           memory_gb=TASK_MEMORY_GB["train"], label=f"{v['name']} train (or reuse its run)"))
     for v in cfg["variants"]:
         name = v["name"]

@@ -248,24 +248,26 @@ def _config() -> dict:
     return load_config(ROOT / "configs" / "variants.toml")
 
 
-def test_the_first_trained_variant_computes_the_shared_features_and_the_others_train_beside_the_export(tmp_path):
+def test_training_tasks_run_in_turn_and_the_trained_variants_are_exported_beside_them():
     """make export's tasks: dense trains first, alone on every core (it computes the backbone features the
-    three heads share); conv and dropout wait for it only, so they train beside dense's export tasks."""
+    three heads share); conv, then dropout, train one thread each after it (training holds the runs'
+    lock), while the variants already trained are exported beside them."""
     from export.pipeline.run import export_tasks
     from export.pipeline.single import resolve_targets
     cfg = _config()
     targets = {v["name"]: resolve_targets("all", v.get("precisions")) for v in cfg["variants"]}
-    tasks = {t.key: t for t in export_tasks(cfg, tmp_path, targets, threads=1, runs=tmp_path / "runs")}
+    tasks = {t.key: t for t in export_tasks(cfg, ROOT, targets, threads=1, runs=ROOT / "runs")}
     assert [k for k in tasks if k.endswith(":train")] == ["dense:train", "conv:train", "dropout:train"]
     assert tasks["dense:train"].after == () and tasks["dense:train"].kwargs["alone"] is True
+    assert tasks["conv:train"].after == ("dense:train",) and tasks["dropout:train"].after == ("conv:train",)
     for name in ("conv", "dropout"):
-        assert tasks[f"{name}:train"].after == ("dense:train",) and tasks[f"{name}:train"].kwargs["alone"] is False
-        assert tasks[f"{name}:train"].kwargs["variants"][0]["name"] == name
+        assert tasks[f"{name}:train"].kwargs["alone"] is False
+        assert [v["name"] for v in tasks[f"{name}:train"].kwargs["variants"]] == [name]
     assert {k: tasks[f"{k}:keras"].inputs for k in ("dense", "conv", "dropout")} == \
         {k: {"train": f"{k}:train"} for k in ("dense", "conv", "dropout")}
 
     # a variant without data can start at once, so the first training task no longer has the machine alone
     del cfg["variants"][0]["data"]  # dense untrained
-    tasks = {t.key: t for t in export_tasks(cfg, tmp_path, targets, threads=1, runs=tmp_path / "runs")}
+    tasks = {t.key: t for t in export_tasks(cfg, ROOT, targets, threads=1, runs=ROOT / "runs")}
     assert [k for k in tasks if k.endswith(":train")] == ["conv:train", "dropout:train"]
     assert tasks["conv:train"].kwargs["alone"] is False and tasks["dense:keras"].inputs == {}
