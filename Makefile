@@ -48,7 +48,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PY) -m pip uninstall --quiet --yes onnxruntime-gpu >/dev/null 2>&1 || true; \
 	if $(PY) -m pip install --quiet --disable-pip-version-check "uv==$(UV_PIN)" && \
 	   echo "$(VENV)/bin/uv pip install -r requirements.lock && $(VENV)/bin/uv pip install --no-deps -e ." && \
-	   $(VENV)/bin/uv pip install --quiet --python $(PY) -r requirements.lock && \
+	   $(VENV)/bin/uv pip install --quiet --compile-bytecode --python $(PY) -r requirements.lock && \
 	   $(VENV)/bin/uv pip install --quiet --python $(PY) --no-deps --no-build-isolation -e .; then how=uv; else \
 	  echo "uv could not install the lock; installing it with pip instead" >&2; how=pip; \
 	  echo "$(PY) -m pip install -r requirements.lock && $(PY) -m pip install --no-deps -e ."; \
