@@ -82,7 +82,13 @@ def test_reference_is_informative_and_verdict_passes(variant_parity, variant):
     assert info.inputs == ref.names and len(ref.names) == 16
     assert {"all_black", "all_white", "noise_0_0"} <= set(ref.names)
     assert bool(report), report.failures()
-    assert report.counts()["skipped"] == sum(not _has_gpu(a.split("_")[0]) for a in GPU_CAPABLE) + (not has_bf16())
+    # every row at OpenVINO's bf16 hint (the fp16 IR's and the int8 IR's) is skipped on a CPU without bf16 units
+    bf16 = [r for r in report.results if r.precision_hint == "bf16"]
+    assert sorted(r.key for r in bf16) == [f"{variant}/openvino_fp16", f"{variant}/openvino_int8"]
+    if not has_bf16():
+        assert {(r.status, r.reason) for r in bf16} == {("skipped", "skipped: no bf16 hardware")}
+    assert report.counts()["skipped"] == sum(not _has_gpu(a.split("_")[0]) for a in GPU_CAPABLE) + \
+        (0 if has_bf16() else len(bf16))
 
 
 @pytest.mark.e2e
