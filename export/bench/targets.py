@@ -79,6 +79,10 @@ def _export(doc: dict[str, Any], key: str) -> tuple[float | None, str]:
     load = run.get("load_average_start", ["?"])[0]
     where = f"{run.get('workers')} workers, 1-min load {load} at the start"
     if key == "export_wall":
+        beside = run.get("training", {}).get("beside_export_s", 0.0)
+        if beside >= 1:  # training heads, one thread each, beside the first variants' export tasks
+            where += (f"; {beside:.0f} s of training ran beside the export (heads trained in this run): "
+                      "with training cached the export alone is faster")
         return run["wall_s"], f"{where}; stages in the export table below"
     if key == "export_cpu":
         return run["cpu_per_wall"], f"CPU {run['cpu_s']:.0f} s over wall {run['wall_s']:.0f} s"

@@ -93,8 +93,8 @@ class PhaseCSVLogger(keras.callbacks.CSVLogger):
 
 
 def pools_first(model: keras.Model) -> bool:
-    """Whether the head starts by pooling: then it trains on the pooled 2048-vectors (the head's
-    GlobalAveragePooling2D of the cached maps), else on the backbone's feature maps."""
+    """Whether the head starts by pooling: then it trains on the pooled 2048-vectors (its
+    GlobalAveragePooling2D output), else on the backbone's feature maps."""
     first = next(la for la in model.layers if la.name.startswith("head_"))
     return isinstance(first, keras.layers.GlobalAveragePooling2D)
 
@@ -113,14 +113,16 @@ def head_model(model: keras.Model) -> keras.Model:
 
 
 def feature_extractor(model: keras.Model) -> keras.Model:
-    """image -> the backbone's feature maps (the head's input), what the fast path caches for every head."""
+    """image -> what the head of `model` trains on: the pooled 2048-vectors when it pools first (see
+    `pools_first`; a head that pools first never caches the 7x7 maps: 400 KB an image against 8 KB),
+    else the backbone's feature maps."""
     first = next(la for la in model.layers if la.name.startswith("head_"))
-    return keras.Model(model.input, first.input, name="features")
+    return keras.Model(model.input, first.output if pools_first(model) else first.input, name="features")
 
 
 def head_features(model: keras.Model, maps: np.ndarray) -> np.ndarray:
-    """What the head of `model` trains on from the cached maps: the maps, or pooled by the head's own
-    GlobalAveragePooling2D when it pools first (see `pools_first`)."""
+    """What the head of `model` trains on from cached maps: the maps, or pooled by the head's own
+    GlobalAveragePooling2D when it pools first."""
     if not pools_first(model):
         return maps
     first = next(la for la in model.layers if la.name.startswith("head_"))
@@ -138,24 +140,33 @@ def backbone_digest(model: keras.Model) -> str:
 
 def cached_features(model: keras.Model, folder: data_mod.ImageFolder, cache_dir: Path, batch_size: int,
                     digest: str, replicas: int = 1) -> tuple[np.ndarray, dict[str, Any]]:
-    """The features the head of `model` trains on, for every image of `folder` (see `head_features`).
-    The cache in `cache_dir` holds the backbone's maps, which every head shares: the variants of one
-    backbone and data set take one feature pass between them, whether their heads pool first or not."""
+    """The features the head of `model` trains on, for every image of `folder`, from `cache_dir` when
+    computed before. A head that pools first takes the backbone's maps when a head that does not has
+    cached them (pooled by its own GlobalAveragePooling2D), so the variants of one backbone and data set
+    take one feature pass between them when the conv heads train first (export.pipeline.run orders them
+    so); alone, it computes and caches only the pooled vectors."""
     from export.core.atomic import ensure_writable_dir, replacing
-    key = hashlib.sha256(json.dumps([digest, folder.sha256, folder.images.shape[1], "maps",
-                                     data_mod.DECODE_VERSION]).encode()).hexdigest()
-    path = Path(cache_dir) / f"{key}.npy"
-    if path.is_file():
-        maps = np.load(path)
-        if len(maps) == len(folder.images):
-            return head_features(model, maps), {"key": key, "hit": True, "path": str(path)}
-    extractor = feature_extractor(model)
+
+    def cache_path(kind: str) -> tuple[str, Path]:
+        key = hashlib.sha256(json.dumps([digest, folder.sha256, folder.images.shape[1], kind,
+                                         data_mod.DECODE_VERSION]).encode()).hexdigest()
+        return key, Path(cache_dir) / f"{key}.npy"
+
+    pooled = pools_first(model)
+    for kind in ("maps", "pooled") if pooled else ("maps",):
+        key, path = cache_path(kind)
+        if path.is_file():
+            features = np.load(path)
+            if len(features) == len(folder.images):
+                return head_features(model, features) if kind == "maps" else features, \
+                    {"key": key, "hit": True, "path": str(path)}
+    key, path = cache_path("pooled" if pooled else "maps")
     batches = Batches(folder.images, None, batch_size, replicas=replicas)
-    maps = np.asarray(extractor.predict(batches, verbose=0), dtype=np.float32)[:batches.n_out]
+    features = np.asarray(feature_extractor(model).predict(batches, verbose=0), dtype=np.float32)[:batches.n_out]
     ensure_writable_dir(cache_dir)
     with replacing(path, suffix=".npy") as tmp, open(tmp, "wb") as f:
-        np.save(f, maps)
-    return head_features(model, maps), {"key": key, "hit": False, "path": str(path)}
+        np.save(f, features)
+    return features, {"key": key, "hit": False, "path": str(path)}
 
 
 def fit_keras(trainer: keras.Model, train: Batches, val: Batches, *, epochs: int, initial_epoch: int, lr: float,

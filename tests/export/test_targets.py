@@ -44,6 +44,16 @@ def test_every_target_judged():
     assert results["bench_wall"].passed
 
 
+def test_the_export_row_says_when_training_ran_beside_the_export():
+    """A run that trained heads overlaps training with the export (export.pipeline.run): its export time
+    holds that training, and the row says so; with training cached it says nothing of it."""
+    run = _doc()["export_run"]
+    beside = {r.target.key: r for r in evaluate(_doc(export_run={**run, "training": {"beside_export_s": 181.4}}))}
+    assert "181 s of training ran beside the export" in beside["export_wall"].detail
+    cached = {r.target.key: r for r in evaluate(_doc(export_run={**run, "training": {"beside_export_s": 0.2}}))}
+    assert "training ran beside" not in cached["export_wall"].detail
+
+
 def test_missing_measurements_are_not_measured_not_passed():
     results = {r.target.key: r for r in evaluate(_doc(export_run=None, serving={"error": "server did not start"},
                                                       paired={}))}

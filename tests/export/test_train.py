@@ -123,15 +123,23 @@ def test_same_seed_and_data_give_the_same_weights_in_a_fresh_process(fast_run, c
 
 
 @pytest.mark.e2e
-def test_a_head_that_does_not_pool_first_reuses_the_dense_heads_feature_pass(fast_run, colours):
-    """One feature pass per backbone and data: the cache holds the backbone's maps, which the dense head
-    pools (its own GlobalAveragePooling2D) and the conv head takes as they are."""
-    work, _, dense = fast_run
-    conv = train("conv", colours, work / "conv", settings=_settings(epochs=1, solver="adam", standardize=False),
-                 cache_dir=work / "cache", verbose=0)
-    assert conv["feature_cache"]["hit"] is True and conv["feature_cache"]["path"] == dense["feature_cache"]["path"]
+def test_the_dense_head_pools_the_maps_a_conv_head_cached_and_alone_caches_only_pooled_vectors(fast_run, colours,
+                                                                                                  tmp_path):
+    """One feature pass per backbone and data when a conv head trains first: it caches the backbone's maps,
+    which the dense head then pools with its own GlobalAveragePooling2D. Dense alone (fast_run) caches
+    the pooled vectors only (8 KB an image at 224 px, not the maps' 400 KB)."""
+    _, _, alone = fast_run
+    assert np.load(alone["feature_cache"]["path"]).ndim == 2
+    cache = tmp_path / "cache"
+    conv = train("conv", colours, tmp_path / "conv", settings=_settings(epochs=1, solver="adam", standardize=False),
+                 cache_dir=cache, verbose=0)
+    assert conv["feature_cache"]["hit"] is False and np.load(conv["feature_cache"]["path"]).ndim == 4
     assert conv["fast_path_max_abs_logit_diff"] < 1e-4  # the saved conv model on images = its head on the maps
-    assert np.load(dense["feature_cache"]["path"]).ndim == 4  # maps, not pooled vectors
+    dense = train("dense", colours, tmp_path / "dense", settings=_settings(), cache_dir=cache, verbose=0)
+    assert dense["feature_cache"]["hit"] is True and dense["feature_cache"]["path"] == conv["feature_cache"]["path"]
+    assert dense["fast_path_max_abs_logit_diff"] < 1e-4  # the dense model on images = its head on the pooled maps
+    assert dense["val"]["accuracy"] == alone["val"]["accuracy"]  # the same fit as from its own pooled vectors
+    assert sorted(p.name for p in cache.iterdir()) == [Path(conv["feature_cache"]["path"]).name]
 
 
 @pytest.mark.e2e
