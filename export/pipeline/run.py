@@ -45,18 +45,23 @@ def export_tasks(cfg: dict, staging: Path, targets: dict[str, list[tuple[str, st
     from `runs`), then per variant a Keras task (build, SavedModel, golden), then one task per
     converted format (TFLite, ONNX, OpenVINO) reading that SavedModel; each checks its parity.
 
-    The training tasks run one after another, in config order but heads that pool first (dense) last:
-    training holds the lock of `runs` (export.training.train), and the variants of one data set and
-    backbone share the backbone's maps that the first conv head caches (export.training.head_fit).
+    The training tasks run one after another, in config order: training holds the lock of `runs`
+    (export.training.train), and the variants of one data set and backbone share the backbone's maps
+    that the first of them caches (`share_maps` for a head that pools first; export.training.head_fit).
     The first takes every core when nothing else can start beside it (every variant has `data`); the
     others take `threads`, so that the variants already trained are exported beside them instead of
     waiting for the last head."""
     from export.pipeline.workers import Task
     tasks, converts = [], []
     from export.model.variants import HeadLayer, get_variant
-    # heads that pool first last: they pool the maps the conv heads cached (export.training.head_fit)
-    trained = sorted((v for v in cfg["variants"] if v.get("data")),
-                     key=lambda v: get_variant(v["name"]).head[:1] == (HeadLayer.of("gap"),))
+
+    def pools_first(v: dict) -> bool:
+        return get_variant(v["name"]).head[:1] == (HeadLayer.of("gap"),)
+    trained = [v for v in cfg["variants"] if v.get("data")]
+    # a head that pools first caches the backbone's maps too when a conv head trains on the same data after it
+    trained = [{**v, "share_maps": True} if pools_first(v) and any(
+        (w["data"], w["weights"]) == (v["data"], v["weights"]) and not pools_first(w) for w in trained[i + 1:]) else v
+        for i, v in enumerate(trained)]
     alone = len(trained) == len(cfg["variants"])
     for i, v in enumerate(trained):
         tasks.append(Task(v["name"] + TRAIN_SUFFIX, "export.pipeline.stages:train_task",

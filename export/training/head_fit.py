@@ -112,12 +112,12 @@ def head_model(model: keras.Model) -> keras.Model:
     return keras.Model(inputs, x, name="head")
 
 
-def feature_extractor(model: keras.Model) -> keras.Model:
+def feature_extractor(model: keras.Model, maps: bool = False) -> keras.Model:
     """image -> what the head of `model` trains on: the pooled 2048-vectors when it pools first (see
-    `pools_first`; a head that pools first never caches the 7x7 maps: 400 KB an image against 8 KB),
-    else the backbone's feature maps."""
+    `pools_first`), else, or with `maps`, the backbone's feature maps (400 KB an image at 224 px, the
+    pooled vectors 8 KB)."""
     first = next(la for la in model.layers if la.name.startswith("head_"))
-    return keras.Model(model.input, first.output if pools_first(model) else first.input, name="features")
+    return keras.Model(model.input, first.output if pools_first(model) and not maps else first.input, name="features")
 
 
 def head_features(model: keras.Model, maps: np.ndarray) -> np.ndarray:
@@ -139,12 +139,12 @@ def backbone_digest(model: keras.Model) -> str:
 
 
 def cached_features(model: keras.Model, folder: data_mod.ImageFolder, cache_dir: Path, batch_size: int,
-                    digest: str, replicas: int = 1) -> tuple[np.ndarray, dict[str, Any]]:
+                    digest: str, replicas: int = 1, share_maps: bool = False) -> tuple[np.ndarray, dict[str, Any]]:
     """The features the head of `model` trains on, for every image of `folder`, from `cache_dir` when
-    computed before. A head that pools first takes the backbone's maps when a head that does not has
-    cached them (pooled by its own GlobalAveragePooling2D), so the variants of one backbone and data set
-    take one feature pass between them when the conv heads train first (export.pipeline.run orders them
-    so); alone, it computes and caches only the pooled vectors."""
+    computed before. A head that pools first takes the backbone's maps when they are cached (pooled by
+    its own GlobalAveragePooling2D); with `share_maps` it computes and caches the maps itself, for conv
+    heads trained after it on the same data (make export: export.pipeline.run), so the variants of one
+    backbone and data set take one feature pass between them; else it caches only the pooled vectors."""
     from export.core.atomic import ensure_writable_dir, replacing
 
     def cache_path(kind: str) -> tuple[str, Path]:
@@ -160,13 +160,15 @@ def cached_features(model: keras.Model, folder: data_mod.ImageFolder, cache_dir:
             if len(features) == len(folder.images):
                 return head_features(model, features) if kind == "maps" else features, \
                     {"key": key, "hit": True, "path": str(path)}
-    key, path = cache_path("pooled" if pooled else "maps")
+    maps = not pooled or share_maps
+    key, path = cache_path("maps" if maps else "pooled")
     batches = Batches(folder.images, None, batch_size, replicas=replicas)
-    features = np.asarray(feature_extractor(model).predict(batches, verbose=0), dtype=np.float32)[:batches.n_out]
+    extractor = feature_extractor(model, maps=maps)
+    features = np.asarray(extractor.predict(batches, verbose=0), dtype=np.float32)[:batches.n_out]
     ensure_writable_dir(cache_dir)
     with replacing(path, suffix=".npy") as tmp, open(tmp, "wb") as f:
         np.save(f, features)
-    return features, {"key": key, "hit": False, "path": str(path)}
+    return head_features(model, features) if maps else features, {"key": key, "hit": False, "path": str(path)}
 
 
 def fit_keras(trainer: keras.Model, train: Batches, val: Batches, *, epochs: int, initial_epoch: int, lr: float,

@@ -139,7 +139,8 @@ def ensure_run(variant: dict[str, Any], runs: str | Path, log: Callable[[str], N
             return Run(path, key, True, variant["data"], json.loads((path / "metrics.json").read_text()), config)
     metrics = train(name, folder, path, weights=weights, settings=settings, overwrite=True,
                     cache_dir=runs / "features", verbose=0, log=log,
-                    extra_config={"run_key": key, "config_data": variant["data"]}, wait=wait)
+                    extra_config={"run_key": key, "config_data": variant["data"]}, wait=wait,
+                    share_maps=bool(variant.get("share_maps")))
     config = json.loads((path / "config.json").read_text())
     return Run(path, key, False, variant["data"], metrics, config)
 

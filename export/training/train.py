@@ -134,11 +134,12 @@ def _phase1_on_features(model: keras.Model, split: Split, job: dict[str, Any], c
     settings, replicas = job["settings"], job["replicas"]
     tick = time.perf_counter()
     digest = head_fit.backbone_digest(model)
-    feats, info = head_fit.cached_features(model, split.folder, cache, settings.batch_size, digest, replicas)
+    share = job.get("share_maps", False)
+    feats, info = head_fit.cached_features(model, split.folder, cache, settings.batch_size, digest, replicas, share)
     cache_info: dict[str, Any] = {"used": True, **info}
     if split.val_folder is not None:
         val_feats, cache_info["val"] = head_fit.cached_features(model, split.val_folder, cache, settings.batch_size,
-                                                                digest, replicas)
+                                                                digest, replicas, share)
     else:
         val_feats = feats[split.val_idx]
     x_train, x_val = feats[split.train_idx], val_feats
@@ -240,8 +241,10 @@ def train(variant: str, data: str | Path, out: str | Path, *, weights: str = "ra
           num_classes: int | None = None, settings: TrainSettings | None = None,
           val_data: str | Path | None = None, distribute: str = "none", overwrite: bool = False,
           cache_dir: str | Path | None = None, verbose: int = 2, log: Callable[[str], None] | None = None,
-          extra_config: dict[str, Any] | None = None, wait: bool = False) -> dict[str, Any]:
+          extra_config: dict[str, Any] | None = None, wait: bool = False, share_maps: bool = False) -> dict[str, Any]:
     """Train `variant` on the image folder `data` and write RUN_DIR `out`; returns metrics.json's dict.
+    `share_maps`: a head that pools first caches the backbone's maps, not only its pooled vectors, for
+    the conv heads trained after it on the same data (head_fit.cached_features).
 
     Every bad input raises before anything is written; RUN_DIR appears complete or not at all. The
     run holds the lock of RUN_DIR's parent while it writes (export/core/locks.py: another run there
@@ -274,7 +277,7 @@ def train(variant: str, data: str | Path, out: str | Path, *, weights: str = "ra
         with staged_dir(out, overwrite=overwrite) as stage:
             (stage / ".checkpoints").mkdir()
             job = {"settings": settings, "stage": stage, "strategy": strategy, "replicas": replicas,
-                   "verbose": verbose, "log": log}
+                   "verbose": verbose, "log": log, "share_maps": share_maps}
             body = _fit_and_measure(built.model, split, job, cache, seconds)
             seconds["total"] = time.perf_counter() - started
             metrics = {"format_version": TRAIN_FORMAT_VERSION, "variant": variant, "class_names": split.class_names,

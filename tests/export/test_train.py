@@ -123,23 +123,24 @@ def test_same_seed_and_data_give_the_same_weights_in_a_fresh_process(fast_run, c
 
 
 @pytest.mark.e2e
-def test_the_dense_head_pools_the_maps_a_conv_head_cached_and_alone_caches_only_pooled_vectors(fast_run, colours,
-                                                                                                  tmp_path):
-    """One feature pass per backbone and data when a conv head trains first: it caches the backbone's maps,
-    which the dense head then pools with its own GlobalAveragePooling2D. Dense alone (fast_run) caches
-    the pooled vectors only (8 KB an image at 224 px, not the maps' 400 KB)."""
+def test_the_dense_head_shares_its_feature_pass_with_a_conv_head_and_alone_caches_only_pooled_vectors(
+        fast_run, colours, tmp_path):
+    """One feature pass per backbone and data: with share_maps (make export, when a conv head trains after
+    it) the dense head caches the backbone's maps and pools them with its own GlobalAveragePooling2D; the
+    conv head then takes them. Dense alone (fast_run) caches the pooled vectors only (8 KB an image at
+    224 px, not the maps' 400 KB)."""
     _, _, alone = fast_run
     assert np.load(alone["feature_cache"]["path"]).ndim == 2
     cache = tmp_path / "cache"
-    conv = train("conv", colours, tmp_path / "conv", settings=_settings(epochs=1, solver="adam", standardize=False),
-                 cache_dir=cache, verbose=0)
-    assert conv["feature_cache"]["hit"] is False and np.load(conv["feature_cache"]["path"]).ndim == 4
-    assert conv["fast_path_max_abs_logit_diff"] < 1e-4  # the saved conv model on images = its head on the maps
-    dense = train("dense", colours, tmp_path / "dense", settings=_settings(), cache_dir=cache, verbose=0)
-    assert dense["feature_cache"]["hit"] is True and dense["feature_cache"]["path"] == conv["feature_cache"]["path"]
+    dense = train("dense", colours, tmp_path / "dense", settings=_settings(), cache_dir=cache, verbose=0, share_maps=True)
+    assert dense["feature_cache"]["hit"] is False and np.load(dense["feature_cache"]["path"]).ndim == 4
     assert dense["fast_path_max_abs_logit_diff"] < 1e-4  # the dense model on images = its head on the pooled maps
     assert dense["val"]["accuracy"] == alone["val"]["accuracy"]  # the same fit as from its own pooled vectors
-    assert sorted(p.name for p in cache.iterdir()) == [Path(conv["feature_cache"]["path"]).name]
+    conv = train("conv", colours, tmp_path / "conv", settings=_settings(epochs=1, solver="adam", standardize=False),
+                 cache_dir=cache, verbose=0)
+    assert conv["feature_cache"]["hit"] is True and conv["feature_cache"]["path"] == dense["feature_cache"]["path"]
+    assert conv["fast_path_max_abs_logit_diff"] < 1e-4  # the saved conv model on images = its head on the maps
+    assert sorted(p.name for p in cache.iterdir()) == [Path(dense["feature_cache"]["path"]).name]
 
 
 @pytest.mark.e2e

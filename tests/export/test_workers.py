@@ -249,18 +249,20 @@ def _config() -> dict:
 
 
 def test_training_tasks_run_in_turn_and_the_trained_variants_are_exported_beside_them():
-    """make export's tasks: conv trains first, alone on every core (it caches the backbone's maps the three
-    heads share), then dropout, then dense (which pools the maps), one thread each (training holds the runs'
+    """make export's tasks: dense trains first, alone on every core, and caches the backbone's maps for the
+    conv heads (share_maps); conv, then dropout, train one thread each after it (training holds the runs'
     lock), while the variants already trained are exported beside them."""
     from export.pipeline.run import export_tasks
     from export.pipeline.single import resolve_targets
     cfg = _config()
     targets = {v["name"]: resolve_targets("all", v.get("precisions")) for v in cfg["variants"]}
     tasks = {t.key: t for t in export_tasks(cfg, ROOT, targets, threads=1, runs=ROOT / "runs")}
-    assert [k for k in tasks if k.endswith(":train")] == ["conv:train", "dropout:train", "dense:train"]
-    assert tasks["conv:train"].after == () and tasks["conv:train"].kwargs["alone"] is True
-    assert tasks["dropout:train"].after == ("conv:train",) and tasks["dense:train"].after == ("dropout:train",)
-    for name in ("dropout", "dense"):
+    assert [k for k in tasks if k.endswith(":train")] == ["dense:train", "conv:train", "dropout:train"]
+    assert tasks["dense:train"].after == () and tasks["dense:train"].kwargs["alone"] is True
+    assert tasks["conv:train"].after == ("dense:train",) and tasks["dropout:train"].after == ("conv:train",)
+    assert [t.kwargs["variants"][0].get("share_maps", False) for k, t in tasks.items() if k.endswith(":train")] == \
+        [True, False, False]
+    for name in ("conv", "dropout"):
         assert tasks[f"{name}:train"].kwargs["alone"] is False
         assert [v["name"] for v in tasks[f"{name}:train"].kwargs["variants"]] == [name]
     assert {k: tasks[f"{k}:keras"].inputs for k in ("dense", "conv", "dropout")} == \
