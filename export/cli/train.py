@@ -154,13 +154,12 @@ def _train_config(args: argparse.Namespace) -> int:
     if given:
         raise UsageError(f"--config trains what the config lists; drop {', '.join(given)}")
     from export.pipeline.config import load_config
-    from export.training.runs import ensure_run
+    from export.training.runs import ensure_run, maps_sharers
     cfg = load_config(args.config, args.weights)
+    with_data = [v for v in cfg["variants"] if v.get("data")]
     trained = []
-    for v in cfg["variants"]:
-        if not v.get("data"):
-            continue
-        run = ensure_run(v, args.runs, log=_log, wait=args.wait)
+    for v, share_maps in zip(with_data, maps_sharers(with_data), strict=True):
+        run = ensure_run(v, args.runs, log=_log, wait=args.wait, share_maps=share_maps)
         trained.append(run.summary())
         if not args.json:
             state = "cached" if run.cached else f"trained in {run.metrics['seconds']['total']:.0f} s"

@@ -50,6 +50,11 @@ class VariantSpec:
     #: The image contract's aspect policy for this head: "stretch" (the whole image) or "center_crop".
     aspect: str = "stretch"
 
+    @property
+    def pools_first(self) -> bool:
+        """Whether the head starts with GlobalAveragePooling2D (export.training.head_fit.pools_first on the model)."""
+        return bool(self.head) and self.head[0].kind == "gap"
+
     def image_contract(self, input_size: int | None = None):
         """The image contract (export.images) of this variant at `input_size` (default: its own)."""
         from export.images import ImageContract

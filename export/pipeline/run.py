@@ -52,20 +52,14 @@ def export_tasks(cfg: dict, staging: Path, targets: dict[str, list[tuple[str, st
     others take `threads`, so that the variants already trained are exported beside them instead of
     waiting for the last head."""
     from export.pipeline.workers import Task
+    from export.training.runs import maps_sharers
     tasks, converts = [], []
-    from export.model.variants import HeadLayer, get_variant
-
-    def pools_first(v: dict) -> bool:
-        return get_variant(v["name"]).head[:1] == (HeadLayer.of("gap"),)
     trained = [v for v in cfg["variants"] if v.get("data")]
-    # a head that pools first caches the backbone's maps too when a conv head trains on the same data after it
-    trained = [{**v, "share_maps": True} if pools_first(v) and any(
-        (w["data"], w["weights"]) == (v["data"], v["weights"]) and not pools_first(w) for w in trained[i + 1:]) else v
-        for i, v in enumerate(trained)]
     alone = len(trained) == len(cfg["variants"])
-    for i, v in enumerate(trained):
+    for i, (v, share_maps) in enumerate(zip(trained, maps_sharers(trained), strict=True)):
         tasks.append(Task(v["name"] + TRAIN_SUFFIX, "export.pipeline.stages:train_task",
-                          {"variants": [v], "runs": str(runs), "threads": threads, "alone": alone and i == 0},
+                          {"variant": v, "runs": str(runs), "threads": threads, "alone": alone and i == 0,
+                           "share_maps": share_maps},
                           after=(trained[i - 1]["name"] + TRAIN_SUFFIX,) if i else (),
                           memory_gb=TASK_MEMORY_GB["train"], label=f"{v['name']} train (or reuse its run)"))
     for v in cfg["variants"]:
@@ -263,7 +257,7 @@ def _finish_record(run: dict, pool, started: float, cpu0: float, timings: list[d
     trains = [c for k, c in pool.costs.items() if is_training(k)]
     others = [c.started_s for k, c in pool.costs.items() if not is_training(k)]
     train_wall = max((c.started_s + c.wall_s for c in trains), default=0.0)
-    export_start = min(others, default=train_wall) if trains else 0.0
+    export_start = min(others, default=train_wall) if trains else 0.0  # no training: the pool's start
     wall, cpu = wall - export_start, cpu - sum(c.cpu_s for c in trains)
     run.update({"wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "cpu_per_wall": round(cpu / wall, 2),
                 "peak_total_rss_mb": pool.peak_total_rss_mb, "peak_total_pss_mb": pool.peak_total_pss_mb,
@@ -271,7 +265,7 @@ def _finish_record(run: dict, pool, started: float, cpu0: float, timings: list[d
                 "excluded": "training (timed separately; the export's time starts with its first task)",
                 "bundle": bundle_name,
                 "training": {"wall_s": round(train_wall, 1), "cpu_s": round(sum(c.cpu_s for c in trains), 1),
-                             "beside_export_s": round(max(0.0, train_wall - export_start), 1) if trains else 0.0,
+                             "beside_export_s": round(max(0.0, train_wall - export_start), 1),
                              "runs": {name: r["summary"] for name, r in trained.items()}},
                 "measured_at": created_at()})
     return wall

@@ -64,22 +64,20 @@ def saved_model_dir(staging: str | Path, variant: str, version: int, ships_saved
     return Path(staging) / WORK_DIR / variant / "savedmodel"
 
 
-def train_task(*, variants: list[dict[str, Any]], runs: str, threads: int, alone: bool = False) -> dict[str, Any]:
-    """Train each of `variants` (configured variants with `data`), or reuse its cached run in `runs`
-    (export.training.runs). Returns per variant what its Keras task builds from and what the manifest
-    records. `alone`: nothing else runs beside this task, so it takes every core."""
+def train_task(*, variant: dict[str, Any], runs: str, threads: int, alone: bool = False,
+               share_maps: bool = False) -> dict[str, Any]:
+    """Train a configured variant that has `data`, or reuse its cached run in `runs`
+    (export.training.runs; `share_maps`: see maps_sharers there). Returns what its Keras task builds
+    from and what the manifest records. `alone`: nothing else runs beside this task, so it takes every core."""
     import os
     _setup_threads(max(threads, os.cpu_count() or 1) if alone else threads)
     from export.training.runs import ensure_run
-    out, timings = {}, []
-    for v in variants:
-        clock = _Clock(v["name"])
-        run = clock.run("train", ensure_run, v, runs, wait=True)
-        timings += clock.timings()
-        out[v["name"]] = {"model_path": str(run.model_path), "labels": run.class_names,
-                          "input_size": run.config["input_size"], "provenance": run.provenance(),
-                          "summary": run.summary()}
-    return {"task": "train", "runs": out, "timings": timings}
+    clock = _Clock(variant["name"])
+    run = clock.run("train", ensure_run, variant, runs, wait=True, share_maps=share_maps)
+    return {"task": "train", "timings": clock.timings(),
+            "runs": {variant["name"]: {"model_path": str(run.model_path), "labels": run.class_names,
+                                       "input_size": run.config["input_size"], "provenance": run.provenance(),
+                                       "summary": run.summary()}}}
 
 
 def keras_task(*, variant: str, build_args: dict[str, Any], staging: str, version: int,

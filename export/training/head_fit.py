@@ -92,11 +92,14 @@ class PhaseCSVLogger(keras.callbacks.CSVLogger):
         super().on_epoch_end(epoch, {**(logs or {}), "phase": self.phase})
 
 
+def _first_head_layer(model: keras.Model) -> keras.layers.Layer:
+    return next(la for la in model.layers if la.name.startswith("head_"))
+
+
 def pools_first(model: keras.Model) -> bool:
     """Whether the head starts by pooling: then it trains on the pooled 2048-vectors (its
     GlobalAveragePooling2D output), else on the backbone's feature maps."""
-    first = next(la for la in model.layers if la.name.startswith("head_"))
-    return isinstance(first, keras.layers.GlobalAveragePooling2D)
+    return isinstance(_first_head_layer(model), keras.layers.GlobalAveragePooling2D)
 
 
 def head_model(model: keras.Model) -> keras.Model:
@@ -116,7 +119,7 @@ def feature_extractor(model: keras.Model, maps: bool = False) -> keras.Model:
     """image -> what the head of `model` trains on: the pooled 2048-vectors when it pools first (see
     `pools_first`), else, or with `maps`, the backbone's feature maps (400 KB an image at 224 px, the
     pooled vectors 8 KB)."""
-    first = next(la for la in model.layers if la.name.startswith("head_"))
+    first = _first_head_layer(model)
     return keras.Model(model.input, first.output if pools_first(model) and not maps else first.input, name="features")
 
 
@@ -125,8 +128,7 @@ def head_features(model: keras.Model, maps: np.ndarray) -> np.ndarray:
     GlobalAveragePooling2D when it pools first."""
     if not pools_first(model):
         return maps
-    first = next(la for la in model.layers if la.name.startswith("head_"))
-    return np.asarray(first(maps), dtype=np.float32)
+    return np.asarray(_first_head_layer(model)(maps), dtype=np.float32)
 
 
 def backbone_digest(model: keras.Model) -> str:

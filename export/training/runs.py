@@ -112,10 +112,22 @@ def run_key(spec, data_sha256: str, settings, weights: str, versions: dict[str, 
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
+def maps_sharers(variants: list[dict[str, Any]]) -> list[bool]:
+    """Per configured variant with `data`, in the order given (the order they train in): whether it
+    trains with `share_maps` (export.training.head_fit.cached_features), i.e. its head pools first and
+    a conv head trains after it on the same data and weights, which then takes the maps it cached."""
+    from export.model.variants import get_variant
+    pools = [get_variant(v["name"]).pools_first for v in variants]
+    same = [(v["data"], v.get("weights")) for v in variants]
+    return [pools[i] and any(same[j] == same[i] and not pools[j] for j in range(i + 1, len(variants)))
+            for i in range(len(variants))]
+
+
 def ensure_run(variant: dict[str, Any], runs: str | Path, log: Callable[[str], None] | None = None,
-               wait: bool = False) -> Run:
+               wait: bool = False, share_maps: bool = False) -> Run:
     """The run of a configured variant (`name`, `data`, optional `train`, `weights`, `num_classes`):
-    reused from `runs` when its key matches, else trained now (staged, then renamed)."""
+    reused from `runs` when its key matches, else trained now (staged, then renamed). `share_maps`:
+    see maps_sharers."""
     from export.model.variants import get_variant
     from export.training import data as data_mod
     from export.training.settings import TrainSettings
@@ -140,7 +152,7 @@ def ensure_run(variant: dict[str, Any], runs: str | Path, log: Callable[[str], N
     metrics = train(name, folder, path, weights=weights, settings=settings, overwrite=True,
                     cache_dir=runs / "features", verbose=0, log=log,
                     extra_config={"run_key": key, "config_data": variant["data"]}, wait=wait,
-                    share_maps=bool(variant.get("share_maps")))
+                    share_maps=share_maps)
     config = json.loads((path / "config.json").read_text())
     return Run(path, key, False, variant["data"], metrics, config)
 

@@ -134,7 +134,7 @@ def _phase1_on_features(model: keras.Model, split: Split, job: dict[str, Any], c
     settings, replicas = job["settings"], job["replicas"]
     tick = time.perf_counter()
     digest = head_fit.backbone_digest(model)
-    share = job.get("share_maps", False)
+    share = job["share_maps"]
     feats, info = head_fit.cached_features(model, split.folder, cache, settings.batch_size, digest, replicas, share)
     cache_info: dict[str, Any] = {"used": True, **info}
     if split.val_folder is not None:

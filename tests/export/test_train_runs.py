@@ -131,3 +131,17 @@ def test_two_runs_into_one_run_dir_one_refuses_the_other_is_untouched(tmp_path):
     assert [p.name for p in out.parent.iterdir() if p.name.startswith(".") and p.name.endswith(".partial")] == []
     metrics = json.loads((out / "metrics.json").read_text())
     assert np.array(metrics["val"]["confusion_matrix"]).sum() == metrics["val"]["images"]
+
+
+@pytest.mark.unit
+def test_a_pooling_head_shares_its_maps_only_with_a_conv_head_training_after_it_on_the_same_data():
+    """make export and `make train` (runs.maps_sharers): dense caches the backbone's maps only when a conv
+    head trains after it on the same data and weights; else it caches its pooled vectors alone."""
+    from export.training.runs import maps_sharers
+    d = {"data": "demo:lfw_subset", "weights": "random:0"}
+    dense, conv, dropout = ({"name": n, **d} for n in ("dense", "conv", "dropout"))
+    assert maps_sharers([dense, conv, dropout]) == [True, False, False]
+    assert maps_sharers([conv, dense]) == [False, False]  # conv first caches the maps; dense pools them
+    assert maps_sharers([dense]) == [False]
+    assert maps_sharers([dense, {**conv, "data": "demo:digits"}]) == [False, False]
+    assert maps_sharers([dense, {**conv, "weights": "random:1"}]) == [False, False]

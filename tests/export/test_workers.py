@@ -260,11 +260,10 @@ def test_training_tasks_run_in_turn_and_the_trained_variants_are_exported_beside
     assert [k for k in tasks if k.endswith(":train")] == ["dense:train", "conv:train", "dropout:train"]
     assert tasks["dense:train"].after == () and tasks["dense:train"].kwargs["alone"] is True
     assert tasks["conv:train"].after == ("dense:train",) and tasks["dropout:train"].after == ("conv:train",)
-    assert [t.kwargs["variants"][0].get("share_maps", False) for k, t in tasks.items() if k.endswith(":train")] == \
-        [True, False, False]
+    assert [t.kwargs["share_maps"] for k, t in tasks.items() if k.endswith(":train")] == [True, False, False]
     for name in ("conv", "dropout"):
         assert tasks[f"{name}:train"].kwargs["alone"] is False
-        assert [v["name"] for v in tasks[f"{name}:train"].kwargs["variants"]] == [name]
+        assert tasks[f"{name}:train"].kwargs["variant"]["name"] == name
     assert {k: tasks[f"{k}:keras"].inputs for k in ("dense", "conv", "dropout")} == \
         {k: {"train": f"{k}:train"} for k in ("dense", "conv", "dropout")}
 
