@@ -22,7 +22,9 @@ without one fails collection, and a run of unit tests alone fails if anything im
 `make test` and `make test-fast` run on 2 pytest-xdist workers (`--dist loadgroup`). The e2e tests
 form two xdist groups that share no session artifact (`e2e_group`: the published bundle and
 training runs; the shared exports and everything served from them), so each artifact is built
-once, on one worker, while the other worker runs the other group and the short tests.
+once, on one worker, while the other worker runs the other group and the short tests. A unit or
+integration test that uses a module-scoped fixture is grouped with its module's other users of one
+(`module_fixture_group`), so that the fixture too is built on one worker only.
 """
 from __future__ import annotations
 
@@ -51,9 +53,9 @@ def pytest_collection_modifyitems(config, items):
                                 + ", ".join(untiered[:10]))
     config._only_unit = bool(items) and all(item.get_closest_marker("unit") for item in items)
     grouping = bool(getattr(config.option, "loadgroup", False))  # a pytest-xdist worker under --dist loadgroup
-    for item in items:  # each session artifact is built on one worker only
-        if item.get_closest_marker("e2e"):
-            group = e2e_group(item)
+    for item in items:  # each session artifact, and each module fixture, is built on one worker only
+        group = e2e_group(item) if item.get_closest_marker("e2e") else module_fixture_group(item)
+        if group:
             item.add_marker(pytest.mark.xdist_group(group))
             if grouping:
                 _write_group_into_node_id(item, group)
@@ -79,6 +81,22 @@ BUNDLE_GROUP_MODULES = frozenset({"test_bundle.py", "test_train.py", "test_train
 def e2e_group(item) -> str:
     module = Path(str(item.fspath)).name
     return "e2e-bundle" if module in BUNDLE_GROUP_MODULES and "export" in Path(str(item.fspath)).parts else "e2e-exports"
+
+
+def module_fixture_group(item) -> str | None:
+    """`module:<path>` for a unit or integration test that uses a module-scoped fixture (a tiny bundle's
+    server, an export of a tiny model), so that every test of that module using one runs on the worker
+    that built it; None for the others, which xdist hands out one at a time. Before this, the tests of
+    a module were split across both workers and each built the module's fixtures: 40 s of the
+    2 workers' time in `make test-fast` (`--durations=0`: test_server_seams' server started twice,
+    9-10 s each; test_file_parity's bundles, test_openvino_backend's, test_accuracy_gate_int8's)."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return None
+    if not any(d.scope == "module" for defs in info.name2fixturedefs.values() for d in defs):
+        return None
+    path = Path(str(item.fspath))
+    return f"module:{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name}"
 
 
 def pytest_sessionfinish(session, exitstatus):
