@@ -394,13 +394,13 @@ def run(bundle: str | Path, files_dir: str | Path, variant: str | None = None, *
     served = server and (root / "models.config").is_file() and any(a.format == "savedmodel" for a in index)
     started, queries = None, None
     if served:  # the server loads, and is queried, while the variants' paths run
+        import functools
         started = StartedServer(root)
         on_server = sorted({a.variant for a in index if a.format == "savedmodel"})
-
-        def client_pixels() -> dict[str, dict[str, np.ndarray]]:
-            return {v: _pil_pixels(files, _variant_facts(root, v, [a for a in every if a.variant == v])[0], {})
-                    for v in on_server}
-        queries = BackgroundQueries(started, files, client_pixels)
+        # with workers > 1 (make export) the queries run in a pool task: this process stays free of TensorFlow
+        queries = BackgroundQueries(started, files, functools.partial(client_pixels, str(root), tuple(on_server),
+                                                                      tuple(str(f) for f in files)),
+                                    forked=workers > 1)
     try:
         contracts = variant_contracts(root, index)
         if workers > 1:
@@ -433,6 +433,15 @@ def run(bundle: str | Path, files_dir: str | Path, variant: str | None = None, *
         report.skipped.append(f"server: {root} has no models.config (not a bundle) or no SavedModel")
     _relative_messages(report.bad_files, folder)
     return report
+
+
+def client_pixels(bundle: str, variants: tuple[str, ...], files: tuple[str, ...]) -> dict[str, dict[str, np.ndarray]]:
+    """variant -> file name -> the pixels a client decodes by the variant's contract (`predict --pixels`),
+    for the server's pixel rows."""
+    from export.formats import read_index
+    root, every, paths = Path(bundle), read_index(Path(bundle)), [Path(f) for f in files]
+    return {v: _pil_pixels(paths, _variant_facts(root, v, [a for a in every if a.variant == v])[0], {})
+            for v in variants}
 
 
 def _relative_messages(bad: dict[str, dict[str, str]], folder: Path) -> None:

@@ -118,9 +118,22 @@ def query_server(started: StartedServer, files: list[Path], pixels: dict[str, di
     """Every file of every variant in `pixels` to the started server, over REST and gRPC, with both
     signatures, one request at once (they run beside the caller's other paths): what came back, per
     (variant, api)."""
+    _, rest_port, grpc_port = started.wait()
+    return query_ports(rest_port, grpc_port, files, pixels)
+
+
+def query_task(rest_port: int, grpc_port: int, files: list[str],
+               pixels: Callable[[], dict[str, dict[str, np.ndarray]]]) -> ServerAnswers:
+    """query_ports as an export pool task (export.pipeline.workers, forked from the process that imported
+    TensorFlow already): `files` by path, `pixels` decoded in the task."""
+    return query_ports(rest_port, grpc_port, [Path(f) for f in files], pixels())
+
+
+def query_ports(rest_port: int, grpc_port: int, files: list[Path],
+                pixels: dict[str, dict[str, np.ndarray]]) -> ServerAnswers:
+    """query_server on the server at these local ports."""
     from export.core.errors import ServingError
     from serving.client.clients import GrpcClient, RestClient
-    _, rest_port, grpc_port = started.wait()
     answers: ServerAnswers = {}
     with RestClient(f"http://127.0.0.1:{rest_port}", timeout=300) as rest, \
             GrpcClient(f"127.0.0.1:{grpc_port}", timeout=300) as grpc:
@@ -160,16 +173,37 @@ def rows_from(answers: ServerAnswers, files: list[Path], refs: dict[str, dict[st
     return rows
 
 
+#: Peak memory of the queries' pool task (TensorFlow, which the gRPC client's protos import, and the
+#: clients): outside the parts' budget, as the queries' thread was.
+QUERIES_GB = 1.0
+
+
 class BackgroundQueries:
     """`query_server` in a thread, started with the server, so the requests run while the caller's
     other paths do (make export: the variants' pool tasks) rather than after them. `pixels()` gives
     the client-decoded pixels per variant (decoded in the thread too); `result()` waits, stops the
-    server, and gives the answers or raises the thread's error."""
+    server, and gives the answers or raises the thread's error.
+
+    `forked`: the thread runs the queries as a pool task (query_task, one worker) instead of in this
+    process. make export's parent never imports TensorFlow, and the gRPC client's protos
+    (tensorflow_serving.apis) import it: 4.2 s and ~670 MB in the parent while the end-to-end parity
+    ran; a task forked from the fork server finds it imported. `pixels` must then pickle (a
+    functools.partial of a module function)."""
 
     def __init__(self, started: StartedServer, files: list[Path],
-                 pixels: Callable[[], dict[str, dict[str, np.ndarray]]]) -> None:
+                 pixels: Callable[[], dict[str, dict[str, np.ndarray]]], *, forked: bool = False) -> None:
         self._started = started
-        self._queries = _InThread(lambda: query_server(started, files, pixels()), "file-parity-queries")
+
+        def in_pool() -> ServerAnswers:
+            from export.pipeline.workers import Task, run_tasks
+            _, rest_port, grpc_port = started.wait()
+            task = Task(key="server:queries", fn="serving.tools.file_parity_server:query_task",
+                        kwargs={"rest_port": rest_port, "grpc_port": grpc_port, "files": [str(f) for f in files],
+                                "pixels": pixels},
+                        memory_gb=QUERIES_GB, label="the local server's REST and gRPC queries")
+            return run_tasks([task], workers=1, memory_budget_gb=QUERIES_GB).results[task.key]
+        work = in_pool if forked else (lambda: query_server(started, files, pixels()))
+        self._queries = _InThread(work, "file-parity-queries")
 
     def result(self) -> ServerAnswers:
         try:

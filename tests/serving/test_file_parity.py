@@ -151,6 +151,38 @@ def test_parity_files_cli_writes_the_report(tiny, tmp_path):
     assert r.returncode == 2 and "--files" in r.stderr and "is not a directory" in r.stderr
 
 
+#: `make export`'s end-to-end parity (workers > 1) in a process of its own: the report, and whether
+#: that process imported TensorFlow.
+POOLED = """
+import json, sys
+from serving.tools.file_parity import run
+report = run(sys.argv[1], sys.argv[2], beam=False, mediapipe=False, threads=1, workers=2)
+print(json.dumps({"report": report.to_dict(), "tensorflow": "tensorflow" in sys.modules}))
+"""
+
+
+@pytest.mark.e2e
+def test_pooled_server_queries_answer_alike_and_leave_the_caller_free_of_tensorflow(tiny):
+    """With workers > 1 (make export) the server's REST and gRPC queries run in a pool task: the
+    report is the in-process one, and the calling process (make export's parent) never imports
+    TensorFlow, which the gRPC client's protos import (~670 MB)."""
+    import subprocess
+    import sys
+
+    from serving.tools.file_parity import run
+    from tests.helpers import ROOT
+    bundle, files = tiny
+    serial = run(bundle, files, beam=False, mediapipe=False, threads=1)
+    r = subprocess.run([sys.executable, "-c", POOLED, str(bundle), str(files)], cwd=ROOT, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    pooled = json.loads(r.stdout.strip().splitlines()[-1])
+    assert pooled["tensorflow"] is False
+    assert pooled["report"] == serial.to_dict()
+    assert {row["path"] for row in pooled["report"]["rows"]} >= {"server REST predict_image_bytes",
+                                                                 "server gRPC serving_default (client pixels)"}
+
+
 @pytest.mark.e2e
 def test_server_and_score_answer_like_the_bytes_signature(tiny):
     """The local server (REST and gRPC, both signatures) and Beam `score` of every format; bad
