@@ -11,6 +11,7 @@ The rows and the markdown are export.quality.file_parity's.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import tempfile
@@ -394,7 +395,6 @@ def run(bundle: str | Path, files_dir: str | Path, variant: str | None = None, *
     served = server and (root / "models.config").is_file() and any(a.format == "savedmodel" for a in index)
     started, queries = None, None
     if served:  # the server loads, and is queried, while the variants' paths run
-        import functools
         started = StartedServer(root)
         on_server = sorted({a.variant for a in index if a.format == "savedmodel"})
         # with workers > 1 (make export) the queries run in a pool task: this process stays free of TensorFlow

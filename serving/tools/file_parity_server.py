@@ -114,24 +114,18 @@ def stop_local_server(proc: subprocess.Popen) -> None:
 ServerAnswers = dict[tuple[str, str], tuple[dict, dict, dict]]  # (variant, api) -> (bytes, pixels, refused)
 
 
-def query_server(started: StartedServer, files: list[Path], pixels: dict[str, dict[str, np.ndarray]]) -> ServerAnswers:
-    """Every file of every variant in `pixels` to the started server, over REST and gRPC, with both
-    signatures, one request at once (they run beside the caller's other paths): what came back, per
-    (variant, api)."""
-    _, rest_port, grpc_port = started.wait()
-    return query_ports(rest_port, grpc_port, files, pixels)
-
-
 def query_task(rest_port: int, grpc_port: int, files: list[str],
                pixels: Callable[[], dict[str, dict[str, np.ndarray]]]) -> ServerAnswers:
-    """query_ports as an export pool task (export.pipeline.workers, forked from the process that imported
+    """query_server as an export pool task (export.pipeline.workers, forked from the process that imported
     TensorFlow already): `files` by path, `pixels` decoded in the task."""
-    return query_ports(rest_port, grpc_port, [Path(f) for f in files], pixels())
+    return query_server(rest_port, grpc_port, [Path(f) for f in files], pixels())
 
 
-def query_ports(rest_port: int, grpc_port: int, files: list[Path],
-                pixels: dict[str, dict[str, np.ndarray]]) -> ServerAnswers:
-    """query_server on the server at these local ports."""
+def query_server(rest_port: int, grpc_port: int, files: list[Path],
+                 pixels: dict[str, dict[str, np.ndarray]]) -> ServerAnswers:
+    """Every file of every variant in `pixels` to the local server at these ports, over REST and gRPC,
+    with both signatures, one request at once (they run beside the caller's other paths): what came
+    back, per (variant, api)."""
     from export.core.errors import ServingError
     from serving.client.clients import GrpcClient, RestClient
     answers: ServerAnswers = {}
@@ -194,15 +188,16 @@ class BackgroundQueries:
                  pixels: Callable[[], dict[str, dict[str, np.ndarray]]], *, forked: bool = False) -> None:
         self._started = started
 
-        def in_pool() -> ServerAnswers:
-            from export.pipeline.workers import Task, run_tasks
+        def work() -> ServerAnswers:
             _, rest_port, grpc_port = started.wait()
+            if not forked:
+                return query_server(rest_port, grpc_port, files, pixels())
+            from export.pipeline.workers import Task, run_tasks
             task = Task(key="server:queries", fn="serving.tools.file_parity_server:query_task",
                         kwargs={"rest_port": rest_port, "grpc_port": grpc_port, "files": [str(f) for f in files],
                                 "pixels": pixels},
                         memory_gb=QUERIES_GB, label="the local server's REST and gRPC queries")
             return run_tasks([task], workers=1, memory_budget_gb=QUERIES_GB).results[task.key]
-        work = in_pool if forked else (lambda: query_server(started, files, pixels()))
         self._queries = _InThread(work, "file-parity-queries")
 
     def result(self) -> ServerAnswers:
