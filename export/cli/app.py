@@ -19,6 +19,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 #: would hold ~650 MB for nothing (measured: 665 MB of make export's 6.1 GiB peak).
 WITHOUT_TENSORFLOW = {"variants", "predict", "status", "metadata", "k8s", "sign", "bundle", "bench", "demo-data",
                       "report", "verify"}  # verify imports it (quietly) for its parity step only
+#: Commands that import it themselves (quietly), once their arguments have been checked: a bad
+#: --format or --out is said at once, not after TensorFlow's ~5 s import.
+TENSORFLOW_AFTER_CHECKS = {"export"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -70,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra_args = extra
     try:
-        if args.command not in WITHOUT_TENSORFLOW:
+        if args.command not in WITHOUT_TENSORFLOW | TENSORFLOW_AFTER_CHECKS:
             from export import import_tensorflow_quietly
             import_tensorflow_quietly()
         return COMMANDS[args.command](args)

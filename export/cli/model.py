@@ -109,8 +109,8 @@ def _required_variant(args: argparse.Namespace) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from export import import_tensorflow_quietly
     from export.core.locks import exclusive_output
-    from export.model.build import build
     from export.model.variants import get_variant
     from export.pipeline.single import check_destination, export_artifacts, resolve_targets
     from export.quality import golden
@@ -132,6 +132,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             from export.training.labeled_sets import calibration_set
             cal = calibration_set(args.calibration_data, size or spec.input_size, count=args.calibration_count)
             calibration = {"calibration": cal.images, "calibration_record": cal.record}
+        import_tensorflow_quietly()  # ~5 s: only once the arguments are known good (export.cli.app)
+        from export.model.build import build
         built = build(spec, weights=weights, num_classes=num_classes, labels=labels, input_size=size)
         artifacts = export_artifacts(built, args.out, targets, version=args.version, opset=args.opset,
                                      overwrite=args.overwrite, progress=progress, calibration=calibration)

@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.helpers import run_cli
+from tests.helpers import ROOT, run_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -190,6 +190,20 @@ def test_export_usage_errors(args, message, tmp_path):
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1 and message in r.stderr
     assert not (tmp_path / "o" / "tflite").exists()
+
+
+def test_export_usage_errors_are_said_before_tensorflow_is_imported(tmp_path):
+    """A bad --format, --precision or --out costs no TensorFlow import (~5 s): the arguments are
+    checked first, and the command imports it only to build the model."""
+    import subprocess
+    import sys
+    code = ("import sys; from export.cli.app import main; "
+            f"rc = main(['export', '--variant', '{VARIANT}', '--out', sys.argv[1], '--format', 'onnx', "
+            "'--precision', 'fp16']); print(rc, 'tensorflow' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "o")], capture_output=True, text=True,
+                       timeout=120, cwd=ROOT)
+    assert r.stdout.split() == ["2", "False"], r.stdout + r.stderr
+    assert r.stderr.startswith("error: unknown precision 'fp16' for --format onnx")
 
 
 def test_export_cli_json_one_artifact_relative_out(tmp_path):
