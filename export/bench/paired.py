@@ -17,8 +17,9 @@ from typing import Any
 
 import numpy as np
 
-#: Timed rounds at batch 1 (each runs every artifact once; larger batches get half as many, at
-#: least 5) and warm-up runs per artifact and batch size.
+#: Timed rounds at batch 1 by default (`bench --rounds`; each runs every artifact once; larger
+#: batches get half as many, at least 5 or all that were asked for) and warm-up runs per artifact
+#: and batch size.
 ROUNDS = 15
 WARMUP = 3
 #: Pause before each timed run: ONNX Runtime's and TensorFlow's thread pools spin-wait after a run
@@ -28,7 +29,7 @@ PAUSE_S = 0.02
 
 
 def rounds_at(batch: int, rounds: int = ROUNDS) -> int:
-    return rounds if batch == 1 else max(5, (rounds + 1) // 2)
+    return rounds if batch == 1 else max(min(5, rounds), (rounds + 1) // 2)
 
 
 def plan(artifacts: list[Any]) -> dict[str, list[Any]]:

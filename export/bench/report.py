@@ -182,9 +182,12 @@ def _paired_table(doc: dict[str, Any]) -> list[str]:
     lines = ["## Artifacts in turn: the timings every speed-up comes from", "",
              "Each variant's artifacts (every precision hint too) loaded in one process and run one after the "
              "other, round after round, at each batch size, so that other load on the machine slows them alike. "
-             "p50 (p25-p75) ms over the rounds; speed-up = median over the rounds of (SavedModel time / this "
-             "one's). The per-artifact table above times each in its own process (for load time and peak RSS); "
-             "its latencies can differ from these when the machine is shared, and no ratio is taken from them.", "",
+             "Rounds per batch size: " + ", ".join(f"{n} at batch {b}" for b, n in
+                                                    (doc["settings"].get("paired_rounds") or {}).items())
+             + " (`bench --rounds`). p50 (p25-p75) ms over the rounds; speed-up = median over the rounds of "
+             "(SavedModel time / this one's). The per-artifact table above times each in its own process (for "
+             "load time and peak RSS); its latencies can differ from these when the machine is shared, and no "
+             "ratio is taken from them.", "",
              "| row | " + " | ".join(f"b{b} p50 (p25-p75) ms" for b in bs) + " | "
              + " | ".join(f"b{b} vs SavedModel" for b in bs) + " |",
              "|---|" + "---:|" * (2 * len(bs))]

@@ -24,6 +24,7 @@ from typing import Any
 
 from export.bench.document import BENCH_FORMAT_VERSION, BenchReport
 from export.bench.flops import gflop_per_image
+from export.bench.paired import rounds_at
 from export.bench.results import write_results
 from export.bench.worker import in_fresh_process, runs_at
 from export.core.errors import BundleError, UsageError
@@ -160,6 +161,7 @@ def _vs_fastest_fp32(row: dict[str, Any], rows: list[dict[str, Any]]) -> dict[st
 
 
 def run_bench(bundle: str | os.PathLike, *, threads: int | None = None, warmup: int = 3, runs: int = 10,
+              rounds: int | None = None,
               batch_sizes: list[int] | tuple[int, ...] = (1, 8), out: str | os.PathLike | None = None,
               variants: list[str] | None = None, progress=None,
               serving_probe: Callable[[int], dict[str, Any]] | None = None,
@@ -179,16 +181,16 @@ def run_bench(bundle: str | os.PathLike, *, threads: int | None = None, warmup: 
     bundle); bench.md opens with the targets (export.bench.targets) judged on all of them."""
     from export.core.locks import exclusive_output
     root = Path(bundle)
-    if warmup < 0 or runs < 1:
-        raise UsageError(f"--warmup must be >= 0 and --runs >= 1, got {warmup} and {runs}")
+    if warmup < 0 or runs < 1 or (rounds is not None and rounds < 1):
+        raise UsageError(f"--warmup must be >= 0, --runs and --rounds >= 1, got {warmup}, {runs} and {rounds}")
     if not root.is_dir():
         raise BundleError(f"{root} is not a bundle directory; give dist/<name>-<version>")
     with exclusive_output(root.resolve().parent, command=f"resnet-deploy bench {root.name}", wait=wait, sweep=False):
-        return _run_bench(root, threads, warmup, runs, batch_sizes, out, variants, progress, serving_probe,
+        return _run_bench(root, threads, warmup, runs, rounds, batch_sizes, out, variants, progress, serving_probe,
                           export_run)
 
 
-def _run_bench(root: Path, threads: int | None, warmup: int, runs: int, batch_sizes, out, variants, progress,
+def _run_bench(root: Path, threads: int | None, warmup: int, runs: int, rounds: int | None, batch_sizes, out, variants, progress,
                serving_probe, export_run) -> BenchReport:
     manifest, artifacts = _artifacts_to_measure(root, variants)
     batch_sizes = sorted(set(batch_sizes))
@@ -205,10 +207,12 @@ def _run_bench(root: Path, threads: int | None, warmup: int, runs: int, batch_si
     rows = _measure_artifacts(artifacts, job, flops, note)
     paired = {}
     from export.bench import paired as bench_paired
+    rounds = rounds or bench_paired.ROUNDS
     for variant, arts in sorted(bench_paired.plan(artifacts).items()):
         note(f"{variant}/paired", f"batch {', '.join(map(str, batch_sizes))}: {len(arts)} artifacts in turn, "
-                                  f"{bench_paired.ROUNDS} rounds at batch 1")
-        paired[variant] = in_fresh_process({**job, "kind": "paired", "artifacts": [a.to_dict() for a in arts]},
+                                  f"{rounds} rounds at batch 1")
+        paired[variant] = in_fresh_process({**job, "kind": "paired", "rounds": rounds,
+                                            "artifacts": [a.to_dict() for a in arts]},
                                            threads)
     serving = _serving(serving_probe, threads, note)
     note("ceiling", f"float32 matmul {CEILING_N}x{CEILING_N}, {threads} threads (end of the run)")
@@ -218,7 +222,7 @@ def _run_bench(root: Path, threads: int | None, warmup: int, runs: int, batch_si
     env["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     doc = {"format_version": BENCH_FORMAT_VERSION, "bundle": root.resolve().name,
            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-           "environment": env, "settings": _settings(threads, warmup, runs, batch_sizes),
+           "environment": env, "settings": _settings(threads, warmup, runs, batch_sizes, rounds),
            "ceiling": ceiling, "flops": flops, "artifacts": rows,
            "export_timings": timings, "export_total_s": round(sum(t["seconds"] for t in timings), 2),
            "paired": paired, "serving": serving, "export_run": _export_run(root, export_run),
@@ -303,10 +307,11 @@ def _serving(serving_probe: Callable[[int], dict[str, Any]] | None, threads: int
         return {"error": f"{type(e).__name__}: {first_line(e)}"}
 
 
-def _settings(threads: int, warmup: int, runs: int, batch_sizes: list[int]) -> dict[str, Any]:
+def _settings(threads: int, warmup: int, runs: int, batch_sizes: list[int], rounds: int) -> dict[str, Any]:
     """How the run measured: threads, warm-up, runs per batch size, isolation, what latency is."""
     return {"threads": threads, "warmup": warmup, "batch_sizes": batch_sizes,
-            "runs": {str(b): runs_at(b, runs) for b in batch_sizes}, "device": "CPU",
+            "runs": {str(b): runs_at(b, runs) for b in batch_sizes},
+            "paired_rounds": {str(b): rounds_at(b, rounds) for b in batch_sizes}, "device": "CPU",
             "isolation": ISOLATION,
             "latency": "wall time of Runner.infer (feed check, LiteRT (de)quantization included) "
                        "on the sample photos, after the warm-up runs at that batch size",

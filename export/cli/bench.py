@@ -17,6 +17,9 @@ def add_parsers(sub, commands: dict[str, Callable[[argparse.Namespace], int]]) -
     s.add_argument("--warmup", type=non_negative_int, default=3, help="warm-up runs per batch size (default 3)")
     s.add_argument("--runs", type=positive_int, default=10,
                    help="timed runs at batch 1 (default 10); larger batches run half as many")
+    s.add_argument("--rounds", type=positive_int, default=None,
+                   help="paired rounds at batch 1, each running every artifact of a variant once (default 15); "
+                        "the speed-ups and the recommendation come from them")
     s.add_argument("--batch-sizes", default="1,8", help="comma-separated batch sizes (default 1,8)")
     s.add_argument("--variant", action="append", default=None, help="benchmark only this variant (repeatable)")
     s.add_argument("--out", default=None, metavar="DIR",
@@ -50,7 +53,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="resnet-deploy-bench.") as scratch:
         root = packing.open_bundle(path, Path(scratch))
         probe = None if args.no_serving else (lambda threads: _serving_probe(root, threads))
-        report = bench.run_bench(root, threads=args.threads, warmup=args.warmup, runs=args.runs,
+        report = bench.run_bench(root, threads=args.threads, warmup=args.warmup, runs=args.runs, rounds=args.rounds,
                               batch_sizes=batch_sizes, out=args.out, variants=args.variant,
                               progress=None if args.json else progress, serving_probe=probe, wait=args.wait)
     doc = report.to_dict()

@@ -26,7 +26,8 @@ KEEP = ("dense/savedmodel_fp32", "dense/tflite_fp32", "dense/tflite_int8", "dens
 LABELS = (*KEEP[:-1], "dense/openvino_fp16@f32", "dense/openvino_fp16@bf16")
 
 
-BENCH_ARGS = ("--threads", "1", "--warmup", "0", "--runs", "2", "--batch-sizes", "1,2", "--no-serving")
+BENCH_ARGS = ("--threads", "1", "--warmup", "0", "--runs", "2", "--rounds", "4", "--batch-sizes", "1,2",
+              "--no-serving")
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +106,8 @@ def test_bench_json_schema(small_bundle):
     s = doc["settings"]
     assert s["threads"] == 1 and s["warmup"] == 0 and s["batch_sizes"] == [1, 2]
     assert s["runs"] == {"1": 2, "2": 1} and "fresh Python process" in s["isolation"]
+    assert s["paired_rounds"] == {"1": 4, "2": 4}  # --rounds 4; larger batches: half, at least 5 or all asked for
+    assert {b: p["rounds"] for b, p in doc["paired"]["dense"]["by_batch"].items()} == s["paired_rounds"]
     c = doc["ceiling"]
     assert c["error"] is None and c["threads"] == 1 and c["n"] == bench.CEILING_N
     assert sorted((m["library"], m["when"]) for m in c["measurements"]) == sorted(

@@ -111,3 +111,13 @@ def test_fastest_int8_against_fastest_fp32_and_the_int8_ceiling():
     assert results["int8_best"].detail == "dense: dense/openvino_int8@f32 4.00x dense/onnx_fp32"
     assert results["int8_ceiling"].value == pytest.approx(100 * 7.7 / 0.011 / 1000)  # 70 % of 1000 GOP/s
     assert results["int8_ceiling"].passed is True
+
+
+def test_paired_rounds_follow_the_rounds_asked_for():
+    """`bench --rounds N`: N rounds at batch 1; larger batches half as many, at least 5, but never
+    more than were asked for (the default 15 gives 8; --rounds 4 gives 4 at every batch size)."""
+    from export.bench.paired import ROUNDS, rounds_at
+    assert [rounds_at(b) for b in (1, 2, 8)] == [ROUNDS, 8, 8] and ROUNDS == 15
+    assert [rounds_at(b, 4) for b in (1, 8)] == [4, 4]
+    assert [rounds_at(b, 30) for b in (1, 8)] == [30, 15]
+    assert [rounds_at(b, 7) for b in (1, 8)] == [7, 5]
