@@ -13,6 +13,8 @@ import struct
 import sys
 import tempfile
 import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +74,38 @@ def aspect_of(description: str | None) -> str:
     return found[1] if found else "stretch"
 
 
+class _NoTensorFlow:
+    """A meta path finder that says TensorFlow is not installed (see tensorflow_hidden)."""
+
+    @staticmethod
+    def find_spec(name: str, path: Any = None, target: Any = None) -> None:
+        if name == "tensorflow" or name.startswith("tensorflow."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
+@contextmanager
+def tensorflow_hidden() -> Iterator[None]:
+    """While MediaPipe is imported, TensorFlow looks absent, unless this process has imported it.
+
+    WORKAROUND. Two MediaPipe modules import TensorFlow when it is installed (here, always) and
+    fall back when it is not: `mediapipe/tasks/python/core/optional_dependencies.py` (imported by
+    `import mediapipe` itself) for `tensorflow.tools.docs` ("only required in the API docgen
+    pipeline"), and `mediapipe/tasks/python/metadata/metadata.py` for `tf.io.gfile` (files on
+    other file systems than the local one; it falls back to `open`). Each import brings in all of
+    TensorFlow: 4.5 s and ~600 MB, and its start-up banner on stderr, for `classify` (LiteRT only)
+    and every MediaPipe check. Inside this block they take their fallbacks; a later
+    `import tensorflow` works as usual, and a process that has TensorFlow already is left as it is."""
+    if "tensorflow" in sys.modules:
+        yield
+        return
+    finder = _NoTensorFlow()
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+
+
 def _mediapipe_metadata() -> tuple[Any, Any, Any]:
     """MediaPipe's `metadata` (populator, displayer), `metadata_info` and the schema module.
 
@@ -87,6 +121,11 @@ def _mediapipe_metadata() -> tuple[Any, Any, Any]:
     `import mediapipe.tasks.python.metadata` works on its own.
     """
     missing = "mediapipe.tasks.cc.metadata.python._pywrap_metadata_version"
+    with tensorflow_hidden():
+        return _import_mediapipe_metadata(missing)
+
+
+def _import_mediapipe_metadata(missing: str) -> tuple[Any, Any, Any]:
     try:
         from mediapipe.tasks.python.metadata import metadata
     except ModuleNotFoundError as e:

@@ -161,3 +161,25 @@ def test_cli_process_exits_2_without_traceback(files, tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1] == (
         f"error: {bad} is not a TFLite model (no 'TFL3' flatbuffer identifier); give a .tflite file")
+
+
+def test_classify_and_mediapipe_leave_tensorflow_out(files):
+    """`classify` (LiteRT, MediaPipe's metadata reader) and MediaPipe's ImageClassifier run without
+    TensorFlow in the process: MediaPipe would import all of it (4.5 s, ~600 MB, its banner on
+    stderr) for its docs and gfile helpers (tflite_metadata.tensorflow_hidden). The answers are
+    the in-process ones."""
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+    code = ("import json, sys\nimport numpy as np\nfrom export.cli.app import main\n"
+            "rc = main(['classify', sys.argv[1], sys.argv[2], '--json'])\n"
+            "from export.quality import mediapipe as mp_check\n"
+            "answers = mp_check.classify(sys.argv[1], np.zeros((1, 32, 32, 3), np.uint8))\n"
+            "print('RC', rc, 'TENSORFLOW', 'tensorflow' in sys.modules, 'IMAGES', len(answers))\n")
+    r = subprocess.run([sys.executable, "-c", code, str(files["int8"]), files["images"][0]], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert "RC 0 TENSORFLOW False IMAGES 1" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "oneDNN" not in r.stderr and "cuda" not in r.stderr.lower()
+    printed = json.loads(r.stdout[:r.stdout.index("RC 0")])
+    assert printed["predictions"] == classify_json(str(files["int8"]), files["images"][0])["predictions"]
