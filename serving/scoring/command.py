@@ -74,6 +74,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     job = scoring.plan(args.bundle, args.model, args.input, args.output, args.format, args.precision,
                        top_k=args.top_k, max_batch_size=args.max_batch_size, num_shards=args.num_shards,
                        num_threads=args.threads)
+    from export import import_tensorflow_quietly
+    import_tensorflow_quietly()  # only now (export.cli.app TENSORFLOW_AFTER_CHECKS): bad input is said at once
     if not args.json:
         print(f"scoring {job.files_matched} file(s) matching {job.pattern} with {job.model} version {job.version} "
               f"({job.format} {job.precision}) on {args.runner}", flush=True)

@@ -143,6 +143,24 @@ def test_cli_errors_are_one_line_exit_2(tiny_bundle, images, tmp_path, extra, me
     assert not list(tmp_path.iterdir())
 
 
+def test_bad_options_are_said_before_tensorflow_is_imported(tiny_bundle, images, tmp_path):
+    """A bad Beam option or --input costs no TensorFlow import (~5 s): score imports it only once
+    the job is planned (export.cli.app TENSORFLOW_AFTER_CHECKS)."""
+    import subprocess
+    import sys
+
+    from tests.helpers import ROOT
+    folder, _, _ = images
+    code = ("import sys\nfrom export.cli.app import main\n"
+            "args = ['score', sys.argv[1], '--model', sys.argv[2], '--input', sys.argv[3], '--output', sys.argv[4]]\n"
+            "rcs = [main(args + ['--bogus_option=1']), main(args[:5] + ['/nonexistent/*.jpg'] + args[6:])]\n"
+            "print('RCS', rcs, 'TENSORFLOW', 'tensorflow' in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", code, str(tiny_bundle), MODEL, str(folder), str(tmp_path / "s")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert "RCS [2, 2] TENSORFLOW False" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    assert not list(tmp_path.iterdir())
+
+
 def test_other_commands_still_refuse_unknown_arguments():
     r = run_main("variants", "--runner=DirectRunner")
     assert r.returncode == 2 and "unrecognized arguments: --runner=DirectRunner" in r.stderr
