@@ -22,7 +22,7 @@ WITHOUT_TENSORFLOW = {"variants", "predict", "status", "metadata", "k8s", "sign"
                       "classify"}  # LiteRT and MediaPipe's metadata reader (tflite_metadata.without_tensorflow_docs)
 #: Commands that import it themselves (quietly), once their arguments have been checked: a bad
 #: --format or --out is said at once, not after TensorFlow's ~5 s import.
-TENSORFLOW_AFTER_CHECKS = {"export", "score"}
+TENSORFLOW_AFTER_CHECKS = {"export", "score", "serve"}
 
 
 class _Parser(argparse.ArgumentParser):

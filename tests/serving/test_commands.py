@@ -107,9 +107,13 @@ def test_serve_runs_tensorflow_model_server_when_installed(tmp_path):
                     'cat "${a#--model_config_file=}";; esac; done\nexit 3\n')
     fake.chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
-    r = subprocess.run([sys.executable, "-m", "export.cli", "serve", str(b), "--rest-port", "9501", "--grpc-port", "9500"],
+    # the wrapper process waits on the server without TensorFlow in it (~650 MB it would hold for nothing)
+    code = ("import sys\nfrom export.cli.app import main\nrc = main(sys.argv[1:])\n"
+            "print('TENSORFLOW', 'tensorflow' in sys.modules)\nsys.exit(rc)\n")
+    r = subprocess.run([sys.executable, "-c", code, "serve", str(b), "--rest-port", "9501", "--grpc-port", "9500"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert r.returncode == 3, r.stderr  # the server's own exit status
+    assert r.stdout.endswith("TENSORFLOW False\n")
     assert f"$ {fake} --port=9500 --rest_api_port=9501 --model_config_file=" in r.stdout
     assert f"--batching_parameters_file={b}/batching.config --monitoring_config_file={b}/monitoring.config" in r.stdout
     assert f'base_path: "{b}/tfserving/dense"' in r.stdout
