@@ -5,8 +5,6 @@ through the project's runners, so the exporters are verified independently of th
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
@@ -147,29 +145,6 @@ def test_onnx_io_opset_and_quantized_model(exported):
     ops = {n.op_type for n in q.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert arts[f"{VARIANT}/onnx_int8"].bytes < arts[f"{VARIANT}/onnx_fp32"].bytes / 3
-
-
-def test_failure_mid_write_leaves_no_partial_version(tmp_path, built_model):
-    from export.formats import savedmodel
-    built = built_model(VARIANT)
-
-    def explode(version_dir, _built):
-        (version_dir / "assets.extra").mkdir()
-        raise RuntimeError("disk full (simulated)")
-
-    with pytest.raises(RuntimeError, match="simulated"):
-        savedmodel.export(built, tmp_path, version=3, assets_writer=explode)
-    model_dir = tmp_path / "tfserving" / VARIANT
-    assert list(model_dir.iterdir()) == []  # no "3", no temp dir left behind
-    # An existing version is untouched by a failed overwrite.
-    good = savedmodel.export(built, tmp_path, version=3)
-    before = good.sha256
-    with pytest.raises(RuntimeError):
-        savedmodel.export(built, tmp_path, version=3, overwrite=True, assets_writer=explode)
-    from export.formats import sha256_path
-    assert sha256_path(model_dir / "3")[0] == before
-    assert sorted(p.name for p in model_dir.iterdir()) == ["3"]
-    assert oct(os.stat(model_dir / "3").st_mode & 0o777) != oct(0o700)
 
 
 def test_existing_version_refused_without_overwrite(exported):

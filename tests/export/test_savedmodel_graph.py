@@ -3,11 +3,12 @@ bytes signature calls serving_default), and nothing else to restore, so every lo
 from __future__ import annotations
 
 import io
+import os
 
 import numpy as np
 import pytest
 
-from tests.helpers import TINY_SIZE, tiny_model
+from tests.helpers import TINY_SIZE, tiny_built, tiny_model
 
 pytestmark = pytest.mark.integration
 
@@ -54,3 +55,28 @@ def test_both_signatures_load_and_answer_alike(saved):
     assert set(by_bytes) == set(by_pixels) == {"logits", "probabilities"}
     for key in by_pixels:
         np.testing.assert_array_equal(by_bytes[key].numpy(), by_pixels[key].numpy())
+
+
+def test_failure_mid_write_leaves_no_partial_version(tmp_path):
+    """The version directory appears whole or not at all (a tiny model: the atomic write does not
+    depend on its size; the ResNet50 exports of the e2e tests publish the same way)."""
+    from export.formats import savedmodel
+    built = tiny_built()
+
+    def explode(version_dir, _built):
+        (version_dir / "assets.extra").mkdir()
+        raise RuntimeError("disk full (simulated)")
+
+    with pytest.raises(RuntimeError, match="simulated"):
+        savedmodel.export(built, tmp_path, version=3, assets_writer=explode)
+    model_dir = tmp_path / "tfserving" / built.spec.name
+    assert list(model_dir.iterdir()) == []  # no "3", no temp dir left behind
+    # An existing version is untouched by a failed overwrite.
+    good = savedmodel.export(built, tmp_path, version=3)
+    before = good.sha256
+    with pytest.raises(RuntimeError):
+        savedmodel.export(built, tmp_path, version=3, overwrite=True, assets_writer=explode)
+    from export.formats import sha256_path
+    assert sha256_path(model_dir / "3")[0] == before
+    assert sorted(p.name for p in model_dir.iterdir()) == ["3"]
+    assert oct(os.stat(model_dir / "3").st_mode & 0o777) != oct(0o700)
