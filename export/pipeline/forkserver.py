@@ -23,7 +23,7 @@ from typing import Any
 FORKSERVER_ENV = "RESNET_DEPLOY_FORKSERVER"
 #: What the fork server imports once for every task it forks: TensorFlow (with Keras) is ~4 of the
 #: ~4.5 CPU s a task process spent importing (measured: `python -c "import tensorflow"`, 2-core EPYC).
-FORK_PRELOAD = ["export", "tensorflow", "export.pipeline.workers"]  # export first: it quiets TF's C++ log
+FORK_PRELOAD = ["export", "export.pipeline.quiet_tensorflow", "export.pipeline.workers"]  # TF without its banner
 
 #: CPU seconds of the tasks this process had forked by the fork server (their own rusage): they are
 #: the server's children, not this process's, so os.times() never counts them.

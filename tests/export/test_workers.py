@@ -219,6 +219,9 @@ def test_a_script_without_a_main_guard_can_run_the_pool(tmp_path):
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.splitlines() == ["script ran", "{'t': {'value': 7}}"]
+    # the fork server imports TensorFlow quietly: its start-up banner (absl INFO lines on oneDNN and
+    # CUDA) no longer opens every make export's console, twice
+    assert "oneDNN" not in r.stderr and "absl" not in r.stderr and "cuda" not in r.stderr.lower(), r.stderr
 
 
 def test_the_sampler_reads_pss_only_when_it_could_set_a_new_peak(monkeypatch):
