@@ -19,9 +19,10 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 #: would hold ~650 MB for nothing (measured: 665 MB of make export's 6.1 GiB peak).
 WITHOUT_TENSORFLOW = {"variants", "predict", "status", "metadata", "k8s", "sign", "bundle", "bench", "demo-data",
                       "report", "verify",  # verify imports it (quietly) for its parity step only
-                      "classify"}  # LiteRT and MediaPipe's metadata reader (tflite_metadata.without_tensorflow_docs)
+                      "classify"}  # LiteRT and MediaPipe's metadata reader (tflite_metadata.tensorflow_hidden)
 #: Commands that import it themselves (quietly), once their arguments have been checked: a bad
-#: --format or --out is said at once, not after TensorFlow's ~5 s import.
+#: --format or --out is said at once, not after TensorFlow's ~5 s import; `serve` imports it only
+#: for the local server (the process that runs tensorflow_model_server holds none of it).
 TENSORFLOW_AFTER_CHECKS = {"export", "score", "serve"}
 
 
