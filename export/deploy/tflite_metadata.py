@@ -12,6 +12,7 @@ from __future__ import annotations
 import struct
 import sys
 import tempfile
+import threading
 import types
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -75,11 +76,14 @@ def aspect_of(description: str | None) -> str:
 
 
 class _NoTensorFlow:
-    """A meta path finder that says TensorFlow is not installed (see tensorflow_hidden)."""
+    """A meta path finder that says TensorFlow is not installed to the thread that created it (see
+    tensorflow_hidden); another thread importing TensorFlow meanwhile gets it as usual."""
 
-    @staticmethod
-    def find_spec(name: str, path: Any = None, target: Any = None) -> None:
-        if name == "tensorflow" or name.startswith("tensorflow."):
+    def __init__(self) -> None:
+        self.thread = threading.get_ident()
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if (name == "tensorflow" or name.startswith("tensorflow.")) and threading.get_ident() == self.thread:
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 
 

@@ -194,3 +194,25 @@ def test_conversions_from_one_savedmodel_load_it_once_and_give_the_same_bytes(ti
     assert len(loads) == 1 + 2 * 2
     assert once == every_time
     tflite._LOADED.clear()
+
+
+def test_tensorflow_is_hidden_only_from_the_thread_that_hides_it():
+    """tensorflow_hidden's finder refuses TensorFlow to its own thread (MediaPipe's imports then take
+    their fallbacks) and lets any other thread import it meanwhile (a server query thread, say);
+    leaving the block removes it."""
+    import threading
+
+    from export.deploy import tflite_metadata
+    finder = tflite_metadata._NoTensorFlow()
+    with pytest.raises(ModuleNotFoundError):
+        finder.find_spec("tensorflow.tools.docs")
+    assert finder.find_spec("mediapipe") is None
+    elsewhere: list = []
+    other = threading.Thread(target=lambda: elsewhere.append(finder.find_spec("tensorflow")))
+    other.start()
+    other.join()
+    assert elsewhere == [None]
+    before = list(sys.meta_path)
+    with tflite_metadata.tensorflow_hidden():
+        pass
+    assert sys.meta_path == before
