@@ -23,7 +23,7 @@ WITHOUT_TENSORFLOW = {"variants", "predict", "status", "metadata", "k8s", "sign"
 #: Commands that import it themselves (quietly), once their arguments have been checked: a bad
 #: --format or --out is said at once, not after TensorFlow's ~5 s import; `serve` imports it only
 #: for the local server (the process that runs tensorflow_model_server holds none of it).
-TENSORFLOW_AFTER_CHECKS = {"export", "score", "serve"}
+TENSORFLOW_AFTER_CHECKS = {"export", "score", "serve", "train"}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -13,6 +13,7 @@ import json
 import sys
 from collections.abc import Callable
 
+from export import import_tensorflow_quietly
 from export.core.argtypes import int_at_least
 from export.core.errors import UsageError
 
@@ -120,13 +121,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     missing = [f"--{name}" for name in ("variant", "data", "out") if not getattr(args, name)]
     if missing:
         raise UsageError(f"train needs {', '.join(missing)} (or --config FILE to train the configured variants)")
-    from export.training.train import TrainSettings, train
+    from export.training.data import scan_folder
+    from export.training.settings import TrainSettings
     settings = TrainSettings(
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, val_split=args.val_split,
         seed=args.seed, patience=args.patience, max_per_class=args.max_per_class,
         unfreeze_stages=args.unfreeze_stages, fine_tune_epochs=args.fine_tune_epochs,
         fine_tune_learning_rate=args.fine_tune_learning_rate, feature_cache=not args.no_feature_cache,
-        input_size=args.input_size, l2=args.l2, solver=args.solver, standardize=not args.no_standardize)
+        input_size=args.input_size, l2=args.l2, solver=args.solver, standardize=not args.no_standardize).check()
+    scan_folder(args.data, "--data")  # the folders only (train decodes them): a typo is said at once
+    if args.val_data:
+        scan_folder(args.val_data, "--val-data")
+    import_tensorflow_quietly()  # ~5 s: only once the settings and folders are known good (export.cli.app)
+    from export.training.train import train
     verbose = 0 if args.json else (1 if sys.stdout.isatty() else 2)
     metrics = train(args.variant, args.data, args.out, weights=args.weights or "random:0", num_classes=args.num_classes,
                     settings=settings, val_data=args.val_data, distribute=args.distribute, overwrite=args.overwrite,
@@ -154,8 +161,9 @@ def _train_config(args: argparse.Namespace) -> int:
     if given:
         raise UsageError(f"--config trains what the config lists; drop {', '.join(given)}")
     from export.pipeline.config import load_config
-    from export.training.runs import ensure_run, maps_sharers
     cfg = load_config(args.config, args.weights)
+    import_tensorflow_quietly()
+    from export.training.runs import ensure_run, maps_sharers
     with_data = [v for v in cfg["variants"] if v.get("data")]
     trained = []
     for v, share_maps in zip(with_data, maps_sharers(with_data), strict=True):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -340,6 +341,25 @@ def test_cli_error_is_one_line_without_traceback(tmp_path, capsys):
     assert "error: train needs --data, --out (or --config FILE" in capsys.readouterr().err
     assert main(["train", "--config", "configs/variants.toml", "--out", "x"]) == 2
     assert "error: --config trains what the config lists; drop --out" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_bad_settings_and_folders_are_said_before_tensorflow_is_imported(tmp_path):
+    """`train` checks its settings and the class folders (listing them, not decoding) before it
+    imports TensorFlow (~5 s); the config path imports it after reading the config."""
+    code = ("import sys\nfrom export.cli.app import main\n"
+            "base = ['train', '--variant', 'dense', '--out', sys.argv[1] + '/run']\n"
+            "rcs = [main(base + ['--data', sys.argv[1] + '/nope']), main(base + ['--data', sys.argv[1] + '/one']),\n"
+            "       main(['train', '--config', sys.argv[1] + '/missing.toml'])]\n"
+            "print('RCS', rcs, 'TENSORFLOW', 'tensorflow' in sys.modules)\n")
+    _colour_folder(tmp_path / "one", per_class=2)
+    for extra in ("green", "blue"):
+        shutil.rmtree(tmp_path / "one" / extra)  # one class left: not a data set
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120)
+    assert "RCS [2, 2, 2] TENSORFLOW False" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    assert r.stderr.count("\n") == 3 and r.stderr.startswith(f"error: --data {tmp_path}/nope: no such directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one"]  # nothing written
 
 
 @pytest.mark.integration
