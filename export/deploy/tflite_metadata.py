@@ -110,6 +110,16 @@ def tensorflow_hidden() -> Iterator[None]:
         sys.meta_path.remove(finder)
 
 
+def mediapipe_tasks() -> tuple[Any, Any, Any]:
+    """`mediapipe`, its `tasks.python.vision` and `BaseOptions`, imported without TensorFlow
+    (tensorflow_hidden): what the MediaPipe ImageClassifier checks need."""
+    with tensorflow_hidden():
+        import mediapipe as mp
+        from mediapipe.tasks.python import vision
+        from mediapipe.tasks.python.core.base_options import BaseOptions
+    return mp, vision, BaseOptions
+
+
 def _mediapipe_metadata() -> tuple[Any, Any, Any]:
     """MediaPipe's `metadata` (populator, displayer), `metadata_info` and the schema module.
 
@@ -124,12 +134,16 @@ def _mediapipe_metadata() -> tuple[Any, Any, Any]:
     mediapipe/tasks/cc/metadata/metadata_version.cc. Delete this function's shim part when
     `import mediapipe.tasks.python.metadata` works on its own.
     """
-    missing = "mediapipe.tasks.cc.metadata.python._pywrap_metadata_version"
     with tensorflow_hidden():
-        return _import_mediapipe_metadata(missing)
+        return _import_mediapipe_metadata()
 
 
-def _import_mediapipe_metadata(missing: str) -> tuple[Any, Any, Any]:
+#: The pybind module the mediapipe wheels' metadata.py imports but do not ship (_mediapipe_metadata).
+_MISSING_PYWRAP = "mediapipe.tasks.cc.metadata.python._pywrap_metadata_version"
+
+
+def _import_mediapipe_metadata() -> tuple[Any, Any, Any]:
+    missing = _MISSING_PYWRAP
     try:
         from mediapipe.tasks.python.metadata import metadata
     except ModuleNotFoundError as e:

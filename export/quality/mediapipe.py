@@ -72,11 +72,8 @@ class MediaPipeCheck:
 def classify(path: str | Path, images: np.ndarray) -> list[dict[str, Any]]:
     """MediaPipe ImageClassifier on uint8 RGB images [N, H, W, 3]: per image, per head (by name),
     the scores in class-index order and the top category's name (from the model's metadata)."""
-    from export.deploy.tflite_metadata import tensorflow_hidden
-    with tensorflow_hidden():  # MediaPipe would import all of TensorFlow for nothing
-        import mediapipe as mp
-        from mediapipe.tasks.python import vision
-        from mediapipe.tasks.python.core.base_options import BaseOptions
+    from export.deploy.tflite_metadata import mediapipe_tasks
+    mp, vision, BaseOptions = mediapipe_tasks()  # without TensorFlow, which MediaPipe would import for nothing
     options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(path)))
     try:
         classifier = vision.ImageClassifier.create_from_options(options)

@@ -244,11 +244,8 @@ def pre_resize(path: str | Path, contract: ImageContract) -> np.ndarray:
 
 
 def _mediapipe(model: Path, files: list[Path], pil_px: dict[str, np.ndarray], bad: dict) -> tuple[Probs, Probs]:
-    from export.deploy.tflite_metadata import tensorflow_hidden
-    with tensorflow_hidden():  # MediaPipe would import all of TensorFlow for nothing
-        import mediapipe as mp
-        from mediapipe.tasks.python import vision
-        from mediapipe.tasks.python.core.base_options import BaseOptions
+    from export.deploy.tflite_metadata import mediapipe_tasks
+    mp, vision, BaseOptions = mediapipe_tasks()  # without TensorFlow, which MediaPipe would import for nothing
     options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(model)))
     raw: Probs = {}
     pre: Probs = {}
