@@ -52,6 +52,8 @@ class ServingCore:
         self.metrics.record(model, api, code, seconds)
 
     def status_response(self, name: str, version: int | None, label: str | None):
+        from serving.api import tf_protos
+        tf_protos.load()
         from tensorflow_serving.apis import get_model_status_pb2
         response = get_model_status_pb2.GetModelStatusResponse()
         for v in self.registry.status(name, version, label):
@@ -61,6 +63,8 @@ class ServingCore:
         return response
 
     def metadata_response(self, name: str, version: int | None, label: str | None):
+        from serving.api import tf_protos
+        tf_protos.load()
         from tensorflow_serving.apis import get_model_metadata_pb2
         servable = self.registry.resolve(name, version, label)
         response = get_model_metadata_pb2.GetModelMetadataResponse()

@@ -234,7 +234,7 @@ def proto_to_array(name: str, proto, max_bytes: int | None = None) -> np.ndarray
     a short value list by repeating its last value, so one float could ask for terabytes)."""
     import math
 
-    import tensorflow as tf
+    from serving.api import tf_protos
     shape = proto.tensor_shape
     if shape.unknown_rank:
         raise ServingStatus.invalid(f"input '{name}': tensor_shape has unknown_rank; give its dimensions")
@@ -244,7 +244,7 @@ def proto_to_array(name: str, proto, max_bytes: int | None = None) -> np.ndarray
         raise ServingStatus.invalid(f"input '{name}': negative dimension {negative[0]} in tensor_shape")
     if max_bytes is not None:
         try:
-            itemsize = max(tf.as_dtype(proto.dtype).size, 1)
+            itemsize = max(tf_protos.itemsize(proto.dtype), 1)
         except TypeError:
             itemsize = 1  # an unknown dtype: make_ndarray says so below
         count = math.prod(dims)
@@ -253,11 +253,11 @@ def proto_to_array(name: str, proto, max_bytes: int | None = None) -> np.ndarray
                 f"input '{name}': a tensor of shape [{','.join(map(str, dims))}] holds {count} values "
                 f"({count * itemsize} bytes), more than the request limit of {max_bytes} bytes")
     try:
-        return tf.make_ndarray(proto)
+        return tf_protos.to_ndarray(proto)
     except Exception as e:  # noqa: BLE001 - malformed TensorProto: wrong content size, unknown dtype ...
         raise ServingStatus.invalid(f"input '{name}': cannot read the TensorProto ({e})") from None
 
 
 def array_to_proto(a: np.ndarray):
-    import tensorflow as tf
-    return tf.make_tensor_proto(a)
+    from serving.api import tf_protos
+    return tf_protos.from_ndarray(a)

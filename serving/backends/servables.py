@@ -101,6 +101,8 @@ class Servable(abc.ABC):
 
     def signature_def_map(self):
         """A tensorflow.serving SignatureDefMap for GetModelMetadata."""
+        from serving.api import tf_protos
+        tf_protos.load()
         from tensorflow_serving.apis import get_model_metadata_pb2
         out = get_model_metadata_pb2.SignatureDefMap()
         for sig in self.signatures.values():
@@ -124,6 +126,8 @@ class Servable(abc.ABC):
 
 
 def _tf_enum(name: str) -> int:
+    from serving.api import tf_protos
+    tf_protos.load()
     from tensorflow.core.framework import types_pb2
     return types_pb2.DataType.Value(name)
 

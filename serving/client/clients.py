@@ -111,6 +111,9 @@ class GrpcClient:
 
     def __init__(self, target: str, timeout: float = 60.0, max_message_bytes: int = 64 << 20) -> None:
         import grpc
+
+        from serving.api import tf_protos
+        tf_protos.load()  # without TensorFlow (~5 s), unless this process has imported it already
         from tensorflow_serving.apis import (
             model_service_pb2_grpc,
             prediction_service_pb2_grpc,
@@ -202,21 +205,22 @@ class GrpcClient:
 
 
 def make_tensor_proto(a: np.ndarray):
-    """TensorFlow's own tf.make_tensor_proto (the gRPC protos import TensorFlow anyway, so a codec of
-    our own would save nothing); ServingError for an array it cannot encode."""
-    import tensorflow as tf
+    """tf.make_tensor_proto of the array, without TensorFlow (serving.api.tf_protos); ServingError for
+    an array it cannot encode."""
+    from serving.api import tf_protos
     a = np.asarray(a)
     try:
-        return tf.make_tensor_proto(a)
+        return tf_protos.from_ndarray(a)
     except (TypeError, ValueError) as e:
         raise ServingError(f"cannot send a {a.dtype} tensor: {e}") from None
 
 
 def make_ndarray(proto) -> np.ndarray:
-    """TensorFlow's own tf.make_ndarray; ServingError for a TensorProto it cannot read."""
-    import tensorflow as tf
+    """tf.make_ndarray of the TensorProto, without TensorFlow (serving.api.tf_protos); ServingError for a
+    TensorProto it cannot read."""
+    from serving.api import tf_protos
     try:
-        return tf.make_ndarray(proto)
+        return tf_protos.to_ndarray(proto)
     except (TypeError, ValueError) as e:
         raise ServingError(f"cannot read a TensorProto of the answer: {e}") from None
 

@@ -50,6 +50,9 @@ def _grpc_call(core: ServingCore, api: str, fn: Callable):
 def create_grpc_server(core: ServingCore, max_message_bytes: int, max_workers: int = 32):
     """A grpc.Server with PredictionService (Predict, GetModelMetadata) and ModelService."""
     import grpc
+
+    from serving.api import tf_protos
+    tf_protos.load()  # without TensorFlow, which only the SavedModel backend needs
     from tensorflow_serving.apis import (
         model_service_pb2_grpc,
         predict_pb2,

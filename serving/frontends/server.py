@@ -106,6 +106,9 @@ def create_app(core: ServingCore, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     from fastapi import FastAPI
     from starlette.exceptions import HTTPException
     from starlette.responses import PlainTextResponse
+
+    from serving.api import tf_protos
+    tf_protos.load()  # without TensorFlow, which only the SavedModel backend needs
     from tensorflow_serving.apis import get_model_metadata_pb2
 
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False)

@@ -396,10 +396,9 @@ def run(bundle: str | Path, files_dir: str | Path, variant: str | None = None, *
     if served:  # the server loads, and is queried, while the variants' paths run
         started = StartedServer(root)
         on_server = sorted({a.variant for a in index if a.format == "savedmodel"})
-        # with workers > 1 (make export) the queries run in a pool task: this process stays free of TensorFlow
+        # in a thread of this process, which the clients leave free of TensorFlow (make export's parent)
         queries = BackgroundQueries(started, files, functools.partial(client_pixels, str(root), tuple(on_server),
-                                                                      tuple(str(f) for f in files)),
-                                    forked=workers > 1)
+                                                                      tuple(str(f) for f in files)))
     try:
         contracts = variant_contracts(root, index)
         if workers > 1:

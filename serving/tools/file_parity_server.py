@@ -114,13 +114,6 @@ def stop_local_server(proc: subprocess.Popen) -> None:
 ServerAnswers = dict[tuple[str, str], tuple[dict, dict, dict]]  # (variant, api) -> (bytes, pixels, refused)
 
 
-def query_task(rest_port: int, grpc_port: int, files: list[str],
-               pixels: Callable[[], dict[str, dict[str, np.ndarray]]]) -> ServerAnswers:
-    """query_server as an export pool task (export.pipeline.workers, forked from the process that imported
-    TensorFlow already): `files` by path, `pixels` decoded in the task."""
-    return query_server(rest_port, grpc_port, [Path(f) for f in files], pixels())
-
-
 def query_server(rest_port: int, grpc_port: int, files: list[Path],
                  pixels: dict[str, dict[str, np.ndarray]]) -> ServerAnswers:
     """Every file of every variant in `pixels` to the local server at these ports, over REST and gRPC,
@@ -167,37 +160,26 @@ def rows_from(answers: ServerAnswers, files: list[Path], refs: dict[str, dict[st
     return rows
 
 
-#: Peak memory of the queries' pool task (TensorFlow, which the gRPC client's protos import, and the
-#: clients): outside the parts' budget, as the queries' thread was.
-QUERIES_GB = 1.0
-
-
 class BackgroundQueries:
     """`query_server` in a thread, started with the server, so the requests run while the caller's
     other paths do (make export: the variants' pool tasks) rather than after them. `pixels()` gives
     the client-decoded pixels per variant (decoded in the thread too); `result()` waits, stops the
     server, and gives the answers or raises the thread's error.
 
-    `forked`: the thread runs the queries as a pool task (query_task, one worker) instead of in this
-    process. make export's parent never imports TensorFlow, and the gRPC client's protos
-    (tensorflow_serving.apis) import it: 4.2 s and ~670 MB in the parent while the end-to-end parity
-    ran; a task forked from the fork server finds it imported. `pixels` must then pickle (a
-    functools.partial of a module function)."""
+    The clients import no TensorFlow (serving.api.tf_protos), so make export's parent, which runs this
+    thread, stays free of it. Until they did, the queries ran as a pool task forked from the fork server
+    (4.2 s and ~670 MB in the parent otherwise). TF Serving's protos are loaded here, before the thread
+    starts: the caller may import TensorFlow meanwhile (file_parity.run with one worker)."""
 
     def __init__(self, started: StartedServer, files: list[Path],
-                 pixels: Callable[[], dict[str, dict[str, np.ndarray]]], *, forked: bool = False) -> None:
+                 pixels: Callable[[], dict[str, dict[str, np.ndarray]]]) -> None:
+        from serving.api import tf_protos
+        tf_protos.load()
         self._started = started
 
         def work() -> ServerAnswers:
             _, rest_port, grpc_port = started.wait()
-            if not forked:
-                return query_server(rest_port, grpc_port, files, pixels())
-            from export.pipeline.workers import Task, run_tasks
-            task = Task(key="server:queries", fn="serving.tools.file_parity_server:query_task",
-                        kwargs={"rest_port": rest_port, "grpc_port": grpc_port, "files": [str(f) for f in files],
-                                "pixels": pixels},
-                        memory_gb=QUERIES_GB, label="the local server's REST and gRPC queries")
-            return run_tasks([task], workers=1, memory_budget_gb=QUERIES_GB).results[task.key]
+            return query_server(rest_port, grpc_port, files, pixels())
         self._queries = _InThread(work, "file-parity-queries")
 
     def result(self) -> ServerAnswers:

@@ -163,9 +163,9 @@ print(json.dumps({"report": report.to_dict(), "tensorflow": "tensorflow" in sys.
 
 @pytest.mark.e2e
 def test_pooled_server_queries_answer_alike_and_leave_the_caller_free_of_tensorflow(tiny):
-    """With workers > 1 (make export) the server's REST and gRPC queries run in a pool task: the
-    report is the in-process one, and the calling process (make export's parent) never imports
-    TensorFlow, which the gRPC client's protos import (~670 MB)."""
+    """With workers > 1 (make export) the variants' paths run in pool tasks and the server's REST and
+    gRPC queries in a thread of the caller: the report is the in-process one, and the calling process
+    (make export's parent) never imports TensorFlow (~670 MB), not even for the gRPC client's protos."""
     import subprocess
     import sys
 
