@@ -226,12 +226,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"--backend {args.backend}" if args.backend != "savedmodel" else "tensorflow_model_server is not installed here")
         print(f"{reason}: starting the local TF Serving-compatible server (serving/frontends/server.py) on the same "
               f"ports instead; Ctrl-C or SIGTERM stops it.", flush=True)
-        # Only the local server's SavedModel backend needs TensorFlow: the process that runs
-        # tensorflow_model_server above holds none of it (~650 MB) while it waits, and the ONNX, TFLite and
-        # OpenVINO backends start without it (TF Serving's protos load alone: serving.api.tf_protos).
-        if args.backend.partition(":")[0] == "savedmodel":
-            from export import import_tensorflow_quietly
-            import_tensorflow_quietly()
+        # Only the local server's SavedModel backend imports TensorFlow, once the bundle and --model check
+        # out (serving.backends.registry): the process that runs tensorflow_model_server above holds none
+        # of it (~650 MB) while it waits, and the ONNX, TFLite and OpenVINO backends start without it (TF
+        # Serving's protos load alone: serving.api.tf_protos).
         from serving.frontends.server import serve
         return serve(bundle, rest_port=args.rest_port, grpc_port=args.grpc_port, host=args.host,
                      backend=args.backend, batching=not args.no_batching, max_body_bytes=args.max_body_bytes,

@@ -89,6 +89,9 @@ class ModelRegistry:
         if unknown:
             raise BundleError(f"--model {', '.join(unknown)}: not in {bundle} (it has "
                               f"{', '.join(m['name'] for m in listed)})")
+        if backend == "savedmodel":  # the one backend that runs TensorFlow: imported once the bundle checks out
+            from export import import_tensorflow_quietly
+            import_tensorflow_quietly()
         for m in listed:
             if only and m["name"] not in only:
                 continue

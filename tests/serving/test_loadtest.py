@@ -33,8 +33,14 @@ def test_load_run_reports_each_backend_and_the_overhead(bundle, tmp_path):
     assert "gRPC batch 1 (savedmodel dense)" in r.stdout and "onnx" in r.stdout and "tflite" in r.stdout
 
 
+SERVE_THEN_SAY_TF = "import sys; from export.cli.app import main; rc = main(sys.argv[1:]); " \
+                    "print('tensorflow imported:', 'tensorflow' in sys.modules); sys.exit(rc)"
+
+
 def test_serving_an_unknown_model_is_one_line(bundle):
-    r = subprocess.run([sys.executable, "-m", "export.cli", "serve", str(bundle), "--local", "--model", "nope",
+    """Said before the SavedModel backend imports TensorFlow (~5 s)."""
+    r = subprocess.run([sys.executable, "-c", SERVE_THEN_SAY_TF, "serve", str(bundle), "--local", "--model", "nope",
                         "--rest-port", "0", "--grpc-port", "0"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2
-    assert r.stderr.strip().splitlines()[-1] == f"error: --model nope: not in {bundle} (it has dense)"
+    assert r.stderr.strip().splitlines() == [f"error: --model nope: not in {bundle} (it has dense)"]
+    assert r.stdout.strip().splitlines()[-1] == "tensorflow imported: False"
