@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 
 import numpy as np
 from hypothesis import strategies as st
@@ -132,7 +133,7 @@ def tensor_protos(draw):
         t.tensor_shape.dim.add(size=d)
     t.tensor_shape.unknown_rank = draw(st.booleans()) and draw(st.booleans())
     kind = draw(st.sampled_from(["content-exact", "content", "float_val", "int_val", "string_val", "none", "half_val"]))
-    n = int(np.prod([max(d, 0) for d in dims])) if dims else 1
+    n = math.prod(max(d, 0) for d in dims)  # Python ints: np.prod wraps past 2**63 into a negative count
     if kind == "content-exact" and n * 4 <= 200_000:
         rng = np.random.default_rng(draw(st.integers(0, 255)))
         values = rng.uniform(0, 255, n).astype(np.float32)

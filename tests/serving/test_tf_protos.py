@@ -89,7 +89,7 @@ def test_decoding_is_tensorflows_on_every_dtype_and_both_encodings():
         assert got is ref if isinstance(ref, type) else _same(got, ref), name
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=300, deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 @given(tensor_protos())
 def test_hostile_protos_decode_as_tensorflow_decodes_them(proto):
     """The hostile requests' TensorProtos (any dtype number, content of any length, short lists): the same
