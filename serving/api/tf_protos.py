@@ -108,10 +108,14 @@ def _dtypes() -> dict[int, tuple[np.dtype | None, str, bool]]:
 _TABLE: dict[int, tuple[np.dtype | None, str, bool]] = {}
 
 
-def _entry(enum: int) -> tuple[np.dtype, str, bool]:
+def _table() -> dict[int, tuple[np.dtype | None, str, bool]]:
     if not _TABLE:
         _TABLE.update(_dtypes())
-    dtype, field, content = _TABLE.get(enum, (None, "", False))
+    return _TABLE
+
+
+def _entry(enum: int) -> tuple[np.dtype, str, bool]:
+    dtype, field, content = _table().get(enum, (None, "", False))
     if dtype is None:
         raise TypeError(f"Cannot convert value {enum} to a TensorFlow DType.")
     return dtype, field, content
@@ -154,9 +158,7 @@ def to_ndarray(proto) -> np.ndarray:
 
 
 def _enum_of(dtype: np.dtype) -> int:
-    if not _TABLE:
-        _TABLE.update(_dtypes())
-    for enum, (known, _, _) in _TABLE.items():
+    for enum, (known, _, _) in _table().items():  # the base types come before their reference types
         if known is not None and known == dtype:
             return enum
     raise TypeError(f"Unrecognized data type: {dtype}.")
