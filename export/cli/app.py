@@ -22,7 +22,8 @@ WITHOUT_TENSORFLOW = {"variants", "predict", "status", "metadata", "k8s", "sign"
                       "classify"}  # LiteRT and MediaPipe's metadata reader (tflite_metadata.tensorflow_hidden)
 #: Commands that import it themselves (quietly), once their arguments have been checked: a bad
 #: --format or --out is said at once, not after TensorFlow's ~5 s import; `serve` imports it only
-#: for the local server (the process that runs tensorflow_model_server holds none of it).
+#: for the local server's SavedModel backend (serving.backends.registry), never for the process that runs
+#: tensorflow_model_server nor for the ONNX, TFLite and OpenVINO backends.
 TENSORFLOW_AFTER_CHECKS = {"export", "score", "serve", "train"}
 
 

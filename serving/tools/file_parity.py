@@ -11,7 +11,6 @@ The rows and the markdown are export.quality.file_parity's.
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
 import tempfile
@@ -397,8 +396,7 @@ def run(bundle: str | Path, files_dir: str | Path, variant: str | None = None, *
         started = StartedServer(root)
         on_server = sorted({a.variant for a in index if a.format == "savedmodel"})
         # in a thread of this process, which the clients leave free of TensorFlow (make export's parent)
-        queries = BackgroundQueries(started, files, functools.partial(client_pixels, str(root), tuple(on_server),
-                                                                      tuple(str(f) for f in files)))
+        queries = BackgroundQueries(started, files, lambda: client_pixels(root, on_server, files))
     try:
         contracts = variant_contracts(root, index)
         if workers > 1:
@@ -433,12 +431,12 @@ def run(bundle: str | Path, files_dir: str | Path, variant: str | None = None, *
     return report
 
 
-def client_pixels(bundle: str, variants: tuple[str, ...], files: tuple[str, ...]) -> dict[str, dict[str, np.ndarray]]:
+def client_pixels(root: Path, variants: list[str], files: list[Path]) -> dict[str, dict[str, np.ndarray]]:
     """variant -> file name -> the pixels a client decodes by the variant's contract (`predict --pixels`),
     for the server's pixel rows."""
     from export.formats import read_index
-    root, every, paths = Path(bundle), read_index(Path(bundle)), [Path(f) for f in files]
-    return {v: _pil_pixels(paths, _variant_facts(root, v, [a for a in every if a.variant == v])[0], {})
+    every = read_index(root)
+    return {v: _pil_pixels(files, _variant_facts(root, v, [a for a in every if a.variant == v])[0], {})
             for v in variants}
 
 
