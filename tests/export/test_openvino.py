@@ -76,6 +76,33 @@ def test_keras_source_gets_the_contract_names(tiny_built, tmp_path):
     np.testing.assert_allclose(got["logits"], want["logits"], atol=5e-3)  # fp16 weights
 
 
+def test_batch_one_runs_on_a_static_shape_model_with_the_dynamic_models_answers(exported_ir):
+    """A batch of 1 runs on a model compiled for [1, H, W, 3] (at its first use), other batches on
+    the IR's dynamic one; they answer alike (bit for bit on the CPUs measured; 1e-6 here, since another
+    CPU may pick other kernels for the two shapes). An IR that cannot take the static shape still
+    answers, on the dynamic model."""
+    from export.runtimes import openvino as ov_runner
+    _, art = exported_ir
+    photos = _photos(4)
+    with ov_runner.OpenVINORunner(art.path) as r:
+        assert r.inputs["image"].shape == (None, TINY_SIZE, TINY_SIZE, 3)
+        many = r.infer({"image": photos})
+        assert r._static == {}  # batch 4: the dynamic model, nothing compiled for it
+        ones = [r.infer({"image": photos[i:i + 1]}) for i in range(4)]
+        ((shapes, request),) = r._static.items()
+        assert shapes == (("image", (1, TINY_SIZE, TINY_SIZE, 3)),) and request is not r._request
+        assert [tuple(p.get_shape()) for p in request.model_inputs] == [(1, TINY_SIZE, TINY_SIZE, 3)]
+        dynamic = r._request.infer({"image": photos[:1]})
+        for name in ("logits", "probabilities"):
+            np.testing.assert_allclose(np.concatenate([o[name] for o in ones]), many[name], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(ones[0]["logits"], next(np.asarray(v) for p, v in dynamic.items()
+                                                           if p.get_any_name() == "logits"), rtol=1e-6, atol=1e-6)
+        r._static.clear()
+        r.path = r.path.with_name("gone.xml")  # the static compile fails: the dynamic model answers
+        np.testing.assert_array_equal(r.infer({"image": photos[:1]})["logits"], ones[0]["logits"])
+        assert list(r._static.values()) == [None]
+
+
 def test_export_refuses_to_overwrite_and_bad_precision(exported_ir, tiny_built, tiny):
     from export.formats import openvino
     out, _ = exported_ir
