@@ -35,7 +35,9 @@ def time_matmul(matmul, n: int, reps: int) -> dict[str, Any]:
             "seconds": [round(s, 5) for s in seconds]}
 
 
-def _ort_int8(n: int, reps: int, threads: int) -> dict[str, Any]:
+def _ort_int8_kernel(n: int, threads: int, spinning: bool = True) -> tuple[Any, str]:
+    """(run, kernel text): ONNX Runtime's MatMulInteger on a u8 [n, n] x s8 [n, n], built once.
+    `spinning` False: its threads sleep after a run (beside other runtimes in the paired rounds)."""
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
@@ -50,11 +52,17 @@ def _ort_int8(n: int, reps: int, threads: int) -> dict[str, Any]:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     a = rng.integers(0, 256, size=(n, n), dtype=np.uint8)
-    return {"precision": "int8", "library": "onnxruntime",
-            "kernel": f"MatMulInteger u8×s8 (ONNX Runtime {ort.__version__}, onnx {onnx.__version__})",
-            **time_matmul(lambda: sess.run(None, {"a": a}), n, reps)}
+    return (lambda: sess.run(None, {"a": a}),
+            f"MatMulInteger u8×s8 (ONNX Runtime {ort.__version__}, onnx {onnx.__version__})")
+
+
+def _ort_int8(n: int, reps: int, threads: int) -> dict[str, Any]:
+    run, kernel = _ort_int8_kernel(n, threads)
+    return {"precision": "int8", "library": "onnxruntime", "kernel": kernel, **time_matmul(run, n, reps)}
 
 
 def _openvino_model(n: int, int8: bool):
@@ -74,7 +82,9 @@ def _openvino_model(n: int, int8: bool):
     return ov.Model([ops.matmul(x, w, False, False)], [a], "gemm")
 
 
-def _openvino(n: int, reps: int, threads: int, precision: str) -> dict[str, Any]:
+def _openvino_kernel(n: int, threads: int, precision: str) -> tuple[Any, str] | str:
+    """(run, kernel text) of OpenVINO's int8 (FakeQuantize(u8) x int8 weights) or fp32 matmul at the
+    precision's hint, built once; or why it was not (the plugin compiled another precision)."""
     from export.core.telemetry import import_openvino
     ov = import_openvino()
     core = ov.Core()
@@ -84,12 +94,19 @@ def _openvino(n: int, reps: int, threads: int, precision: str) -> dict[str, Any]
                                    "PERFORMANCE_HINT": "LATENCY"})
     got = str(compiled.get_property("INFERENCE_PRECISION_HINT").to_string())
     if got != hint:
-        return {"precision": precision, "library": "openvino", "skipped": f"compiled in {got}, not {hint}"}
+        return f"compiled in {got}, not {hint}"
     request = compiled.create_infer_request()
     a = np.random.default_rng(1).uniform(0, 4, size=(n, n)).astype(np.float32)
     kernel = ("FakeQuantize(u8) × int8 weights matmul" if precision == "int8" else f"matmul at the {hint} hint")
-    return {"precision": precision, "library": "openvino", "kernel": f"{kernel} (OpenVINO {ov.__version__})",
-            **time_matmul(lambda: request.infer({"a": a}), n, reps)}
+    return (lambda: request.infer({"a": a})), f"{kernel} (OpenVINO {ov.__version__})"
+
+
+def _openvino(n: int, reps: int, threads: int, precision: str) -> dict[str, Any]:
+    built = _openvino_kernel(n, threads, precision)
+    if isinstance(built, str):
+        return {"precision": precision, "library": "openvino", "skipped": built}
+    run, kernel = built
+    return {"precision": precision, "library": "openvino", "kernel": kernel, **time_matmul(run, n, reps)}
 
 
 def measure(n: int, reps: int, threads: int, bf16_unit: str | None) -> list[dict[str, Any]]:
@@ -108,6 +125,39 @@ def measure(n: int, reps: int, threads: int, bf16_unit: str | None) -> list[dict
             out.append(job())
         except Exception as e:  # noqa: BLE001 -- a runtime that cannot run the kernel is recorded, not fatal
             out.append({"precision": precision, "library": library, "error": first_line(e)})
+    return out
+
+
+def paired_kernels(n: int, threads: int, bf16_unit: str | None) -> dict[str, dict[str, Any]]:
+    """The ceiling GEMMs, built once, for the paired rounds (export.bench.paired times them in turn with a
+    variant's artifacts, so that a row and its ceiling meet the same machine): label -> {"precision",
+    "library", "kernel", "ops" (2 n^3), "run"}. fp32: NumPy's matmul, and TensorFlow's where this process
+    has already imported it (a SavedModel row); int8: ONNX Runtime and OpenVINO; bf16 where the CPU has
+    the units. One that cannot be built is left out (the unpaired ceilings still hold it)."""
+    import sys
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
+    builders: dict[str, tuple[str, Any]] = {
+        "fp32:numpy": ("fp32", lambda: ((lambda: a @ b), f"float32 matmul (NumPy {np.__version__})")),
+        "int8:onnxruntime": ("int8", lambda: _ort_int8_kernel(n, threads, spinning=False)),
+        "int8:openvino": ("int8", lambda: _openvino_kernel(n, threads, "int8"))}
+    if "tensorflow" in sys.modules:
+        def tf_matmul():
+            import tensorflow as tf
+            ta, tb = tf.constant(a), tf.constant(b)
+            return (lambda: tf.linalg.matmul(ta, tb).numpy()), f"tf.linalg.matmul (TensorFlow {tf.__version__})"
+        builders["fp32:tensorflow"] = ("fp32", tf_matmul)
+    if bf16_unit:
+        builders["bf16:openvino"] = ("bf16", lambda: _openvino_kernel(n, threads, "bf16"))
+    out: dict[str, dict[str, Any]] = {}
+    for label, (precision, build) in builders.items():
+        try:
+            built = build()
+        except Exception:  # noqa: BLE001 -- left out, as in measure(): the unpaired ceilings record why
+            continue
+        if isinstance(built, tuple):
+            out[label] = {"precision": precision, "library": label.split(":")[1], "kernel": built[1],
+                          "ops": 2.0 * n ** 3, "run": built[0]}
     return out
 
 

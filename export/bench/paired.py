@@ -8,6 +8,12 @@ way moved by 30 % between runs (conv's ONNX int8 read 1.81x ONNX fp32 isolated a
 in one run). Speed-ups are therefore taken from these paired rounds only: per round, one
 artifact's time / the other's, and the median over the rounds; the isolated process is kept for
 what only it measures (load time, peak RSS).
+
+The ceiling GEMMs of each precision (export.bench.ceilings.paired_kernels) run in the same rounds, so
+a row's % of its own ceiling is taken the same way: per round, its achieved rate / the fastest GEMM of
+its precision in that round, and the median over the rounds (paired_pct). Against the best GEMM of the
+run, measured at its start and end, the worst int8 row of one bundle read 69 % in one run and 53 % in
+the next, an hour apart, with the same artifacts: the ceiling had read 852 and 1096 GOP/s.
 """
 from __future__ import annotations
 
@@ -61,6 +67,30 @@ def _runners(arts, root: Path, threads: int) -> tuple[dict[str, Any], dict[str, 
     return runners, skipped
 
 
+class _Kernel:
+    """A ceiling GEMM where _time_rounds expects a runner (it ignores the feed)."""
+
+    def __init__(self, run) -> None:
+        self.run = run
+
+    def infer(self, feed) -> None:
+        self.run()
+
+
+def paired_pct(entry: dict[str, Any], kernels: dict[str, dict[str, Any]], name: str, gflop: float,
+               precision: str) -> float | None:
+    """`name`'s % of its precision's ceiling in the paired rounds of one batch size (`entry`: a
+    by_batch value; `gflop`: its GFLOP per call, per image x batch): per round, its rate / the fastest
+    GEMM of `precision` in that round, median over the rounds. None where no such GEMM was timed."""
+    times, ceiling = entry.get("times_ms", {}).get(name), entry.get("ceiling_ms") or {}
+    labels = [k for k, m in kernels.items() if m.get("precision") == precision and k in ceiling]
+    if not times or not labels:
+        return None
+    pcts = [100.0 * (gflop * 1e9 / t) / max(kernels[k]["ops"] / ceiling[k][i] for k in labels)
+            for i, t in enumerate(times)]
+    return round(float(np.median(pcts)), 2)
+
+
 def _time_rounds(runners: dict[str, Any], feed: dict[str, np.ndarray], rounds: int, warmup: int) -> dict[str, list]:
     for r in runners.values():
         for _ in range(warmup):
@@ -104,15 +134,23 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
     rows = [i for i, name in enumerate(ref.names) if name in samples.PHOTO_NAMES]
     photos = np.ascontiguousarray(ref.inputs[rows], dtype=np.float32)
     runners, skipped = _runners(arts, root, threads)
+    kernels: dict[str, dict[str, Any]] = {}
+    if job.get("ceiling_n"):  # the ceiling GEMMs, timed in the same rounds (paired_pct)
+        from export.bench import ceilings
+        from export.core import cpu_features
+        kernels = ceilings.paired_kernels(job["ceiling_n"], threads, cpu_features.bf16_unit(cpu_features.cpu_flags()))
+    timed = {**runners, **{f"ceiling/{k}": _Kernel(m["run"]) for k, m in kernels.items()}}
     by_batch: dict[str, Any] = {}
     try:
         for b in job.get("batch_sizes", [1]):
             feed = {"image": np.ascontiguousarray(np.resize(photos, (b, *photos.shape[1:])))}
-            times = _time_rounds(runners, feed, rounds_at(b, job.get("rounds", ROUNDS)), job.get("warmup", WARMUP))
+            every = _time_rounds(timed, feed, rounds_at(b, job.get("rounds", ROUNDS)), job.get("warmup", WARMUP))
+            times = {k: v for k, v in every.items() if k in runners}
             by_batch[str(b)] = {"rounds": len(next(iter(times.values()), [])), "times_ms": times,
                                 "p50_ms": {k: round(float(np.median(v)), 3) for k, v in times.items()},
                                 "p25_ms": {k: round(float(np.percentile(v, 25)), 3) for k, v in times.items()},
-                                "p75_ms": {k: round(float(np.percentile(v, 75)), 3) for k, v in times.items()}}
+                                "p75_ms": {k: round(float(np.percentile(v, 75)), 3) for k, v in times.items()},
+                                **({"ceiling_ms": {k: every[f"ceiling/{k}"] for k in kernels}} if kernels else {})}
     finally:
         for r in runners.values():
             r.close()
@@ -124,6 +162,7 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
     return {"variant": arts[0].variant, "threads": threads, "rounds": first["rounds"], "skipped": skipped,
             "p50_ms": p50, "min_ms": {k: round(float(min(v)), 3) for k, v in times.items()},
             "fastest_fp32": fastest, "by_batch": by_batch,
+            "ceiling_kernels": {k: {f: m[f] for f in ("precision", "library", "kernel", "ops")} for k, m in kernels.items()},
             "speedups": {"onnx_int8_vs_onnx_fp32": paired_ratio(times, by.get(("onnx", "fp32")), by.get(("onnx", "int8"))),
                          "tflite_int8_vs_fastest_fp32": paired_ratio(times, fastest, by.get(("tflite", "int8"))),
                          "tflite_int8_vs_tflite_fp32": paired_ratio(times, by.get(("tflite", "fp32")),

@@ -211,7 +211,7 @@ def _run_bench(root: Path, threads: int | None, warmup: int, runs: int, rounds: 
     for variant, arts in sorted(bench_paired.plan(artifacts).items()):
         note(f"{variant}/paired", f"batch {', '.join(map(str, batch_sizes))}: {len(arts)} artifacts in turn, "
                                   f"{rounds} rounds at batch 1")
-        paired[variant] = in_fresh_process({**job, "kind": "paired", "rounds": rounds,
+        paired[variant] = in_fresh_process({**job, "kind": "paired", "rounds": rounds, "ceiling_n": CEILING_N,
                                             "artifacts": [a.to_dict() for a in arts]},
                                            threads)
     serving = _serving(serving_probe, threads, note)

@@ -179,10 +179,11 @@ def test_every_artifact_appears_once(small_bundle):
 @pytest.mark.e2e
 def test_ratios_and_percentages_come_from_the_measured_numbers(small_bundle):
     _, doc, _, _ = small_bundle
-    from export.bench.paired import paired_ratio
+    from export.bench.paired import paired_pct, paired_ratio
     rows = {r["label"]: r for r in doc["artifacts"] if not r["skipped"]}
     ceiling = doc["ceiling"]["gflops"]
     paired = doc["paired"]["dense"]["by_batch"]
+    kernels = doc["paired"]["dense"]["ceiling_kernels"]
     assert doc["flops"]["dense"]["total"] == pytest.approx(2 * (3_855_925_248 + 2048 * 10) / 1e9, abs=1e-6)
     for r in rows.values():
         if r["precision_hint"]:  # OpenVINO: against the fastest fp32 artifact of another format
@@ -208,7 +209,19 @@ def test_ratios_and_percentages_come_from_the_measured_numbers(small_bundle):
                 assert ratio == paired_ratio(paired[b]["times_ms"], sibling["key"], r["label"])
             assert r["achieved_gflops"] is None and r["pct_of_ceiling"] is None
         assert set(r["paired_ms"]) == {"1", "2"} and r["ceiling_precision"] in ("fp32", "int8", "bf16")
-        assert r["pct_of_own_ceiling"] is not None
+        # against the ceiling GEMMs timed in the same rounds (export.bench.paired.paired_pct), at batch 2
+        assert r["pct_of_own_ceiling"] == paired_pct(paired["2"], kernels, r["label"], 2 * r["gflop_per_image"],
+                                                     r["ceiling_precision"])
+        assert r["pct_of_own_ceiling"] is not None or r["ceiling_precision"] == "bf16"
+    # the GEMMs of every precision this CPU has, timed in each round beside the rows (TensorFlow's too:
+    # the SavedModel row imported it)
+    assert {k: m["precision"] for k, m in kernels.items()} == {
+        "fp32:numpy": "fp32", "fp32:tensorflow": "fp32", "int8:onnxruntime": "int8", "int8:openvino": "int8",
+        **({"bf16:openvino": "bf16"} if has_bf16() else {})}
+    for entry in paired.values():
+        assert set(entry["ceiling_ms"]) == set(kernels) and not set(entry["ceiling_ms"]) & set(entry["times_ms"])
+        assert all(len(t) == entry["rounds"] and min(t) > 0 for t in entry["ceiling_ms"].values())
+    assert all(m["ops"] == 2.0 * bench.CEILING_N ** 3 and m["kernel"] for m in kernels.values())
 
 
 @pytest.mark.e2e
