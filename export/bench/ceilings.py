@@ -129,24 +129,15 @@ def measure(n: int, reps: int, threads: int, bf16_unit: str | None) -> list[dict
 
 
 def paired_kernels(n: int, threads: int, bf16_unit: str | None) -> dict[str, dict[str, Any]]:
-    """The ceiling GEMMs, built once, for the paired rounds (export.bench.paired times them in turn with a
-    variant's artifacts, so that a row and its ceiling meet the same machine): label -> {"precision",
-    "library", "kernel", "ops" (2 n^3), "run"}. fp32: NumPy's matmul, and TensorFlow's where this process
-    has already imported it (a SavedModel row); int8: ONNX Runtime and OpenVINO; bf16 where the CPU has
-    the units. One that cannot be built is left out (the unpaired ceilings still hold it)."""
-    import sys
-    rng = np.random.default_rng(0)
-    a, b = rng.standard_normal((n, n), dtype=np.float32), rng.standard_normal((n, n), dtype=np.float32)
+    """The int8 and bf16 ceiling GEMMs, built once, for the paired rounds (export.bench.paired times them in
+    turn with a variant's artifacts, so that a row and its ceiling meet the same machine): label ->
+    {"precision", "library", "kernel", "ops" (2 n^3), "run"}. int8: ONNX Runtime (its threads sleep after a
+    run) and OpenVINO; bf16 where the CPU has the units. fp32 is not paired: NumPy's BLAS threads spin
+    after a matmul, and in the rounds they slowed the next run, the int8 GEMMs' included, ~2x (measured);
+    fp32 rows keep the run's best matmul. One that cannot be built is left out."""
     builders: dict[str, tuple[str, Any]] = {
-        "fp32:numpy": ("fp32", lambda: ((lambda: a @ b), f"float32 matmul (NumPy {np.__version__})")),
         "int8:onnxruntime": ("int8", lambda: _ort_int8_kernel(n, threads, spinning=False)),
         "int8:openvino": ("int8", lambda: _openvino_kernel(n, threads, "int8"))}
-    if "tensorflow" in sys.modules:
-        def tf_matmul():
-            import tensorflow as tf
-            ta, tb = tf.constant(a), tf.constant(b)
-            return (lambda: tf.linalg.matmul(ta, tb).numpy()), f"tf.linalg.matmul (TensorFlow {tf.__version__})"
-        builders["fp32:tensorflow"] = ("fp32", tf_matmul)
     if bf16_unit:
         builders["bf16:openvino"] = ("bf16", lambda: _openvino_kernel(n, threads, "bf16"))
     out: dict[str, dict[str, Any]] = {}
