@@ -13,7 +13,7 @@ The int8 and bf16 ceiling GEMMs (export.bench.ceilings.paired_kernels) run in th
 int8 or bf16 row's % of its own ceiling is taken the same way: per round, its achieved rate / the fastest GEMM of
 its precision in that round, and the median over the rounds (paired_pct). Against the best GEMM of the
 run, measured at its start and end, the worst int8 row of one bundle read 69 % in one run and 53 % in
-the next, an hour apart, with the same artifacts: the ceiling had read 852 and 1096 GOP/s.
+the next, 20 minutes apart, with the same artifacts: the ceiling had read 852 and 1096 GOP/s.
 """
 from __future__ import annotations
 
