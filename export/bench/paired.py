@@ -96,6 +96,16 @@ def paired_pct(entry: dict[str, Any], kernels: dict[str, dict[str, Any]], name: 
     return round(float(np.median(pcts)), 2)
 
 
+def ceiling_pct(entry: dict[str, Any], kernels: dict[str, dict[str, Any]], name: str, gflop: float,
+                precision: str, best_gflops: float | None) -> float | None:
+    """paired_pct; where the rounds hold no GEMM of `precision` (fp32 rows, a bench.json from before the
+    GEMMs ran in the rounds): the row's paired p50 against `best_gflops`, the run's best GEMM (unrounded)."""
+    pct = paired_pct(entry, kernels, name, gflop, precision)
+    if pct is None and best_gflops:
+        pct = 100.0 * gflop * 1e3 / entry["p50_ms"][name] / best_gflops
+    return pct
+
+
 def _time_rounds(runners: dict[str, Any], feed: dict[str, np.ndarray], rounds: int, warmup: int) -> dict[str, list]:
     for r in runners.values():
         for _ in range(warmup):

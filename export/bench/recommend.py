@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from export.bench import ceilings
-from export.bench.paired import paired_pct, paired_ratio
+from export.bench.paired import ceiling_pct, paired_ratio
 
 #: Simpler deployments first: what is ranked ahead wins a tie within noise.
 FORMAT_RANK = {"savedmodel": 0, "onnx": 1, "openvino": 2, "tflite": 3}
@@ -85,12 +85,9 @@ def apply_paired(doc: dict[str, Any]) -> None:
                               if (v := paired_ratio(batches[b]["times_ms"], k, name)) is not None}
             sp["source"] = "paired"
         top = max(r["paired_ms"], key=int)
-        r["pct_of_own_ceiling"] = paired_pct(batches[top], _kernels(doc, r["variant"]), name,
-                                             r["gflop_per_image"] * int(top), r["ceiling_precision"])
-        ceiling = best.get(r["ceiling_precision"])
-        if r["pct_of_own_ceiling"] is None and ceiling:  # a bench.json without the GEMMs in its rounds
-            achieved = r["gflop_per_image"] * int(top) * 1e3 / r["paired_ms"][top]["p50"]
-            r["pct_of_own_ceiling"] = round(100.0 * achieved / ceiling["gflops"], 2)
+        pct = ceiling_pct(batches[top], _kernels(doc, r["variant"]), name, r["gflop_per_image"] * int(top),
+                          r["ceiling_precision"], (best.get(r["ceiling_precision"]) or {}).get("gflops"))
+        r["pct_of_own_ceiling"] = None if pct is None else round(pct, 2)
 
 
 def _kernels(doc: dict[str, Any], variant: str) -> dict[str, Any]:

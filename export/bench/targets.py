@@ -119,7 +119,7 @@ def _fastest_int8(doc: dict[str, Any]) -> dict[str, tuple[float, float | None, s
     fp32 row (median of the per-round ratios), its % of the int8 ceiling (export.bench.paired.paired_pct:
     against the int8 GEMMs of the same rounds), and the two rows' labels."""
     from export.bench.ceilings import best_by_precision
-    from export.bench.paired import paired_pct, paired_ratio
+    from export.bench.paired import ceiling_pct, paired_ratio
     c = doc.get("ceiling") or {}
     int8 = best_by_precision([*c.get("measurements", []), *c.get("by_precision", [])]).get("int8")
     out = {}
@@ -135,9 +135,8 @@ def _fastest_int8(doc: dict[str, Any]) -> dict[str, tuple[float, float | None, s
         f, i = min(fp32, key=b1["p50_ms"].get), min(q, key=b1["p50_ms"].get)
         ratio = paired_ratio(b1["times_ms"], f, i)
         # against the int8 GEMMs timed in the same rounds; a bench.json without them: the run's best GEMM
-        pct = paired_pct(b1, p.get("ceiling_kernels") or {}, i, rows[i]["gflop_per_image"], "int8")
-        if pct is None and int8:
-            pct = 100.0 * rows[i]["gflop_per_image"] * 1e3 / b1["p50_ms"][i] / int8["gflops"]
+        pct = ceiling_pct(b1, p.get("ceiling_kernels") or {}, i, rows[i]["gflop_per_image"], "int8",
+                          int8["gflops"] if int8 else None)
         if ratio is not None:
             out[variant] = (ratio, pct, i, f)
     return out

@@ -76,6 +76,7 @@ class OpenVINORunner(Runner):
         #: Input shapes (name -> shape) at a STATIC_BATCH_SIZES batch -> its static request, or None
         #: where that shape could not be compiled (the dynamic model runs it then).
         self._static: dict[tuple, Any] = {}
+        self._static_batch = False  # set by _load: whether the batch is the inputs' only dynamic dimension
 
     @classmethod
     def preload(cls, num_threads: int | None = None) -> None:
@@ -118,13 +119,15 @@ class OpenVINORunner(Runner):
         self.outputs = [port.get_any_name() for port in self._compiled.outputs]
         self._request = self._compiled.create_infer_request()
         self._core, self._config, self._static = core, config, {}
+        # a static shape only where the batch alone is dynamic (our IRs: [?, H, W, 3])
+        self._static_batch = bool(self.inputs) and all(
+            len(s.shape) >= 2 and s.shape[0] is None and None not in s.shape[1:] for s in self.inputs.values())
 
     def _request_for(self, feed: dict[str, np.ndarray]) -> Any:
         """The infer request for `feed`: a static-shape one where its batch is in STATIC_BATCH_SIZES, the
         model's batch is dynamic and its other dimensions are static (compiled at first use), else the
         dynamic model's."""
-        specs = self.inputs.values()
-        if not specs or any(len(s.shape) < 2 or s.shape[0] is not None or None in s.shape[1:] for s in specs):
+        if not self._static_batch:
             return self._request
         shapes = tuple(sorted((name, tuple(value.shape)) for name, value in feed.items()))
         if {shape[0] for _, shape in shapes} - set(STATIC_BATCH_SIZES):
