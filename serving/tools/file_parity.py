@@ -177,8 +177,8 @@ def _runner_rows(variant, art, root, files, tf_px, pil_px, rows, bad, progress,
     rows.append(compare(variant, what, "classify (LiteRT)", names, ref, _classify(root / art.path, files, bad, set(pil_px)),
                         **_tolerance(uint8_input, quantized)))
     if mediapipe:
-        raw, pre = _mediapipe(root / art.path, files, pil_px, bad)
         upright = [f.name for f in files if header.exif_orientation(f.read_bytes()) == 1]
+        raw, pre = _mediapipe(root / art.path, files, pil_px, bad, set(upright))
         rows.append(compare(variant, what, "MediaPipe ImageClassifier, raw file (create_from_file)", upright, ref,
                             raw, tolerance=MEDIAPIPE_RAW_ATOL, source=MEDIAPIPE_RAW_SOURCE, gate=False))
         pre_tolerance = _tolerance(True, quantized) if uint8_input or quantized else \
@@ -242,7 +242,12 @@ def pre_resize(path: str | Path, contract: ImageContract) -> np.ndarray:
     return pil.decode_file(path, contract, np.uint8)
 
 
-def _mediapipe(model: Path, files: list[Path], pil_px: dict[str, np.ndarray], bad: dict) -> tuple[Probs, Probs]:
+def _mediapipe(model: Path, files: list[Path], pil_px: dict[str, np.ndarray], bad: dict,
+               classify: set[str] | None = None) -> tuple[Probs, Probs]:
+    """(raw, pre): MediaPipe's probabilities fed each file as a phone app would (`create_from_file`:
+    every file is opened, so each refusal is recorded in `bad`, but only those in `classify`, when
+    given, are classified: the raw row compares upright files only, as MediaPipe ignores EXIF), and fed
+    the contract's pixels `pil_px` (the on-device README's pre-resize)."""
     from export.deploy.tflite_metadata import mediapipe_tasks
     mp, vision, BaseOptions = mediapipe_tasks()  # without TensorFlow, which MediaPipe would import for nothing
     options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(model)))
@@ -264,7 +269,8 @@ def _mediapipe(model: Path, files: list[Path], pil_px: dict[str, np.ndarray], ba
             except (RuntimeError, ValueError) as e:
                 bad.setdefault(f.name, {})[f"MediaPipe {model.name}"] = str(e).splitlines()[0] if str(e) else "refused"
                 continue
-            raw[f.name] = probs(classifier, image)
+            if classify is None or f.name in classify:
+                raw[f.name] = probs(classifier, image)
         for name, px in pil_px.items():
             u8 = px.astype(np.uint8)  # whole grey levels already: exact
             pre[name] = probs(classifier, mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(u8)))

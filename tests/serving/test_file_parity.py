@@ -62,6 +62,33 @@ def test_every_in_process_path_answers_like_the_bytes_signature(tiny):
 
 
 @pytest.mark.integration
+def test_mediapipe_opens_every_file_but_classifies_only_those_its_raw_row_compares(tiny):
+    """The raw-file row compares upright files only (MediaPipe ignores EXIF), so the EXIF-rotated ones
+    are not classified; every file is still opened, so each bad file's refusal is recorded."""
+    from export.formats import read_index
+    from export.images import ImageContract, header
+    from serving.tools.file_parity import _mediapipe, _pil_pixels, corpus_files
+    bundle, files = tiny
+    model = next(a for a in read_index(bundle) if a.format == "tflite" and a.precision == "fp32")
+    names = corpus_files(files)
+    upright = {f.name for f in names if header.exif_orientation(f.read_bytes()) == 1}
+    rotated = {f.name for f in names} - upright
+    assert len(rotated) == 7 and not rotated & set(BAD)  # the full corpus: orientations 2-8 of one photo
+    pixels = _pil_pixels(names[:2], ImageContract(int(model.inputs[0]["shape"][1])), {})
+    key = f"MediaPipe {Path(model.path).name}"
+    bad: dict = {}
+    raw, pre = _mediapipe(Path(bundle) / model.path, names, pixels, bad, upright)
+    refused = {name for name, paths in bad.items() if key in paths}
+    assert {"text.jpg", "empty.png"} <= refused  # opened, and refused, though not classified either way
+    assert set(raw) == upright - refused and set(pre) == set(pixels)
+    every_bad: dict = {}
+    everything, _ = _mediapipe(Path(bundle) / model.path, names, pixels, every_bad)
+    assert set(everything) == {f.name for f in names} - refused
+    assert {name for name, paths in every_bad.items() if key in paths} == refused
+    assert all((everything[n] == raw[n]).all() for n in raw)
+
+
+@pytest.mark.integration
 def test_variants_in_the_export_pool_give_the_same_report(tiny):
     """make export runs each variant's paths in a pool process (workers > 1): the same rows, refusals
     and skips as in-process, and refusals name the file as the corpus does, not its folder."""
