@@ -54,6 +54,22 @@ def test_the_export_row_says_when_training_ran_beside_the_export():
     assert "training ran beside" not in cached["export_wall"].detail
 
 
+def test_the_export_row_splits_its_time_and_gives_the_floor_its_cpu_time_sets_on_these_cores():
+    """The export row says what the pool and the end-to-end stage took, and that 739 CPU s on 2 cores
+    cannot take under 370 s (the export's own record: <bundle>.export.json)."""
+    run = {**_doc()["export_run"], "wall_s": 392.0, "cpu_s": 739.1, "cpu_count": 2,
+           "pool": {"wall_s": 250.8, "cpu_s": 474.5, "tasks": {}},
+           "stages": [{"variant": "dense", "stage": "tflite", "seconds": 50.2},
+                      {"variant": "all", "stage": "e2e", "seconds": 131.6}]}
+    row = {r.target.key: r for r in evaluate(_doc(export_run=run))}["export_wall"]
+    assert row.value == 392.0 and row.passed is False
+    assert "conversions, parity and the accuracy gate 251 s (474 CPU s)" in row.detail
+    assert "end-to-end parity from files 132 s" in row.detail
+    assert "739 CPU s over 2 cores take at least 370 s" in row.detail
+    plain = {r.target.key: r for r in evaluate(_doc())}["export_wall"]  # an older record: none of it
+    assert "CPU s over" not in plain.detail and "end-to-end" not in plain.detail
+
+
 def test_missing_measurements_are_not_measured_not_passed():
     results = {r.target.key: r for r in evaluate(_doc(export_run=None, serving={"error": "server did not start"},
                                                       paired={}))}
