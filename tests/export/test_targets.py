@@ -129,6 +129,25 @@ def test_fastest_int8_against_fastest_fp32_and_the_int8_ceiling():
     assert results["int8_ceiling"].passed is True
 
 
+def test_fastest_int8_is_also_shown_against_a_faster_float_row_of_fp16_weights_but_judged_on_fp32():
+    """OpenVINO's IR (fp16 weights, f32 arithmetic at the f32 hint) faster than every fp32 artifact: the
+    row still judges against fp32, and shows the ratio against that IR too; its bf16 hint is not float32."""
+    times = {"dense/onnx_fp32": [40.0, 44.0, 42.0], "dense/openvino_int8@f32": [10.0, 11.0, 12.0],
+             "dense/openvino_fp16@f32": [30.0, 33.0, 30.0], "dense/openvino_fp16@bf16": [15.0, 15.0, 15.0]}
+    rows = [{"label": k, "variant": "dense", "precision": k.split("_")[-1].split("@")[0], "gflop_per_image": 7.7}
+            for k in times]
+    doc = _doc(artifacts=rows, paired={"dense": {"by_batch": {"1": {
+        "times_ms": times, "p50_ms": {k: sorted(v)[1] for k, v in times.items()}}}}})
+    (row,) = [r for r in evaluate(doc) if r.target.key == "int8_best"]
+    assert row.value == 4.0 and row.passed  # against ONNX fp32, as before
+    assert row.detail == ("dense: dense/openvino_int8@f32 4.00x dense/onnx_fp32; against the fastest float row of "
+                          "any weight precision (f32 arithmetic, shown, not judged): dense 3.00x dense/openvino_fp16@f32")
+    times["dense/openvino_fp16@f32"] = [50.0, 50.0, 50.0]  # slower than ONNX fp32: nothing more to show
+    doc["paired"]["dense"]["by_batch"]["1"]["p50_ms"]["dense/openvino_fp16@f32"] = 50.0
+    (row,) = [r for r in evaluate(doc) if r.target.key == "int8_best"]
+    assert row.detail == "dense: dense/openvino_int8@f32 4.00x dense/onnx_fp32"
+
+
 def test_paired_rounds_follow_the_rounds_asked_for():
     """`bench --rounds N`: N rounds at batch 1; larger batches half as many, at least 5, but never
     more than were asked for (the default 15 gives 8; --rounds 4 gives 4 at every batch size)."""
