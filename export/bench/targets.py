@@ -131,10 +131,17 @@ def _paired_speedup(doc: dict[str, Any], fmt: str) -> tuple[float | None, str]:
     return value, detail
 
 
-def _fastest_int8(doc: dict[str, Any]) -> dict[str, tuple[float, float | None, str, str]]:
+#: Per variant: (speed-up over the fastest fp32 row, % of the int8 ceiling, int8 label, fp32 label,
+#: (speed-up, label) against a faster float row of fp16 weights, or None).
+Fastest = tuple[float, float | None, str, str, tuple[float, str] | None]
+
+
+def _fastest_int8(doc: dict[str, Any]) -> dict[str, Fastest]:
     """Per variant, from the batch-1 paired rounds: the fastest int8 row's speed-up over the fastest
     fp32 row (median of the per-round ratios), its % of the int8 ceiling (export.bench.paired.paired_pct:
-    against the int8 GEMMs of the same rounds), and the two rows' labels."""
+    against the int8 GEMMs of the same rounds), the two rows' labels, and its speed-up over the fastest
+    row of float arithmetic whatever its weights' precision, where that is another row: OpenVINO's IR
+    stores fp16 weights (labelled fp16) and computes in f32 at the `f32` hint (not at `bf16`)."""
     from export.bench.ceilings import best_by_precision
     from export.bench.paired import ceiling_pct, paired_ratio
     c = doc.get("ceiling") or {}
@@ -151,11 +158,14 @@ def _fastest_int8(doc: dict[str, Any]) -> dict[str, tuple[float, float | None, s
             continue
         f, i = min(fp32, key=b1["p50_ms"].get), min(q, key=b1["p50_ms"].get)
         ratio = paired_ratio(b1["times_ms"], f, i)
+        floats = [k for k, r in rows.items() if r["precision"] in ("fp32", "fp16") and not k.endswith("@bf16")]
+        fastest_float = min(floats, key=b1["p50_ms"].get)
+        vs_float = paired_ratio(b1["times_ms"], fastest_float, i) if fastest_float != f else None
         # against the int8 GEMMs timed in the same rounds; a bench.json without them: the run's best GEMM
         pct = ceiling_pct(b1, p.get("ceiling_kernels") or {}, i, rows[i]["gflop_per_image"], "int8",
                           int8["gflops"] if int8 else None)
         if ratio is not None:
-            out[variant] = (ratio, pct, i, f)
+            out[variant] = (ratio, pct, i, f, None if vs_float is None else (vs_float, fastest_float))
     return out
 
 
@@ -163,35 +173,14 @@ def _int8_best(doc: dict[str, Any], key: str) -> tuple[float | None, str]:
     best = _fastest_int8(doc)
     if key == "int8_best":
         value, _ = _worst({v: x[0] for v, x in best.items()})
-        detail = "; ".join(f"{v}: {i} {x:.2f}x {f}" for v, (x, _, i, f) in best.items()) or "not measured"
-        return value, detail + _vs_fastest_float(doc, best)
+        detail = "; ".join(f"{v}: {i} {x:.2f}x {f}" for v, (x, _, i, f, _) in best.items()) or "not measured"
+        floats = ", ".join(f"{v} {x[4][0]:.2f}x {x[4][1]}" for v, x in best.items() if x[4])
+        if floats:  # shown, not judged
+            detail += f"; against the fastest float row of any weight precision (f32 arithmetic, shown, not judged): {floats}"
+        return value, detail
     pcts = {v: x[1] for v, x in best.items() if x[1] is not None}
     value, _ = _worst(pcts)
     return value, "; ".join(f"{v}: {best[v][2]} {x:.0f} %" for v, x in pcts.items()) or "not measured"
-
-
-def _vs_fastest_float(doc: dict[str, Any], best: dict[str, tuple[float, float | None, str, str]]) -> str:
-    """The fastest int8 row against the fastest row of float arithmetic, whatever its weights' precision,
-    where that is not the fp32 one the target divides by: OpenVINO's IR stores fp16 weights (labelled fp16)
-    and computes in f32 at the `f32` hint, and on a CPU where it beats every fp32 artifact the speed-up
-    against it is the one a deployer would see. Shown, not judged."""
-    from export.bench.paired import paired_ratio
-    said = []
-    for variant, (_, _, int8, fp32) in best.items():
-        b1 = (((doc.get("paired") or {}).get(variant) or {}).get("by_batch") or {}).get("1") or {}
-        floats = [r["label"] for r in doc.get("artifacts", []) if r.get("variant") == variant
-                  and r.get("precision") in ("fp32", "fp16") and not r["label"].endswith("@bf16")
-                  and r["label"] in b1.get("p50_ms", {})]
-        if not floats:
-            continue
-        fastest = min(floats, key=b1["p50_ms"].get)
-        ratio = paired_ratio(b1["times_ms"], fastest, int8)
-        if fastest != fp32 and ratio is not None:
-            said.append(f"{variant} {ratio:.2f}x {fastest}")
-    if not said:
-        return ""
-    return ("; against the fastest float row of any weight precision (f32 arithmetic, shown, not judged): "
-            + ", ".join(said))
 
 
 def _ceiling(doc: dict[str, Any]) -> tuple[float | None, str]:
