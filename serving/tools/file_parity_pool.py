@@ -42,7 +42,7 @@ def pool_tasks(index: list) -> int:
 
 
 def pool_plan(root: Path, folder: Path, index: list, contracts: dict[str, ImageContract], *, beam: bool,
-              mediapipe: bool, threads: int) -> tuple[list, list]:
+              mediapipe: bool, threads: int, beam_owners: dict[str, dict[str, str]] | None = None) -> tuple[list, list]:
     """(twin tasks, part tasks) of the export pool for the artifacts of `index` and their variants'
     `contracts`: one twin_pixels task per image contract, and POOL_SPLIT's tasks of each variant, each
     taking its contract's twin pixels as `twin`."""
@@ -55,7 +55,8 @@ def pool_plan(root: Path, folder: Path, index: list, contracts: dict[str, ImageC
                                    memory_gb=TWIN_GB, label=f"in-graph twin's pixels ({contract.size} px)")
     parts = [Task(key=f"{name}:file-parity:{i}", fn="serving.tools.file_parity:variant_part",
                   kwargs={"bundle": str(root), "files_dir": str(folder), "variant": name, "beam": beam,
-                          "mediapipe": mediapipe, "threads": threads, "formats": group},
+                          "mediapipe": mediapipe, "threads": threads, "formats": group,
+                          "beam_owners": (beam_owners or {}).get(name)},
                   inputs={"twin": twins[contracts[name]].key},
                   memory_gb=VARIANT_PART_GB, label=f"{name} end-to-end parity from files ({', '.join(group)})")
              for name, i, group in _task_groups(index)]
@@ -64,12 +65,12 @@ def pool_plan(root: Path, folder: Path, index: list, contracts: dict[str, ImageC
 
 def parts_in_pool(root: Path, folder: Path, index: list, contracts: dict[str, ImageContract], beam: bool,
                   mediapipe: bool, workers: int, threads: int | None,
-                  say: Callable[[str], None]) -> list[VariantPart]:
+                  say: Callable[[str], None], beam_owners: dict[str, dict[str, str]] | None = None) -> list[VariantPart]:
     """Each variant's paths as POOL_SPLIT's tasks in the export pool, after their contract's twin
     pixels: their parts, in task order."""
     from export.pipeline.workers import run_tasks, threads_per_task
     twins, parts = pool_plan(root, folder, index, contracts, beam=beam, mediapipe=mediapipe,
-                             threads=threads or threads_per_task(workers))
+                             threads=threads or threads_per_task(workers), beam_owners=beam_owners)
 
     def done(t, cost) -> None:
         if t in parts:

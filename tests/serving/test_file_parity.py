@@ -210,6 +210,20 @@ def test_pooled_server_queries_answer_alike_and_leave_the_caller_free_of_tensorf
                                                                  "server gRPC serving_default (client pixels)"}
 
 
+@pytest.mark.integration
+def test_a_variant_leaves_the_beam_paths_another_variant_of_its_contract_scores(tiny):
+    """With beam_owners' plan, a variant scores only its own Beam paths; each path given to another
+    variant is recorded as skipped, naming that variant, and has no score row here."""
+    from serving.tools.file_parity import variant_part
+    bundle, files = tiny
+    part = variant_part(bundle, files, "tiny", mediapipe=False, formats=("tflite",),
+                        beam_owners={"tflite:float32": "other", "tflite:uint8": "tiny"})
+    scored = {r.artifact for r in part.rows if r.path == "score (Apache Beam, DirectRunner)"}
+    assert scored == {"tflite int8"}
+    (said,) = [s for s in part.skipped if s.startswith("tiny: score (Beam) of tflite fp32")]
+    assert "(tflite, float32 input) is the one other tflite fp32 took" in said, said
+
+
 @pytest.mark.e2e
 def test_server_and_score_answer_like_the_bytes_signature(tiny):
     """The local server (REST and gRPC, both signatures) and Beam `score` of every format; bad
@@ -339,3 +353,37 @@ def test_beam_scores_one_artifact_per_format_and_input_type():
                                                          ("onnx", "fp32"), ("openvino", "fp16")]
     assert [(a.format, a.precision) for a in same] == [("tflite", "dynamic"), ("tflite", "fp16"), ("onnx", "int8"),
                                                        ("openvino", "int8")]
+
+
+def _index_art(variant: str, fmt: str, precision: str, dtype: str = "float32", size: int = 224):
+    from export.formats import Artifact
+    return Artifact(path=f"{variant}/{fmt}/{precision}", format=fmt, precision=precision, variant=variant, sha256="0",
+                    bytes=1, inputs=[{"name": "image", "dtype": dtype, "shape": [None, size, size, 3]}],
+                    outputs=[], tool_versions={}, seconds=0.0, details={})
+
+
+@pytest.mark.unit
+def test_beam_scores_each_path_once_per_image_contract_spread_over_its_variants():
+    """Across variants of one image contract, each Beam path (format and input dtype) is scored by one
+    variant, the paths handed out in turn so that every variant scores some; a variant of another
+    contract scores its own paths; a variant alone (`parity --files --variant`) scores all of its own."""
+    from export.images import ImageContract
+    from serving.tools.file_parity import beam_owners
+    full = [("savedmodel", "fp32"), ("tflite", "fp32"), ("tflite", "int8", "uint8"), ("tflite", "fp16"),
+            ("onnx", "fp32"), ("onnx", "int8"), ("openvino", "fp16"), ("openvino", "int8")]
+    index = [_index_art(v, *a) for v in ("dense", "conv", "dropout") for a in full]
+    index += [_index_art("small", *a, size=96) for a in full[:3]]
+    contracts = {"conv": ImageContract(224), "dense": ImageContract(224), "dropout": ImageContract(224),
+                 "small": ImageContract(96)}
+    owners = beam_owners(index, contracts)
+    paths = ["savedmodel:float32", "tflite:float32", "tflite:uint8", "onnx:float32", "openvino:float32"]
+    assert owners["conv"] == owners["dense"] == owners["dropout"] == {
+        "savedmodel:float32": "conv", "tflite:float32": "dense", "tflite:uint8": "dropout",
+        "onnx:float32": "conv", "openvino:float32": "dense"}
+    assert sorted(owners["conv"]) == sorted(paths)
+    assert owners["small"] == {"savedmodel:float32": "small", "tflite:float32": "small", "tflite:uint8": "small"}
+    # a path only some variants have goes to one of those
+    partial = [a for a in index if a.variant != "small" and not (a.variant == "conv" and a.format == "openvino")]
+    assert beam_owners(partial, {k: contracts[k] for k in ("conv", "dense", "dropout")})["dense"]["openvino:float32"] != "conv"
+    alone = beam_owners([a for a in index if a.variant == "dropout"], {"dropout": ImageContract(224)})
+    assert set(alone["dropout"].values()) == {"dropout"} and sorted(alone["dropout"]) == sorted(paths)
