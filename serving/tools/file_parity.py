@@ -5,15 +5,14 @@ the image contract's in-graph twin decodes (for the SavedModel: `predict_image_b
 Paths: `serving_default` with client-decoded pixels (`predict --pixels`); the local server over
 REST and gRPC with both signatures; every other artifact on contract pixels (the server's runner
 backends); `classify` on each .tflite; MediaPipe's ImageClassifier on each .tflite, fed the file
-(`mp.Image.create_from_file`) and fed the documented pre-resize; `score` (Beam) per format and input
-type (beam_artifacts).
+(`mp.Image.create_from_file`) and fed the documented pre-resize; `score` (Beam) once per image contract,
+format and input type (serving.tools.file_parity_beam).
 The rows and the markdown are export.quality.file_parity's.
 """
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,10 +26,10 @@ from export.quality.file_parity import (
     MEDIAPIPE_PRE_SOURCE,
     MEDIAPIPE_RAW_ATOL,
     MEDIAPIPE_RAW_SOURCE,
-    UINT8_ATOL,
-    UINT8_SOURCE,
+    QUANTIZED,
     FileParityReport,
     compare,
+    row_tolerance,
 )
 
 Probs = dict[str, np.ndarray]
@@ -170,36 +169,23 @@ def _runner_rows(variant, art, root, files, tf_px, pil_px, rows, bad, progress,
         uint8_input = dtype == np.uint8 or "image" in getattr(runner, "quantization", {}) or art.precision == "int8"
         got, reused = answers(_feeds(pil_px, dtype))
         rows.append(compare(variant, what, "runner on contract pixels (server backend, score handler)",
-                            names, ref, got, **_tolerance(uint8_input, quantized), same_input=reused))
+                            names, ref, got, **row_tolerance(uint8_input, quantized), same_input=reused))
     progress(f"{variant}: {what}")
     if art.format != "tflite":
         return ref
     rows.append(compare(variant, what, "classify (LiteRT)", names, ref, _classify(root / art.path, files, bad, set(pil_px)),
-                        **_tolerance(uint8_input, quantized)))
+                        **row_tolerance(uint8_input, quantized)))
     if mediapipe:
         upright = [f.name for f in files if header.exif_orientation(f.read_bytes()) == 1]
         raw, pre = _mediapipe(root / art.path, files, pil_px, bad, set(upright))
         rows.append(compare(variant, what, "MediaPipe ImageClassifier, raw file (create_from_file)", upright, ref,
                             raw, tolerance=MEDIAPIPE_RAW_ATOL, source=MEDIAPIPE_RAW_SOURCE, gate=False))
-        pre_tolerance = _tolerance(True, quantized) if uint8_input or quantized else \
+        pre_tolerance = row_tolerance(True, quantized) if uint8_input or quantized else \
             {"tolerance": MEDIAPIPE_PRE_ATOL, "source": MEDIAPIPE_PRE_SOURCE}
         rows.append(compare(variant, what, "MediaPipe ImageClassifier, contract pre-resize (on-device README)",
                             names, ref, pre, **pre_tolerance))
         progress(f"{variant}: {what} MediaPipe")
     return ref
-
-
-#: Precisions whose activations are quantized: their file-parity rows are measured, not gated.
-QUANTIZED = ("int8", "dynamic")
-
-
-def _tolerance(uint8_pixels: bool, quantized: bool = False) -> dict[str, Any]:
-    """The row's tolerance. Rows of an artifact that takes uint8 pixels or quantizes its activations
-    (int8, dynamic) are measured and shown but not gated: on conv and dropout they reached 0.14-0.20
-    (make export, random:0 backbone, before the contract rounded), where the twins' differences cross
-    quantization boundaries; every other path is gated at CONTRACT_ATOL."""
-    out: dict[str, Any] = {"tolerance": UINT8_ATOL, "source": UINT8_SOURCE} if uint8_pixels else {}
-    return {**out, "gate": not (uint8_pixels or quantized)}
 
 
 def _classify(model: Path, files: list[Path], bad: dict, decodable: set[str]) -> Probs:
@@ -277,27 +263,6 @@ def _mediapipe(model: Path, files: list[Path], pil_px: dict[str, np.ndarray], ba
     return raw, pre
 
 
-def _score_rows(bundle, variant, art, files_dir, files, ref, rows, bad, labels, tmp: Path) -> None:
-    from serving.scoring import pipeline as scoring
-    job = scoring.plan(str(bundle), variant, str(files_dir), str(tmp / f"{art.format}-{art.precision}" / "scores"),
-                       art.format, art.precision, top_k=len(labels))
-    summary = scoring.run(job)
-    got: Probs = {}
-    for shard in summary.outputs:
-        for line in Path(shard).read_text().splitlines():
-            row = json.loads(line)
-            probs = np.zeros(len(labels))
-            for t in row["top_k"]:
-                probs[t["index"]] = t["probability"]
-            got[Path(row["path"]).name] = probs
-    for shard in summary.dead_letter_outputs:
-        for line in Path(shard).read_text().splitlines():
-            row = json.loads(line)
-            bad.setdefault(Path(row["path"]).name, {})[f"score {art.format} {art.precision}"] = row["reason"]
-    rows.append(compare(variant, f"{art.format} {art.precision}", "score (Apache Beam, DirectRunner)",
-                        [f.name for f in files], ref, got, **_tolerance(art.precision == "int8", art.precision in QUANTIZED)))
-
-
 @dataclass
 class VariantPart:
     """What one variant's paths give (everything but the server's rows, which need every variant's
@@ -340,89 +305,11 @@ def variant_part(bundle: str | Path, files_dir: str | Path, variant: str, *, bea
             refs[art.key] = _runner_rows(variant, art, root, files, tf_px, pil_px, part.rows, part.bad_files,
                                          say, mediapipe, threads)
     if beam and is_bundle and labels:
-        scored, same_path = beam_artifacts(artifacts)
-        owners = beam_owners or {}
-        mine = [a for a in scored if owners.get(beam_key(a), variant) == variant]
-        with tempfile.TemporaryDirectory(prefix="resnet-deploy-file-parity.") as tmp:
-            for art in mine:
-                _score_rows(root, variant, art, folder, files, refs[art.key], part.rows, part.bad_files,
-                            labels, Path(tmp))
-                say(f"{variant}: score {art.format} {art.precision}")
-        for ran in scored:
-            owner = owners.get(beam_key(ran), variant)
-            left = [a.precision for a in same_path if _beam_path(a) == _beam_path(ran)]
-            if owner != variant:
-                part.skipped.append(f"{variant}: score (Beam) of {ran.format} {', '.join([ran.precision, *left])}: "
-                                    f"Beam's path ({ran.format}, {beam_key(ran).split(':')[1]} input) is the one "
-                                    f"{owner} {ran.format} {ran.precision} took (one variant per image contract, "
-                                    "format and input type); their runner rows check their own runtime on the same pixels")
-            elif left:
-                part.skipped.append(f"{variant}: score (Beam) of {ran.format} {', '.join(left)}: Beam's path is the one "
-                                    f"{ran.format} {ran.precision} took (one artifact per format and input type); "
-                                    "their runner rows check their own runtime on the same pixels")
+        from serving.tools.file_parity_beam import beam_rows
+        beam_rows(part, root, folder, files, artifacts, refs, labels, beam_owners or {}, say)
     elif beam:
         part.skipped.append(f"{variant}: score needs a bundle (manifest.json), {root} has none")
     return part
-
-
-def _beam_path(art) -> tuple[str, str]:
-    """What decides an artifact's path through `score` (Beam): its format and its input's dtype."""
-    return art.format, str(art.inputs[0]["dtype"]) if art.inputs else ""
-
-
-def beam_key(art) -> str:
-    """An artifact's Beam path as one string (picklable, JSON-able): `<format>:<input dtype>`."""
-    return ":".join(_beam_path(art))
-
-
-def beam_owners(index: list, contracts: dict[str, ImageContract]) -> dict[str, dict[str, str]]:
-    """variant -> {Beam path (beam_key) -> the variant that scores it}: each path of each image contract
-    once, not once per variant. Beam's own part of the path (listing, decoding the file by the contract
-    in its DoFn, batching, shards, dead letters) is the same for every variant of one contract; what
-    differs is the model, which each artifact's runner row checks on the same pixels. The paths go to
-    the variants in turn (the one with the fewest so far that has the path, by name), so that each
-    variant runs some and the export pool's parts stay even. Saves ~9 CPU s of `make export` per
-    variant after the first (two Beam jobs of ~2.7 s and more each)."""
-    owners: dict[str, dict[str, str]] = {name: {} for name in contracts}
-    for contract in dict.fromkeys(contracts.values()):
-        names = sorted(n for n, c in contracts.items() if c == contract)
-        has = {n: {beam_key(a) for a in beam_artifacts([a for a in index if a.variant == n])[0]} for n in names}
-        load = dict.fromkeys(names, 0)
-        paths = sorted({k for n in names for k in has[n]},
-                       key=lambda k: (_BEAM_ORDER.index(k.split(":")[0]) if k.split(":")[0] in _BEAM_ORDER
-                                      else len(_BEAM_ORDER), k))
-        for key in paths:
-            owner = min((n for n in names if key in has[n]), key=lambda n: (load[n], n))
-            load[owner] += 1
-            for n in names:
-                if key in has[n]:
-                    owners[n][key] = owner
-    return owners
-
-
-#: The order beam_owners hands out the paths in (the bundle index's order of formats).
-_BEAM_ORDER = ("savedmodel", "tflite", "onnx", "openvino")
-
-
-def beam_artifacts(artifacts: list) -> tuple[list, list]:
-    """(scored, same path): the artifacts `score` (Beam) runs, one per format and input dtype (its highest
-    precision: fp32, or OpenVINO's fp16; TFLite int8's uint8 input is a path of its own), and the
-    others; both in the order given. Beam's part of the path (listing, decoding in the DoFn, batching,
-    the shards, dead letters) is the same for every artifact of a format and input type; what differs is
-    the runtime, which each artifact's runner row checks on the same pixels. Issue 21 asked for Beam
-    per format; per artifact it cost ~9 CPU s more per variant of `make export`."""
-    from export.core.registry import FORMATS
-
-    def rank(art) -> int:
-        precisions = FORMATS[art.format].precisions
-        return precisions.index(art.precision) if art.precision in precisions else len(precisions)
-    chosen: dict[tuple[str, str], object] = {}
-    for art in sorted(artifacts, key=rank):  # the highest precision of each (the index lists TFLite's alphabetically)
-        chosen.setdefault(_beam_path(art), art)
-    picked = {id(a) for a in chosen.values()}
-    scored = [a for a in artifacts if id(a) in picked]
-    same = [a for a in artifacts if id(a) not in picked]
-    return scored, same
 
 
 def run(bundle: str | Path, files_dir: str | Path, variant: str | None = None, *, server: bool = True,
@@ -448,7 +335,8 @@ def run(bundle: str | Path, files_dir: str | Path, variant: str | None = None, *
         queries = BackgroundQueries(started, files, lambda: client_pixels(root, on_server, files))
     try:
         contracts = variant_contracts(root, index)
-        owners = beam_owners(index, contracts)
+        from serving.tools.file_parity_beam import beam_owners as plan_beam
+        owners = plan_beam(index, contracts)
         if workers > 1:
             from serving.tools.file_parity_pool import parts_in_pool
             parts = parts_in_pool(root, folder, index, contracts, beam, mediapipe, workers, threads, say, owners)

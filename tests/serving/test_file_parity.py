@@ -338,7 +338,7 @@ def test_beam_scores_one_artifact_per_format_and_input_type():
     """`score` runs Beam once per format and input dtype (fp32, OpenVINO's fp16, and TFLite int8's uint8
     input); the other precisions take the same Beam path, and their runner rows check their runtime."""
     from export.formats import Artifact
-    from serving.tools.file_parity import beam_artifacts
+    from serving.tools.file_parity_beam import beam_artifacts
 
     def art(fmt: str, precision: str, dtype: str = "float32") -> Artifact:
         return Artifact(path=f"{fmt}/{precision}", format=fmt, precision=precision, variant="dense", sha256="0",
@@ -368,7 +368,7 @@ def test_beam_scores_each_path_once_per_image_contract_spread_over_its_variants(
     variant, the paths handed out in turn so that every variant scores some; a variant of another
     contract scores its own paths; a variant alone (`parity --files --variant`) scores all of its own."""
     from export.images import ImageContract
-    from serving.tools.file_parity import beam_owners
+    from serving.tools.file_parity_beam import beam_owners
     full = [("savedmodel", "fp32"), ("tflite", "fp32"), ("tflite", "int8", "uint8"), ("tflite", "fp16"),
             ("onnx", "fp32"), ("onnx", "int8"), ("openvino", "fp16"), ("openvino", "int8")]
     index = [_index_art(v, *a) for v in ("dense", "conv", "dropout") for a in full]
