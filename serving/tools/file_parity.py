@@ -31,6 +31,7 @@ from export.quality.file_parity import (
     compare,
     row_tolerance,
 )
+from serving.tools import file_parity_beam
 
 Probs = dict[str, np.ndarray]
 
@@ -305,8 +306,7 @@ def variant_part(bundle: str | Path, files_dir: str | Path, variant: str, *, bea
             refs[art.key] = _runner_rows(variant, art, root, files, tf_px, pil_px, part.rows, part.bad_files,
                                          say, mediapipe, threads)
     if beam and is_bundle and labels:
-        from serving.tools.file_parity_beam import beam_rows
-        beam_rows(part, root, folder, files, artifacts, refs, labels, beam_owners or {}, say)
+        file_parity_beam.beam_rows(part, root, folder, files, artifacts, refs, labels, beam_owners or {}, say)
     elif beam:
         part.skipped.append(f"{variant}: score needs a bundle (manifest.json), {root} has none")
     return part
@@ -335,8 +335,7 @@ def run(bundle: str | Path, files_dir: str | Path, variant: str | None = None, *
         queries = BackgroundQueries(started, files, lambda: client_pixels(root, on_server, files))
     try:
         contracts = variant_contracts(root, index)
-        from serving.tools.file_parity_beam import beam_owners as plan_beam
-        owners = plan_beam(index, contracts)
+        owners = file_parity_beam.beam_owners(index, contracts)
         if workers > 1:
             from serving.tools.file_parity_pool import parts_in_pool
             parts = parts_in_pool(root, folder, index, contracts, beam, mediapipe, workers, threads, say, owners)

@@ -333,17 +333,21 @@ def test_predict_refuses_bad_files_with_one_line_and_exit_2(tiny, tmp_path):
         stop_local_server(proc)
 
 
+def _index_art(variant: str, fmt: str, precision: str, dtype: str = "float32", size: int = 224):
+    from export.formats import Artifact
+    return Artifact(path=f"{variant}/{fmt}/{precision}", format=fmt, precision=precision, variant=variant, sha256="0",
+                    bytes=1, inputs=[{"name": "image", "dtype": dtype, "shape": [None, size, size, 3]}],
+                    outputs=[], tool_versions={}, seconds=0.0, details={})
+
+
 @pytest.mark.unit
 def test_beam_scores_one_artifact_per_format_and_input_type():
     """`score` runs Beam once per format and input dtype (fp32, OpenVINO's fp16, and TFLite int8's uint8
     input); the other precisions take the same Beam path, and their runner rows check their runtime."""
-    from export.formats import Artifact
     from serving.tools.file_parity_beam import beam_artifacts
 
-    def art(fmt: str, precision: str, dtype: str = "float32") -> Artifact:
-        return Artifact(path=f"{fmt}/{precision}", format=fmt, precision=precision, variant="dense", sha256="0",
-                        bytes=1, inputs=[{"name": "image", "dtype": dtype, "shape": [None, 224, 224, 3]}],
-                        outputs=[], tool_versions={}, seconds=0.0, details={})
+    def art(fmt: str, precision: str, dtype: str = "float32"):
+        return _index_art("dense", fmt, precision, dtype)
     # in the bundle index's order: TFLite's precisions alphabetically, so the first is not its fp32
     every = [art("savedmodel", "fp32"), art("tflite", "dynamic"), art("tflite", "fp16"), art("tflite", "fp32"),
              art("tflite", "int8", "uint8"), art("onnx", "fp32"), art("onnx", "int8"), art("openvino", "fp16"),
@@ -353,13 +357,6 @@ def test_beam_scores_one_artifact_per_format_and_input_type():
                                                          ("onnx", "fp32"), ("openvino", "fp16")]
     assert [(a.format, a.precision) for a in same] == [("tflite", "dynamic"), ("tflite", "fp16"), ("onnx", "int8"),
                                                        ("openvino", "int8")]
-
-
-def _index_art(variant: str, fmt: str, precision: str, dtype: str = "float32", size: int = 224):
-    from export.formats import Artifact
-    return Artifact(path=f"{variant}/{fmt}/{precision}", format=fmt, precision=precision, variant=variant, sha256="0",
-                    bytes=1, inputs=[{"name": "image", "dtype": dtype, "shape": [None, size, size, 3]}],
-                    outputs=[], tool_versions={}, seconds=0.0, details={})
 
 
 @pytest.mark.unit
