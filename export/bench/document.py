@@ -18,6 +18,11 @@ BENCH_FORMAT_VERSION = 2
 BENCH_SUFFIX = ".bench"
 
 
+def counted(n: int, noun: str) -> str:
+    """`1 thread`, `2 threads`: a count and its noun, for bench.md's sentences."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def bench_dir(bundle: str | os.PathLike) -> Path:
     """The directory beside the bundle directory `bundle` that holds its bench.{json,md,png}."""
     root = Path(bundle).resolve()

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from export.bench import ceilings
+from export.bench.document import counted
 from export.bench.paired import ceiling_pct, paired_ratio
 
 #: Simpler deployments first: what is ranked ahead wins a tie within noise.
@@ -219,7 +220,7 @@ def render(doc: dict[str, Any]) -> list[str]:
     if not rec:
         return []
     lines = ["## Which file to deploy on this machine", "",
-             f"On **{doc['environment']['cpu_model']}** with {doc['settings']['threads']} threads: per variant and "
+             f"On **{doc['environment']['cpu_model']}** with {counted(doc['settings']['threads'], 'thread')}: per variant and "
              "batch size, the fastest artifact that passed parity and the accuracy gate, timed with all the "
              "variant's artifacts in turn (paired rounds). Speed-up = median over the rounds of the SavedModel's "
              "time ÷ this one's (TF Serving runs the SavedModel). Within noise = at least as fast as the fastest in a "

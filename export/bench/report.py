@@ -10,6 +10,7 @@ import io
 import os
 from typing import Any
 
+from export.bench.document import counted
 from export.core.registry import FORMATS
 
 
@@ -55,8 +56,8 @@ def plot(doc: dict[str, Any], path: str | os.PathLike) -> None:
         fig.colorbar(scatter, ax=axes[0].tolist(), label="top-1 agreement with fp32 (sample photos)", shrink=0.9)
     env, s = doc["environment"], doc["settings"]
     v = env["tool_versions"]
-    fig.suptitle(f"{doc['bundle']}: latency vs size — {env['cpu_model']}, {s['threads']} threads, "
-                 f"{s['warmup']} warm-up, {s['runs'][batch]} runs\n"
+    fig.suptitle(f"{doc['bundle']}: latency vs size — {env['cpu_model']}, {counted(s['threads'], 'thread')}, "
+                 f"{s['warmup']} warm-up, {counted(s['runs'][batch], 'run')}\n"
                  f"TensorFlow {v.get('tensorflow', '?')}, LiteRT {v.get('ai-edge-litert', '?')}, "
                  f"ONNX Runtime {v.get('onnxruntime', '?')}, OpenVINO {v.get('openvino', '?')} · {doc['created_at']}",
                  fontsize=9)
@@ -86,13 +87,13 @@ def render_markdown(doc: dict[str, Any]) -> str:
     from export.bench.recommend import render as render_recommendation
     lines = [f"# Benchmarks: {doc['bundle']}", "", *render_recommendation(doc), *_targets(doc),
              f"Measured {doc['created_at']} on **{env['cpu_model']}** ({env['logical_cpus']} logical CPUs), "
-             f"**{s['threads']} threads**, device {s['device']}; {s['warmup']} warm-up runs then "
-             + ", ".join(f"{s['runs'][b]} timed runs at batch {b}" for b in bs)
+             f"**{counted(s['threads'], 'thread')}**, device {s['device']}; {counted(s['warmup'], 'warm-up run')} then "
+             + ", ".join(f"{counted(s['runs'][b], 'timed run')} at batch {b}" for b in bs)
              + f". Load average {env['load_average_start']} at the start, {env['load_average_end']} at the end.",
              "", f"CPU features detected: {_features(env.get('cpu_features'))}.", "",
              f"Versions: {versions}; Python {env['python']}.", "",
              "## Machine ceiling", "",
-             f"**{_f(c.get('gflops'))} GFLOP/s** single precision, {c['threads']} threads: the best of "
+             f"**{_f(c.get('gflops'))} GFLOP/s** single precision, {counted(c['threads'], 'thread')}: the best of "
              f"{c['method']} (best: {c.get('best')})."
              + (f" **Failed:** {c['error']}" if c.get("error") else ""), "",
              "| matmul | kernel | when | best GFLOP/s | median GFLOP/s |", "|---|---|---|---:|---:|",

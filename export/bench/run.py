@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from export.bench.document import BENCH_FORMAT_VERSION, BenchReport
+from export.bench.document import BENCH_FORMAT_VERSION, BenchReport, counted
 from export.bench.flops import gflop_per_image
 from export.bench.paired import rounds_at
 from export.bench.results import write_results
@@ -199,7 +199,7 @@ def _run_bench(root: Path, threads: int | None, warmup: int, runs: int, rounds: 
     started = time.perf_counter()
     env = environment(threads)
     ceiling_job = {"kind": "ceiling", "n": CEILING_N, "reps": CEILING_REPS, "threads": threads}
-    note("ceiling", f"float32 matmul {CEILING_N}x{CEILING_N}, {threads} threads (start of the run)")
+    note("ceiling", f"float32 matmul {CEILING_N}x{CEILING_N}, {counted(threads, 'thread')} (start of the run)")
     first = in_fresh_process(ceiling_job, threads)
     flops = {v: gflop_per_image(asdict(manifest.variants[v])) for v in {a.variant for a in artifacts}}
     job = {"kind": "artifact", "root": str(root.resolve()), "threads": threads, "warmup": warmup,
@@ -215,7 +215,7 @@ def _run_bench(root: Path, threads: int | None, warmup: int, runs: int, rounds: 
                                             "artifacts": [a.to_dict() for a in arts]},
                                            threads)
     serving = _serving(serving_probe, threads, note)
-    note("ceiling", f"float32 matmul {CEILING_N}x{CEILING_N}, {threads} threads (end of the run)")
+    note("ceiling", f"float32 matmul {CEILING_N}x{CEILING_N}, {counted(threads, 'thread')} (end of the run)")
     ceiling = _ceiling_summary(first, in_fresh_process(ceiling_job, threads), threads)
     _derive(rows, ceiling["gflops"])
     timings = [asdict(t) for t in manifest.export_timings]

@@ -67,7 +67,7 @@ class LiteRTRunner(Runner):
         self._runner = self._interpreter.get_signature_runner(self.signature)
         self._input_details = self._runner.get_input_details()
         self._output_details = self._runner.get_output_details()
-        self.device = f"CPU (XNNPACK, {self.num_threads} threads)"
+        self.device = f"CPU (XNNPACK, {self.num_threads} thread{'' if self.num_threads == 1 else 's'})"
         self.inputs = {}
         for name, d in self._input_details.items():
             quantized = d["dtype"] in _QUANTIZED and d["quantization"][0]

@@ -254,7 +254,9 @@ def test_markdown_chart_and_the_bundle_left_as_exported(small_bundle):
     assert "## Artifacts in turn: the timings every speed-up comes from" in md
     assert md.strip() in r.stdout
     assert f"wrote {out / 'bench.json'}, {out / 'bench.md'}, {out / 'bench.png'}" in r.stdout
-    assert "**1 threads**" in md and doc["environment"]["cpu_model"] in md and "tensorflow 2." in md
+    assert "**1 thread**, device CPU; 0 warm-up runs then 2 timed runs at batch 1, 1 timed run at batch 2" in md
+    assert "with 1 thread: per variant" in md and "single precision, 1 thread: the best of" in md
+    assert doc["environment"]["cpu_model"] in md and "tensorflow 2." in md
     assert "## Machine ceiling" in md and "| numpy | " in md and "| tensorflow | " in md
     assert "## Each row against its own precision's ceiling" in md and "int8 **" in md
     assert "b1 p50 / p90 / max ms" in md and "b2 p50 / p90 / max ms" in md and "## Export pipeline" in md
