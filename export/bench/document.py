@@ -56,6 +56,8 @@ class BenchRow:
     top1: dict[str, Any] | None = None
     load_1m: float | None = None
     wall_s: float | None = None
+    #: from this row's own process: GFLOP/s at its best batch, and (rows held to the fp32 ceiling only)
+    #: its % of the run's fp32 matmul; bench.md and the targets use the paired `pct_of_own_ceiling`
     achieved_gflops: float | None = None
     pct_of_ceiling: float | None = None
     achieved_at_batch: int | None = None

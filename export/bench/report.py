@@ -104,7 +104,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
              "## Artifacts", "",
              "| artifact | size MB | load s | " + " | ".join(f"b{b} p50 / p90 / max ms" for b in bs)
              + " | " + " | ".join(f"img/s b{b}" for b in bs)
-             + " | peak RSS MB (+load) | top-1 vs fp32 | GFLOP/s (% ceiling) | speed-up |",
+             + " | peak RSS MB (+load) | top-1 vs fp32 | % of its ceiling (paired) | speed-up |",
              "|---|---:|---:|" + "---:|" * (2 * len(bs)) + "---:|---:|---:|---:|"]
     for r in doc["artifacts"]:
         name = f"`{r['variant']}` {r['format']} {r['precision']}"
@@ -118,7 +118,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
             continue
         lat = r["latency_ms"]
         t = r["top1"]
-        gf = (f"{r['achieved_gflops']:.1f} ({_f(r['pct_of_ceiling'])} %)" if r["achieved_gflops"] is not None
+        gf = (f"{r['pct_of_own_ceiling']:.1f} % {r['ceiling_precision']}" if r.get("pct_of_own_ceiling") is not None
               else "–")
         sp_text = _speedup(r, bs)
         lines.append(
@@ -131,7 +131,8 @@ def render_markdown(doc: dict[str, Any]) -> str:
     lines += ["", "GFLOP per image (2 × multiply-accumulates of the conv and dense layers): "
               + "; ".join(f"`{k}` {f['total']:.3f} (ResNet50 {f['backbone']:.3f} + head {f['head']:.3f}, "
                           f"{f['input_size']}²)" for k, f in sorted(flops.items())) + ". "
-              "Achieved GFLOP/s = GFLOP per image × the best images/s (fp32 artifacts and precision-hint rows). "
+              "% of its ceiling = the row's rate at its paired p50 (largest batch) against its own precision's "
+              "ceiling, as in the table above. "
               "Speed-up = the median over the paired rounds (all of the variant's artifacts run in turn, "
               "see below) of the fp32 artifact of the same variant and format's time ÷ this one's, per "
               "batch size; for a row with a precision hint (`@ f32`, `@ bf16`: OpenVINO's inference "

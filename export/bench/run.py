@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from export.bench.ceilings import row_precision
 from export.bench.document import BENCH_FORMAT_VERSION, BenchReport, counted
 from export.bench.flops import gflop_per_image
 from export.bench.paired import rounds_at
@@ -113,9 +114,11 @@ def _ceiling_summary(start: dict[str, Any], end: dict[str, Any], threads: int) -
 
 
 def _derive(rows: list[dict[str, Any]], ceiling: float | None) -> None:
-    """Achieved GFLOP/s and % of the ceiling (fp32 and precision-hint rows), speed-up over the
-    fp32 sibling (quantized) or over the fastest fp32 artifact of another format (hint rows),
-    computed from the numbers stored in the rows."""
+    """Achieved GFLOP/s (fp32 and precision-hint rows) and its % of the fp32 matmul ceiling (rows held to
+    that ceiling: export.bench.ceilings.row_precision), speed-up over the fp32 sibling (quantized) or over
+    the fastest fp32 artifact of another format (hint rows), computed from the numbers stored in the rows
+    (each artifact's own process; recommend.apply_paired replaces the speed-ups with paired ones and adds
+    `pct_of_own_ceiling`, the paired % that bench.md and the targets show)."""
     by_key = {r["key"]: r for r in rows if not r.get("precision_hint")}
     for r in rows:
         r["achieved_gflops"] = r["pct_of_ceiling"] = r["achieved_at_batch"] = r["speedup_vs_fp32"] = None
@@ -126,7 +129,7 @@ def _derive(rows: list[dict[str, Any]], ceiling: float | None) -> None:
         if r.get("precision_hint"):
             r["achieved_at_batch"] = int(best)
             r["achieved_gflops"] = round(r["gflop_per_image"] * r["latency_ms"][best]["images_per_s"], 2)
-            if ceiling:
+            if ceiling and row_precision(r) == "fp32":  # an int8 IR at the f32 hint is held to the int8 GEMM
                 r["pct_of_ceiling"] = round(100.0 * r["achieved_gflops"] / ceiling, 2)
             r["speedup_vs_fastest_fp32"] = _vs_fastest_fp32(r, rows)
             continue

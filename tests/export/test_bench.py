@@ -196,6 +196,8 @@ def test_ratios_and_percentages_come_from_the_measured_numbers(small_bundle):
             assert set(sp["by_batch"]) == {"1", "2"} and r["speedup_vs_fp32"] is None
             best = max(r["latency_ms"].values(), key=lambda st: st["images_per_s"])
             assert r["achieved_gflops"] == pytest.approx(r["gflop_per_image"] * best["images_per_s"], abs=0.006)
+            assert r["ceiling_precision"] == "fp32"  # fp16 weights computing in f32
+            assert r["pct_of_ceiling"] == pytest.approx(100 * r["achieved_gflops"] / ceiling, abs=0.006)
         elif r["precision"] == "fp32":
             best = max(r["latency_ms"].values(), key=lambda st: st["images_per_s"])
             assert r["achieved_gflops"] == pytest.approx(r["gflop_per_image"] * best["images_per_s"], abs=0.006)
@@ -268,6 +270,13 @@ def test_markdown_chart_and_the_bundle_left_as_exported(small_bundle):
     assert ("**skipped: no bf16 hardware**" in md) != has_bf16()
     ov_f32 = next(line for line in md.splitlines() if line.startswith("| `dense` openvino fp16 @ f32 |"))
     assert "×** b1 vs " in ov_f32 and "×** b2 vs " in ov_f32
+    rows = {r["label"]: r for r in doc["artifacts"]}
+    onnx_row = next(line for line in md.splitlines() if line.startswith("| `dense` onnx int8 |"))
+    assert f"| {rows['dense/onnx_int8']['pct_of_own_ceiling']:.1f} % int8 |" in onnx_row  # the paired %, own ceiling
+    assert f"| {rows['dense/openvino_fp16@f32']['pct_of_own_ceiling']:.1f} % fp32 |" in ov_f32
+    targets = {t["key"]: t for t in doc["targets"]}
+    best_fp32 = max(r["pct_of_own_ceiling"] for r in rows.values() if r["precision"] == "fp32")
+    assert targets["fp32_ceiling"]["value"] == best_fp32 and "(paired rounds, largest batch)" in targets["fp32_ceiling"]["detail"]
     assert "CPU features detected: AMX-BF16 " in md and ", AVX512-BF16 " in md and ", AVX512-VNNI " in md
     assert (out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert doc["files"] == [str(out / n) for n in ("bench.json", "bench.md", "bench.png", "report.html")]
@@ -383,9 +392,14 @@ def test_hint_rows_get_the_speedup_over_the_fastest_other_fp32_and_skips_render(
     rows = [_row("dense/savedmodel_fp32", {"1": 50.0, "8": 300.0}), _row("dense/onnx_fp32", {"1": 40.0, "8": 320.0}),
             _row("dense/onnx_int8", {"1": 20.0, "8": 100.0}),
             _row("dense/openvino_fp16", {"1": 35.0, "8": 280.0}, hint="f32"),
-            _row("dense/openvino_fp16", None, hint="bf16", skipped="skipped: no bf16 hardware")]
+            _row("dense/openvino_fp16", None, hint="bf16", skipped="skipped: no bf16 hardware"),
+            _row("dense/openvino_int8", {"1": 10.0, "8": 60.0}, hint="f32")]
     bench._derive(rows, ceiling=200.0)
-    f32, bf16 = rows[3], rows[4]
+    f32, bf16, int8 = rows[3], rows[4], rows[5]
+    assert f32["pct_of_ceiling"] == pytest.approx(100 * (7.7 * 8e3 / 280) / 200, abs=0.01)
+    # the int8 IR at the f32 hint: its rate is kept, but it is no % of the float32 matmul (its ceiling is the
+    # int8 GEMM, from the paired rounds: recommend.apply_paired)
+    assert int8["achieved_gflops"] == pytest.approx(7.7 * 8e3 / 60, abs=0.01) and int8["pct_of_ceiling"] is None
     assert f32["speedup_vs_fastest_fp32"] == {"baseline": {"1": "dense/onnx_fp32", "8": "dense/savedmodel_fp32"},
                                               "by_batch": {"1": round(40 / 35, 3), "8": round(300 / 280, 3)}}
     assert f32["speedup_vs_fp32"] is None and f32["achieved_gflops"] == pytest.approx(7.7 * 8e3 / 280, abs=0.01)
@@ -402,6 +416,7 @@ def test_hint_rows_get_the_speedup_over_the_fastest_other_fp32_and_skips_render(
     assert "CPU features detected: AMX-BF16 no, AVX512-BF16 no, AVX512-VNNI yes." in md
     assert "| `dense` openvino fp16 @ bf16 | 1.0 | **skipped: no bf16 hardware** |" in md
     assert "**1.14×** b1 vs onnx_fp32 / **1.07×** b8 vs savedmodel_fp32 |" in md
+    assert "| top-1 vs fp32 | % of its ceiling (paired) | speed-up |" in md
 
 
 @pytest.mark.unit

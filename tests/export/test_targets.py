@@ -39,9 +39,24 @@ def test_every_target_judged():
     assert "conv 2.40, dense 2.90" in results["onnx_int8"].detail
     assert results["tflite_int8"].value == 3.6 and results["tflite_int8"].passed
     assert results["fp32_ceiling"].value == 86.0 and "dense onnx 90 %" in results["fp32_ceiling"].detail
+    assert results["fp32_ceiling"].detail.endswith("(each artifact in its own process (no paired rounds))")
     assert results["grpc_overhead"].passed and "encoding 0.40 ms" in results["grpc_overhead"].detail
     assert results["batching_gain"].value == 1.45 and results["batching_gain"].passed
     assert results["bench_wall"].passed
+
+
+def test_the_fp32_ceiling_row_reads_the_paired_rounds_not_the_isolated_processes():
+    """Issue 25: one timing per artifact that a reader can trust. With paired rounds in the document, the
+    fp32 row's % is the paired one (bench.md's ceilings table), whatever each artifact's own process gave."""
+    rows = [{"variant": "conv", "format": "savedmodel", "precision": "fp32", "pct_of_ceiling": 65.0,
+             "pct_of_own_ceiling": 54.1},
+            {"variant": "conv", "format": "onnx", "precision": "fp32", "pct_of_ceiling": 61.5, "pct_of_own_ceiling": 81.1},
+            {"variant": "conv", "format": "openvino", "precision": "int8", "pct_of_ceiling": None,
+             "pct_of_own_ceiling": 103.8},  # an int8 row: held to its own ceiling, not in this target
+            {"variant": "dense", "format": "onnx", "precision": "fp32", "pct_of_ceiling": 83.9, "pct_of_own_ceiling": 73.0}]
+    (row,) = [r for r in evaluate(_doc(artifacts=rows)) if r.target.key == "fp32_ceiling"]
+    assert row.value == 73.0 and row.passed is False
+    assert row.detail == "conv onnx 81 %, dense onnx 73 % of 200.0 GFLOP/s (paired rounds, largest batch)"
 
 
 def test_the_export_row_says_when_training_ran_beside_the_export():
