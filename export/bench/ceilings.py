@@ -1,6 +1,7 @@
 """The machine's ceiling per precision: how fast this CPU multiplies two 2048² matrices in fp32,
 int8 and bf16, measured in the same run as the artifacts, so each row reads as a % of its own
-precision's limit (export.bench.run measures fp32 with NumPy and TensorFlow).
+precision's limit (export.bench.run measures fp32 with NumPy and TensorFlow; in the paired rounds,
+fp32 is ONNX Runtime's `MatMul`, whose threads can be told to sleep after a run).
 
 - int8: ONNX Runtime's `MatMulInteger` (uint8 activations x int8 weights → int32, the U8S8
   scheme of the ONNX int8 artifacts, VNNI kernels where the CPU has them), and OpenVINO on a
@@ -38,26 +39,43 @@ def time_matmul(matmul, n: int, reps: int) -> dict[str, Any]:
 def _ort_int8_kernel(n: int, threads: int, spinning: bool = True) -> tuple[Any, str]:
     """(run, kernel text): ONNX Runtime's MatMulInteger on a u8 [n, n] x s8 [n, n], built once.
     `spinning` False: its threads sleep after a run (beside other runtimes in the paired rounds)."""
-    import onnx
-    import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
     rng = np.random.default_rng(0)
     b = rng.integers(-127, 128, size=(n, n), dtype=np.int8)
-    graph = helper.make_graph(
-        [helper.make_node("MatMulInteger", ["a", "b", "a_zero", "b_zero"], ["y"])], "int8_gemm",
-        [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n])],
-        [helper.make_tensor_value_info("y", TensorProto.INT32, [n, n])],
-        [numpy_helper.from_array(b, "b"), numpy_helper.from_array(np.array(128, np.uint8), "a_zero"),
-         numpy_helper.from_array(np.array(0, np.int8), "b_zero")])
+    node = helper.make_node("MatMulInteger", ["a", "b", "a_zero", "b_zero"], ["y"])
+    consts = [numpy_helper.from_array(b, "b"), numpy_helper.from_array(np.array(128, np.uint8), "a_zero"),
+              numpy_helper.from_array(np.array(0, np.int8), "b_zero")]
+    a = rng.integers(0, 256, size=(n, n), dtype=np.uint8)
+    return _ort_kernel(node, consts, TensorProto.UINT8, TensorProto.INT32, a, threads, spinning,
+                       "MatMulInteger u8×s8")
+
+
+def _ort_fp32_kernel(n: int, threads: int, spinning: bool = True) -> tuple[Any, str]:
+    """(run, kernel text): ONNX Runtime's float32 MatMul on [n, n] x [n, n] (MLAS, the kernels of the
+    ONNX fp32 artifacts), built once; `spinning` as for _ort_int8_kernel."""
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(0)
+    consts = [numpy_helper.from_array(rng.standard_normal((n, n), dtype=np.float32), "b")]
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    return _ort_kernel(helper.make_node("MatMul", ["a", "b"], ["y"]), consts, TensorProto.FLOAT, TensorProto.FLOAT,
+                       a, threads, spinning, "MatMul fp32")
+
+
+def _ort_kernel(node, consts, in_type: int, out_type: int, a: np.ndarray, threads: int, spinning: bool,
+                name: str) -> tuple[Any, str]:
+    """One ONNX Runtime session running `node` on the input `a` [n, n] and the constants: (run, kernel text)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import helper
+    graph = helper.make_graph([node], "gemm", [helper.make_tensor_value_info("a", in_type, list(a.shape))],
+                              [helper.make_tensor_value_info("y", out_type, list(a.shape))], consts)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     if not spinning:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    a = rng.integers(0, 256, size=(n, n), dtype=np.uint8)
-    return (lambda: sess.run(None, {"a": a}),
-            f"MatMulInteger u8×s8 (ONNX Runtime {ort.__version__}, onnx {onnx.__version__})")
+    return (lambda: sess.run(None, {"a": a})), f"{name} (ONNX Runtime {ort.__version__}, onnx {onnx.__version__})"
 
 
 def _ort_int8(n: int, reps: int, threads: int) -> dict[str, Any]:
@@ -129,13 +147,14 @@ def measure(n: int, reps: int, threads: int, bf16_unit: str | None) -> list[dict
 
 
 def paired_kernels(n: int, threads: int, bf16_unit: str | None) -> dict[str, dict[str, Any]]:
-    """The int8 and bf16 ceiling GEMMs, built once, for the paired rounds (export.bench.paired times them in
-    turn with a variant's artifacts, so that a row and its ceiling meet the same machine): label ->
-    {"precision", "library", "kernel", "ops" (2 n^3), "run"}. int8: ONNX Runtime (its threads sleep after a
-    run) and OpenVINO; bf16 where the CPU has the units. fp32 is not paired: NumPy's BLAS threads spin
-    after a matmul, and in the rounds they slowed the next run, the int8 GEMMs' included, ~2x (measured);
-    fp32 rows keep the run's best matmul. One that cannot be built is left out."""
+    """The ceiling GEMMs, built once, for the paired rounds (export.bench.paired times them in turn with a
+    variant's artifacts, so that a row and its ceiling meet the same machine): label -> {"precision",
+    "library", "kernel", "ops" (2 n^3), "run"}. fp32: ONNX Runtime's MatMul; int8: ONNX Runtime (their
+    threads sleep after a run) and OpenVINO; bf16 where the CPU has the units. NumPy's matmul, the run's
+    best fp32 at its start and end, is not paired: its BLAS threads spin after a matmul, and in the rounds
+    they slowed the next run, the int8 GEMMs' included, ~2x (measured). One that cannot be built is left out."""
     builders: dict[str, tuple[str, Any]] = {
+        "fp32:onnxruntime": ("fp32", lambda: _ort_fp32_kernel(n, threads, spinning=False)),
         "int8:onnxruntime": ("int8", lambda: _ort_int8_kernel(n, threads, spinning=False)),
         "int8:openvino": ("int8", lambda: _openvino_kernel(n, threads, "int8"))}
     if bf16_unit:

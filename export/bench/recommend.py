@@ -251,10 +251,12 @@ def ceilings_table(doc: dict[str, Any]) -> list[str]:
              "Ceilings (2048² matmul, best of the run): " + "; ".join(
                  f"{p} **{m['gflops']:.1f}** G{'OP' if p == 'int8' else 'FLOP'}/s ({m['library']})"
                  for p, m in sorted(best.items())) + ". " + (
-                 "The int8 (and bf16) GEMMs also ran in each variant's paired rounds, beside its rows: such a "
-                 "row's % = per round, its achieved rate (GFLOP per image × batch ÷ its time) ÷ the fastest GEMM "
-                 "of its precision in that round, median over the rounds, at its largest batch; fp32 rows: "
-                 "their rate at their paired p50 ÷ the run's best fp32 matmul"
+                 "The ceiling GEMMs also ran in each variant's paired rounds, beside its rows (fp32: ONNX "
+                 "Runtime's MatMul; int8: ONNX Runtime and OpenVINO; bf16 where the CPU has the units): a row's % "
+                 "= per round, its achieved rate (GFLOP per image × batch ÷ its time) ÷ the fastest GEMM of its "
+                 "precision in that round, median over the rounds, at its largest batch; a precision without a "
+                 "GEMM in the rounds (fp32 in a bench.json from before they held one): the row's rate at its "
+                 "paired p50 ÷ the run's best"
                  if paired_ceilings(doc) else
                  "A row's achieved rate = GFLOP per image × batch ÷ paired p50 at its largest batch, ÷ that "
                  "best") + "; int8 rows are held to the int8 GEMM, bf16-hint rows to the bf16 one.", "",
