@@ -9,8 +9,8 @@ in one run). Speed-ups are therefore taken from these paired rounds only: per ro
 artifact's time / the other's, and the median over the rounds; the isolated process is kept for
 what only it measures (load time, peak RSS).
 
-The int8 and bf16 ceiling GEMMs (export.bench.ceilings.paired_kernels) run in the same rounds, so an
-int8 or bf16 row's % of its own ceiling is taken the same way: per round, its achieved rate / the fastest GEMM of
+The fp32, int8 and bf16 ceiling GEMMs (export.bench.ceilings.paired_kernels) run in the same rounds, so a
+row's % of its own precision's ceiling is taken the same way: per round, its achieved rate / the fastest GEMM of
 its precision in that round, and the median over the rounds (paired_pct). Against the best GEMM of the
 run, measured at its start and end, the worst int8 row of one bundle read 69 % in one run and 53 % in
 the next, 20 minutes apart, with the same artifacts: the ceiling had read 852 and 1096 GOP/s.
