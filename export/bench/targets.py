@@ -184,36 +184,36 @@ def _int8_best(doc: dict[str, Any], key: str) -> tuple[float | None, str]:
 
 
 def _ceiling(doc: dict[str, Any]) -> tuple[float | None, str]:
-    """Per variant, its best fp32 artifact's % of the run's fp32 matmul ceiling, from the paired rounds
-    (`pct_of_own_ceiling`, at the largest batch: the % bench.md's ceilings table shows); a bench.json
-    without paired rounds: from each artifact's own process (`pct_of_ceiling`), and the detail says so."""
+    """Per variant, its best fp32 artifact's % of its ceiling, from the paired rounds (`pct_of_own_ceiling`,
+    at the largest batch: the % bench.md's ceilings table shows), against the fp32 GEMM timed in those
+    rounds (or the run's best matmul, in a bench.json whose rounds held none), with the run's-best reading
+    shown beside it; a bench.json without paired rounds: each artifact's own process (`pct_of_ceiling`)."""
     fp32 = [r for r in doc.get("artifacts", []) if r.get("precision") == "fp32"]
     paired = any(r.get("pct_of_own_ceiling") is not None for r in fp32)
     field = "pct_of_own_ceiling" if paired else "pct_of_ceiling"
-    best: dict[str, tuple[float, str]] = {}
+    best: dict[str, tuple[float, dict[str, Any]]] = {}
     for r in fp32:
         if r.get(field) is not None and (r["variant"] not in best or r[field] > best[r["variant"]][0]):
-            best[r["variant"]] = (r[field], r["format"])
-    value, _ = _worst({v: x for v, (x, _) in best.items()})
+            best[r["variant"]] = (r[field], r)
     if not best:
-        return value, "not measured"
+        return None, "not measured"
+    value, _ = _worst({v: x for v, (x, _) in best.items()})
     gflops = (doc.get("ceiling") or {}).get("gflops")
+    detail = ", ".join(f"{v} {r['format']} {x:.0f} %" for v, (x, r) in sorted(best.items()))
     if not paired:
-        detail = ", ".join(f"{v} {f} {x:.0f} %" for v, (x, f) in sorted(best.items()))
         return value, f"{detail} of {gflops} GFLOP/s (each artifact in its own process (no paired rounds))"
-    detail = ", ".join(f"{v} {f} {x:.0f} %" for v, (x, f) in sorted(best.items()))
+    gemm = any(k.get("precision") == "fp32" for p in (doc.get("paired") or {}).values()
+               for k in (p.get("ceiling_kernels") or {}).values())
+    if not gemm:
+        return value, f"{detail} of {gflops} GFLOP/s, the run's best matmul (paired rounds, largest batch)"
     detail += " of the fp32 GEMM timed in the same rounds (paired rounds, largest batch)"
-    if gflops:  # the same rows against the run's best matmul, which the rounds' slower machine never met
-        rows = {(r["variant"], r["format"]): r for r in fp32 if r.get("paired_ms")}
-        vs_best = []
-        for v, (_, f) in sorted(best.items()):
-            r = rows.get((v, f))
-            if r:
-                top = max(r["paired_ms"], key=int)
-                vs_best.append(f"{v} {100.0 * r['gflop_per_image'] * int(top) * 1e3 / r['paired_ms'][top]['p50'] / gflops:.0f} %")
-        if vs_best:
-            detail += f"; against the run's best matmul, {gflops} GFLOP/s (shown, not judged): {', '.join(vs_best)}"
-    return value, detail
+    if not gflops:
+        return value, detail
+    vs_best = []
+    for v, (_, r) in sorted(best.items()):
+        top = max(r["paired_ms"], key=int)
+        vs_best.append(f"{v} {100.0 * r['gflop_per_image'] * int(top) * 1e3 / r['paired_ms'][top]['p50'] / gflops:.0f} %")
+    return value, f"{detail}; against the run's best matmul, {gflops} GFLOP/s (shown, not judged): {', '.join(vs_best)}"
 
 
 def _serving(doc: dict[str, Any], key: str) -> tuple[float | None, str]:
