@@ -102,8 +102,13 @@ def ceiling_pct(entry: dict[str, Any], kernels: dict[str, dict[str, Any]], name:
     GEMMs ran in the rounds): the row's paired p50 against `best_gflops`, the run's best GEMM (unrounded)."""
     pct = paired_pct(entry, kernels, name, gflop, precision)
     if pct is None and best_gflops:
-        pct = 100.0 * gflop * 1e3 / entry["p50_ms"][name] / best_gflops
+        pct = pct_of_best(gflop, entry["p50_ms"][name], best_gflops)
     return pct
+
+
+def pct_of_best(gflop: float, p50_ms: float, best_gflops: float) -> float:
+    """A call of `gflop` GFLOP taking `p50_ms` ms, as a % of `best_gflops` (the run's best GEMM)."""
+    return 100.0 * gflop * 1e3 / p50_ms / best_gflops
 
 
 def _time_rounds(runners: dict[str, Any], feed: dict[str, np.ndarray], rounds: int, warmup: int) -> dict[str, list]:

@@ -96,9 +96,11 @@ def _kernels(doc: dict[str, Any], variant: str) -> dict[str, Any]:
     return ((doc.get("paired") or {}).get(variant) or {}).get("ceiling_kernels") or {}
 
 
-def paired_ceilings(doc: dict[str, Any]) -> bool:
-    """Whether the rows' % of their ceilings come from GEMMs timed in the paired rounds."""
-    return any(_kernels(doc, v) for v in doc.get("paired") or {})
+def paired_ceilings(doc: dict[str, Any], precision: str | None = None) -> bool:
+    """Whether the rows' % of their ceilings (of `precision`'s, if given) come from GEMMs timed in the
+    paired rounds."""
+    return any(precision is None or k.get("precision") == precision
+               for v in doc.get("paired") or {} for k in _kernels(doc, v).values())
 
 
 def _paired_batches(doc: dict[str, Any], variant: str) -> dict[str, Any]:

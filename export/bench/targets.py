@@ -202,9 +202,9 @@ def _ceiling(doc: dict[str, Any]) -> tuple[float | None, str]:
     detail = ", ".join(f"{v} {r['format']} {x:.0f} %" for v, (x, r) in sorted(best.items()))
     if not paired:
         return value, f"{detail} of {gflops} GFLOP/s (each artifact in its own process (no paired rounds))"
-    gemm = any(k.get("precision") == "fp32" for p in (doc.get("paired") or {}).values()
-               for k in (p.get("ceiling_kernels") or {}).values())
-    if not gemm:
+    from export.bench.paired import pct_of_best
+    from export.bench.recommend import paired_ceilings
+    if not paired_ceilings(doc, "fp32"):
         return value, f"{detail} of {gflops} GFLOP/s, the run's best matmul (paired rounds, largest batch)"
     detail += " of the fp32 GEMM timed in the same rounds (paired rounds, largest batch)"
     if not gflops:
@@ -212,7 +212,7 @@ def _ceiling(doc: dict[str, Any]) -> tuple[float | None, str]:
     vs_best = []
     for v, (_, r) in sorted(best.items()):
         top = max(r["paired_ms"], key=int)
-        vs_best.append(f"{v} {100.0 * r['gflop_per_image'] * int(top) * 1e3 / r['paired_ms'][top]['p50'] / gflops:.0f} %")
+        vs_best.append(f"{v} {pct_of_best(r['gflop_per_image'] * int(top), r['paired_ms'][top]['p50'], gflops):.0f} %")
     return value, f"{detail}; against the run's best matmul, {gflops} GFLOP/s (shown, not judged): {', '.join(vs_best)}"
 
 
