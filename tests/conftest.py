@@ -42,6 +42,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PYTHONHASHSEED", "0")
 
 TIERS = ("unit", "integration", "e2e")
+#: `--cpu-durations=N` (tests/cpu_durations.py).
+pytest_plugins = ["tests.cpu_durations"]
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads xdist_group to group the tests
