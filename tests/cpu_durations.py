@@ -11,9 +11,9 @@ the child processes it waited for (a `subprocess.run`, a pool's workers once joi
 never waited for (a daemon left running) is not counted, and one that an earlier test left behind is
 counted for the test during which it is reaped (Python's `subprocess` reaps abandoned children when the
 next `Popen` starts): in one `make test` run a 1.7 s unit test that starts a pytest subprocess was
-charged 24 CPU s that way. Under pytest-xdist each worker measures its own
-tests and the controller lists them together. Loaded by tests/conftest.py (`pytest_plugins`); a run
-without the option measures nothing.
+charged 24 CPU s that way. Under pytest-xdist each worker measures its own tests and the controller
+lists them together. Loaded by tests/conftest.py (`pytest_plugins`); a run without the option measures
+nothing.
 """
 from __future__ import annotations
 
