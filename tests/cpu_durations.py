@@ -8,12 +8,12 @@ suite's wall time can lose is CPU, so this lists tests by CPU.
 A test's CPU is measured per phase (setup, call, teardown) in the process that runs it: its own user +
 system time (every thread of it, including a background thread that another test started) plus that of
 the child processes it waited for (a `subprocess.run`, a pool's workers once joined). A process that is
-never waited for (a daemon left running) is not counted, and one that an earlier test left behind is
-counted for the test during which it is reaped (Python's `subprocess` reaps abandoned children when the
-next `Popen` starts): in one `make test` run a 1.7 s unit test that starts a pytest subprocess was
-charged 24 CPU s that way. Under pytest-xdist each worker measures its own tests and the controller
-lists them together. Loaded by tests/conftest.py (`pytest_plugins`); a run without the option measures
-nothing.
+never waited for (a daemon left running) is not counted, and a child is counted for the test during
+which it is reaped, whichever test started it and whichever thread reaps it (Python's `subprocess`
+reaps an abandoned child when the next `Popen` starts): in one `make test` run a 1.7 s unit test was
+charged 24 CPU s, most likely an earlier test's child reaped while it ran. Under pytest-xdist each
+worker measures its own tests and the controller lists them together. Loaded by tests/conftest.py
+(`pytest_plugins`); a run without the option measures nothing.
 """
 from __future__ import annotations
 
