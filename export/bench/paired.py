@@ -9,6 +9,15 @@ in one run). Speed-ups are therefore taken from these paired rounds only: per ro
 artifact's time / the other's, and the median over the rounds; the isolated process is kept for
 what only it measures (load time, peak RSS).
 
+Each timed run is the second of two back-to-back calls of the same artifact: after a pause (the
+previous runtime's spinning threads go idle), one untimed call wakes this runtime's threads and brings
+its weights back into cache (the other artifacts of the round evicted them), as a model that serves a
+stream of requests has them; then the timed call. Without the untimed call every row paid that cost,
+a fixed few ms that weighed on the fast rows most: measured on a 2-core AMD EPYC (family 26), batch 1,
+the three default variants one after the other with and without it, against the isolated p50s of a
+`make bench` an hour before: without it, rows read up to 1.78x their isolated p50 (dense's TFLite
+dynamic; conv's ONNX fp32 1.47x), with it every row 0.77-1.01x. The ceiling GEMMs are timed the same way.
+
 The fp32, int8 and bf16 ceiling GEMMs (export.bench.ceilings.paired_kernels) run in the same rounds, so a
 row's % of its own precision's ceiling is taken the same way: per round, its achieved rate / the fastest GEMM of
 its precision in that round, and the median over the rounds (paired_pct). Against the best GEMM of the
@@ -28,9 +37,9 @@ import numpy as np
 #: and batch size.
 ROUNDS = 15
 WARMUP = 3
-#: Pause before each timed run: ONNX Runtime's and TensorFlow's thread pools spin-wait after a run
-#: (ORT's allow_spinning, Eigen's spinning workers), which would steal cycles from the next
-#: runtime's run in the same process.
+#: Pause before each artifact's two calls (untimed, then timed): ONNX Runtime's and TensorFlow's thread
+#: pools spin-wait after a run (ORT's allow_spinning, Eigen's spinning workers), which would steal
+#: cycles from the next runtime's run in the same process.
 PAUSE_S = 0.02
 
 
@@ -68,15 +77,11 @@ def _runners(arts, root: Path, threads: int) -> tuple[dict[str, Any], dict[str, 
 
 
 class _Kernel:
-    """A ceiling GEMM where _time_rounds expects a runner (it ignores the feed). `warm` runs it untimed
-    just before its timed run, as the unpaired ceiling's best-of runs follow one another: its matrices
-    are in cache again after the other rows' runs."""
+    """A ceiling GEMM where _time_rounds expects a runner (it ignores the feed); like every row, its
+    timed run follows an untimed one, as the unpaired ceiling's best-of runs follow one another."""
 
     def __init__(self, run) -> None:
         self.run = run
-
-    def warm(self) -> None:
-        self.run()
 
     def infer(self, feed) -> None:
         self.run()
@@ -120,9 +125,8 @@ def _time_rounds(runners: dict[str, Any], feed: dict[str, np.ndarray], rounds: i
         order = list(runners.items())
         order = order[i % len(order):] + order[:i % len(order)]  # no artifact always runs first
         for key, r in order:
-            if hasattr(r, "warm"):
-                r.warm()
             time.sleep(PAUSE_S)  # the previous runtime's spinning worker threads go idle first
+            r.infer(feed)  # untimed: this runtime's threads awake, its weights back in cache (module doc)
             t = time.perf_counter()
             r.infer(feed)
             times[key].append(time.perf_counter() - t)

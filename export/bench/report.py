@@ -183,7 +183,9 @@ def _paired_table(doc: dict[str, Any]) -> list[str]:
     bs = [str(b) for b in doc["settings"]["batch_sizes"]]
     lines = ["## Artifacts in turn: the timings every speed-up comes from", "",
              "Each variant's artifacts (every precision hint too) loaded in one process and run one after the "
-             "other, round after round, at each batch size, so that other load on the machine slows them alike. "
+             "other, round after round, at each batch size, so that other load on the machine slows them alike; "
+             "each timed run right after an untimed one of the same artifact (its threads awake, its weights in "
+             "cache, as when it serves a stream of requests). "
              "Rounds per batch size: " + ", ".join(f"{n} at batch {b}" for b, n in
                                                     (doc["settings"].get("paired_rounds") or {}).items())
              + " (`bench --rounds`). p50 (p25-p75) ms over the rounds; speed-up = median over the rounds of "
