@@ -334,11 +334,13 @@ def test_flops_of_the_heads():
 @pytest.mark.unit
 def test_each_timed_paired_run_follows_an_untimed_run_of_the_same_artifact(monkeypatch):
     """export.bench.paired: a runner whose first call after another runner's is slow (threads asleep,
-    weights evicted) is timed on its second, back-to-back call; every round calls each runner twice."""
-    import time
+    weights evicted) is timed on its second, back-to-back call; every round calls each runner twice.
+    On a clock the runners advance (50 s cold, 1 s warm), so that no wall time is asserted."""
+    import types
 
     from export.bench import paired
-    monkeypatch.setattr(paired, "PAUSE_S", 0.0)
+    clock = [0.0]
+    monkeypatch.setattr(paired, "time", types.SimpleNamespace(perf_counter=lambda: clock[0], sleep=lambda s: None))
     calls: list[str] = []
 
     class Cold:
@@ -346,12 +348,11 @@ def test_each_timed_paired_run_follows_an_untimed_run_of_the_same_artifact(monke
             self.name = name
 
         def infer(self, feed) -> None:
-            time.sleep(0.001 if calls and calls[-1] == self.name else 0.05)  # slow unless it just ran
+            clock[0] += 1.0 if calls and calls[-1] == self.name else 50.0  # slow unless it just ran
             calls.append(self.name)
 
     times = paired._time_rounds({"a": Cold("a"), "b": Cold("b")}, {}, rounds=3, warmup=1)
-    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
-    assert max(max(v) for v in times.values()) < 40, times  # ms: never the slow first call
+    assert times == {"a": [1000.0] * 3, "b": [1000.0] * 3}  # ms: every timed run the warm one
     #                warm-up   round 1 (a first)     round 2 (b first)     round 3
     assert calls == ["a", "b", "a", "a", "b", "b", "b", "b", "a", "a", "a", "a", "b", "b"]
 
