@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from export.core import processes
 from export.core.errors import ExportError
 from export.pipeline.forkserver import Forked, context, count_forked_cpu
 
@@ -42,8 +43,10 @@ PARENT_ENV = "RESNET_DEPLOY_POOL_PARENT"
 #: keep freed buffers up to 512 MB in the heap instead of mapping each large tensor buffer and
 #: unmapping it again, so that the kernel does not zero the same pages on every inference. Measured on
 #: the end-to-end parity's six tasks (2-core EPYC): minor page faults 5.8 M -> 2.4 M, system time 16.5
-#: -> 10.2 s, wall 93.8 -> 88.2 s; each task's peak RSS ~10-15 % higher.
-MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=536870912:glibc.malloc.trim_threshold=1073741824"
+#: -> 10.2 s, wall 93.8 -> 88.2 s; each task's peak RSS ~10-15 % higher. The top pad is for the training
+#: tasks (export.core.processes.keep_freed_buffers: the head's fit 36 -> 24 s).
+MALLOC_TUNABLES = (f"glibc.malloc.mmap_threshold={processes.MMAP_THRESHOLD}:"
+                   f"glibc.malloc.trim_threshold={processes.TRIM_THRESHOLD}:glibc.malloc.top_pad={processes.TOP_PAD}")
 
 
 def malloc_env() -> dict[str, str]:

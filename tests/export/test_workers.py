@@ -208,6 +208,46 @@ def test_tasks_keep_freed_buffers_instead_of_faulting_them_in_again(monkeypatch,
     assert "mmap_threshold" in MALLOC_TUNABLES
 
 
+def _refaults_after_keep_freed_buffers(extra_env: dict[str, str]) -> dict:
+    code = ("import json, tests.pool_tasks as t; from export.core.processes import keep_freed_buffers; "
+            "print(json.dumps({'set': keep_freed_buffers(), **t.refaults(40)}))")
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**env, **ENV, **extra_env}, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout)
+
+
+def test_keep_freed_buffers_gives_a_running_process_the_tasks_malloc():
+    """`resnet-deploy train` trains in the command's own process, which started with glibc's default
+    malloc: keep_freed_buffers() sets the tasks' settings there (mallopt), so a 40 MB buffer freed
+    and allocated again reuses the heap's pages; a caller's own GLIBC_TUNABLES is left as it is."""
+    tuned = _refaults_after_keep_freed_buffers({})
+    callers = _refaults_after_keep_freed_buffers({"GLIBC_TUNABLES": "glibc.malloc.arena_max=8"})
+    assert tuned["set"] is True and callers["set"] is False
+    assert callers["faults"] >= 20, callers  # glibc's default: every page again
+    assert tuned["faults"] * 4 < callers["faults"], (tuned, callers)
+
+
+def test_train_sets_the_malloc_before_it_trains(monkeypatch, tmp_path, capsys):
+    """Both forms of `train` call keep_freed_buffers before TensorFlow is imported."""
+    import argparse
+
+    from export.cli import train as cli_train
+    from export.core import processes
+    from export.core.errors import UsageError
+    calls: list[str] = []
+    monkeypatch.setattr(processes, "keep_freed_buffers", lambda: calls.append("malloc") or True)
+    monkeypatch.setattr(cli_train, "import_tensorflow_quietly", lambda: calls.append("tensorflow"))
+    config = tmp_path / "untrained.toml"
+    config.write_text('name = "b"\nversion = 1\nweights = "random:0"\n[[variants]]\nname = "dense"\nnum_classes = 2\n')
+    args = argparse.Namespace(config=str(config), weights=None, runs=str(tmp_path / "runs"), wait=False, json=False,
+                              variant=None, data=None, out=None, val_data=None, num_classes=None)
+    with pytest.raises(UsageError, match="lists no variant with `data`"):
+        cli_train.cmd_train(args)
+    assert calls == ["malloc", "tensorflow"]
+
+
 def test_a_script_without_a_main_guard_can_run_the_pool(tmp_path):
     """The fork server's tasks do not run the caller's main script again (multiprocessing would, and a
     script calling the export without `if __name__ == "__main__":` would start it again in every task)."""
