@@ -116,6 +116,8 @@ def _log(text: str) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from export.core.processes import keep_freed_buffers
+    keep_freed_buffers()  # glibc's malloc as the export's training tasks have it (before TensorFlow allocates)
     if args.config:
         return _train_config(args)
     missing = [f"--{name}" for name in ("variant", "data", "out") if not getattr(args, name)]
@@ -132,8 +134,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     scan_folder(args.data, "--data")  # the folders only (train decodes them): a typo is said at once
     if args.val_data:
         scan_folder(args.val_data, "--val-data")
-    from export.core.processes import keep_freed_buffers
-    keep_freed_buffers()  # glibc's malloc as the export's tasks have it
     import_tensorflow_quietly()  # ~5 s: only once the settings and folders are known good (export.cli.app)
     from export.training.train import train
     verbose = 0 if args.json else (1 if sys.stdout.isatty() else 2)
@@ -164,8 +164,6 @@ def _train_config(args: argparse.Namespace) -> int:
         raise UsageError(f"--config trains what the config lists; drop {', '.join(given)}")
     from export.pipeline.config import load_config
     cfg = load_config(args.config, args.weights)
-    from export.core.processes import keep_freed_buffers
-    keep_freed_buffers()
     import_tensorflow_quietly()
     from export.training.runs import ensure_run, maps_sharers
     with_data = [v for v in cfg["variants"] if v.get("data")]
