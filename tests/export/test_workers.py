@@ -229,8 +229,9 @@ def test_keep_freed_buffers_gives_a_running_process_the_tasks_malloc():
     assert tuned["faults"] * 4 < callers["faults"], (tuned, callers)
 
 
-def test_train_sets_the_malloc_before_it_trains(monkeypatch, tmp_path, capsys):
-    """Both forms of `train` call keep_freed_buffers before TensorFlow is imported."""
+def test_train_sets_the_malloc_before_it_trains(monkeypatch, tmp_path):
+    """`train` calls keep_freed_buffers before TensorFlow is imported (at the top of cmd_train, so for
+    --config and for --variant/--data/--out alike; run here with --config)."""
     import argparse
 
     from export.cli import train as cli_train
