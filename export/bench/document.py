@@ -79,6 +79,9 @@ class BenchRow:
     #: the ceiling this row is held to (fp32, int8, bf16) and its achieved rate as a % of it
     ceiling_precision: str = ""
     pct_of_own_ceiling: float | None = None
+    #: rows of run.LAYER_PROFILE: OpenVINO's per-layer counters at batch 1, grouped by kernel and output
+    #: size (export.runtimes.openvino.OpenVINORunner.layer_profile)
+    layer_profile: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

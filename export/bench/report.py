@@ -143,6 +143,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
               "reference stored in the bundle's golden files, on the sample photos.", "",
               f"Isolation: {s['isolation']}. Latency: {s['latency']}. TensorFlow: {s['tensorflow_threads']}.", ""]
     lines += _thread_sweep_table(doc)
+    lines += _layer_tables(doc)
     lines += _paired_table(doc)
     lines += _serving_table(doc)
     lines += _timings_table(doc.get("export_timings", []), doc.get("export_total_s"))
@@ -249,6 +250,66 @@ def _busy_note(doc: dict[str, Any]) -> list[str]:
             "measured in a quieter moment than the ceiling can show more than 100 % of it. Re-run "
             "`make bench` on an idle machine for figures to quote.")
     return [note, ""]
+
+
+def _layer_tables(doc: dict[str, Any]) -> list[str]:
+    """Per variant, the profiled rows' (run.LAYER_PROFILE) time by layer group at batch 1: each group's
+    rate against its row's own precision's ceiling, and the int8 row's speed over the float one's."""
+    from export.bench.ceilings import best_by_precision, row_precision
+    profiled = [r for r in doc["artifacts"] if r.get("layer_profile")]
+    if not profiled:
+        return []
+    c = doc.get("ceiling") or {}
+    best = {p: m["gflops"] for p, m in best_by_precision([*c.get("measurements", []),
+                                                           *c.get("by_precision", [])]).items()}
+    runs = profiled[0]["layer_profile"]["runs"]
+    lines = ["## Where the time goes: OpenVINO's per-layer counters at batch 1", "",
+             f"Each profiled row ran {runs} more times at batch 1 in its own process, on a copy of its model "
+             "compiled for that shape with the counters on (`PERF_COUNT`). A group is the convolutions of one "
+             "kernel size and output size: ms = the sum of their median times; rate = 2 × multiply-accumulates "
+             "÷ that time; % = of the best GEMM of the row's own precision in this run (int8 rows: the int8 "
+             "GEMM; float rows: fp32). The counters slow a run a little: the wall time with them on is given.", ""]
+    for variant in sorted({r["variant"] for r in profiled}):
+        rows = sorted((r for r in profiled if r["variant"] == variant), key=lambda r: r["precision"] != "int8")
+        groups = {g["group"]: g for g in rows[0]["layer_profile"]["groups"]}
+        order = list(groups) + [g["group"] for r in rows[1:] for g in r["layer_profile"]["groups"]
+                                if g["group"] not in groups]
+        by_row = [{g["group"]: g for g in r["layer_profile"]["groups"]} for r in rows]
+        ratio = len(rows) == 2 and rows[0]["precision"] == "int8" and rows[1]["precision"] != "int8"
+        lines += [f"`{variant}`:", "",
+                  "| layer group | convs | " + " | ".join(f"{r['label']} ms | G{'OP' if row_precision(r) == 'int8' else 'FLOP'}"
+                                                       f"/s | % of {row_precision(r)}" for r in rows)
+                  + (" | int8 speed-up |" if ratio else " |"),
+                  "|---|---:|" + "---:|---:|---:|" * len(rows) + ("---:|" if ratio else "")]
+        for name in order:
+            cells = []
+            for r, gs in zip(rows, by_row, strict=True):
+                g = gs.get(name)
+                ceiling = best.get(row_precision(r))
+                cells.append("– | – | –" if g is None else
+                             f"{g['ms']:.2f} | {_f(g['gops'], '{:.0f}')} | "
+                             + (f"{100 * g['gops'] / ceiling:.0f}" if g["gops"] and ceiling else "–"))
+            layers = next(gs[name]["layers"] for gs in by_row if name in gs)
+            speed = ""
+            if ratio:
+                a, b = by_row[0].get(name), by_row[1].get(name)
+                speed = f" | {b['ms'] / a['ms']:.2f}×" if a and b and a["ms"] > 0 else " | –"
+            lines.append(f"| {name} | {layers} | " + " | ".join(cells) + speed + " |")
+        lines.append("")
+        for r in rows:
+            p = r["layer_profile"]
+            floats = p["float_convolutions"]
+            conv_ms = p["nodes_ms"] - p["other_ms"]
+            kernels = sorted({k for g in p["groups"] for k in g["kernels"]})
+            lines.append(f"- `{r['label']}`: {p['wall_ms']:.2f} ms a run with the counters on; the nodes "
+                         f"{p['nodes_ms']:.2f} ms, convolutions {conv_ms:.2f} ms, other nodes {p['other_ms']:.2f} ms. "
+                         + ("Every convolution ran an integer kernel" if not floats and r["precision"] == "int8"
+                            else f"{len(floats)} convolution(s) ran a float kernel" + (
+                                f" ({', '.join(floats[:3])}{', …' if len(floats) > 3 else ''})"
+                                if r["precision"] == "int8" else ""))
+                         + f" ({', '.join(f'`{k}`' for k in kernels)}).")
+        lines.append("")
+    return lines
 
 
 def _thread_sweep_table(doc: dict[str, Any]) -> list[str]:

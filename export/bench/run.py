@@ -38,6 +38,10 @@ from export.core.registry import FORMATS, get_format
 CEILING_N = 2048
 CEILING_REPS = 8
 CEILING_LIBRARIES = ("numpy", "tensorflow")
+#: (format, precision hint) of the rows whose per-layer counters the bench records at batch 1 in
+#: their own process (`layer_profile`; bench.md's "Where the time goes"): OpenVINO at the f32 hint, the
+#: int8 IR's integer kernels beside the fp16 IR's float ones, layer group by layer group.
+LAYER_PROFILE = {("openvino", "f32")}
 ISOLATION = ("each artifact in a fresh Python process; peak RSS is that process's high-water mark "
              "(VmHWM: interpreter + runtime library + model + activations), and '+load' is the "
              "part above its RSS after importing the runtime, before loading the artifact")
@@ -282,7 +286,8 @@ def _measure_artifacts(artifacts: list, job: dict[str, Any], flops: dict[str, An
         note(label, "measuring")
         load_1m = round(os.getloadavg()[0], 2)
         t = time.perf_counter()
-        result = in_fresh_process({**job, "artifact": a.to_dict(), "precision_hint": hint}, threads)
+        result = in_fresh_process({**job, "artifact": a.to_dict(), "precision_hint": hint,
+                                   "layer_profile": (a.format, hint) in LAYER_PROFILE}, threads)
         row = {"key": a.key, "label": label, "precision_hint": hint or "", "variant": a.variant, "format": a.format,
                "precision": a.precision, "path": a.path, "bytes": a.bytes,
                "gflop_per_image": flops[a.variant]["total"], "error": None, "skipped": None,

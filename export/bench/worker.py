@@ -129,6 +129,9 @@ def _measure(job: dict[str, Any]) -> dict[str, Any]:
                 runner.infer(feed)
                 times.append(time.perf_counter() - t)
             latency[str(b)] = stats(times, b)
+        # OpenVINO's per-layer counters at batch 1 (export.runtimes.openvino.OpenVINORunner.layer_profile),
+        # after the timed runs, on a copy compiled with the counters on: the timings above never carry them
+        profile = runner.layer_profile({"image": photos[:1]}) if job.get("layer_profile") else None
         chunk = max(job["batch_sizes"])
         top1 = np.concatenate([np.argmax(runner.infer({"image": photos[i:i + chunk]})["logits"], axis=-1)
                                for i in range(0, len(photos), chunk)])
@@ -136,7 +139,7 @@ def _measure(job: dict[str, Any]) -> dict[str, Any]:
     agree = int((top1 == ref_top1).sum())
     peak = peak_rss_bytes()
     return {"device": device, "load_s": round(load_s, 4), "first_inference_s": round(first_s, 4),
-            "latency_ms": latency,
+            "latency_ms": latency, **({"layer_profile": profile} if profile else {}),
             "peak_rss_mb": round(peak / 2**20, 1), "rss_load_mb": round((peak - rss_before) / 2**20, 1),
             "top1": {"agree": agree, "total": len(rows), "agreement": round(agree / max(1, len(rows)), 4),
                      "photos": [ref.names[i] for i in rows],

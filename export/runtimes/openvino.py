@@ -34,6 +34,20 @@ PRECISION_HINTS = {"f32": "f32", "bf16": "bf16"}
 STATIC_BATCH_SIZES = (1,)
 
 
+#: Timed runs of `OpenVINORunner.layer_profile` (each after one untimed run).
+LAYER_PROFILE_RUNS = 30
+
+
+def _conv_ops(op) -> tuple[float, str]:
+    """(operations per run: 2 x multiply-accumulates, its group: "<kh>x<kw> conv @<H>x<W>") of an IR
+    Convolution or GroupConvolution node: its output elements x the weights' (input channels per
+    group x kernel) elements."""
+    weights = [int(d) for d in op.input(1).get_partial_shape().to_shape()]
+    out = [int(d) for d in op.output(0).get_partial_shape().to_shape()]  # N, C, H, W
+    kh, kw = weights[-2:]
+    return 2.0 * float(np.prod(out)) * float(np.prod(weights[-3:])), f"{kh}x{kw} conv @{out[2]}x{out[3]}"
+
+
 def bf16_available(flags: Iterable[str] | None) -> str | None:
     """The bf16 unit this CPU would use ("AMX-BF16", "AVX512-BF16"), or None (no bf16 hardware).
 
@@ -140,6 +154,70 @@ class OpenVINORunner(Runner):
             except Exception:  # noqa: BLE001 -- the dynamic model runs this shape as before
                 self._static[shapes] = None
         return self._static[shapes] or self._request
+
+    def layer_profile(self, feed: dict[str, np.ndarray], runs: int = LAYER_PROFILE_RUNS) -> dict[str, Any]:
+        """Where the time of one inference on `feed` goes, by OpenVINO's own per-layer counters
+        (`PERF_COUNT`), on a copy of the model compiled for `feed`'s static shape with this runner's
+        settings: each convolution's median time over `runs` runs and its kernel (`exec_type`, e.g.
+        `brgconv_avx512_1x1_I8`), grouped by kernel size and output size, with the group's
+        operations (2 x multiply-accumulates, from the IR's weight and output shapes) and rate;
+        the other nodes' time together; and the convolutions whose kernel is not an integer one
+        (`float_convolutions`: an "int8" IR that computes a convolution in float shows up here).
+        The counters cost a little: `wall_ms` (median run with them on) is above the node sum."""
+        import time
+        if self._core is None:
+            raise RunnerError(f"{self.name}: layer_profile needs a loaded runner (load() first)")
+        model = self._core.read_model(str(self.path))
+        model.reshape({name: value.shape for name, value in feed.items()})
+        convs = {op.get_friendly_name(): _conv_ops(op) for op in model.get_ordered_ops()
+                 if op.get_type_name() in ("Convolution", "GroupConvolution")}
+        compiled = self._core.compile_model(model, "CPU", {**self._config, "PERF_COUNT": True})
+        original: dict[str, str] = {}  # runtime node -> the IR convolution it runs
+        for op in compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            if "originalLayersNames" in info:
+                hit = [n for n in info["originalLayersNames"].astype(str).split(",") if n in convs]
+                if hit:
+                    original[op.get_friendly_name()] = hit[0]
+        request = compiled.create_infer_request()
+        request.infer(feed)
+        walls: list[float] = []
+        times: dict[str, list[float]] = {}
+        kernels: dict[str, str] = {}
+        for _ in range(runs):
+            start = time.perf_counter()
+            request.infer(feed)
+            walls.append(time.perf_counter() - start)
+            for p in request.profiling_info:
+                if str(p.status).endswith("EXECUTED"):
+                    times.setdefault(p.node_name, []).append(p.real_time.total_seconds())
+                    kernels[p.node_name] = p.exec_type
+        groups: dict[str, dict[str, Any]] = {}
+        other_ms = 0.0
+        floats = []
+        for node, values in times.items():
+            ms = float(np.median(values)) * 1e3
+            conv = original.get(node)
+            if conv is None:
+                other_ms += ms
+                continue
+            ops, kind = convs[conv]
+            g = groups.setdefault(kind, {"group": kind, "layers": 0, "ms": 0.0, "gop": 0.0, "kernels": set()})
+            g["layers"] += 1
+            g["ms"] += ms
+            g["gop"] += ops / 1e9
+            g["kernels"].add(kernels[node])
+            if not kernels[node].upper().endswith(("_I8", "_U8")):
+                floats.append(f"{conv} ({kernels[node]})")
+        rows = sorted(groups.values(), key=lambda g: -g["ms"])
+        for g in rows:
+            g.update(ms=round(g["ms"], 4), gop=round(g["gop"], 9), kernels=sorted(g["kernels"]),
+                     gops=round(g["gop"] / (g["ms"] / 1e3), 1) if g["ms"] > 0 else None)
+        return {"batch": int(next(iter(feed.values())).shape[0]), "runs": runs,
+                "wall_ms": round(float(np.median(walls)) * 1e3, 3),
+                "nodes_ms": round(sum(g["ms"] for g in rows) + other_ms, 3), "other_ms": round(other_ms, 3),
+                "groups": rows, "float_convolutions": sorted(floats), "precision_hint": self.precision_hint,
+                "threads": self.num_threads}
 
     def _infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         try:

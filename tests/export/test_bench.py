@@ -138,6 +138,16 @@ def test_bench_json_schema(small_bundle):
         for name in ("achieved_gflops", "pct_of_ceiling", "achieved_at_batch", "speedup_vs_fp32",
                      "speedup_vs_fastest_fp32"):
             assert name in row
+    # OpenVINO's per-layer counters on the f32-hint row only (bench.LAYER_PROFILE): ResNet50's 53
+    # convolutions and the preprocessing's 1x1, whose operations add up to the hand-counted backbone's
+    # (export.bench.flops) plus that 1x1's, every one on a float kernel (an fp16 IR at the f32 hint)
+    profiled = {r["label"]: r["layer_profile"] for r in doc["artifacts"] if r.get("layer_profile")}
+    assert set(profiled) == {"dense/openvino_fp16@f32"}
+    p = profiled["dense/openvino_fp16@f32"]
+    assert sum(g["layers"] for g in p["groups"]) == 54 == len(p["float_convolutions"])
+    assert sum(g["gop"] for g in p["groups"]) == pytest.approx(doc["flops"]["dense"]["backbone"] + 2 * 224 * 224 * 9 / 1e9,
+                                                               abs=1e-4)
+    assert p["batch"] == 1 and p["threads"] == 1 and 0 < p["nodes_ms"] and p["wall_ms"] > 0
     # The manifest's timings, copied: the fixture wrote the export's as the kept artifacts' seconds.
     assert doc["export_timings"] == [{"variant": "dense", "stage": "export", "seconds": before["export_seconds"]},
                                      {"variant": "all", "stage": "pack", "seconds": 1.5}]
@@ -256,6 +266,9 @@ def test_markdown_chart_and_the_bundle_left_as_exported(small_bundle):
     assert paired["fastest_fp32"] == min((k for k in paired["p50_ms"] if k.endswith("fp32")),
                                          key=lambda k: paired["p50_ms"][k])
     assert "## Artifacts in turn: the timings every speed-up comes from" in md
+    assert "## Where the time goes: OpenVINO's per-layer counters at batch 1" in md
+    assert "| 1x1 conv @14x14 | 13 | " in md and "- `dense/openvino_fp16@f32`: " in md
+    assert "54 convolution(s) ran a float kernel (`" in md
     assert md.strip() in r.stdout
     assert f"wrote {out / 'bench.json'}, {out / 'bench.md'}, {out / 'bench.png'}" in r.stdout
     assert "**1 thread**, device CPU; 0 warm-up runs then 2 timed runs at batch 1, 1 timed run at batch 2" in md
@@ -445,6 +458,42 @@ def test_hint_rows_get_the_speedup_over_the_fastest_other_fp32_and_skips_render(
     assert "| `dense` openvino fp16 @ bf16 | 1.0 | **skipped: no bf16 hardware** |" in md
     assert "**1.14×** b1 vs onnx_fp32 / **1.07×** b8 vs savedmodel_fp32 |" in md
     assert "| top-1 vs fp32 | % of its ceiling (paired) | speed-up |" in md
+
+
+@pytest.mark.unit
+def test_layer_tables_hold_each_group_to_its_rows_ceiling_and_name_float_convolutions_in_int8():
+    """Synthetic profiles (made-up numbers): a group's % is of its row's own precision's best GEMM, the
+    int8 speed-up is the float row's time over the int8 row's, and an int8 IR's float convolution is named."""
+    from export.bench.report import _layer_tables
+
+    def profile(groups, floats=()):
+        return {"batch": 1, "runs": 30, "wall_ms": 7.0, "nodes_ms": 6.5, "other_ms": 0.5, "threads": 2,
+                "precision_hint": "f32", "float_convolutions": list(floats),
+                "groups": [{"group": g, "layers": n, "ms": ms, "gop": gop, "gops": gop / ms * 1e3, "kernels": [k]}
+                           for g, n, ms, gop, k in groups]}
+    int8 = {"label": "conv/openvino_int8@f32", "variant": "conv", "precision": "int8", "precision_hint": "f32",
+            "layer_profile": profile([("1x1 conv @7x7", 7, 1.0, 0.8, "brgconv_avx512_1x1_I8"),
+                                      ("3x3 conv @7x7", 3, 0.5, 0.7, "brgconv_avx512_f32")],
+                                     floats=["Conv_9 (brgconv_avx512_f32)"])}
+    fp16 = {"label": "conv/openvino_fp16@f32", "variant": "conv", "precision": "fp16", "precision_hint": "f32",
+            "layer_profile": profile([("1x1 conv @7x7", 7, 2.5, 0.8, "brgconv_avx512_1x1_f32"),
+                                      ("3x3 conv @7x7", 3, 2.0, 0.7, "brgconv_avx512_f32")],
+                                     floats=["Conv_1 (x)", "Conv_9 (x)"])}
+    doc = {"artifacts": [fp16, {"label": "conv/onnx_fp32", "variant": "conv", "precision": "fp32"}, int8],
+           "ceiling": {"measurements": [{"library": "numpy", "gflops": 400.0}],
+                       "by_precision": [{"library": "onnxruntime", "precision": "int8", "gflops": 1600.0},
+                                        {"library": "openvino", "precision": "int8", "gflops": 1000.0}]}}
+    md = "\n".join(_layer_tables(doc))
+    assert "| layer group | convs | conv/openvino_int8@f32 ms | GOP/s | % of int8 | conv/openvino_fp16@f32 ms | " \
+           "GFLOP/s | % of fp32 | int8 speed-up |" in md  # the int8 row first, whatever the table's order
+    assert "| 1x1 conv @7x7 | 7 | 1.00 | 800 | 50 | 2.50 | 320 | 80 | 2.50× |" in md
+    assert "| 3x3 conv @7x7 | 3 | 0.50 | 1400 | 88 | 2.00 | 350 | 88 | 4.00× |" in md
+    assert "- `conv/openvino_int8@f32`: 7.00 ms a run with the counters on; the nodes 6.50 ms, convolutions " \
+           "6.00 ms, other nodes 0.50 ms. 1 convolution(s) ran a float kernel (Conv_9 (brgconv_avx512_f32))" in md
+    assert "- `conv/openvino_fp16@f32`: 7.00 ms a run with the counters on; the nodes 6.50 ms, convolutions " \
+           "6.00 ms, other nodes 0.50 ms. 2 convolution(s) ran a float kernel (`brgconv_avx512_1x1_f32`, " \
+           "`brgconv_avx512_f32`)." in md
+    assert _layer_tables({**doc, "artifacts": [doc["artifacts"][1]]}) == []  # nothing profiled: no section
 
 
 @pytest.mark.unit

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from export.core.errors import RunnerError
 from export.formats import openvino
 from export.quality import accuracy
 from tests.helpers import TINY_SIZE, TINY_TFLITE_LABELS
@@ -101,6 +102,32 @@ def test_activation_ranges_cover_the_brightest_calibration_image(decided, tmp_pa
         got = runner.infer({"image": bright.astype(np.float32)})["logits"][0]
     cosine = float(got @ ref / np.linalg.norm(got) / np.linalg.norm(ref))
     assert cosine > 0.999 and np.abs(got - ref).max() < 0.05 * np.abs(ref).max(), (cosine, got, ref)
+
+
+def test_layer_profile_names_each_convolution_kernel_and_its_operations(decided, tmp_path):
+    """OpenVINO's per-layer counters (the bench's "Where the time goes"): the tiny model's two
+    convolutions (the preprocessing's 1x1 on 32x32, the 3x3 on 30x30), their operations from the shapes,
+    integer kernels in the int8 IR and float ones in the fp16 IR, which the profile names."""
+    from export.runtimes.openvino import OpenVINORunner
+    built = decided[0]
+    int8 = openvino.export(built, tmp_path / "q", "int8", calibration=_images(50, 2))
+    fp16 = openvino.export(built, tmp_path / "f", "fp16")
+    feed = {"image": _images(1, 4)}
+    expected = {"1x1 conv @32x32": 2 * 32 * 32 * 3 * 3 / 1e9, "3x3 conv @30x30": 2 * 30 * 30 * 8 * 3 * 9 / 1e9}
+    profiles = {}
+    for art in (int8, fp16):
+        runner = OpenVINORunner(tmp_path / ("q" if art is int8 else "f") / art.path, num_threads=1)
+        with pytest.raises(RunnerError, match="needs a loaded runner"):
+            runner.layer_profile(feed)
+        with runner:
+            profiles[art.precision] = p = runner.layer_profile(feed, runs=3)
+        assert {g["group"]: g["gop"] for g in p["groups"]} == pytest.approx(expected, rel=1e-6)
+        assert all(g["layers"] == 1 and g["ms"] > 0 and g["gops"] > 0 for g in p["groups"])
+        assert p["batch"] == 1 and p["runs"] == 3 and p["threads"] == 1 and p["nodes_ms"] >= p["other_ms"]
+    q, f = profiles["int8"], profiles["fp16"]
+    assert q["float_convolutions"] == [] and all(k.upper().endswith(("_I8", "_U8"))
+                                                 for g in q["groups"] for k in g["kernels"]), q
+    assert len(f["float_convolutions"]) == 2 and all("f32" in k for g in f["groups"] for k in g["kernels"]), f
 
 
 def test_the_int8_ir_at_the_bf16_hint_keeps_int8s_tolerance():
