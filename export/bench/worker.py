@@ -131,7 +131,11 @@ def _measure(job: dict[str, Any]) -> dict[str, Any]:
             latency[str(b)] = stats(times, b)
         # OpenVINO's per-layer counters at batch 1 (export.runtimes.openvino.OpenVINORunner.layer_profile),
         # after the timed runs, on a copy compiled with the counters on: the timings above never carry them
-        profile = runner.layer_profile({"image": photos[:1]}) if job.get("layer_profile") else None
+        profile = None
+        if job.get("layer_profile"):
+            from export.runtimes.openvino import OpenVINORunner
+            if isinstance(runner, OpenVINORunner):
+                profile = runner.layer_profile({"image": photos[:1]})
         chunk = max(job["batch_sizes"])
         top1 = np.concatenate([np.argmax(runner.infer({"image": photos[i:i + chunk]})["logits"], axis=-1)
                                for i in range(0, len(photos), chunk)])
