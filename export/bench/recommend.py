@@ -57,7 +57,7 @@ def serve_command(bundle: str, row: dict[str, Any]) -> str:
 def apply_paired(doc: dict[str, Any]) -> None:
     """Replace the rows' speed-ups with paired ones and add `paired_ms`, `speedup_vs_savedmodel`,
     `ceiling_precision` and `pct_of_own_ceiling` (in place)."""
-    best = ceilings.best_by_precision(_ceiling_measurements(doc))
+    best = ceilings.best_by_precision(ceiling_measurements(doc))
     for r in doc["artifacts"]:
         r["paired_ms"], r["speedup_vs_savedmodel"] = {}, None
         r["ceiling_precision"], r["pct_of_own_ceiling"] = ceilings.row_precision(r), None
@@ -108,7 +108,7 @@ def _paired_batches(doc: dict[str, Any], variant: str) -> dict[str, Any]:
     return ((doc.get("paired") or {}).get(variant) or {}).get("by_batch") or {}
 
 
-def _ceiling_measurements(doc: dict[str, Any]) -> list[dict[str, Any]]:
+def ceiling_measurements(doc: dict[str, Any]) -> list[dict[str, Any]]:
     c = doc.get("ceiling") or {}
     return [*c.get("measurements", []), *c.get("by_precision", [])]
 
@@ -246,7 +246,7 @@ def render(doc: dict[str, Any]) -> list[str]:
 def ceilings_table(doc: dict[str, Any]) -> list[str]:
     """Every row's achieved GFLOP/s (GOP/s for int8) at its largest paired batch, as a % of its own
     precision's ceiling."""
-    best = ceilings.best_by_precision(_ceiling_measurements(doc))
+    best = ceilings.best_by_precision(ceiling_measurements(doc))
     if not best:
         return []
     lines = ["## Each row against its own precision's ceiling", "",

@@ -256,12 +256,11 @@ def _layer_tables(doc: dict[str, Any]) -> list[str]:
     """Per variant, the profiled rows' (run.LAYER_PROFILE) time by layer group at batch 1: each group's
     rate against its row's own precision's ceiling, and the int8 row's speed over the float one's."""
     from export.bench.ceilings import best_by_precision, row_precision
+    from export.bench.recommend import ceiling_measurements
     profiled = [r for r in doc["artifacts"] if r.get("layer_profile")]
     if not profiled:
         return []
-    c = doc.get("ceiling") or {}
-    best = {p: m["gflops"] for p, m in best_by_precision([*c.get("measurements", []),
-                                                           *c.get("by_precision", [])]).items()}
+    best = {p: m["gflops"] for p, m in best_by_precision(ceiling_measurements(doc)).items()}
     runs = profiled[0]["layer_profile"]["runs"]
     lines = ["## Where the time goes: OpenVINO's per-layer counters at batch 1", "",
              f"Each profiled row ran {runs} more times at batch 1 in its own process, on a copy of its model "
